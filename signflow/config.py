@@ -1,0 +1,142 @@
+"""Settings from SIGNFLOW_* environment variables and the instance folder.
+
+Fails closed: a secret is never invented here. `signflow init` writes the
+instance secrets (0600 files); production refuses to start without them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from signflow.core.errors import ConfigurationError
+
+SECRET_KEY_FILE = "secret_key"
+CONFIG_FILE = "signflow.toml"
+ENVIRONMENTS = ("production", "development", "testing")
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "production"
+    instance_path: Path = Path("instance")
+    keys_path: Path = Path("keys")
+    database_url: str = ""
+    secret_key: str | None = None
+    base_url: str = "http://127.0.0.1:5000"
+    timezone: str = "Europe/Paris"
+    max_upload_mb: int = 25
+    max_pages: int = 500
+    active_content: str = "strip"  # "strip" or "refuse"
+    blob_backend: str = "database"  # "database" or "file"
+    allow_countersign: bool = False
+    # Minutes a request waits at each escalation level, by urgency.
+    deadline_minutes: dict[str, int] = field(
+        default_factory=lambda: {"emergency": 5, "urgent": 10, "routine": 60}
+    )
+    escalation_levels: int = 3
+    pades_level: str = "B-LTA"
+    key_algorithm: str = "ec"
+    tsa_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "signflow@localhost"
+    smtp_starttls: bool = False
+    webhook_url: str | None = None
+    retention_days: int = 3650
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    audit_origin: str = "signflow.local/audit"
+    checkpoint_interval_seconds: int = 300
+    # Number of reverse proxies in front of the app whose X-Forwarded-* to trust.
+    trusted_proxies: int = 0
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    if isinstance(raw, str):
+        if isinstance(default, bool):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            try:
+                return int(raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"SIGNFLOW_{name.upper()} must be an integer") from exc
+        if isinstance(default, Path):
+            return Path(raw)
+    return raw
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults < instance/signflow.toml < SIGNFLOW_* env < explicit overrides."""
+    env = dict(os.environ if environ is None else environ)
+    instance = Path(overrides.get("instance_path") or env.get("SIGNFLOW_INSTANCE", "instance"))
+    instance = instance.resolve()
+    values: dict[str, Any] = {}
+    config_file = instance / CONFIG_FILE
+    if config_file.is_file():
+        with config_file.open("rb") as fh:
+            values.update(tomllib.load(fh))
+    defaults = Settings()
+    for f in fields(Settings):
+        key = "SIGNFLOW_" + f.name.upper()
+        if f.name == "instance_path":
+            key = "SIGNFLOW_INSTANCE"
+        elif f.name == "keys_path":
+            key = "SIGNFLOW_KEYS"
+        if key in env and f.name != "deadline_minutes":
+            values[f.name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    coerced = {
+        f.name: _coerce(f.name, values[f.name], getattr(defaults, f.name))
+        for f in fields(Settings)
+        if f.name in values
+    }
+    coerced["instance_path"] = instance
+    coerced["keys_path"] = Path(coerced.get("keys_path", defaults.keys_path)).resolve()
+    if not coerced.get("database_url"):
+        coerced["database_url"] = f"sqlite:///{instance / 'signflow.db'}"
+    if not coerced.get("secret_key"):
+        secret_file = instance / SECRET_KEY_FILE
+        if secret_file.is_file():
+            coerced["secret_key"] = secret_file.read_text().strip() or None
+    settings = Settings(**coerced)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    if settings.env not in ENVIRONMENTS:
+        raise ConfigurationError(f"SIGNFLOW_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    if settings.active_content not in ("strip", "refuse"):
+        raise ConfigurationError("SIGNFLOW_ACTIVE_CONTENT must be 'strip' or 'refuse'")
+    if settings.blob_backend not in ("database", "file"):
+        raise ConfigurationError("SIGNFLOW_BLOB_BACKEND must be 'database' or 'file'")
+    if settings.pades_level not in ("B-T", "B-LT", "B-LTA"):
+        raise ConfigurationError("SIGNFLOW_PADES_LEVEL must be B-T, B-LT or B-LTA")
+    if settings.key_algorithm not in ("ec", "rsa"):
+        raise ConfigurationError("SIGNFLOW_KEY_ALGORITHM must be 'ec' or 'rsa'")
+
+
+def require_secret_key(settings: Settings) -> str:
+    """The app never runs on an invented key: run `signflow init` or set the env var."""
+    key = settings.secret_key
+    if not key or len(key) < 32:
+        raise ConfigurationError(
+            "no secret key: run `signflow init` (writes instance/secret_key) "
+            "or set SIGNFLOW_SECRET_KEY (32+ characters)"
+        )
+    return key

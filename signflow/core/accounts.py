@@ -1,0 +1,264 @@
+"""Users, passwords (argon2id), login throttling, API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from signflow.core import audit
+from signflow.core.audit import Actor
+from signflow.core.errors import (
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Throttled,
+)
+from signflow.models import ApiToken, Destination, OnCallGroup, Role, User
+
+# ASVS 11.4.2 example parameters: 46 MiB, one pass, one lane.
+_HASHER = PasswordHasher(time_cost=1, memory_cost=47104, parallelism=1)
+# Verified against when the user does not exist, so that timing does not tell.
+_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
+
+MIN_PASSWORD_LENGTH = 8
+FREE_FAILURES = 5
+MAX_DELAY_SECONDS = 300
+_COMMON_PASSWORDS = frozenset(
+    {
+        "password", "password1", "password123", "12345678", "123456789", "1234567890",
+        "qwertyuiop", "azertyuiop", "iloveyou", "sunshine", "princess", "football",
+        "welcome1", "letmein1", "admin123", "changeme", "motdepasse", "hospital",
+        "passw0rd", "11111111", "00000000", "abcdefgh", "abc12345", "qwerty123",
+    }
+)
+
+
+def actor_of(user: User, ip: str | None = None) -> Actor:
+    return Actor(id=user.id, name=user.username, role=user.role, ip=ip)
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def check_password_policy(password: str, *, username: str = "") -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.")
+    if len(password) > 256:
+        raise InvalidInput("The password is too long (256 characters at most).")
+    lowered = password.lower()
+    if lowered in _COMMON_PASSWORDS or (username and username.lower() in lowered):
+        raise InvalidInput("This password is too common or contains the user name.")
+
+
+def create_user(
+    session: Session,
+    *,
+    actor: Actor,
+    now: datetime,
+    username: str,
+    display_name: str,
+    role: str,
+    password: str,
+    email: str | None = None,
+    professional_id: str | None = None,
+    destination_id: int | None = None,
+) -> User:
+    username = username.strip().lower()
+    if not username or len(username) > 80 or not username.replace(".", "").replace("-", "").isalnum():
+        raise InvalidInput("User names use letters, digits, dots and dashes.")
+    if role not in {r.value for r in Role}:
+        raise InvalidInput("Unknown role.")
+    if not display_name.strip():
+        raise InvalidInput("A display name is required.")
+    if role == Role.RECIPIENT and destination_id is None:
+        raise InvalidInput("A recipient belongs to a destination service.")
+    if destination_id is not None and session.get(Destination, destination_id) is None:
+        raise InvalidInput("Unknown destination service.")
+    check_password_policy(password, username=username)
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict("This user name is taken.")
+    user = User(
+        username=username,
+        display_name=display_name.strip(),
+        role=role,
+        password_hash=hash_password(password),
+        active=True,
+        email=email or None,
+        professional_id=professional_id or None,
+        destination_id=destination_id if role == Role.RECIPIENT else None,
+        failed_logins=0,
+        session_version=1,
+        created_at=now,
+    )
+    session.add(user)
+    session.flush()
+    audit.append(
+        session, now=now, actor=actor, action="user.created",
+        user=user.id, username=user.username, role=user.role,
+    )
+    return user
+
+
+def set_user_active(session: Session, *, actor: Actor, user_id: int, active: bool, now: datetime) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    if actor.id == user.id and not active:
+        raise Forbidden("You cannot disable your own account.")
+    if user.active == active:
+        return user
+    user.active = active
+    # Disabling kills every live session of that user.
+    user.session_version += 1
+    session.flush()
+    audit.append(
+        session, now=now, actor=actor,
+        action="user.enabled" if active else "user.disabled", user=user.id, username=user.username,
+    )
+    return user
+
+
+def throttle_delay(failures: int) -> int:
+    """Seconds to wait after `failures` consecutive failures: none for the first few,
+    then doubling, capped so an attacker can slow but never lock out a physician."""
+    if failures < FREE_FAILURES:
+        return 0
+    return int(min(MAX_DELAY_SECONDS, 2 ** (failures - FREE_FAILURES) * 5))
+
+
+def authenticate(
+    session: Session, *, username: str, password: str, now: datetime, ip: str | None
+) -> User:
+    """Check a password login. Failures are recorded (the caller commits them)."""
+    user = session.scalar(select(User).where(User.username == username.strip().lower()))
+    if user is not None and user.failed_logins and user.last_failed_login_at is not None:
+        wait = throttle_delay(user.failed_logins)
+        remaining = (user.last_failed_login_at + timedelta(seconds=wait) - now).total_seconds()
+        if remaining > 0:
+            audit.append(
+                session, now=now, actor=Actor(None, username[:80], "anonymous", ip),
+                action="login.throttled", user=user.id,
+            )
+            raise Throttled("Too many failed attempts: wait a moment and try again.",
+                            retry_after=int(remaining) + 1)
+    ok = _verify(user.password_hash if user else _DUMMY_HASH, password)
+    if user is None or not ok or not user.active:
+        if user is not None:
+            user.failed_logins += 1
+            user.last_failed_login_at = now
+        audit.append(
+            session, now=now, actor=Actor(None, username[:80], "anonymous", ip),
+            action="login.failed", user=user.id if user else None,
+        )
+        raise AuthenticationFailed("Wrong user name or password.")
+    if _HASHER.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.failed_logins = 0
+    user.last_failed_login_at = None
+    audit.append(session, now=now, actor=actor_of(user, ip), action="login.succeeded")
+    return user
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def logout(session: Session, *, user: User, now: datetime, ip: str | None) -> None:
+    user.session_version += 1
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="logout")
+
+
+def load_session_user(session: Session, session_id: str) -> User | None:
+    """Resolve Flask-Login's `id:version`; a bumped version invalidates old cookies."""
+    try:
+        raw_id, raw_version = session_id.split(":", 1)
+        user = session.get(User, int(raw_id))
+        version = int(raw_version)
+    except (ValueError, TypeError):
+        return None
+    if user is None or not user.active or user.session_version != version:
+        return None
+    return user
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    token_id: int
+
+
+TOKEN_PREFIX = "sfat_"
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_api_token(
+    session: Session, *, actor: Actor, user: User, name: str, now: datetime
+) -> IssuedToken:
+    if not user.active:
+        raise InvalidInput("That user is disabled.")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        user_id=user.id, name=name.strip()[:100] or "token",
+        token_hash=_token_digest(token), created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    audit.append(session, now=now, actor=actor, action="api_token.created",
+                 token=row.id, user=user.id, name=row.name)
+    return IssuedToken(token=token, token_id=row.id)
+
+
+def revoke_api_token(session: Session, *, actor: Actor, token_id: int, now: datetime) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound("No such API token.")
+    if row.revoked_at is None:
+        row.revoked_at = now
+        session.flush()
+        audit.append(session, now=now, actor=actor, action="api_token.revoked",
+                     token=row.id, user=row.user_id)
+    return row
+
+
+def user_for_token(session: Session, token: str, *, now: datetime) -> User | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_digest(token)))
+    if row is None or row.revoked_at is not None or not row.user.active:
+        return None
+    row.last_used_at = now
+    return row.user
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.role, User.username)))
+
+
+def directory(session: Session) -> tuple[list[OnCallGroup], list[Destination]]:
+    groups = list(session.scalars(select(OnCallGroup).order_by(OnCallGroup.name)))
+    destinations = list(session.scalars(select(Destination).order_by(Destination.name)))
+    return groups, destinations

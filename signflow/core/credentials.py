@@ -1,0 +1,60 @@
+"""The lifecycle of a physician's signing credential, audited.
+
+The physician chooses the PIN; an administrator can only revoke (forcing a
+re-enrolment), never set a PIN or unlock a key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from signflow.core import audit, pki
+from signflow.core.accounts import actor_of
+from signflow.core.audit import Actor
+from signflow.core.errors import Forbidden, InvalidInput, NotFound
+from signflow.models import Role, SigningCredential, User
+
+
+def set_signing_pin(
+    session: Session, keys: pki.KeyMaterial, user: User, *, current_pin: str | None,
+    new_pin: str, now: datetime, ip: str | None, algorithm: str = "ec",
+) -> SigningCredential:
+    """Enrol (no usable credential yet) or change the PIN (re-wraps the same key)."""
+    if user.role != Role.PHYSICIAN:
+        raise Forbidden("Only physicians hold a signing credential.")
+    pki.validate_pin_policy(new_pin)
+    actor = actor_of(user, ip)
+    credential = pki.active_credential(session, user.id)
+    if credential is not None and credential.blocked_at is None:
+        if not current_pin:
+            raise InvalidInput("Enter your current signing PIN.")
+        pki.change_pin(session, keys, credential, current_pin, new_pin, now=now)
+        audit.append(session, now=now, actor=actor, action="credential.pin_changed",
+                     credential=credential.serial)
+        return credential
+    if credential is not None:
+        # Blocked: only an administrator's re-enrolment (revocation) reopens enrolment.
+        raise Forbidden("Your signing credential is blocked: ask an administrator to re-enrol you.")
+    created = pki.enrol(session, keys, user, new_pin, now=now, algorithm=algorithm)
+    audit.append(session, now=now, actor=actor, action="credential.enrolled",
+                 credential=created.serial, algorithm=created.algorithm,
+                 not_after=audit.rfc3339(created.not_after))
+    return created
+
+
+def revoke_credential(
+    session: Session, *, actor: Actor, user_id: int, reason: str, now: datetime
+) -> SigningCredential:
+    """Revoke the user's current certificate; the physician then enrols anew."""
+    user = session.get(User, user_id)
+    if user is None or user.role != Role.PHYSICIAN:
+        raise NotFound("No such physician.")
+    credential = pki.active_credential(session, user.id)
+    if credential is None:
+        raise NotFound("This physician has no active signing credential.")
+    pki.revoke(session, credential, reason=reason, now=now)
+    audit.append(session, now=now, actor=actor, action="credential.revoked", user=user.id,
+                 credential=credential.serial, reason=reason)
+    return credential

@@ -1,0 +1,94 @@
+"""The one error hierarchy. HTTP status mapping lives in signflow.web.errors only.
+
+Every message is safe to show to the user who caused it: no secret, no
+internal path, no stack trace.
+"""
+
+from __future__ import annotations
+
+
+class SignflowError(Exception):
+    """Base of every domain error; `message` is user-facing."""
+
+    code = "error"
+    # True when the changes flushed before raising must still be committed
+    # (failure counters, their audit entries); everything else rolls back.
+    commit_changes = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(SignflowError):
+    code = "invalid-input"
+
+
+class InvalidDocument(InvalidInput):
+    code = "invalid-document"
+
+
+class DocumentTooLarge(InvalidInput):
+    code = "document-too-large"
+
+
+class AuthenticationFailed(SignflowError):
+    code = "authentication-failed"
+    commit_changes = True
+
+
+class Throttled(SignflowError):
+    code = "throttled"
+    commit_changes = True
+
+    def __init__(self, message: str, *, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Forbidden(SignflowError):
+    code = "forbidden"
+
+
+class NotFound(SignflowError):
+    code = "not-found"
+
+
+class Conflict(SignflowError):
+    """The object is not in a state that allows the action (already signed...)."""
+
+    code = "conflict"
+
+
+class WrongPin(SignflowError):
+    code = "wrong-pin"
+    commit_changes = True
+
+
+class CredentialBlocked(SignflowError):
+    code = "credential-blocked"
+    commit_changes = True
+
+
+class ServiceUnavailable(SignflowError):
+    """A dependency (TSA, token, notifier) failed; nothing was changed."""
+
+    code = "service-unavailable"
+
+
+class ConfigurationError(SignflowError):
+    code = "configuration-error"
+
+
+class StorageCorrupted(SignflowError):
+    """Stored bytes failed their integrity check (tag, hash or missing file): never served."""
+
+    code = "storage-corrupted"
+
+
+class AuditIntegrityError(SignflowError):
+    """The audit log no longer matches what the service signed; nothing more is signed."""
+
+    code = "audit-integrity"

@@ -1,0 +1,117 @@
+"""Inspection and normalisation of uploaded PDFs.
+
+An upload is never previewed or signed as received. It is parsed in the
+sandbox (signflow.core.sandbox: separate process, memory and time limits),
+refused if encrypted, empty, too long, already signed or too expensive to
+decode, cleaned of active content (JavaScript, automatic and open actions,
+launch/remote/submit/import/URI actions, embedded files, XFA, rich media),
+then rewritten in full: a new file holding only the objects reachable from
+the catalogue, so nothing hidden in an earlier revision or an unreferenced
+object survives (shadow attacks). The result must read identically in qpdf,
+PDFium and pyHanko (strict), the three engines that will see it. Those bytes
+are what is previewed and what is signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
+
+from signflow.core.errors import DocumentTooLarge, InvalidDocument, ServiceUnavailable
+from signflow.core.sandbox import (
+    DEFAULT_LIMITS,
+    SandboxBusy,
+    SandboxFailure,
+    SandboxLimits,
+    SandboxRefusal,
+    run_task,
+)
+
+ACTIVE_CONTENT_MODES = ("strip", "refuse")
+# Many readers accept a header after some junk (mail gateways prepend it);
+# the rewrite then starts the file at %PDF- again.
+HEADER_WINDOW = 1024
+UNSAFE = "the PDF could not be processed safely"
+
+
+@dataclass(frozen=True)
+class NormalisedPdf:
+    data: bytes  # the normalised bytes: previewed AND signed
+    sha256: str  # of data
+    original_sha256: str  # of the upload
+    page_count: int
+    removed: tuple[str, ...]  # what was stripped, human-readable
+
+
+def normalise_upload(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pages: int,
+    active_content: str = "strip",
+    allow_signed: bool = False,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+) -> NormalisedPdf:
+    """Check and rewrite an upload; raises DocumentTooLarge or InvalidDocument
+    (message safe to show), ServiceUnavailable when every sandbox stays busy."""
+    if active_content not in ACTIVE_CONTENT_MODES:
+        raise ValueError("active_content must be 'strip' or 'refuse'")
+    if len(data) > max_bytes:
+        raise DocumentTooLarge(f"the PDF is larger than {_human_size(max_bytes)}")
+    if b"%PDF-" not in data[: HEADER_WINDOW + 5]:
+        raise InvalidDocument("not a PDF")
+    params = {
+        "max_pages": max_pages,
+        "active_content": active_content,
+        "allow_signed": allow_signed,
+    }
+    try:
+        result = run_task("normalise", params, data, limits)
+    except SandboxRefusal as refusal:
+        raise InvalidDocument(refusal.message) from None
+    except SandboxFailure:
+        raise InvalidDocument(UNSAFE) from None
+    except SandboxBusy:
+        raise ServiceUnavailable("the server is busy checking other documents; try again") from None
+    page_count = result.meta.get("page_count")
+    removed = result.meta.get("removed")
+    if not isinstance(page_count, int) or not isinstance(removed, list) or not result.payload:
+        raise InvalidDocument(UNSAFE)
+    return NormalisedPdf(
+        data=result.payload,
+        sha256=hashlib.sha256(result.payload).hexdigest(),
+        original_sha256=hashlib.sha256(data).hexdigest(),
+        page_count=page_count,
+        removed=tuple(str(item) for item in removed),
+    )
+
+
+def _human_size(size: int) -> str:
+    if size >= 1024 * 1024 and size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MB"
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size // 1024} KB"
+    return f"{size} bytes"
+
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._ ()+-]+")
+MAX_FILENAME = 100
+
+
+def sanitize_filename(name: str) -> str:
+    """A safe ASCII basename ending in .pdf: no path, no control or shell-special
+    characters, no leading dot, at most MAX_FILENAME characters, never empty."""
+    # Both separators: a Windows browser may send C:\\Users\\...\\scan.pdf.
+    base = PureWindowsPath(PurePosixPath(name or "").name).name
+    ascii_name = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
+    cleaned = _UNSAFE_CHARS.sub("_", ascii_name)
+    cleaned = re.sub(r"_+", "_", cleaned).strip(" ._-")
+    stem = cleaned[:-4] if cleaned.lower().endswith(".pdf") else cleaned
+    stem = stem.rstrip(" ._-")
+    if not stem.strip("_ "):
+        stem = "document"
+    stem = stem[: MAX_FILENAME - len(".pdf")].rstrip(" ._-") or "document"
+    return stem + ".pdf"

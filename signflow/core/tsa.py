@@ -1,0 +1,163 @@
+"""The service's own RFC 3161 time-stamping authority.
+
+Used in-process by the signer (no HTTP round trip) and behind the /tsa HTTP
+endpoint for outside clients. Tokens are signed by the TSA certificate of the
+keys folder (RSA, EKU timeStamping critical, issued by the issuing CA).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from asn1crypto import algos, cms, core, tsp
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from pyhanko.sign.general import as_signing_certificate_v2
+from pyhanko.sign.timestamps import DummyTimeStamper
+
+from signflow.core.errors import InvalidInput
+
+# signflow's TSA policy: a UUID-derived OID (ITU-T X.667), no registration needed.
+TSA_POLICY_OID = "2.25.38313387558098281978437526548220561560"
+ACCEPTED_DIGESTS: dict[str, int] = {"sha256": 32, "sha384": 48, "sha512": 64}
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
+
+
+def to_asn1_cert(cert: Any) -> asn1_x509.Certificate:
+    """asn1crypto view of a `cryptography` certificate (what pyHanko speaks)."""
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+class _StatusOnlyResp(core.Sequence):  # type: ignore[misc]
+    """TimeStampResp without token: asn1crypto's class wrongly requires one."""
+
+    _fields = [("status", tsp.PKIStatusInfo)]
+
+
+def _attribute(name: str, value: Any) -> cms.CMSAttribute:
+    return cms.CMSAttribute({"type": cms.CMSAttributeType(name), "values": (value,)})
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ServiceTimeStamper(DummyTimeStamper):
+    """A real TSA signing with the service's TSA key.
+
+    pyHanko's DummyTimeStamper builds correct tokens but re-parses its key for
+    every token, carries a third party's policy OID and the SHA-1 based
+    signing-certificate attribute; this keeps its CMS assembly and replaces those.
+    `clock` is the TSA's clock (the time written into tokens)."""
+
+    def __init__(
+        self,
+        tsa_cert: Any,
+        tsa_key: rsa.RSAPrivateKey,
+        chain: list[Any],
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        pkcs8 = tsa_key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        super().__init__(
+            tsa_cert=to_asn1_cert(tsa_cert),
+            tsa_key=asn1_keys.PrivateKeyInfo.load(pkcs8),
+            certs_to_embed=[to_asn1_cert(c) for c in chain],  # type: ignore[arg-type]
+        )
+        self._key = tsa_key
+        self._clock = clock
+
+    def _build_tst_info(
+        self, message_imprint: tsp.MessageImprint, dt: datetime, req: tsp.TimeStampReq
+    ) -> tsp.TSTInfo:
+        info: dict[str, Any] = {
+            "version": "v1",
+            "policy": tsp.ObjectIdentifier(TSA_POLICY_OID),
+            "message_imprint": message_imprint,
+            "serial_number": secrets.randbits(127),
+            "gen_time": dt,
+            "accuracy": {"seconds": 1},
+            "tsa": asn1_x509.GeneralName(name="directory_name", value=self.tsa_cert.subject),
+        }
+        if req["nonce"].native is not None:
+            info["nonce"] = req["nonce"]
+        return tsp.TSTInfo(info)
+
+    def _sign_tst_info(
+        self, tst_info_data: bytes, md_algorithm: str, dt: datetime
+    ) -> tuple[bytes, cms.CMSAttributes]:
+        digest = hashes.Hash(_HASHES[md_algorithm])
+        digest.update(tst_info_data)
+        signed_attrs = cms.CMSAttributes(
+            [
+                _attribute("content_type", "tst_info"),
+                _attribute("signing_time", cms.Time({"utc_time": core.UTCTime(dt)})),
+                _attribute("signing_certificate_v2", as_signing_certificate_v2(self.tsa_cert)),
+                _attribute("message_digest", digest.finalize()),
+            ]
+        )
+        signature = self._key.sign(signed_attrs.dump(), padding.PKCS1v15(), _HASHES[md_algorithm])
+        return signature, signed_attrs
+
+    def respond_der(self, req: tsp.TimeStampReq, now: datetime) -> bytes:
+        """DER response to `req` at time `now` (a rejection for unsupported digests)."""
+        algorithm = req["message_imprint"]["hash_algorithm"]["algorithm"].native
+        hashed = req["message_imprint"]["hashed_message"].native
+        if ACCEPTED_DIGESTS.get(algorithm) != len(hashed):
+            rejection = _StatusOnlyResp(
+                {
+                    "status": {
+                        "status": "rejection",
+                        "status_string": ["unsupported or inconsistent hash algorithm"],
+                        "fail_info": tsp.PKIFailureInfo({"bad_alg"}),
+                    }
+                }
+            )
+            dumped: bytes = rejection.dump()
+            return dumped
+        granted: bytes = self.respond(req, now).dump()
+        return granted
+
+    def respond(self, req: tsp.TimeStampReq, now: datetime) -> tsp.TimeStampResp:
+        algorithm = req["message_imprint"]["hash_algorithm"]["algorithm"].native
+        tst_info = self._build_tst_info(req["message_imprint"], now, req)
+        tst_info_data = tst_info.dump()
+        signature, signed_attrs = self._sign_tst_info(tst_info_data, algorithm, now)
+        signed_data = self._build_signed_data(tst_info_data, algorithm, signature, signed_attrs)
+        token = cms.ContentInfo(
+            {"content_type": "signed_data", "content": cms.SignedData(signed_data)}
+        )
+        return tsp.TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": token})
+
+    def request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+        return self.respond(req, self._clock())
+
+    async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+        return self.respond(req, self._clock())
+
+
+def parse_request(request_der: bytes) -> tsp.TimeStampReq:
+    """Parse a DER TimeStampReq; InvalidInput when it is not one."""
+    try:
+        req = tsp.TimeStampReq.load(request_der, strict=True)
+        # asn1crypto parses lazily: touch every field so garbage fails here.
+        req.native  # noqa: B018
+        algos.DigestAlgorithm(req["message_imprint"]["hash_algorithm"].native)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidInput("not an RFC 3161 time-stamp request") from exc
+    if req["version"].native != "v1":
+        raise InvalidInput("unsupported time-stamp request version")
+    return req

@@ -1,0 +1,427 @@
+"""The request state machine. Every transition flushes its state change and its
+audit entry together; the caller commits once.
+
+PENDING --sign--> SIGNED --(auto)--> DELIVERED --acknowledge--> RECEIVED
+   |  --decline--> DECLINED
+   |  --cancel--> CANCELLED
+   --deadline--> escalation level + 1, EXPIRED after the last level
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cryptography import x509
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from signflow.core import activation, audit, oncall, outbox, pki, signing
+from signflow.core.accounts import actor_of
+from signflow.core.audit import SYSTEM
+from signflow.core.errors import Conflict, CredentialBlocked, Forbidden, InvalidInput, NotFound, WrongPin
+from signflow.core.pdfcheck import NormalisedPdf
+from signflow.core.storage import BlobStore
+from signflow.models import (
+    Destination,
+    OnCallGroup,
+    RequestState,
+    Role,
+    Signature,
+    SignatureRequest,
+    Urgency,
+    User,
+)
+
+MAX_NOTE = 2000
+MAX_REASON = 1000
+SIGN_REASON = "Approved for transplant workflow"
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Adapters and settings the workflow needs, wired by the app factory."""
+
+    keys: pki.KeyMaterial
+    blobs: BlobStore
+    timestamper: Any
+    timezone: str
+    pades_level: str
+    activation_key: bytes
+    deadline_minutes: Mapping[str, int]
+    escalation_levels: int = oncall.LADDER_LEVELS
+
+
+@dataclass(frozen=True)
+class SigningForm:
+    """What the sign page needs: the exact bytes' hash and the activation token."""
+
+    request: SignatureRequest
+    document_sha256: str
+    activation_token: str
+    credential_serial: str
+
+
+@dataclass(frozen=True)
+class Document:
+    filename: str
+    data: bytes
+    sha256: str
+
+
+def local_time(when: datetime, tz: str) -> str:
+    return when.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+# -- reading -----------------------------------------------------------------
+
+
+def may_view(session: Session, user: User, req: SignatureRequest, now: datetime) -> bool:
+    """The one object-level access rule for requests."""
+    if not user.active:
+        return False
+    match user.role:
+        case Role.TECHNICIAN:
+            return req.technician_id == user.id
+        case Role.PHYSICIAN:
+            return oncall.handled_by(req, user) or oncall.may_act_for_group(
+                session, user, req.group, now
+            )
+        case Role.RECIPIENT:
+            return req.destination_id == user.destination_id and req.state in (
+                RequestState.DELIVERED, RequestState.RECEIVED
+            )
+        case Role.AUDITOR:
+            return True
+        case _:
+            return False
+
+
+def may_read_document(session: Session, user: User, req: SignatureRequest, now: datetime) -> bool:
+    """Auditors see metadata and the audit trail, not medical content; admins see nothing."""
+    return user.role in (Role.TECHNICIAN, Role.PHYSICIAN, Role.RECIPIENT) and may_view(
+        session, user, req, now
+    )
+
+
+def get_request(session: Session, *, user: User, request_id: int, now: datetime,
+                for_update: bool = False) -> SignatureRequest:
+    query = select(SignatureRequest).where(SignatureRequest.id == request_id)
+    if for_update:
+        query = query.with_for_update()
+    req = session.scalar(query)
+    # Someone else's request looks exactly like a missing one.
+    if req is None or not may_view(session, user, req, now):
+        raise NotFound("No such request, or it is not yours to see.")
+    return req
+
+
+def list_requests(session: Session, *, user: User, now: datetime, limit: int = 200) -> list[SignatureRequest]:
+    query = select(SignatureRequest).order_by(SignatureRequest.id.desc()).limit(limit)
+    match user.role:
+        case Role.TECHNICIAN:
+            query = query.where(SignatureRequest.technician_id == user.id)
+        case Role.PHYSICIAN:
+            groups = oncall.groups_on_call(session, user, now)
+            query = query.where(
+                or_(
+                    SignatureRequest.group_id.in_(groups),
+                    SignatureRequest.signed_by_id == user.id,
+                    SignatureRequest.declined_by_id == user.id,
+                )
+            )
+        case Role.RECIPIENT:
+            query = query.where(
+                SignatureRequest.destination_id == user.destination_id,
+                SignatureRequest.state.in_([RequestState.DELIVERED, RequestState.RECEIVED]),
+            )
+        case Role.AUDITOR:
+            pass
+        case _:
+            return []
+    return list(session.scalars(query))
+
+
+def document_for(
+    session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
+    ip: str | None, download: bool = False,
+) -> Document:
+    """The bytes a user may read: the signed file once there is one, else the
+    normalised upload (the exact bytes a physician previews and signs)."""
+    req = get_request(session, user=user, request_id=request_id, now=now)
+    if not may_read_document(session, user, req, now):
+        raise Forbidden("Your role cannot read documents.")
+    if req.purged_at is not None:
+        raise NotFound("This document was removed after its retention period.")
+    sha = req.signed_sha256 or req.document_sha256
+    data = deps.blobs.get(session, sha)
+    if download:
+        audit.append(session, now=now, actor=actor_of(user, ip), action="document.downloaded",
+                     request_id=req.id, sha256=sha)
+    stem = req.filename.removesuffix(".pdf")
+    return Document(filename=f"{stem}-signed.pdf" if req.signed_sha256 else req.filename,
+                    data=data, sha256=sha)
+
+
+# -- transitions -------------------------------------------------------------
+
+
+def _deadline(deps: Deps, urgency: str, now: datetime) -> datetime:
+    return now + timedelta(minutes=deps.deadline_minutes[urgency])
+
+
+def create_request(
+    session: Session, deps: Deps, *, user: User, ip: str | None, now: datetime,
+    upload: NormalisedPdf, filename: str, title: str, group_id: int, destination_id: int,
+    urgency: str, note: str = "", stamp_position: str | None = None,
+) -> SignatureRequest:
+    if user.role != Role.TECHNICIAN:
+        raise Forbidden("Only technicians send documents for signature.")
+    if urgency not in {u.value for u in Urgency}:
+        raise InvalidInput("Choose an urgency.")
+    group = session.get(OnCallGroup, group_id)
+    destination = session.get(Destination, destination_id)
+    if group is None:
+        raise InvalidInput("Choose an on-call group.")
+    if destination is None:
+        raise InvalidInput("Choose a destination service.")
+    if len(note) > MAX_NOTE:
+        raise InvalidInput(f"The note is limited to {MAX_NOTE} characters.")
+    title = " ".join(title.split())[:200] or filename
+    stored = deps.blobs.put(session, upload.data, now=now)
+    req = SignatureRequest(
+        technician_id=user.id, group_id=group.id, destination_id=destination.id,
+        title=title, urgency=urgency, note=note.strip(), state=RequestState.PENDING,
+        escalation_level=0, deadline_at=_deadline(deps, urgency, now), filename=filename,
+        original_sha256=upload.original_sha256, document_sha256=stored,
+        page_count=upload.page_count, removed_content=json.dumps(list(upload.removed)),
+        stamp_position=stamp_position, created_at=now, updated_at=now,
+    )
+    session.add(req)
+    session.flush()
+    audit.append(
+        session, now=now, actor=actor_of(user, ip), action="request.created", request_id=req.id,
+        group=group.id, destination=destination.id, urgency=urgency,
+        original_sha256=upload.original_sha256, document_sha256=stored,
+        removed=list(upload.removed), pages=upload.page_count,
+    )
+    outbox.enqueue(session, "notify", {"request": req.id, "event": "created", "level": 0}, now=now)
+    return req
+
+
+def state_message(req: SignatureRequest, tz: str) -> str:
+    if req.state in (RequestState.SIGNED, RequestState.DELIVERED, RequestState.RECEIVED):
+        who = req.signed_by.display_name if req.signed_by else "another physician"
+        when = local_time(req.signed_at, tz) if req.signed_at else ""
+        return f"Already signed by {who} at {when}."
+    if req.state == RequestState.DECLINED:
+        who = req.declined_by.display_name if req.declined_by else "a physician"
+        return f"Already declined by {who}."
+    return f"This request is {req.state}; it can no longer be signed."
+
+
+def _require_pending(req: SignatureRequest, deps: Deps) -> None:
+    if req.state != RequestState.PENDING:
+        raise Conflict(state_message(req, deps.timezone))
+
+
+def _require_signer(session: Session, user: User, req: SignatureRequest, now: datetime) -> None:
+    if user.role != Role.PHYSICIAN or not oncall.may_act_for_group(session, user, req.group, now):
+        raise Forbidden("Only a physician on call for this group can act on this request.")
+
+
+def prepare_signing(session: Session, deps: Deps, *, user: User, request_id: int,
+                    now: datetime) -> SigningForm:
+    req = get_request(session, user=user, request_id=request_id, now=now)
+    _require_signer(session, user, req, now)
+    _require_pending(req, deps)
+    credential = pki.active_credential(session, user.id)
+    if credential is None or credential.blocked_at is not None:
+        raise CredentialBlocked(
+            "Your signing credential is blocked or missing: ask an administrator to re-enrol you."
+        )
+    token = activation.issue(
+        deps.activation_key, user_id=user.id, request_id=req.id, credential_id=credential.id,
+        document_sha256=req.document_sha256, now=now,
+    )
+    return SigningForm(request=req, document_sha256=req.document_sha256,
+                       activation_token=token, credential_serial=credential.serial)
+
+
+def _parse_position(raw: str | None) -> tuple[int | None, tuple[float, float, float, float] | None]:
+    if not raw:
+        return None, None
+    page, x1, y1, x2, y2 = raw.split(",")
+    return int(page), (float(x1), float(y1), float(x2), float(y2))
+
+
+def sign_request(
+    session: Session, deps: Deps, *, user: User, request_id: int, pin: str,
+    activation_token: str, shown_sha256: str, now: datetime, ip: str | None,
+) -> SignatureRequest:
+    actor = actor_of(user, ip)
+    req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    _require_signer(session, user, req, now)
+    _require_pending(req, deps)
+    claims = activation.read(deps.activation_key, activation_token, now=now)
+    if claims.user_id != user.id or claims.request_id != req.id:
+        raise Forbidden("This signing form belongs to another request. Reload the document.")
+    if not (shown_sha256 == claims.document_sha256 == req.document_sha256):
+        raise Conflict("The document differs from the one you were shown. Reload it and sign again.")
+    credential = pki.active_credential(session, user.id)
+    if credential is None or credential.id != claims.credential_id:
+        raise Forbidden("Your signing credential changed since you opened the document. Reload it.")
+    try:
+        key = pki.unlock(session, deps.keys, credential, pin, now=now)
+    except (WrongPin, CredentialBlocked) as exc:
+        audit.append(session, now=now, actor=actor, action="signature.pin_rejected",
+                     request_id=req.id, credential=credential.serial, problem=exc.code)
+        raise
+    used = activation.consume(session, claims, now=now)
+    certificate = x509.load_pem_x509_certificate(credential.certificate_pem.encode())
+    document = deps.blobs.get(session, req.document_sha256)
+    page, box = _parse_position(req.stamp_position)
+    stamp = signing.Stamp(
+        signer_name=user.display_name, professional_id=user.professional_id,
+        reason=SIGN_REASON, when=now, timezone=deps.timezone, page=page, box=box,
+    )
+    signed = signing.sign_pdf(
+        document, key=key, certificate=certificate, keys=deps.keys, stamp=stamp,
+        timestamper=deps.timestamper, level=deps.pades_level,
+        crls=current_crls(session, deps, now=now),
+    )
+    signed_sha = deps.blobs.put(session, signed, now=now)
+    session.add(Signature(
+        request_id=req.id, user_id=user.id, credential_id=credential.id,
+        certificate_serial=credential.serial, sha256_before=req.document_sha256,
+        sha256_after=signed_sha, activation_id=used.id, signed_at=now,
+    ))
+    req.state = RequestState.SIGNED
+    req.signed_sha256, req.signed_by_id, req.signed_at, req.updated_at = signed_sha, user.id, now, now
+    session.flush()
+    audit.append(
+        session, now=now, actor=actor, action="request.signed", request_id=req.id,
+        certificate_serial=credential.serial, sha256_before=req.document_sha256,
+        sha256_after=signed_sha, activation=used.id, level=deps.pades_level,
+        factors=["password", "signing-pin"],
+    )
+    _deliver(session, req, now=now)
+    return req
+
+
+def _deliver(session: Session, req: SignatureRequest, *, now: datetime) -> None:
+    req.state = RequestState.DELIVERED
+    req.updated_at = now
+    session.flush()
+    audit.append(session, now=now, actor=SYSTEM, action="request.delivered", request_id=req.id,
+                 destination=req.destination_id, sha256=req.signed_sha256)
+    outbox.enqueue(session, "notify", {"request": req.id, "event": "delivered"}, now=now)
+
+
+def decline_request(session: Session, deps: Deps, *, user: User, request_id: int, reason: str,
+                    now: datetime, ip: str | None) -> SignatureRequest:
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("Say why you decline, for the technician.")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"The reason is limited to {MAX_REASON} characters.")
+    req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    _require_signer(session, user, req, now)
+    _require_pending(req, deps)
+    req.state, req.declined_by_id, req.decline_reason, req.updated_at = (
+        RequestState.DECLINED, user.id, reason, now)
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="request.declined",
+                 request_id=req.id, reason=reason)
+    outbox.enqueue(session, "notify", {"request": req.id, "event": "declined"}, now=now)
+    return req
+
+
+def cancel_request(session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
+                   ip: str | None) -> SignatureRequest:
+    req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    if user.role != Role.TECHNICIAN:
+        raise Forbidden("Only the technician who sent a request can cancel it.")
+    if req.state == RequestState.CANCELLED:
+        return req
+    _require_pending(req, deps)
+    req.state, req.updated_at = RequestState.CANCELLED, now
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="request.cancelled",
+                 request_id=req.id)
+    return req
+
+
+def acknowledge_receipt(session: Session, deps: Deps, *, user: User, request_id: int,
+                        now: datetime, ip: str | None) -> SignatureRequest:
+    req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    if user.role != Role.RECIPIENT:
+        raise Forbidden("Only the destination service acknowledges receipt.")
+    if req.state == RequestState.RECEIVED:
+        return req  # a double submit is not an error
+    if req.state != RequestState.DELIVERED:
+        raise Conflict(f"This request is {req.state}; there is nothing to acknowledge.")
+    req.state, req.acknowledged_by_id, req.acknowledged_at, req.updated_at = (
+        RequestState.RECEIVED, user.id, now, now)
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="request.received",
+                 request_id=req.id, sha256=req.signed_sha256)
+    outbox.enqueue(session, "notify", {"request": req.id, "event": "received"}, now=now)
+    return req
+
+
+def escalate_due(session: Session, deps: Deps, *, now: datetime, limit: int = 100) -> list[int]:
+    """Move every overdue pending request one rung up the ladder (or to EXPIRED).
+    Safe to run from several workers: rows are claimed with SKIP LOCKED."""
+    due = session.scalars(
+        select(SignatureRequest)
+        .where(SignatureRequest.state == RequestState.PENDING, SignatureRequest.deadline_at <= now)
+        .order_by(SignatureRequest.deadline_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    touched: list[int] = []
+    for req in due:
+        if req.escalation_level + 1 >= deps.escalation_levels:
+            req.state, req.updated_at = RequestState.EXPIRED, now
+            req.failure_reason = "Nobody signed before the last escalation deadline."
+            session.flush()
+            audit.append(session, now=now, actor=SYSTEM, action="request.expired", request_id=req.id,
+                         level=req.escalation_level)
+            outbox.enqueue(session, "notify", {"request": req.id, "event": "expired"}, now=now)
+        else:
+            req.escalation_level += 1
+            req.deadline_at = _deadline(deps, req.urgency, now)
+            req.updated_at = now
+            session.flush()
+            audit.append(session, now=now, actor=SYSTEM, action="request.escalated",
+                         request_id=req.id, level=req.escalation_level)
+            outbox.enqueue(session, "notify",
+                           {"request": req.id, "event": "escalated", "level": req.escalation_level},
+                           now=now)
+        touched.append(req.id)
+    return touched
+
+
+def removed_content(req: SignatureRequest) -> Sequence[str]:
+    try:
+        value = json.loads(req.removed_content or "[]")
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def current_crls(session: Session, deps: Deps, *, now: datetime) -> list[bytes]:
+    return [pki.crl(session, deps.keys, issuer=i, now=now) for i in ("root", "issuing")]
+
+
+def verify_document(session: Session, deps: Deps, *, user: User, request_id: int,
+                    now: datetime) -> signing.ValidationReport:
+    """Validate the delivered file against the hospital root only."""
+    doc = document_for(session, deps, user=user, request_id=request_id, now=now, ip=None)
+    return signing.validate_pdf(doc.data, trust_roots=[deps.keys.root_cert],
+                                crls=current_crls(session, deps, now=now), now=now)

@@ -1,0 +1,145 @@
+"""The worker: escalations, notifications and audit checkpoints.
+
+Each unit of work is its own transaction. Jobs are claimed with
+SELECT ... FOR UPDATE SKIP LOCKED, so any number of workers may run; a worker
+killed mid-job leaves the job pending and another one picks it up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from signflow.core import audit, oncall, workflow
+from signflow.core.audit import SYSTEM
+from signflow.core.errors import ServiceUnavailable
+from signflow.core.notify import Message
+from signflow.models import Job, Role, SignatureRequest, User
+from signflow.services import Services
+
+log = logging.getLogger("signflow.worker")
+MAX_ATTEMPTS = 6
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    escalated: int
+    notified: int
+    failed: int
+    checkpoint_size: int | None
+
+
+def _recipients(session: Session, req: SignatureRequest, event: str, level: int,
+                now: datetime) -> list[User]:
+    if event in ("created", "escalated"):
+        return oncall.recipients_for_level(session, req.group, level, now)
+    if event == "delivered":
+        return list(session.scalars(select(User).where(
+            User.role == Role.RECIPIENT, User.destination_id == req.destination_id,
+            User.active.is_(True))))
+    return [req.technician]
+
+
+_SUBJECTS = {
+    "created": "Signature needed ({urgency}): request #{id}",
+    "escalated": "ESCALATED signature needed ({urgency}): request #{id}",
+    "delivered": "Signed document delivered: request #{id}",
+    "declined": "Request #{id} was declined",
+    "expired": "Request #{id} expired unsigned",
+    "received": "Request #{id} was received",
+}
+_PATHS = {"created": "/inbox/{id}", "escalated": "/inbox/{id}", "delivered": "/received/{id}"}
+
+
+def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[Message]:
+    payload = json.loads(job.payload)
+    req = session.get(SignatureRequest, int(payload["request"]))
+    if req is None:
+        return []
+    event = str(payload["event"])
+    # Only an identifier and a link leave the hospital: never a title, a note or the file.
+    subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id)
+    link = svc.settings.base_url.rstrip("/") + _PATHS.get(event, "/requests/{id}").format(id=req.id)
+    users = _recipients(session, req, event, int(payload.get("level", 0)), now)
+    messages = [Message(to_name=u.display_name, to_email=u.email, to_phone=u.phone,
+                        subject=subject, body=subject + ". Open signflow to act on it.", link=link)
+                for u in users]
+    if event == "delivered" and req.destination.email:
+        messages.append(Message(to_name=req.destination.name, to_email=req.destination.email,
+                                to_phone=None, subject=subject, body=subject, link=link))
+    return messages
+
+
+def run_job(svc: Services, *, now: datetime) -> bool | None:
+    """Claim and run one due job. None when there was nothing to do."""
+    with svc.sessions() as session, session.begin():
+        job = session.scalar(
+            select(Job).where(Job.status == "pending", Job.run_at <= now)
+            .order_by(Job.run_at, Job.id).limit(1).with_for_update(skip_locked=True)
+        )
+        if job is None:
+            return None
+        job.attempts += 1
+        errors: list[str] = []
+        sent = 0
+        for message in _messages(session, svc, job, now):
+            try:
+                channel = svc.notifier.send(message)
+                sent += 1
+                audit.append(session, now=now, actor=SYSTEM, action="notification.sent",
+                             request_id=json.loads(job.payload)["request"], to=message.to_name,
+                             channel=channel, subject=message.subject)
+            except ServiceUnavailable as exc:
+                errors.append(exc.message)
+                audit.append(session, now=now, actor=SYSTEM, action="notification.failed",
+                             request_id=json.loads(job.payload)["request"], to=message.to_name,
+                             problem=exc.message)
+        if errors and job.attempts < MAX_ATTEMPTS and sent == 0:
+            job.run_at = now + timedelta(seconds=30 * 2 ** job.attempts)
+            job.last_error = "; ".join(errors)[:2000]
+        else:
+            job.status = "failed" if errors and sent == 0 else "done"
+            job.last_error = "; ".join(errors)[:2000] or None
+        return not errors
+
+
+def run_once(svc: Services) -> RunSummary:
+    now = svc.clock()
+    with svc.sessions() as session, session.begin():
+        escalated = workflow.escalate_due(session, svc.deps, now=now)
+    notified = failed = 0
+    while (outcome := run_job(svc, now=now)) is not None:
+        notified += outcome
+        failed += not outcome
+    with svc.sessions() as session, session.begin():
+        checkpoint = audit.write_checkpoint(session, signing_key=svc.keys.audit_key,
+                                            origin=svc.settings.audit_origin, now=now)
+        size = checkpoint.size if checkpoint is not None else None
+    return RunSummary(escalated=len(escalated), notified=notified, failed=failed,
+                      checkpoint_size=size)
+
+
+def run_forever(svc: Services, *, interval: float = 5.0, stop: threading.Event | None = None) -> None:
+    stop = stop or threading.Event()
+    log.info("worker started")
+    while not stop.is_set():
+        try:
+            summary = run_once(svc)
+            if summary.escalated or summary.notified or summary.failed:
+                log.info("worker: %s", summary)
+        except Exception:  # a bad tick must not stop escalations for good
+            log.exception("worker tick failed")
+        stop.wait(interval)
+
+
+def start_in_thread(svc: Services, *, interval: float = 5.0) -> threading.Event:
+    stop = threading.Event()
+    threading.Thread(target=run_forever, args=(svc,), kwargs={"interval": interval, "stop": stop},
+                     name="signflow-worker", daemon=True).start()
+    return stop

@@ -1,0 +1,1 @@
+"""Alembic migrations, applied by `signflow init` (see signflow.migrate)."""

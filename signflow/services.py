@@ -1,0 +1,104 @@
+"""Composition of adapters, shared by the web app, the worker and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from signflow.config import Settings
+from signflow.core import pki, signing
+from signflow.core.clock import utcnow
+from signflow.core.errors import ConfigurationError
+from signflow.core.notify import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
+from signflow.core.preview import PreviewCache
+from signflow.core.storage import BlobStore, make_blob_store
+from signflow.core.workflow import Deps
+from signflow.db import make_engine, make_session_factory
+
+PASSPHRASE_FILE = "keys_passphrase"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    keys: pki.KeyMaterial
+    blobs: BlobStore
+    previews: PreviewCache
+    notifier: Notifier
+    deps: Deps
+    clock: Callable[[], datetime]
+
+
+def keys_passphrase(settings: Settings, environ: dict[str, str] | None = None) -> bytes:
+    """The passphrase that encrypts the private keys in the keys folder: from
+    SIGNFLOW_KEYS_PASSPHRASE, else the instance file `signflow init` wrote."""
+    import os
+
+    env = os.environ if environ is None else environ
+    value = env.get("SIGNFLOW_KEYS_PASSPHRASE")
+    if not value:
+        path = settings.instance_path / PASSPHRASE_FILE
+        if path.is_file():
+            value = path.read_text().strip()
+    if not value:
+        raise ConfigurationError(
+            "no keys passphrase: run `signflow init` or set SIGNFLOW_KEYS_PASSPHRASE"
+        )
+    return value.encode()
+
+
+def make_notifier(settings: Settings) -> Notifier:
+    channels: list[Notifier] = []
+    if settings.smtp_host:
+        channels.append(SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.smtp_from,
+                                     starttls=settings.smtp_starttls))
+    if settings.webhook_url:
+        channels.append(WebhookNotifier(settings.webhook_url))
+    if not channels:
+        if settings.production:
+            raise ConfigurationError(
+                "no notification channel: set SIGNFLOW_SMTP_HOST or SIGNFLOW_WEBHOOK_URL"
+            )
+        return LogNotifier()
+    return channels[0] if len(channels) == 1 else FanoutNotifier(channels)
+
+
+def build_services(
+    settings: Settings, *, clock: Callable[[], datetime] = utcnow, notifier: Notifier | None = None
+) -> Services:
+    engine = make_engine(settings.database_url)
+    keys = pki.load_keys(settings.keys_path, passphrase=keys_passphrase(settings))
+    blob_root: Path | None = settings.instance_path / "blobs" if settings.blob_backend == "file" else None
+    blobs = make_blob_store(settings.blob_backend, keys.master_key, blob_root)
+    secret = (settings.secret_key or "").encode()
+    deps = Deps(
+        keys=keys,
+        blobs=blobs,
+        timestamper=signing.make_timestamper(keys, settings.tsa_url),
+        timezone=settings.timezone,
+        pades_level=settings.pades_level,
+        # Derived, so that the session key and the activation key never coincide.
+        activation_key=hmac.new(secret, b"signflow/activation", hashlib.sha256).digest(),
+        deadline_minutes=settings.deadline_minutes,
+        escalation_levels=settings.escalation_levels,
+    )
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        keys=keys,
+        blobs=blobs,
+        previews=PreviewCache(settings.instance_path / "cache" / "previews", keys.master_key),
+        notifier=notifier or make_notifier(settings),
+        deps=deps,
+        clock=clock,
+    )

@@ -1,0 +1,154 @@
+"""JSON API under /api/v1, bearer tokens only (no cookies, hence no CSRF)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from signflow.core import accounts, workflow
+from signflow.core.errors import AuthenticationFailed
+from signflow.models import SignatureRequest, User
+from signflow.web import client_ip, commit, db, deps, now
+from signflow.web.documents import attachment
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        account = None
+        if scheme.lower() == "bearer" and token:
+            account = accounts.user_for_token(db(), token.strip(), now=now())
+        if account is None:
+            raise AuthenticationFailed("A valid bearer token is required.")
+        g.api_user = account
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def api_user() -> User:
+    account: User = g.api_user
+    return account
+
+
+def _summary(req: SignatureRequest) -> dict[str, Any]:
+    return {
+        "id": req.id, "title": req.title, "state": req.state, "urgency": req.urgency,
+        "group": req.group.name, "destination": req.destination.name,
+        "document_sha256": req.document_sha256, "signed_sha256": req.signed_sha256,
+        "signed_by": req.signed_by.display_name if req.signed_by else None,
+        "signed_at": req.signed_at.isoformat() if req.signed_at else None,
+        "acknowledged_at": req.acknowledged_at.isoformat() if req.acknowledged_at else None,
+        "created_at": req.created_at.isoformat(),
+    }
+
+
+@bp.get("/requests")
+@token_required
+def list_requests() -> Response:
+    items = workflow.list_requests(db(), user=api_user(), now=now())
+    return jsonify({"items": [_summary(r) for r in items]})
+
+
+@bp.get("/requests/<int:request_id>")
+@token_required
+def get_request(request_id: int) -> Response:
+    req = workflow.get_request(db(), user=api_user(), request_id=request_id, now=now())
+    return jsonify(_summary(req))
+
+
+@bp.get("/requests/<int:request_id>/verification")
+@token_required
+def verification(request_id: int) -> Response:
+    report = workflow.verify_document(db(), deps(), user=api_user(), request_id=request_id, now=now())
+    return jsonify(report.as_json())
+
+
+@bp.get("/requests/<int:request_id>/document")
+@token_required
+def document(request_id: int) -> Response:
+    doc = workflow.document_for(db(), deps(), user=api_user(), request_id=request_id, now=now(),
+                                ip=client_ip(), download=True)
+    commit()
+    resp = attachment(doc.data, doc.filename)
+    resp.headers["Digest"] = f"sha-256={doc.sha256}"
+    return resp
+
+
+@bp.post("/requests/<int:request_id>/acknowledge")
+@token_required
+def acknowledge(request_id: int) -> Response:
+    req = workflow.acknowledge_receipt(db(), deps(), user=api_user(), request_id=request_id,
+                                       now=now(), ip=client_ip())
+    commit()
+    return jsonify(_summary(req))
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(OPENAPI)
+
+
+_ERR = {"description": "Problem (RFC 9457)",
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+_ID = [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+_REQ = {"description": "A request", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/Request"}}}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "signflow API", "version": "1.0.0",
+             "description": "Signed documents for destination services; tokens from "
+                            "`signflow api-token create`."},
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearer": []}],
+    "paths": {
+        "/requests": {"get": {"summary": "Requests visible to the token's user",
+                              "responses": {"200": {"description": "List", "content": {
+                                  "application/json": {"schema": {"type": "object", "properties": {
+                                      "items": {"type": "array", "items": {
+                                          "$ref": "#/components/schemas/Request"}}}}}}},
+                                  "401": _ERR}}},
+        "/requests/{request_id}": {"get": {"summary": "One request", "parameters": _ID,
+                                           "responses": {"200": _REQ, "401": _ERR, "404": _ERR}}},
+        "/requests/{request_id}/verification": {"get": {
+            "summary": "Signature validation report of the delivered file", "parameters": _ID,
+            "responses": {"200": {"description": "Report",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "401": _ERR, "404": _ERR}}},
+        "/requests/{request_id}/document": {"get": {
+            "summary": "Download the (signed) PDF", "parameters": _ID,
+            "responses": {"200": {"description": "PDF", "content": {"application/pdf": {
+                "schema": {"type": "string", "format": "binary"}}}},
+                "401": _ERR, "403": _ERR, "404": _ERR}}},
+        "/requests/{request_id}/acknowledge": {"post": {
+            "summary": "Acknowledge receipt of a delivered document", "parameters": _ID,
+            "responses": {"200": _REQ, "401": _ERR, "403": _ERR, "404": _ERR, "409": _ERR}}},
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Problem": {"type": "object", "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"},
+                "status": {"type": "integer"}, "detail": {"type": "string"}}},
+            "Request": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "title": {"type": "string"},
+                "state": {"type": "string", "enum": ["pending", "signed", "delivered", "received",
+                                                     "declined", "cancelled", "expired", "failed"]},
+                "urgency": {"type": "string"}, "group": {"type": "string"},
+                "destination": {"type": "string"}, "document_sha256": {"type": "string"},
+                "signed_sha256": {"type": ["string", "null"]},
+                "signed_by": {"type": ["string", "null"]},
+                "signed_at": {"type": ["string", "null"], "format": "date-time"},
+                "acknowledged_at": {"type": ["string", "null"], "format": "date-time"},
+                "created_at": {"type": "string", "format": "date-time"}}},
+        },
+    },
+}

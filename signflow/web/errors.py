@@ -1,0 +1,103 @@
+"""The one place where domain errors become HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from signflow.core import errors as e
+from signflow.web import db
+
+log = logging.getLogger("signflow.web")
+
+STATUS: dict[type[e.SignflowError], int] = {
+    e.DocumentTooLarge: 413,
+    e.InvalidDocument: 422,
+    e.InvalidInput: 400,
+    e.AuthenticationFailed: 401,
+    e.Throttled: 429,
+    e.Forbidden: 403,
+    e.NotFound: 404,
+    e.Conflict: 409,
+    e.WrongPin: 403,
+    e.CredentialBlocked: 423,
+    e.ServiceUnavailable: 503,
+    e.ConfigurationError: 500,
+}
+
+
+def status_for(exc: e.SignflowError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def problem(status: int, title: str, detail: str, code: str | None = None) -> Response:
+    body = {"type": f"about:blank#{code}" if code else "about:blank", "title": title,
+            "status": status, "detail": detail}
+    resp = jsonify(body)
+    resp.status_code = status
+    resp.mimetype = "application/problem+json"
+    return resp
+
+
+def render_error(status: int, title: str, detail: str, code: str | None = None) -> Response:
+    if wants_json():
+        return problem(status, title, detail, code)
+    html = render_template("error.html", status=status, title=title, detail=detail)
+    return Response(html, status=status, mimetype="text/html")
+
+
+def _domain_error(exc: e.SignflowError) -> Response:
+    sess = db()
+    if exc.commit_changes:
+        sess.commit()
+    else:
+        sess.rollback()
+    status = status_for(exc)
+    log.info("refused %s %s: %s (%s)", request.method, request.path, exc.code, status)
+    resp = render_error(status, _TITLES.get(status, "Request refused"), exc.message, exc.code)
+    if isinstance(exc, e.Throttled):
+        resp.headers["Retry-After"] = str(exc.retry_after)
+    return resp
+
+
+_TITLES = {
+    400: "Please check the form", 401: "Login failed", 403: "Not allowed", 404: "Not found",
+    405: "Not allowed", 409: "Already handled", 413: "File too large", 422: "Document refused",
+    423: "Signing credential blocked", 429: "Too many attempts", 503: "Service unavailable",
+}
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    detail = exc.description or ""
+    if status == 413:
+        detail = "The file is larger than this site accepts."
+    return render_error(status, _TITLES.get(status, exc.name), detail)
+
+
+def _csrf_error(exc: CSRFError) -> Response:
+    return render_error(400, "Form expired", "The form expired or was tampered with. Reload the page and try again.",
+                        "csrf")
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return render_error(500, "Something went wrong",
+                        "The error was logged. Nothing was changed; please try again.")
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(e.SignflowError, _domain_error)
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,78 @@
+"""Flask-WTF forms: every state-changing form carries a CSRF token."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, Optional, Regexp
+
+from signflow.models import Role, Urgency
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=80)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+
+
+class ConfirmForm(FlaskForm):
+    """A button: logout, cancel, acknowledge..."""
+
+
+class UploadForm(FlaskForm):
+    document = FileField("PDF document", validators=[FileRequired("Choose a PDF file.")])
+    title = StringField("Title", validators=[Optional(), Length(max=200)])
+    group = SelectField("On-call group that must sign", coerce=int, validators=[DataRequired()])
+    destination = SelectField("Deliver to", coerce=int, validators=[DataRequired()])
+    urgency = SelectField(
+        "Urgency",
+        choices=[(Urgency.EMERGENCY.value, "Emergency (5 min)"),
+                 (Urgency.URGENT.value, "Urgent (10 min)"),
+                 (Urgency.ROUTINE.value, "Routine (1 h)")],
+        default=Urgency.URGENT.value,
+    )
+    note = TextAreaField("Note for the physician (optional)", validators=[Optional(), Length(max=2000)])
+    stamp_position = HiddenField(
+        validators=[Optional(), Regexp(r"^\d{1,4},\d{1,5}(\.\d+)?,\d{1,5}(\.\d+)?,\d{1,5}(\.\d+)?,\d{1,5}(\.\d+)?$")]
+    )
+
+
+class SignForm(FlaskForm):
+    pin = PasswordField("Signing PIN", validators=[DataRequired(), Length(min=4, max=64)])
+    activation = HiddenField(validators=[DataRequired(), Length(max=600)])
+    document_sha256 = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9a-f]{64}$")])
+
+
+class DeclineForm(FlaskForm):
+    reason = TextAreaField("Reason", validators=[DataRequired("Say why you decline."), Length(max=1000)])
+
+
+class PinForm(FlaskForm):
+    current_pin = PasswordField("Current signing PIN", validators=[Optional(), Length(max=64)])
+    pin = PasswordField("New signing PIN", validators=[DataRequired(), Length(min=6, max=64)])
+    confirm = PasswordField("New signing PIN again", validators=[DataRequired(), Length(max=64)])
+
+
+class UserForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=80)])
+    display_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
+    role = SelectField("Role", choices=[(r.value, r.value.capitalize()) for r in Role])
+    password = PasswordField("Initial password", validators=[DataRequired(), Length(min=8, max=256)])
+    email = StringField("E-mail", validators=[Optional(), Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Not an e-mail address."), Length(max=320)])
+    professional_id = StringField("Professional ID (RPPS)", validators=[Optional(), Length(max=40)])
+    destination = SelectField("Destination service (recipients)", coerce=int, validators=[Optional()])
+
+
+class RevokeForm(FlaskForm):
+    reason = SelectField("Reason", choices=[("key_compromise", "Key compromise"),
+                                            ("affiliation_changed", "Left the hospital"),
+                                            ("superseded", "Superseded"),
+                                            ("cessation_of_operation", "No longer signs")])
+    confirm = BooleanField("I confirm", validators=[DataRequired()])

@@ -1,0 +1,44 @@
+"""Role checks. Object-level checks live in core (workflow.may_view)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import redirect, request, url_for
+from flask_login import current_user
+
+from signflow.core import audit
+from signflow.core.accounts import actor_of
+from signflow.core.errors import Forbidden
+from signflow.web import client_ip, commit, db, now, user
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def roles(*allowed: str) -> Callable[[F], F]:
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return redirect(url_for("auth.login", next=request.path))
+            if current_user.role not in allowed:
+                audit.append(db(), now=now(), actor=actor_of(user(), client_ip()),
+                             action="access.denied", path=request.path[:200])
+                commit()
+                raise Forbidden("Your role does not give access to this page.")
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only same-site absolute paths: no scheme, no host, no backslash tricks."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target or any(ord(c) < 32 for c in target):
+        return None
+    return target

@@ -1,0 +1,48 @@
+"""Public PKI material and the RFC 3161 time-stamping service."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from flask import Blueprint, Response, request
+
+from signflow.core import pki, signing
+from signflow.core.errors import InvalidInput
+from signflow.web import db, now, services
+
+bp = Blueprint("pki", __name__)
+
+MAX_TSA_REQUEST = 16 * 1024
+
+
+def _der(data: bytes, mimetype: str) -> Response:
+    resp = Response(data, mimetype=mimetype)
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp
+
+
+@bp.get("/pki/root.crt")
+def root_cert() -> Response:
+    return _der(services().keys.root_cert.public_bytes(Encoding.DER), "application/pkix-cert")
+
+
+@bp.get("/pki/issuing.crt")
+def issuing_cert() -> Response:
+    return _der(services().keys.issuing_cert.public_bytes(Encoding.DER), "application/pkix-cert")
+
+
+@bp.get("/pki/<any(root, issuing):issuer>.crl")
+def crl(issuer: str) -> Response:
+    data = pki.crl(db(), services().keys, issuer=issuer, now=now())
+    db().commit()  # the CRL number counter may have moved
+    return _der(data, "application/pkix-crl")
+
+
+@bp.post("/tsa")
+def tsa() -> Response:
+    if request.mimetype != "application/timestamp-query":
+        raise InvalidInput("Send an RFC 3161 request as application/timestamp-query.")
+    body = request.get_data(cache=False)
+    if len(body) > MAX_TSA_REQUEST:
+        raise InvalidInput("Time-stamp request too large.")
+    reply = signing.tsa_respond(services().keys, body, now=now())
+    return Response(reply, mimetype="application/timestamp-reply")

@@ -1,0 +1,81 @@
+"""Technicians: upload a PDF, route it, follow it."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, jsonify, redirect, render_template, url_for
+from werkzeug.wrappers import Response
+
+from signflow.core import accounts, pdfcheck, workflow
+from signflow.models import Role
+from signflow.web import client_ip, commit, db, deps, now, services, user
+from signflow.web.forms import ConfirmForm, UploadForm
+from signflow.web.guards import roles
+
+bp = Blueprint("technician", __name__, url_prefix="/requests")
+
+
+def _upload_form() -> UploadForm:
+    form = UploadForm()
+    groups, destinations = accounts.directory(db())
+    form.group.choices = [(g.id, g.name) for g in groups]
+    form.destination.choices = [(d.id, d.name) for d in destinations]
+    return form
+
+
+@bp.get("/")
+@roles(Role.TECHNICIAN)
+def index() -> str:
+    requests = workflow.list_requests(db(), user=user(), now=now())
+    return render_template("technician/index.html", requests=requests)
+
+
+@bp.get("/status.json")
+@roles(Role.TECHNICIAN)
+def status() -> Response:
+    requests = workflow.list_requests(db(), user=user(), now=now())
+    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in requests})
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@roles(Role.TECHNICIAN)
+def new() -> Response | str:
+    form = _upload_form()
+    if form.validate_on_submit():
+        settings = services().settings
+        upload = form.document.data
+        raw = upload.read(settings.max_upload_bytes + 1)
+        normalised = pdfcheck.normalise_upload(
+            raw, max_bytes=settings.max_upload_bytes, max_pages=settings.max_pages,
+            active_content=settings.active_content, allow_signed=settings.allow_countersign,
+        )
+        req = workflow.create_request(
+            db(), deps(), user=user(), ip=client_ip(), now=now(), upload=normalised,
+            filename=pdfcheck.sanitize_filename(upload.filename or "document.pdf"),
+            title=form.title.data or "", group_id=form.group.data, destination_id=form.destination.data,
+            urgency=form.urgency.data, note=form.note.data or "",
+            stamp_position=form.stamp_position.data or None,
+        )
+        commit()
+        flash("Sent for signature: the physicians on call are being notified.", "success")
+        return redirect(url_for("technician.detail", request_id=req.id))
+    return render_template("technician/new.html", form=form), 400 if form.errors else 200  # type: ignore[return-value]
+
+
+@bp.get("/<int:request_id>")
+@roles(Role.TECHNICIAN)
+def detail(request_id: int) -> str:
+    req = workflow.get_request(db(), user=user(), request_id=request_id, now=now())
+    return render_template("technician/detail.html", req=req, cancel_form=ConfirmForm(),
+                           removed=workflow.removed_content(req))
+
+
+@bp.post("/<int:request_id>/cancel")
+@roles(Role.TECHNICIAN)
+def cancel(request_id: int) -> Response:
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        workflow.cancel_request(db(), deps(), user=user(), request_id=request_id, now=now(),
+                                ip=client_ip())
+        commit()
+        flash("Request cancelled.", "success")
+    return redirect(url_for("technician.detail", request_id=request_id))

@@ -1,0 +1,210 @@
+"""Shared fixtures: real keys, a real database (SQLite, and PostgreSQL when
+SIGNFLOW_TEST_DATABASE_URL is set), the real app with CSRF on."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from signflow.app import create_app
+from signflow.config import Settings
+from signflow.core import accounts, credentials, pki
+from signflow.core.audit import Actor
+from signflow.core.notify import LogNotifier
+from signflow.migrate import upgrade
+from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
+from signflow.services import PASSPHRASE_FILE, Services, build_services
+
+PASSPHRASE = "test-keys-passphrase-0123456789abcdef"
+PASSWORD = "correct horse battery staple"
+PIN = "428613"
+# Near the real time: pyHanko checks certificates and CRLs against the wall clock.
+T0 = datetime.now(UTC).replace(microsecond=0)
+TEST_ACTOR = Actor(id=None, name="test", role="operator")
+PG_URL = os.environ.get("SIGNFLOW_TEST_DATABASE_URL")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys")
+    pki.init_keys(path, passphrase=PASSPHRASE.encode(), now=T0 - timedelta(days=1),
+                  base_url="http://127.0.0.1:5000")
+    return path
+
+
+def reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def require_postgres() -> str:
+    if not PG_URL:
+        if os.environ.get("CI") == "true":
+            pytest.fail("SIGNFLOW_TEST_DATABASE_URL is not set in CI")
+        pytest.skip("SIGNFLOW_TEST_DATABASE_URL not set")
+    return PG_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'signflow.db'}"
+    else:
+        url = require_postgres()
+        reset_postgres(url)
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'signflow.db'}"
+    upgrade(url)
+    return url
+
+
+def make_settings(instance: Path, keys: Path, database_url: str, **overrides: object) -> Settings:
+    instance.mkdir(parents=True, exist_ok=True)
+    (instance / PASSPHRASE_FILE).write_text(PASSPHRASE)
+    values: dict[str, object] = dict(
+        env="testing", instance_path=instance, keys_path=keys, database_url=database_url,
+        secret_key="t" * 48, base_url="http://127.0.0.1:5000", timezone="Europe/Paris",
+        pades_level="B-LTA",
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, keys_dir: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path / "instance", keys_dir, database_url)
+
+
+@pytest.fixture
+def svc(settings: Settings, clock: Clock) -> Iterator[Services]:
+    services = build_services(settings, clock=clock, notifier=LogNotifier())
+    yield services
+    services.engine.dispose()
+
+
+@dataclass
+class World:
+    """One of everything: the demo shape, with known passwords and PIN."""
+
+    tech: int
+    tech2: int
+    doc: int
+    backup: int
+    head: int
+    offduty: int
+    recipient: int
+    other_recipient: int
+    auditor: int
+    admin: int
+    group: int
+    other_group: int
+    destination: int
+    other_destination: int
+
+
+@pytest.fixture
+def world(svc: Services, clock: Clock) -> World:
+    now = clock()
+    with svc.sessions() as s, s.begin():
+        dest = Destination(name="Transplant service", email="transplant@hospital.example")
+        other_dest = Destination(name="Cardiology")
+        s.add_all([dest, other_dest])
+        s.flush()
+
+        def user(name: str, role: str, **kw: object) -> User:
+            return accounts.create_user(
+                s, actor=TEST_ACTOR, now=now, username=name, display_name=kw.pop("display", name),
+                role=role, password=PASSWORD, email=f"{name}@hospital.example", **kw)  # type: ignore[arg-type]
+
+        tech = user("tech", Role.TECHNICIAN)
+        tech2 = user("tech2", Role.TECHNICIAN)
+        doc = user("doc", Role.PHYSICIAN, display="Dr Hélène Lefèvre", professional_id="10001234567")
+        backup = user("backup", Role.PHYSICIAN, display="Dr Łukasz Nowak", professional_id="10007654321")
+        head = user("head", Role.PHYSICIAN, display="Pr Øyvind Berg", professional_id="10009999999")
+        offduty = user("offduty", Role.PHYSICIAN, display="Dr Off Duty", professional_id="10000000001")
+        recipient = user("recipient", Role.RECIPIENT, destination_id=dest.id)
+        other_recipient = user("cardio", Role.RECIPIENT, destination_id=other_dest.id)
+        auditor = user("auditor", Role.AUDITOR)
+        admin = user("admin", Role.ADMIN)
+        group = OnCallGroup(name="Anaesthesia on call", head_user_id=head.id)
+        other_group = OnCallGroup(name="Cardiology on call")
+        s.add_all([group, other_group])
+        s.flush()
+        shift = dict(starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1))
+        s.add_all([
+            RotaShift(group_id=group.id, user_id=doc.id, level=0, **shift),
+            RotaShift(group_id=group.id, user_id=backup.id, level=1, **shift),
+            RotaShift(group_id=other_group.id, user_id=offduty.id, level=0, **shift),
+        ])
+        for physician in (doc, backup, head, offduty):
+            credentials.set_signing_pin(s, svc.keys, physician, current_pin=None, new_pin=PIN,
+                                        now=now, ip=None)
+        return World(
+            tech=tech.id, tech2=tech2.id, doc=doc.id, backup=backup.id, head=head.id,
+            offduty=offduty.id, recipient=recipient.id, other_recipient=other_recipient.id,
+            auditor=auditor.id, admin=admin.id, group=group.id, other_group=other_group.id,
+            destination=dest.id, other_destination=other_dest.id,
+        )
+
+
+@pytest.fixture
+def app(svc: Services, settings: Settings) -> Flask:
+    return create_app(settings, services=svc)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client: FlaskClient, path: str) -> str:
+    page = client.get(path)
+    match = _CSRF.search(page.get_data(as_text=True))
+    assert match, f"no CSRF token on {path} ({page.status_code})"
+    return match.group(1) or match.group(2)
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD) -> None:
+    token = csrf_token(client, "/login")
+    resp = client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": token})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:500]

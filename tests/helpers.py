@@ -1,0 +1,45 @@
+"""HTTP helpers shared by the HTTP and end-to-end tests."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from flask.testing import FlaskClient
+
+from tests.conftest import PIN, csrf_token
+from tests.pdfs import make_pdf
+
+
+def upload(client: FlaskClient, world, *, data: bytes | None = None, filename: str = "consent.pdf",
+           urgency: str = "emergency", title: str = "Kidney transplant consent",
+           group: int | None = None):
+    token = csrf_token(client, "/requests/new")
+    return client.post("/requests/new", data={
+        "csrf_token": token,
+        "document": (io.BytesIO(data if data is not None else make_pdf(2, "Consent form")), filename),
+        "title": title, "group": str(group or world.group), "destination": str(world.destination),
+        "urgency": urgency, "note": "Donor arriving at 04:00",
+    }, content_type="multipart/form-data")
+
+
+def request_id_from(resp) -> int:
+    match = re.search(r"/requests/(\d+)", resp.headers["Location"])
+    assert match
+    return int(match.group(1))
+
+
+def sign_form(client: FlaskClient, request_id: int) -> dict[str, str]:
+    page = client.get(f"/inbox/{request_id}").get_data(as_text=True)
+    fields = dict(re.findall(r'name="(csrf_token|activation|document_sha256)" type="hidden" value="([^"]*)"', page))
+    if "csrf_token" not in fields:
+        fields.update(dict(re.findall(r'id="(csrf_token)" name="csrf_token" type="hidden" value="([^"]*)"', page)))
+    assert {"csrf_token", "activation", "document_sha256"} <= fields.keys(), page[:2000]
+    return fields
+
+
+def sign(client: FlaskClient, request_id: int, pin: str = PIN, **override: str):
+    form = sign_form(client, request_id)
+    form.update(pin=pin)
+    form.update(override)
+    return client.post(f"/inbox/{request_id}/sign", data=form)

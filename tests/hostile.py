@@ -1,0 +1,695 @@
+"""A corpus of hostile and broken PDFs, built byte by byte (no files on disk).
+
+Each case says what normalise_upload must do with it: refuse with a specific
+message, or produce a clean document in which some marker bytes no longer
+appear anywhere (decoded streams included). `python -m tests.hostile OUT`
+writes the corpus to a folder for manual inspection with other readers.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pikepdf
+
+HEADER = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
+FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+GiB = 1024 * 1024 * 1024
+
+
+def stream(data: bytes, extra: bytes = b"", *, length: int | None = None) -> bytes:
+    size = len(data) if length is None else length
+    return b"<< " + extra + b" /Length %d >>\nstream\n" % size + data + b"\nendstream"
+
+
+def text_content(text: str, y: int = 700) -> bytes:
+    return b"BT /F1 18 Tf 72 %d Td (%s) Tj ET" % (y, text.encode("latin-1"))
+
+
+def build(
+    objects: dict[int, bytes],
+    *,
+    root: int | None = 1,
+    header: bytes = HEADER,
+    trailer_extra: bytes = b"",
+    xref: bool = True,
+    bad_offsets: bool = False,
+) -> bytes:
+    """A classic-xref PDF from numbered object bodies (the text between `obj` and `endobj`)."""
+    out = bytearray(header)
+    offsets: dict[int, int] = {}
+    for number in sorted(objects):
+        offsets[number] = len(out)
+        out += b"%d 0 obj\n" % number + objects[number] + b"\nendobj\n"
+    size = max(objects) + 1 if objects else 1
+    if not xref:
+        return bytes(out) + b"%%EOF\n"
+    start = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % size
+    for number in range(1, size):
+        if number in offsets:
+            offset = offsets[number] + (37 if bad_offsets else 0)
+            out += b"%010d 00000 n \n" % offset
+        else:
+            out += b"0000000000 65535 f \n"
+    root_ref = b"/Root %d 0 R " % root if root is not None else b""
+    out += b"trailer\n<< /Size %d " % size + root_ref + trailer_extra + b">>\n"
+    out += b"startxref\n%d\n%%%%EOF\n" % start
+    return bytes(out)
+
+
+def simple_objects(
+    *,
+    catalog_extra: bytes = b"",
+    page_extra: bytes = b"",
+    text: str = "signflow hostile corpus",
+    mediabox: bytes = b"[0 0 595 842]",
+) -> dict[int, bytes]:
+    return {
+        1: b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b">>",
+        2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox "
+        + mediabox
+        + b" /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R "
+        + page_extra
+        + b">>",
+        4: stream(text_content(text)),
+        5: FONT,
+    }
+
+
+def simple(**kwargs: bytes | str) -> bytes:
+    extra = kwargs.pop("objects", None)
+    objects = simple_objects(**kwargs)  # type: ignore[arg-type]
+    if isinstance(extra, dict):
+        objects.update(extra)
+    return build(objects)
+
+
+@cache
+def zeros_bomb(size: int) -> bytes:
+    """A zlib stream inflating to `size` zero bytes, built without compressing them:
+    after a full flush, every 1 MiB chunk of zeros compresses to the same bytes."""
+    chunk = 1 << 20
+    assert size % chunk == 0
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    repeat = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = compressor.flush(zlib.Z_FINISH)
+    # Replace the trailing Adler-32 (computed for 2 MiB) by the one for `size`.
+    adler = ((size % 65521) << 16) | 1
+    body = first + repeat * (size // chunk - 1) + tail[:-4]
+    return body + struct.pack(">I", adler)
+
+
+def _pikepdf_save(data: bytes, **save: object) -> bytes:
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        out = io.BytesIO()
+        pdf.save(out, **save)  # type: ignore[arg-type]
+        return out.getvalue()
+
+
+def hybrid_reference() -> bytes:
+    """Classic table for old readers; an /XRefStm (PDF 1.5 hybrid) adds object 6,
+    a JavaScript page action stored in an object stream that old readers never see."""
+    objects = simple_objects(page_extra=b"/AA << /O 6 0 R >>")
+    out = bytearray(HEADER)
+    offsets: dict[int, int] = {}
+    for number in sorted(objects):
+        offsets[number] = len(out)
+        out += b"%d 0 obj\n" % number + objects[number] + b"\nendobj\n"
+    hidden = b"<< /S /JavaScript /JS (app.alert('HYBRID-HIDDEN-JS')) >>"
+    header_part = b"6 0 "
+    objstm_data = header_part + hidden
+    offsets[7] = len(out)
+    out += b"7 0 obj\n" + stream(
+        objstm_data, b"/Type /ObjStm /N 1 /First %d" % len(header_part)
+    ) + b"\nendobj\n"
+    offsets[8] = len(out)
+    rows = b"".join(
+        [
+            struct.pack(">BIH", 2, 7, 0),  # object 6: in object stream 7, index 0
+            struct.pack(">BIH", 1, offsets[7], 0),
+            struct.pack(">BIH", 1, offsets[8], 0),
+        ]
+    )
+    out += b"8 0 obj\n" + stream(
+        rows, b"/Type /XRef /Size 9 /Index [6 3] /W [1 4 2]"
+    ) + b"\nendobj\n"
+    start = len(out)
+    out += b"xref\n0 9\n0000000000 65535 f \n"
+    for number in range(1, 9):
+        if number in (1, 2, 3, 4, 5):
+            out += b"%010d 00000 n \n" % offsets[number]
+        else:
+            out += b"0000000000 65535 f \n"
+    out += b"trailer\n<< /Size 9 /Root 1 0 R /XRefStm %d >>\n" % offsets[8]
+    out += b"startxref\n%d\n%%%%EOF\n" % start
+    return bytes(out)
+
+
+def incremental_shadow() -> bytes:
+    """Revision 1 shows one text; an appended update swaps the page content."""
+    first = build(simple_objects(text="ORIGINAL-REVISION-TEXT"))
+    start_old = int(first.rsplit(b"startxref\n", 1)[1].split(b"\n", 1)[0])
+    update = bytearray()
+    offset = len(first)
+    body = b"4 0 obj\n" + stream(text_content("UPDATED-REVISION-TEXT")) + b"\nendobj\n"
+    update += body
+    xref_at = offset + len(update)
+    update += b"xref\n4 1\n%010d 00000 n \n" % offset
+    update += b"trailer\n<< /Size 6 /Root 1 0 R /Prev %d >>\n" % start_old
+    update += b"startxref\n%d\n%%%%EOF\n" % xref_at
+    return first + bytes(update)
+
+
+def many_pages(count: int) -> bytes:
+    kids = b" ".join(b"%d 0 R" % (10 + i) for i in range(count))
+    objects = {
+        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        2: b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % count,
+        4: stream(text_content("one of many pages")),
+        5: FONT,
+    }
+    for i in range(count):
+        objects[10 + i] = (
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
+            b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>"
+        )
+    return build(objects)
+
+
+def deep_page_tree(depth: int) -> bytes:
+    objects = {1: b"<< /Type /Catalog /Pages 10 0 R >>", 4: stream(text_content("deep")), 5: FONT}
+    for level in range(depth):
+        number, child = 10 + level, 11 + level
+        parent = b"/Parent %d 0 R " % (number - 1) if level else b""
+        objects[number] = b"<< /Type /Pages " + parent + b"/Kids [%d 0 R] /Count 1 >>" % child
+    objects[10 + depth] = (
+        b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 595 842] " % (9 + depth)
+        + b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>"
+    )
+    return build(objects)
+
+
+def encrypted(user: str, owner: str) -> bytes:
+    return _pikepdf_save(
+        simple(), encryption=pikepdf.Encryption(user=user, owner=owner, R=6)
+    )
+
+
+@cache
+def throwaway_signer() -> object:
+    """A pyHanko SimpleSigner over a fresh self-signed P-256 certificate."""
+    from datetime import UTC, datetime, timedelta
+
+    from asn1crypto import keys as asn1_keys
+    from asn1crypto import x509 as asn1_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from pyhanko.sign import signers
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Dr Throwaway")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.KeyUsage(True, True, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    der_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    der_key = asn1_keys.PrivateKeyInfo.load(
+        key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return signers.SimpleSigner(
+        signing_cert=der_cert,
+        signing_key=der_key,
+        cert_registry=SimpleCertificateStore.from_certs([der_cert]),
+    )
+
+
+def sign(data: bytes) -> bytes:
+    """PAdES B-B signature over `data` in a new field (incremental update)."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign import fields, signers
+
+    writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=True)
+    meta = signers.PdfSignatureMetadata(
+        field_name="Signature1", subfilter=fields.SigSeedSubFilter.PADES
+    )
+    out = signers.PdfSigner(meta, signer=throwaway_signer()).sign_pdf(writer)  # type: ignore[arg-type]
+    return out.getvalue()  # type: ignore[no-any-return,union-attr]
+
+
+def signed() -> bytes:
+    """A clean PDF signed (PAdES) with a throwaway self-signed certificate."""
+    return sign(simple(text="already signed document"))
+
+
+EMBEDDED_EXE = b"MZ\x90\x00\x03\x00\x00\x00EMBEDDED-EXECUTABLE-MARKER" + bytes(64)
+
+
+def _filespec(number: int, data_number: int) -> dict[int, bytes]:
+    return {
+        number: b"<< /Type /Filespec /F (invoice.exe) /UF (invoice.exe) /EF << /F %d 0 R >> >>"
+        % data_number,
+        data_number: stream(EMBEDDED_EXE, b"/Type /EmbeddedFile"),
+    }
+
+
+def _annot(subtype: bytes, extra: bytes = b"") -> bytes:
+    return b"<< /Type /Annot /Subtype " + subtype + b" /Rect [72 72 300 120] " + extra + b">>"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable[[], bytes]
+    # Expected refusal message (substring), or None when a clean document must come out.
+    refuse: str | None = None
+    # Bytes that must not survive anywhere in the normalised file (decoded streams too).
+    absent: tuple[bytes, ...] = ()
+    # Bytes that must survive (the visible content).
+    present: tuple[bytes, ...] = ()
+    # Labels expected in NormalisedPdf.removed (substrings).
+    removed: tuple[str, ...] = ()
+    too_large: bool = False
+    tags: tuple[str, ...] = field(default=())
+
+
+JS = b"app.alert('HOSTILE-JS-MARKER')"
+
+
+def _cases() -> list[Case]:
+    js_action = b"<< /S /JavaScript /JS (" + JS + b") >>"
+    valid = simple()
+    return [
+        # --- not a PDF at all
+        Case("empty", lambda: b"", refuse="not a PDF"),
+        Case("text-named-pdf", lambda: b"Dear colleague, please sign.\n" * 40, refuse="not a PDF"),
+        Case("png-named-pdf", lambda: b"\x89PNG\r\n\x1a\n" + bytes(200), refuse="not a PDF"),
+        Case("junk-beyond-header-window", lambda: b"J" * 2000 + valid, refuse="not a PDF"),
+        Case("header-only", lambda: b"%PDF-1.7\n", refuse="could not be read"),
+        Case(
+            "garbage-after-header",
+            lambda: b"%PDF-1.4\n" + random.Random(5).randbytes(4096),
+            refuse="could not be read",
+        ),
+        Case("nul-filled", lambda: b"%PDF-1.7\n" + bytes(10000), refuse="could not be read"),
+        # --- broken structure: either refused or repaired into a clean file
+        Case("truncated", lambda: valid[: len(valid) * 6 // 10], refuse="could not be read"),
+        Case(
+            "broken-xref-offsets",
+            lambda: build(simple_objects(), bad_offsets=True),
+            removed=("damaged file structure",),
+            present=(b"signflow hostile corpus",),
+        ),
+        Case(
+            "no-xref-no-trailer",
+            lambda: build(simple_objects(), xref=False),
+            refuse="could not be read",
+        ),
+        Case("missing-root", lambda: build(simple_objects(), root=None), refuse="could not be read"),
+        Case(
+            "root-not-a-dictionary",
+            lambda: build({**simple_objects(), 1: b"[1 2 3]"}),
+            refuse="could not be read",
+        ),
+        Case(
+            "page-tree-loop",
+            lambda: build(
+                {**simple_objects(), 2: b"<< /Type /Pages /Kids [3 0 R 2 0 R] /Count 2 >>"}
+            ),
+            refuse="could not be read",
+        ),
+        Case(
+            "page-is-own-parent-pages",
+            lambda: build(
+                {
+                    **simple_objects(),
+                    3: b"<< /Type /Pages /Parent 2 0 R /Kids [3 0 R] /Count 1 >>",
+                }
+            ),
+            refuse="could not be read",
+        ),
+        # qpdf gives up on the page object: what is left has no page to show.
+        Case(
+            "nested-arrays-100k",
+            lambda: simple(page_extra=b"/Junk " + b"[" * 100_000 + b"]" * 100_000),
+            refuse="could not be read",
+        ),
+        Case(
+            "nested-arrays-100k-in-unused-object",
+            lambda: simple(objects={9: b"[" * 100_000 + b"]" * 100_000}),  # type: ignore[arg-type]
+            present=(b"signflow hostile corpus",),
+        ),
+        Case("deep-page-tree-400", lambda: deep_page_tree(400), refuse="could not be read"),
+        Case("deep-page-tree-40", lambda: deep_page_tree(40), present=(b"deep",)),
+        Case(
+            "count-lies",
+            lambda: build({**simple_objects(), 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1000000 >>"}),
+        ),
+        Case(
+            "length-lies",
+            lambda: build({**simple_objects(), 4: stream(text_content("length lie"), length=99999)}),
+            removed=("damaged file structure",),
+        ),
+        Case(
+            "broken-object-stream",
+            lambda: build(
+                {
+                    **simple_objects(page_extra=b"/Annots [6 0 R]"),
+                    7: stream(b"6 0 << /Type /Annot", b"/Type /ObjStm /N 3 /First 999"),
+                }
+            ),
+            removed=("damaged file structure",),
+        ),
+        Case(
+            "hybrid-reference",
+            hybrid_reference,
+            absent=(b"HYBRID-HIDDEN-JS",),
+            removed=("automatic actions", "JavaScript"),
+        ),
+        # --- resource exhaustion
+        Case(
+            "flate-bomb-in-page",
+            lambda: simple(
+                objects={4: stream(zeros_bomb(2 * GiB), b"/Filter /FlateDecode")},  # type: ignore[arg-type]
+            ),
+            refuse="expands beyond",
+            tags=("bomb",),
+        ),
+        Case(
+            "flate-bomb-unreferenced",
+            lambda: simple(objects={9: stream(zeros_bomb(2 * GiB), b"/Filter /FlateDecode")}),  # type: ignore[arg-type]
+            present=(b"signflow hostile corpus",),
+            tags=("bomb",),
+        ),
+        Case(
+            "flate-bombs-many-small",
+            lambda: simple(
+                page_extra=b"/Resources << /Font << /F1 5 0 R >> /XObject << "
+                + b" ".join(b"/X%d %d 0 R" % (i, 20 + i) for i in range(6))
+                + b" >> >>",
+                objects={  # type: ignore[arg-type]
+                    20 + i: stream(
+                        zeros_bomb(200 * 1024 * 1024),
+                        b"/Type /XObject /Subtype /Form /BBox [0 0 1 1] /Filter /FlateDecode",
+                    )
+                    for i in range(6)
+                },
+            ),
+            refuse="expands beyond",
+            tags=("bomb",),
+        ),
+        Case(
+            "ascii85-flate-bomb",
+            lambda: simple(
+                objects={  # type: ignore[arg-type]
+                    4: stream(
+                        __import__("base64").a85encode(zeros_bomb(4 * GiB)) + b"~>",
+                        b"/Filter [/ASCII85Decode /FlateDecode]",
+                    )
+                }
+            ),
+            refuse="could not be",
+            tags=("bomb", "memory"),
+        ),
+        Case(
+            "image-60000x60000",
+            lambda: simple(
+                page_extra=b"/Resources << /XObject << /Im1 6 0 R >> >>",
+                objects={  # type: ignore[arg-type]
+                    4: stream(b"q 500 0 0 700 50 50 cm /Im1 Do Q"),
+                    6: stream(
+                        zeros_bomb(64 * 1024 * 1024),
+                        b"/Type /XObject /Subtype /Image /Width 60000 /Height 60000 "
+                        b"/ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode",
+                    ),
+                },
+            ),
+            refuse="image too large",
+            tags=("bomb",),
+        ),
+        Case(
+            "mediabox-60000",
+            lambda: simple(mediabox=b"[0 0 60000 60000]"),
+            present=(b"signflow hostile corpus",),
+        ),
+        Case("mediabox-tall-strip", lambda: simple(mediabox=b"[0 0 10 14000]")),
+        Case("zero-pages", lambda: build({**simple_objects(), 2: b"<< /Type /Pages /Kids [] /Count 0 >>"}), refuse="no pages"),
+        Case("thousands-of-pages", lambda: many_pages(3000), refuse="more than 500 pages"),
+        # --- encryption and signatures
+        Case("encrypted-user-password", lambda: encrypted("user", "owner"), refuse="encrypted"),
+        Case("encrypted-owner-only", lambda: encrypted("", "owner"), refuse="encrypted"),
+        Case("already-signed", signed, refuse="already carries a signature"),
+        Case(
+            "docmdp-perms",
+            lambda: simple(catalog_extra=b"/Perms << /DocMDP << /Type /Sig /Filter /Adobe.PPKLite >> >>"),
+            refuse="already carries a signature",
+        ),
+        Case(
+            "ur3-usage-rights",
+            lambda: simple(catalog_extra=b"/Perms << /UR3 << /Type /Sig /Filter /Adobe.PPKLite >> >>"),
+            removed=("usage rights signature",),
+        ),
+        # --- active content: stripped
+        Case(
+            "javascript-names",
+            lambda: simple(
+                catalog_extra=b"/Names << /JavaScript << /Names [(init) 6 0 R] >> >>",
+                objects={6: js_action},  # type: ignore[arg-type]
+            ),
+            absent=(b"HOSTILE-JS-MARKER",),
+            removed=("JavaScript",),
+        ),
+        Case(
+            "javascript-openaction",
+            lambda: simple(catalog_extra=b"/OpenAction " + js_action),
+            absent=(b"HOSTILE-JS-MARKER",),
+            removed=("open action", "JavaScript"),
+        ),
+        Case(
+            "javascript-stream-openaction",
+            lambda: simple(
+                catalog_extra=b"/OpenAction << /S /JavaScript /JS 6 0 R >>",
+                objects={6: stream(JS)},  # type: ignore[arg-type]
+            ),
+            absent=(b"HOSTILE-JS-MARKER",),
+            removed=("open action",),
+        ),
+        Case(
+            "javascript-annotation-and-page-aa",
+            lambda: simple(
+                page_extra=b"/AA << /O " + js_action + b" >> /Annots [6 0 R]",
+                objects={6: _annot(b"/Link", b"/AA << /E " + js_action + b" >>")},  # type: ignore[arg-type]
+            ),
+            absent=(b"HOSTILE-JS-MARKER",),
+            removed=("automatic actions (2)", "JavaScript (2)"),
+        ),
+        Case(
+            "javascript-form-field",
+            lambda: simple(
+                catalog_extra=b"/AcroForm << /Fields [6 0 R] >>",
+                page_extra=b"/Annots [6 0 R]",
+                objects={  # type: ignore[arg-type]
+                    6: b"<< /Type /Annot /Subtype /Widget /FT /Tx /T (dose) /Rect [72 72 300 100] "
+                    b"/P 3 0 R /AA << /K " + js_action + b" >> /A " + js_action + b" >>"
+                },
+            ),
+            absent=(b"HOSTILE-JS-MARKER",),
+            removed=("automatic actions", "JavaScript"),
+        ),
+        Case(
+            "javascript-outline",
+            lambda: simple(
+                catalog_extra=b"/Outlines 6 0 R",
+                objects={  # type: ignore[arg-type]
+                    6: b"<< /Type /Outlines /First 7 0 R /Last 7 0 R /Count 1 >>",
+                    7: b"<< /Title (Click) /Parent 6 0 R /A " + js_action + b" >>",
+                },
+            ),
+            absent=(b"HOSTILE-JS-MARKER",),
+            removed=("JavaScript",),
+        ),
+        Case(
+            "javascript-next-chain-cycle",
+            lambda: simple(
+                page_extra=b"/Annots [6 0 R]",
+                objects={  # type: ignore[arg-type]
+                    6: _annot(b"/Link", b"/A 7 0 R"),
+                    7: b"<< /S /GoTo /D [3 0 R /Fit] /Next 8 0 R >>",
+                    8: b"<< /S /JavaScript /JS (" + JS + b") /Next 7 0 R >>",
+                },
+            ),
+            absent=(b"HOSTILE-JS-MARKER",),
+            removed=("JavaScript",),
+        ),
+        Case(
+            "launch-action",
+            lambda: simple(
+                page_extra=b"/Annots [6 0 R]",
+                objects={  # type: ignore[arg-type]
+                    6: _annot(b"/Link", b"/A << /S /Launch /F (calc.exe) /Win << /F (cmd.exe) /P (/c LAUNCH-MARKER) >> >>")
+                },
+            ),
+            absent=(b"LAUNCH-MARKER", b"calc.exe"),
+            removed=("launch actions",),
+        ),
+        Case(
+            "gotor-importdata-submitform",
+            lambda: simple(
+                page_extra=b"/Annots [6 0 R 7 0 R 8 0 R]",
+                objects={  # type: ignore[arg-type]
+                    6: _annot(b"/Link", b"/A << /S /GoToR /F (\\\\\\\\attacker\\\\share\\\\REMOTE-MARKER.pdf) /D [0 /Fit] >>"),
+                    7: _annot(b"/Link", b"/A << /S /ImportData /F (IMPORT-MARKER.fdf) >>"),
+                    8: b"<< /Type /Annot /Subtype /Widget /FT /Btn /T (send) /Rect [0 0 10 10] "
+                    b"/A << /S /SubmitForm /F << /FS /URL /F (https://SUBMIT-MARKER.example/) >> >> >>",
+                },
+            ),
+            absent=(b"REMOTE-MARKER", b"IMPORT-MARKER", b"SUBMIT-MARKER"),
+            removed=("links to other files", "data import actions", "form submission actions"),
+        ),
+        Case(
+            "uri-link",
+            lambda: simple(
+                page_extra=b"/Annots [6 0 R]",
+                objects={6: _annot(b"/Link", b"/A << /S /URI /URI (https://URI-MARKER.example/) >>")},  # type: ignore[arg-type]
+            ),
+            absent=(b"URI-MARKER",),
+            removed=("web links",),
+        ),
+        Case(
+            "embedded-executable",
+            lambda: simple(
+                catalog_extra=b"/Names << /EmbeddedFiles << /Names [(invoice.exe) 6 0 R] >> >>",
+                objects=_filespec(6, 7),  # type: ignore[arg-type]
+            ),
+            absent=(b"EMBEDDED-EXECUTABLE-MARKER",),
+            removed=("embedded files",),
+        ),
+        Case(
+            "file-attachment-annotation",
+            lambda: simple(
+                page_extra=b"/Annots [8 0 R]",
+                objects={**_filespec(6, 7), 8: _annot(b"/FileAttachment", b"/FS 6 0 R")},  # type: ignore[arg-type]
+            ),
+            absent=(b"EMBEDDED-EXECUTABLE-MARKER",),
+            removed=("file attachment annotations",),
+        ),
+        Case(
+            "associated-files",
+            lambda: simple(page_extra=b"/AF [6 0 R]", objects=_filespec(6, 7)),  # type: ignore[arg-type]
+            absent=(b"EMBEDDED-EXECUTABLE-MARKER",),
+            removed=("embedded files",),
+        ),
+        Case(
+            "xfa-form",
+            lambda: simple(
+                catalog_extra=b"/NeedsRendering true /AcroForm << /Fields [] /XFA 6 0 R >>",
+                objects={  # type: ignore[arg-type]
+                    6: stream(b"<xdp:xdp xmlns:xdp='http://ns.adobe.com/xdp/'><script>XFA-MARKER</script></xdp:xdp>")
+                },
+            ),
+            absent=(b"XFA-MARKER",),
+            removed=("XFA form",),
+        ),
+        Case(
+            "richmedia",
+            lambda: simple(
+                page_extra=b"/Annots [6 0 R]",
+                objects={  # type: ignore[arg-type]
+                    6: _annot(b"/RichMedia", b"/RichMediaContent << /Assets << /Names [(a.swf) 7 0 R] >> >>"),
+                    7: b"<< /Type /Filespec /F (a.swf) /EF << /F 8 0 R >> >>",
+                    8: stream(b"FWS RICHMEDIA-MARKER"),
+                },
+            ),
+            absent=(b"RICHMEDIA-MARKER",),
+            removed=("rich media",),
+        ),
+        Case(
+            "3d-movie-sound-screen",
+            lambda: simple(
+                page_extra=b"/Annots [6 0 R 7 0 R 8 0 R 9 0 R]",
+                objects={  # type: ignore[arg-type]
+                    6: _annot(b"/3D", b"/3DD 10 0 R"),
+                    7: _annot(b"/Movie", b"/Movie << /F (MOVIE-MARKER.mov) >>"),
+                    8: _annot(b"/Sound", b"/Sound 11 0 R"),
+                    9: _annot(b"/Screen", b"/A << /S /Rendition /JS (" + JS + b") >>"),
+                    10: stream(b"U3D 3D-MARKER", b"/Type /3D /Subtype /U3D"),
+                    11: stream(b"SOUND-MARKER", b"/Type /Sound /R 8000"),
+                },
+            ),
+            absent=(b"3D-MARKER", b"MOVIE-MARKER", b"SOUND-MARKER", b"HOSTILE-JS-MARKER"),
+            removed=("3D content", "movies", "sounds", "screen annotations"),
+        ),
+        # --- polyglots and smuggling
+        Case(
+            "html-pdf-polyglot",
+            lambda: b"<html><body><script>alert('POLYGLOT-MARKER')</script><!--\n" + valid + b"-->",
+            absent=(b"POLYGLOT-MARKER", b"<script"),
+        ),
+        Case(
+            "junk-before-header",
+            lambda: b"X-Mailer: JUNK-MARKER\r\n" * 30 + valid,
+            absent=(b"JUNK-MARKER",),
+        ),
+        Case(
+            "incremental-update-shadow",
+            incremental_shadow,
+            absent=(b"ORIGINAL-REVISION-TEXT",),
+            present=(b"UPDATED-REVISION-TEXT",),
+        ),
+        Case(
+            "unreferenced-shadow-object",
+            lambda: simple(objects={9: stream(text_content("UNREFERENCED-SHADOW-TEXT"))}),  # type: ignore[arg-type]
+            absent=(b"UNREFERENCED-SHADOW-TEXT",),
+            present=(b"signflow hostile corpus",),
+        ),
+        Case(
+            "benign-goto-link-kept",
+            lambda: simple(
+                page_extra=b"/Annots [6 0 R]",
+                objects={6: _annot(b"/Link", b"/A << /S /GoTo /D [3 0 R /Fit] >>")},  # type: ignore[arg-type]
+            ),
+            present=(b"/GoTo",),
+        ),
+    ]
+
+
+CASES: dict[str, Case] = {case.name: case for case in _cases()}
+
+
+def main(folder: str) -> None:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for case in CASES.values():
+        (out / f"{case.name}.pdf").write_bytes(case.make())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

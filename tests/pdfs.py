@@ -1,0 +1,73 @@
+"""Tiny builders of real PDF files for tests (pikepdf, no fixtures on disk)."""
+
+from __future__ import annotations
+
+import io
+
+import pikepdf
+
+A4 = (595, 842)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def _page(pdf: pikepdf.Pdf, text: str) -> pikepdf.Dictionary:
+    font = pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Font,
+            Subtype=pikepdf.Name.Type1,
+            BaseFont=pikepdf.Name.Helvetica,
+            Encoding=pikepdf.Name.WinAnsiEncoding,
+        )
+    )
+    # Latin-1 is what WinAnsi shows for the common accented letters.
+    body = f"BT /F1 14 Tf 72 760 Td ({_escape(text)}) Tj ET".encode("latin-1", "replace")
+    return pikepdf.Dictionary(
+        Type=pikepdf.Name.Page,
+        MediaBox=[0, 0, *A4],
+        Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)),
+        Contents=pdf.make_stream(body),
+    )
+
+
+def make_pdf(pages: int = 1, text: str = "signflow test document") -> bytes:
+    """A plain, valid PDF with `pages` A4 pages, each showing `text` and its page number."""
+    pdf = pikepdf.new()
+    for number in range(1, pages + 1):
+        pdf.pages.append(pikepdf.Page(_page(pdf, f"{text} - page {number}")))
+    out = io.BytesIO()
+    # Uncompressed: tests can find (and flip) the page text in the raw bytes.
+    pdf.save(out, compress_streams=False)
+    return out.getvalue()
+
+
+def make_pdf_with_empty_sig_field(
+    field_name: str = "Signature1",
+    box: tuple[float, float, float, float] = (300, 60, 560, 140),
+    pages: int = 1,
+    text: str = "signflow form with a signature field",
+) -> bytes:
+    """A PDF whose last page carries an empty signature field (AcroForm /FT /Sig)."""
+    pdf = pikepdf.Pdf.open(io.BytesIO(make_pdf(pages=pages, text=text)))
+    page = pdf.pages[-1]
+    widget = pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Annot,
+            Subtype=pikepdf.Name.Widget,
+            FT=pikepdf.Name.Sig,
+            T=pikepdf.String(field_name),
+            Rect=list(box),
+            F=4,
+            P=page.obj,
+        )
+    )
+    page.obj.Annots = pdf.make_indirect(pikepdf.Array([widget]))
+    pdf.Root.AcroForm = pdf.make_indirect(
+        pikepdf.Dictionary(Fields=pikepdf.Array([widget]), SigFlags=0)
+    )
+    out = io.BytesIO()
+    # Uncompressed: tests can find (and flip) the page text in the raw bytes.
+    pdf.save(out, compress_streams=False)
+    return out.getvalue()

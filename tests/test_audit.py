@@ -158,10 +158,10 @@ def test_append_creates_a_missing_head_row(sqlite_engine: Engine) -> None:
 
 def test_unicode_survives_canonicalisation(sessions: sessionmaker[Session], key) -> None:
     with sessions() as session, session.begin():
-        audit.append(session, now=T0, actor=SYSTEM, action="note", text="Zoë 心 \U0001f489 \"q\"")
+        audit.append(session, now=T0, actor=SYSTEM, action="note", text='Zoë 心 \U0001f489 "q"')
     with sessions() as session:
         line = session.scalar(select(AuditEntry.line))
-    assert line is not None and "Zoë 心 \U0001f489 \\\"q\\\"" in line
+    assert line is not None and 'Zoë 心 \U0001f489 \\"q\\"' in line
     checkpoint(sessions, key)
     assert verify(sessions, key).ok
 
@@ -173,7 +173,9 @@ def test_checkpoint_is_a_signed_note_over_the_tree(sessions, key) -> None:
     fill(sessions, 11)
     cp = checkpoint(sessions, key)
     with sessions() as session:
-        leaves = list(session.execute(select(AuditEntry.leaf_hash).order_by(AuditEntry.seq)).scalars())
+        leaves = list(
+            session.execute(select(AuditEntry.leaf_hash).order_by(AuditEntry.seq)).scalars()
+        )
     assert cp.size == 11
     assert cp.root_hash == auditverify.tree_root(leaves)
     vkey = auditverify.verifier_key(ORIGIN, key.public_key())
@@ -346,7 +348,9 @@ def test_evidence_for_request_gives_verifiable_inclusion_proofs(sessions, key) -
         evidence = audit.evidence_for_request(session, 102)
     assert [e.seq for e, _ in evidence] == [s for s in range(37) if s % 5 == 2]
     for entry, proof in evidence:
-        assert auditverify.verify_inclusion(entry.leaf_hash, entry.seq, cp.size, proof, cp.root_hash)
+        assert auditverify.verify_inclusion(
+            entry.leaf_hash, entry.seq, cp.size, proof, cp.root_hash
+        )
         assert not auditverify.verify_inclusion(
             entry.leaf_hash, entry.seq ^ 1, cp.size, proof, cp.root_hash
         )

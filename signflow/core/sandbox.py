@@ -509,7 +509,14 @@ def _inflated_size(raw: bytes, cap: int) -> int:
     return total
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    # qpdf reports a failed allocation as a decoding error carrying std::bad_alloc.
+    return isinstance(exc, MemoryError) or "bad_alloc" in str(exc)
+
+
 def _check_sizes(streams: list[Any]) -> None:
+    import pikepdf
+
     total = 0
     for stream in streams:
         if _name(stream.get("/Subtype")) == "/Image":
@@ -522,7 +529,13 @@ def _check_sizes(streams: list[Any]) -> None:
         if filters[0] in FLATE:
             size = _inflated_size(stream.read_raw_bytes(), MAX_STREAM_DECODED)
         elif all(item in GENERIC_FILTERS for item in filters):
-            size = len(stream.read_bytes())
+            try:
+                size = len(stream.read_bytes(pikepdf.StreamDecodeLevel.specialized))
+            except pikepdf.PdfError as exc:
+                if _out_of_memory(exc):
+                    raise MemoryError from None
+                # Undecodable: PDFium will fail on it too, inside its own limits.
+                continue
         else:
             continue
         if size > MAX_STREAM_DECODED:
@@ -693,11 +706,15 @@ def _child_main(argv: list[str]) -> int:
         answer = _frame({"ok": False, "kind": "resources", "detail": "recursion"}, b"")
         code = 3
     except Exception as exc:  # hostile input reaches every corner of three parsers
-        answer = _frame(
-            {"ok": False, "kind": "invalid", "message": UNREADABLE, "detail": type(exc).__name__},
-            b"",
-        )
-        code = 0
+        if _out_of_memory(exc):
+            answer = _frame({"ok": False, "kind": "resources", "detail": "memory"}, b"")
+            code = 3
+        else:
+            answer = _frame(
+                {"ok": False, "kind": "invalid", "message": UNREADABLE, "detail": type(exc).__name__},
+                b"",
+            )
+            code = 0
     out.write(answer)
     out.flush()
     return code

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from asn1crypto import algos, cms, core, tsp
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pyhanko.sign.general import as_signing_certificate_v2
 from pyhanko.sign.timestamps import DummyTimeStamper
 
+from signflow.core.clock import utcnow
 from signflow.core.errors import InvalidInput
 
 # signflow's TSA policy: a UUID-derived OID (ITU-T X.667), no registration needed.
@@ -47,10 +48,6 @@ def _attribute(name: str, value: Any) -> cms.CMSAttribute:
     return cms.CMSAttribute({"type": cms.CMSAttributeType(name), "values": (value,)})
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class ServiceTimeStamper(DummyTimeStamper):
     """A real TSA signing with the service's TSA key.
 
@@ -65,7 +62,7 @@ class ServiceTimeStamper(DummyTimeStamper):
         tsa_key: rsa.RSAPrivateKey,
         chain: list[Any],
         *,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         pkcs8 = tsa_key.private_bytes(
             serialization.Encoding.DER,

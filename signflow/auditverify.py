@@ -503,10 +503,13 @@ def open_checkpoint(note: str, name: str, public_key: Ed25519PublicKey) -> Signe
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome of a verification. `problem` is a kind such as 'entry-modified',
-    'gap', 'reordered', 'inserted', 'entry-malformed', 'checkpoint-signature',
-    'untrusted-key', 'fork', 'truncated', 'uncovered', 'rollback',
-    'malformed-bundle'; `detail` is one human-readable sentence."""
+    """Outcome of a verification. `problem` is a kind: 'entry-modified',
+    'entry-malformed', 'gap', 'inserted', 'reordered', 'truncated', 'uncovered'
+    (entries past the last checkpoint), 'rollback', 'fork',
+    'checkpoint-signature', 'checkpoint-modified', 'untrusted-key',
+    'head-mismatch', 'malformed-bundle'. `first_bad_seq` is the first seq not
+    vouched for (for a root mismatch: the size of the last checkpoint that
+    still matches); `detail` is one human-readable sentence."""
 
     ok: bool
     size: int

@@ -133,9 +133,10 @@ def test_ca_and_tsa_certificate_profiles(keys: pki.KeyMaterial) -> None:
     eku = ext(tsa, x509.ExtendedKeyUsage)
     assert eku.critical and list(eku.value) == [ExtendedKeyUsageOID.TIME_STAMPING]
     assert isinstance(keys.tsa_key, rsa.RSAPrivateKey)
-    assert ext(tsa, x509.AuthorityKeyIdentifier).value.key_identifier == ext(
-        issuing, x509.SubjectKeyIdentifier
-    ).value.digest
+    assert (
+        ext(tsa, x509.AuthorityKeyIdentifier).value.key_identifier
+        == ext(issuing, x509.SubjectKeyIdentifier).value.digest
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["ec", "rsa"])
@@ -190,7 +191,9 @@ def test_reasonable_pins_are_accepted(pin: str) -> None:
     pki.validate_pin_policy(pin)
 
 
-def test_right_pin_unlocks_the_key_of_the_certificate(session: Session, keys: pki.KeyMaterial) -> None:
+def test_right_pin_unlocks_the_key_of_the_certificate(
+    session: Session, keys: pki.KeyMaterial
+) -> None:
     credential = pki.enrol(session, keys, make_user(session), PIN, now=NOW)
     key = pki.unlock(session, keys, credential, PIN, now=NOW)
     assert key.public_key() == pki.credential_certificate(credential).public_key()

@@ -399,13 +399,15 @@ entries.jsonl   the audit log, one canonical JSON (RFC 8785) entry per line, seq
 checkpoints/    signed tree heads (c2sp.org/tlog-checkpoint, signed as c2sp.org/signed-note)
 audit-key.pub   line 1: the note verifier key <name>+<hash>+<key>; then the same Ed25519 key as PEM
 
-Verify (Python 3.11+ and the `cryptography` package; auditverify.py works as a lone file too):
+Verify with Python 3.11+ and the `cryptography` package (auditverify.py also runs as a lone file):
 
-    python -m signflow.auditverify BUNDLE --trusted-key '{vkey}'
+    python -m signflow.auditverify BUNDLE --trusted-key VKEY --checkpoint OLD_CHECKPOINT
 
-Add --checkpoint FILE (repeatable) with checkpoints kept from earlier exports
-to detect truncation or rollback. Exit 0: verified; 1: tampered; 2: usage.
-Leaf hash = SHA-256(0x00 || line), node = SHA-256(0x01 || left || right) (RFC 9162 section 2.1).
+VKEY is the service's audit key obtained from the operator, not from this folder
+(this bundle says: {vkey}). --checkpoint (repeatable) takes checkpoint files kept
+from earlier exports and detects truncation and rollback. Exit 0: verified;
+1: tampered; 2: usage. Leaf = SHA-256(0x00 || line), node = SHA-256(0x01 || left || right)
+as in RFC 9162 section 2.1.
 """
 
 

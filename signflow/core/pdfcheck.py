@@ -107,10 +107,10 @@ def sanitize_filename(name: str) -> str:
     # Both separators: a Windows browser may send C:\\Users\\...\\scan.pdf.
     base = PureWindowsPath(PurePosixPath(name or "").name).name
     ascii_name = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
-    cleaned = _UNSAFE_CHARS.sub("_", ascii_name)
-    cleaned = re.sub(r"_+", "_", cleaned).strip(" ._-")
+    cleaned = re.sub(r"_+", "_", _UNSAFE_CHARS.sub("_", ascii_name))
     stem = cleaned[:-4] if cleaned.lower().endswith(".pdf") else cleaned
-    stem = stem.rstrip(" ._-")
+    # No leading dot (hidden file) or dash (option-like), no trailing dot or space (Windows).
+    stem = stem.strip(" ._-")
     if not stem.strip("_ "):
         stem = "document"
     stem = stem[: MAX_FILENAME - len(".pdf")].rstrip(" ._-") or "document"

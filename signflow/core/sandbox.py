@@ -299,9 +299,7 @@ class _Inspector:
         return kinds
 
     def _is_action(self, value: Any) -> bool:
-        return _is_dictlike(value) and (
-            _name(value.get("/S")) in ACTION_LABELS or "/JS" in value
-        )
+        return _is_dictlike(value) and (_name(value.get("/S")) in ACTION_LABELS or "/JS" in value)
 
     def _count_name_tree(self, tree: Any) -> int:
         import pikepdf
@@ -362,7 +360,9 @@ class _Inspector:
 
         if "/AA" in obj:
             self.found["automatic actions"] += 1
-            for kind in self._unsafe_kinds(list(obj["/AA"].values()) if _is_dictlike(obj["/AA"]) else []):
+            for kind in self._unsafe_kinds(
+                list(obj["/AA"].values()) if _is_dictlike(obj["/AA"]) else []
+            ):
                 self.found[kind] += 1
             self._remove(obj, "/AA")
         for key in list(obj.keys()):
@@ -419,7 +419,9 @@ class _Inspector:
         while todo:
             obj = todo.pop()
             if isinstance(obj, pikepdf.Array):
-                todo.extend(item for item in obj if isinstance(item, pikepdf.Array) or _is_dictlike(item))
+                todo.extend(
+                    item for item in obj if isinstance(item, pikepdf.Array) or _is_dictlike(item)
+                )
                 continue
             if not _is_dictlike(obj):
                 continue
@@ -521,7 +523,11 @@ def _check_sizes(streams: list[Any]) -> None:
     for stream in streams:
         if _name(stream.get("/Subtype")) == "/Image":
             width, height = stream.get("/Width", 0), stream.get("/Height", 0)
-            if isinstance(width, int) and isinstance(height, int) and width * height > MAX_IMAGE_PIXELS:
+            if (
+                isinstance(width, int)
+                and isinstance(height, int)
+                and width * height > MAX_IMAGE_PIXELS
+            ):
                 raise _Refuse("the PDF contains an image too large to display")
         filters = _filters(stream)
         if not filters:
@@ -544,7 +550,9 @@ def _check_sizes(streams: list[Any]) -> None:
             )
         total += size
         if total > MAX_TOTAL_DECODED:
-            raise _Refuse(f"the PDF expands beyond {MAX_TOTAL_DECODED // MiB} MiB when decompressed")
+            raise _Refuse(
+                f"the PDF expands beyond {MAX_TOTAL_DECODED // MiB} MiB when decompressed"
+            )
 
 
 def _check_readers(data: bytes, page_count: int) -> None:
@@ -603,7 +611,8 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         inspector.walk()
         if inspector.found and not inspector.strip:
             what = (
-                "JavaScript" if "JavaScript" in inspector.found
+                "JavaScript"
+                if "JavaScript" in inspector.found
                 else "active content (" + ", ".join(inspector.removed()) + ")"
             )
             suffix = " and already carries a signature" if signed else ""
@@ -647,9 +656,8 @@ def _render(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]
             raise _Refuse("no such page", kind="not-found")
         document.init_forms()
         page = document[page_index]
+        # PDFium reports the size as displayed, /Rotate already applied.
         width_pt, height_pt = page.get_size()
-        if page.get_rotation() in (90, 270):
-            width_pt, height_pt = height_pt, width_pt
         if width_pt <= 0 or height_pt <= 0:
             raise _Refuse(UNREADABLE)
         scale = width_px / width_pt
@@ -711,7 +719,12 @@ def _child_main(argv: list[str]) -> int:
             code = 3
         else:
             answer = _frame(
-                {"ok": False, "kind": "invalid", "message": UNREADABLE, "detail": type(exc).__name__},
+                {
+                    "ok": False,
+                    "kind": "invalid",
+                    "message": UNREADABLE,
+                    "detail": type(exc).__name__,
+                },
                 b"",
             )
             code = 0

@@ -1,0 +1,350 @@
+"""Who may call what: every route for every role, then object-level (IDOR) denials."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asn1crypto import tsp
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from signflow.models import AuditEntry, RequestState, Signature, SignatureRequest
+from tests.conftest import PIN, csrf_token, login
+from tests.helpers import request_id_from, sign, sign_form, upload
+
+ROLES = ("anonymous", "technician", "physician", "recipient", "auditor", "admin")
+ACCOUNT = {"technician": "tech", "physician": "doc", "recipient": "recipient",
+           "auditor": "auditor", "admin": "admin"}
+PUBLIC = frozenset(ROLES)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    allowed: frozenset[str]
+    ok: int
+    # Form data for the allowed roles (called with their client); others only get a CSRF token.
+    data: Callable[[FlaskClient], dict[str, Any]] | None = None
+    # Status for every role, for public routes whose answer does not depend on the role.
+    same_for_all: bool = False
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _timestamp_query() -> bytes:
+    return tsp.TimeStampReq({
+        "version": 1,
+        "message_imprint": {"hash_algorithm": {"algorithm": "sha256"},
+                            "hashed_message": hashlib.sha256(b"signflow").digest()},
+        "cert_req": True,
+    }).dump()
+
+
+def new_request(client: FlaskClient, world: Any, **kw: Any) -> int:
+    resp = upload(client, world, **kw)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    return request_id_from(resp)
+
+
+def delivered_request(app: Flask, world: Any) -> tuple[int, FlaskClient, FlaskClient]:
+    """A request uploaded by tech and signed by doc; returns (id, tech client, doc client)."""
+    tech, doc = app.test_client(), app.test_client()
+    login(tech, "tech")
+    login(doc, "doc")
+    rid = new_request(tech, world)
+    resp = sign(doc, rid)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    return rid, tech, doc
+
+
+def count(svc: Any, model: Any, *where: Any) -> int:
+    with svc.sessions() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def state_of(svc: Any, rid: int) -> str:
+    with svc.sessions() as s:
+        req = s.get(SignatureRequest, rid)
+        assert req is not None
+        return str(req.state)
+
+
+def routes(main: int, cancel: int, decline: int, world: Any) -> list[Route]:
+    tech, phys, recip, aud, adm = (frozenset({r}) for r in
+                                   ("technician", "physician", "recipient", "auditor", "admin"))
+    readers = frozenset({"technician", "physician", "recipient"})
+
+    def upload_data(_: FlaskClient) -> dict[str, Any]:
+        import io
+
+        from tests.pdfs import make_pdf
+        return {"document": (io.BytesIO(make_pdf(1, "matrix")), "matrix.pdf"), "title": "matrix",
+                "group": str(world.group), "destination": str(world.destination),
+                "urgency": "routine"}
+
+    def sign_data(client: FlaskClient) -> dict[str, Any]:
+        return {**sign_form(client, main), "pin": PIN}
+
+    return [
+        Route("GET", "/", PUBLIC - {"anonymous"}, 302),
+        Route("GET", "/login", PUBLIC, 200, same_for_all=True),
+        Route("POST", "/login", PUBLIC, 200, same_for_all=True),  # empty form: shown again
+        Route("GET", "/requests/", tech, 200),
+        Route("GET", "/requests/status.json", tech, 200),
+        Route("GET", "/requests/new", tech, 200),
+        Route("POST", "/requests/new", tech, 302, upload_data),
+        Route("GET", f"/requests/{main}", tech, 200),
+        Route("POST", f"/requests/{cancel}/cancel", tech, 302),
+        Route("GET", "/inbox/", phys, 200),
+        Route("GET", f"/inbox/{main}", phys, 200),
+        Route("POST", f"/inbox/{main}/sign", phys, 302, sign_data),
+        Route("POST", f"/inbox/{decline}/decline", phys, 302, lambda _: {"reason": "Wrong patient"}),
+        Route("GET", "/inbox/signing-pin", phys, 200),
+        Route("POST", "/inbox/signing-pin", phys, 200),  # empty form: shown again
+        Route("GET", "/received/", recip, 200),
+        Route("GET", f"/received/{main}", recip, 200),
+        Route("POST", f"/received/{main}/acknowledge", recip, 302),
+        Route("GET", f"/documents/{main}/pages/1.png", readers, 200),
+        Route("GET", f"/documents/{main}/download", readers, 200),
+        Route("GET", "/audit/", aud, 200),
+        Route("GET", "/audit/verify", aud, 200),
+        Route("GET", "/admin/users", adm, 200),
+        Route("POST", "/admin/users", adm, 302, lambda _: {
+            "username": "newtech", "display_name": "New Tech", "role": "technician",
+            "password": "a long enough passphrase", "destination": "0"}),
+        Route("POST", f"/admin/users/{world.tech2}/active", adm, 302),
+        Route("POST", f"/admin/users/{world.offduty}/revoke", adm, 302,
+              lambda _: {"reason": "superseded", "confirm": "y"}),
+        # The API ignores session cookies: without a bearer token everyone gets 401.
+        Route("GET", "/api/v1/requests", frozenset(), 401, same_for_all=True),
+        Route("GET", f"/api/v1/requests/{main}", frozenset(), 401, same_for_all=True),
+        Route("GET", f"/api/v1/requests/{main}/verification", frozenset(), 401, same_for_all=True),
+        Route("GET", f"/api/v1/requests/{main}/document", frozenset(), 401, same_for_all=True),
+        Route("POST", f"/api/v1/requests/{main}/acknowledge", frozenset(), 401, same_for_all=True),
+        Route("GET", "/api/v1/openapi.json", PUBLIC, 200, same_for_all=True),
+        Route("GET", "/pki/root.crt", PUBLIC, 200, same_for_all=True),
+        Route("GET", "/pki/issuing.crt", PUBLIC, 200, same_for_all=True),
+        Route("GET", "/pki/root.crl", PUBLIC, 200, same_for_all=True),
+        Route("GET", "/pki/issuing.crl", PUBLIC, 200, same_for_all=True),
+        Route("POST", "/tsa", PUBLIC, 200, same_for_all=True),
+        Route("GET", "/static/app.css", PUBLIC, 200, same_for_all=True),
+    ]
+
+
+def expected(route: Route, role: str) -> int:
+    if route.same_for_all or role in route.allowed:
+        return route.ok
+    if role == "anonymous":
+        return 302
+    return 403
+
+
+def call(client: FlaskClient, route: Route, role: str, token: str) -> Any:
+    if route.path == "/tsa":
+        return client.post("/tsa", data=_timestamp_query(),
+                           content_type="application/timestamp-query")
+    if route.method == "GET":
+        return client.get(route.path)
+    data: dict[str, Any] = {"csrf_token": token}
+    if route.data is not None and role in route.allowed:
+        data.update(route.data(client))
+    multipart = any(isinstance(v, tuple) for v in data.values())
+    return client.post(route.path, data=data,
+                       content_type="multipart/form-data" if multipart else None)
+
+
+def test_every_route_for_every_role(app, svc, world):
+    clients = {role: app.test_client() for role in ROLES}
+    for role, username in ACCOUNT.items():
+        login(clients[role], username)
+    tokens = {role: csrf_token(c, "/login") for role, c in clients.items()}
+    main = new_request(clients["technician"], world)
+    cancel = new_request(clients["technician"], world)
+    decline = new_request(clients["technician"], world)
+    table = routes(main, cancel, decline, world)
+
+    # Every rule the app serves is in the table, so a new route cannot go untested.
+    served = {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}}
+    tested = set()
+    for route in table:
+        adapter = app.url_map.bind("localhost")
+        endpoint, _ = adapter.match(route.path, method=route.method)
+        rule = next(r for r in app.url_map.iter_rules(endpoint) if route.method in r.methods)
+        tested.add((route.method, rule.rule))
+    tested.add(("POST", "/logout"))
+    assert served - tested == set()
+
+    denied_before = count(svc, AuditEntry, AuditEntry.action == "access.denied")
+    wrong_role_calls = 0
+    failures = []
+    for route in table:
+        # The allowed roles act last, so that a refused call cannot hide behind a changed state.
+        order = sorted(ROLES, key=lambda r: r in route.allowed)
+        for role in order:
+            resp = call(clients[role], route, role, tokens[role])
+            want = expected(route, role)
+            if resp.status_code != want:
+                failures.append(f"{route.method} {route.path} as {role}: {resp.status_code} != {want}")
+                continue
+            if want == 302 and role == "anonymous" and not route.same_for_all:
+                if not resp.headers["Location"].startswith("/login"):
+                    failures.append(f"{route.method} {route.path} anonymous -> {resp.headers['Location']}")
+            if want == 403:
+                wrong_role_calls += 1
+                if "Your role does not give access" not in resp.get_data(as_text=True):
+                    failures.append(f"{route.method} {route.path} as {role}: 403 without message")
+            if want == 401:
+                if resp.mimetype != "application/problem+json" or resp.json["status"] != 401:
+                    failures.append(f"{route.method} {route.path} as {role}: 401 not problem+json")
+    assert not failures, "\n".join(failures)
+
+    # Each wrong-role refusal is audited.
+    assert count(svc, AuditEntry, AuditEntry.action == "access.denied") - denied_before == wrong_role_calls
+    # The allowed calls really did their work (and the refused ones did not do it first).
+    assert state_of(svc, main) == RequestState.RECEIVED
+    assert state_of(svc, cancel) == RequestState.CANCELLED
+    assert state_of(svc, decline) == RequestState.DECLINED
+    assert count(svc, Signature) == 1
+
+    for role in ROLES:
+        resp = clients[role].post("/logout", data={"csrf_token": tokens[role]})
+        assert resp.status_code == 302 and resp.headers["Location"].startswith("/login"), role
+        assert clients[role].get("/").headers["Location"].startswith("/login"), role
+
+
+def test_auditor_is_read_only(app, svc, world):
+    rid, _tech, _doc = delivered_request(app, world)
+    pending = new_request(_tech, world)
+    auditor = app.test_client()
+    login(auditor, "auditor")
+    token = csrf_token(auditor, "/login")
+    posts = [rule for rule in app.url_map.iter_rules()
+             if "POST" in rule.methods and not rule.rule.startswith(("/api/", "/login", "/logout", "/tsa"))]
+    assert len(posts) >= 7
+    audit_before = count(svc, AuditEntry)
+    for rule in posts:
+        path = rule.rule.replace("<int:request_id>", str(pending)).replace("<int:user_id>", str(world.tech))
+        resp = auditor.post(path, data={"csrf_token": token, "pin": PIN, "reason": "x", "confirm": "y"})
+        assert resp.status_code == 403, (path, resp.status_code)
+    # Only the access.denied entries were written; the auditor can still read everything.
+    assert count(svc, AuditEntry) - audit_before == len(posts)
+    assert count(svc, AuditEntry, AuditEntry.action != "access.denied",
+                 AuditEntry.actor_id == world.auditor) == 1  # login.succeeded
+    assert state_of(svc, pending) == RequestState.PENDING
+    assert state_of(svc, rid) == RequestState.DELIVERED
+    assert auditor.get(f"/audit/?request={rid}").status_code == 200
+
+
+def test_admin_cannot_read_documents_or_sign(app, svc, world):
+    tech = app.test_client()
+    login(tech, "tech")
+    rid = new_request(tech, world)
+    doc = app.test_client()
+    login(doc, "doc")
+    form = sign_form(doc, rid)
+    admin = app.test_client()
+    login(admin, "admin")
+    for path in (f"/documents/{rid}/download", f"/documents/{rid}/pages/1.png", f"/inbox/{rid}",
+                 f"/requests/{rid}", f"/received/{rid}"):
+        assert admin.get(path).status_code == 403, path
+    resp = admin.post(f"/inbox/{rid}/sign", data={**form, "pin": PIN,
+                                                  "csrf_token": csrf_token(admin, "/admin/users")})
+    assert resp.status_code == 403
+    assert state_of(svc, rid) == RequestState.PENDING
+    assert count(svc, Signature) == 0
+
+
+# -- object level -------------------------------------------------------------
+
+
+def test_other_technician_cannot_see_cancel_or_download(app, svc, world):
+    tech = app.test_client()
+    login(tech, "tech")
+    rid = new_request(tech, world)
+    tech2 = app.test_client()
+    login(tech2, "tech2")
+    audit_before = count(svc, AuditEntry)
+    assert tech2.get(f"/requests/{rid}").status_code == 404
+    assert tech2.get(f"/documents/{rid}/download").status_code == 404
+    assert tech2.get(f"/documents/{rid}/pages/1.png").status_code == 404
+    resp = tech2.post(f"/requests/{rid}/cancel", data={"csrf_token": csrf_token(tech2, "/requests/new")})
+    assert resp.status_code == 404
+    assert "not yours to see" in resp.get_data(as_text=True)
+    assert f"/requests/{rid}" not in tech2.get("/requests/").get_data(as_text=True)
+    assert str(rid) not in tech2.get("/requests/status.json").json
+    assert state_of(svc, rid) == RequestState.PENDING
+    assert count(svc, AuditEntry) == audit_before
+    # Control: the owner still can.
+    assert tech.get(f"/requests/{rid}").status_code == 200
+
+
+def test_off_duty_physician_cannot_open_sign_or_decline(app, svc, world):
+    tech, doc, offduty = app.test_client(), app.test_client(), app.test_client()
+    login(tech, "tech")
+    login(doc, "doc")
+    login(offduty, "offduty")
+    rid = new_request(tech, world)
+    stolen_form = sign_form(doc, rid)  # a valid form, but issued to someone else
+    token = csrf_token(offduty, "/inbox/signing-pin")
+    audit_before = count(svc, AuditEntry)
+    assert offduty.get(f"/inbox/{rid}").status_code == 404
+    assert offduty.get(f"/documents/{rid}/pages/1.png").status_code == 404
+    assert f"/inbox/{rid}" not in offduty.get("/inbox/").get_data(as_text=True)
+    resp = offduty.post(f"/inbox/{rid}/sign", data={**stolen_form, "csrf_token": token, "pin": PIN})
+    assert resp.status_code == 404
+    resp = offduty.post(f"/inbox/{rid}/decline", data={"csrf_token": token, "reason": "not mine"})
+    assert resp.status_code == 404
+    assert state_of(svc, rid) == RequestState.PENDING
+    assert count(svc, Signature) == 0
+    assert count(svc, AuditEntry) == audit_before
+
+
+def test_other_destination_cannot_see_download_or_acknowledge(app, svc, world):
+    rid, _tech, _doc = delivered_request(app, world)
+    cardio = app.test_client()
+    login(cardio, "cardio")
+    audit_before = count(svc, AuditEntry)
+    assert cardio.get(f"/received/{rid}").status_code == 404
+    assert cardio.get(f"/documents/{rid}/download").status_code == 404
+    assert cardio.get(f"/documents/{rid}/pages/1.png").status_code == 404
+    assert f"/received/{rid}" not in cardio.get("/received/").get_data(as_text=True)
+    resp = cardio.post(f"/received/{rid}/acknowledge",
+                       data={"csrf_token": csrf_token(cardio, "/login")})
+    assert resp.status_code == 404
+    assert state_of(svc, rid) == RequestState.DELIVERED
+    assert count(svc, AuditEntry) == audit_before
+
+
+def test_recipient_cannot_see_a_request_before_delivery(app, svc, world):
+    tech = app.test_client()
+    login(tech, "tech")
+    rid = new_request(tech, world)
+    recipient = app.test_client()
+    login(recipient, "recipient")
+    audit_before = count(svc, AuditEntry)
+    assert recipient.get(f"/received/{rid}").status_code == 404
+    assert recipient.get(f"/documents/{rid}/download").status_code == 404
+    assert recipient.get(f"/documents/{rid}/pages/1.png").status_code == 404
+    assert f"/received/{rid}" not in recipient.get("/received/").get_data(as_text=True)
+    resp = recipient.post(f"/received/{rid}/acknowledge",
+                          data={"csrf_token": csrf_token(recipient, "/login")})
+    assert resp.status_code == 404
+    assert state_of(svc, rid) == RequestState.PENDING
+    assert count(svc, AuditEntry) == audit_before
+
+
+def test_auditor_cannot_download_documents(app, svc, world):
+    rid, _tech, _doc = delivered_request(app, world)
+    auditor = app.test_client()
+    login(auditor, "auditor")
+    downloads = count(svc, AuditEntry, AuditEntry.action == "document.downloaded")
+    resp = auditor.get(f"/documents/{rid}/download")
+    assert resp.status_code == 403 and not resp.data.startswith(b"%PDF")
+    assert auditor.get(f"/documents/{rid}/pages/1.png").status_code == 403
+    assert count(svc, AuditEntry, AuditEntry.action == "document.downloaded") == downloads
+    # Metadata stays visible to the auditor.
+    assert "request.signed" in auditor.get(f"/audit/?request={rid}").get_data(as_text=True)

@@ -1,0 +1,309 @@
+"""The whole loop in Debian's Chromium at phone size, over real HTTP, through the UI only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from signflow.core import signing
+from tests.conftest import PASSWORD, PIN, login
+from tests.helpers import request_id_from, sign, upload
+from tests.pdfs import make_pdf
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PHONE = dict(viewport={"width": 360, "height": 740}, device_scale_factor=3, is_mobile=True,
+             has_touch=True)
+TITLE = "Liver transplant consent"
+MIN_TAP = 44
+
+# Runs before any page script: CSP violations are events, not exceptions, so record them.
+RECORD_CSP = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__cspViolations.push(e.violatedDirective + ' ' + (e.blockedURI || 'inline'));
+});
+"""
+
+PHONE_AUDIT = """
+() => {
+  const problems = [];
+  const doc = document.documentElement;
+  if (doc.scrollWidth > window.innerWidth) {
+    problems.push(`horizontal scroll: scrollWidth ${doc.scrollWidth} > ${window.innerWidth}`);
+  }
+  for (const el of document.querySelectorAll('input, select, textarea')) {
+    if (el.type === 'hidden') continue;
+    if (!el.labels || el.labels.length === 0) {
+      problems.push(`unlabelled ${el.tagName.toLowerCase()} name=${el.name}`);
+    }
+  }
+  for (const el of document.querySelectorAll(
+      'main a, main button, main summary, nav a, nav button')) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;  // not rendered (closed <details>)
+    const inlineTextLink = el.tagName === 'A' && el.closest('p')
+      && getComputedStyle(el).display === 'inline';
+    if (inlineTextLink) continue;
+    if (box.height < MIN_TAP) {
+      const name = (el.innerText || el.getAttribute('aria-label') || '').trim().slice(0, 40);
+      problems.push(`tap target ${el.tagName.toLowerCase()} "${name}" is ${box.height.toFixed(1)}px tall`);
+    }
+  }
+  return {problems, csp: window.__cspViolations || []};
+}
+""".replace("MIN_TAP", str(MIN_TAP))
+
+
+def require_chromium() -> str:
+    """Debian's Chromium, never a downloaded one: fail in CI when missing, else skip."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(CHROMIUM)
+
+
+@pytest.fixture
+def live_url(app: Flask) -> Iterator[str]:
+    # Port 0: the kernel picks a free port, no race with other test runs.
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+class Phone:
+    """One person's phone: its own cookies, and every page it shows is audited."""
+
+    def __init__(self, browser: Any, base_url: str, who: str) -> None:
+        self.who = who
+        self.context = browser.new_context(base_url=base_url, accept_downloads=True, **PHONE)
+        self.context.add_init_script(RECORD_CSP)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.favicon_errors: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        self.audited: list[str] = []
+
+    def _console(self, message: Any) -> None:
+        if message.type != "error":
+            return
+        text = f"console error on {self.page.url}: {message.text} ({message.location.get('url')})"
+        # The browser's own favicon probe is tracked by test_no_favicon_404, not here.
+        if message.location.get("url", "").endswith("/favicon.ico"):
+            self.favicon_errors.append(text)
+        else:
+            self.errors.append(text)
+
+    def audit(self) -> None:
+        """The phone rules, on the page now shown."""
+        self.page.wait_for_load_state("load")
+        result = self.page.evaluate(PHONE_AUDIT)
+        where = f"{self.who} at {self.page.url}"
+        assert result["problems"] == [], where
+        assert result["csp"] == [], where
+        assert self.errors == [], where
+        self.audited.append(self.page.url)
+
+    def login(self, username: str, password: str = PASSWORD) -> None:
+        self.page.goto("/")
+        self.page.wait_for_url("**/login**")
+        self.audit()
+        self.page.get_by_label("User name").fill(username)
+        self.page.get_by_label("Password").fill(password)
+        self.page.get_by_role("button", name="Log in").tap()
+        self.page.wait_for_url(lambda url: "/login" not in url)
+        self.audit()
+
+    def close(self) -> None:
+        assert self.errors == [], self.who
+        self.context.close()
+
+
+def validate_outside_playwright_loop(pdf: bytes, root: Any) -> signing.ValidationReport:
+    """validate_pdf from a thread with no running asyncio loop, as the server calls it
+    (Playwright's sync API runs one in this thread: see test_validate_pdf_under_a_running_loop)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(signing.validate_pdf, pdf, trust_roots=[root]).result()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    executable = require_chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("playwright is not installed")
+        pytest.skip("playwright is not installed")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_whole_loop_on_a_phone(browser, live_url, svc, world, tmp_path):
+    from playwright.sync_api import expect
+
+    # Technician: upload, route, see it pending.
+    tech = Phone(browser, live_url, "technician")
+    tech.login("tech")
+    tech.page.get_by_role("link", name="New request").tap()
+    tech.page.wait_for_url("**/requests/new")
+    tech.audit()
+    tech.page.get_by_label("PDF document").set_input_files(files=[{
+        "name": "liver-consent.pdf", "mimeType": "application/pdf",
+        "buffer": make_pdf(3, "Liver transplant consent"),
+    }])
+    tech.page.get_by_label("Title").fill(TITLE)
+    tech.page.get_by_label("On-call group that must sign").select_option(label="Anaesthesia on call")
+    tech.page.get_by_label("Deliver to").select_option(label="Transplant service")
+    tech.page.get_by_label("Urgency").select_option(label="Emergency (5 min)")
+    tech.page.get_by_label("Note for the physician (optional)").fill("Donor arriving at 04:00")
+    tech.audit()
+    tech.page.get_by_role("button", name="Send for signature").tap()
+    tech.page.wait_for_url(re.compile(r"/requests/\d+$"))
+    badge = tech.page.locator("[data-state-for]")
+    expect(badge).to_have_text("pending")
+    request_id = badge.get_attribute("data-state-for")
+    expect(tech.page.get_by_role("heading", level=1)).to_have_text(f"#{request_id} {TITLE}")
+    tech.audit()
+
+    # Physician on call: inbox, read the three rendered pages, PIN, Sign.
+    doc = Phone(browser, live_url, "physician")
+    doc.login("doc")
+    expect(doc.page.get_by_role("heading", name="To sign")).to_be_visible()
+    doc.page.get_by_role("link", name=TITLE).tap()
+    doc.page.wait_for_url(f"**/inbox/{request_id}")
+    images = doc.page.locator(".pages img")
+    expect(images).to_have_count(3)
+    for index in range(3):
+        image = images.nth(index)
+        # Pages 2 and 3 load lazily: bring each into view as a reader would.
+        image.scroll_into_view_if_needed()
+        image.wait_for(state="visible")
+        doc.page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                   arg=image.element_handle())
+        assert image.evaluate("img => img.naturalWidth") > 0
+        assert image.evaluate("img => img.currentSrc").startswith(
+            f"{live_url}/documents/{request_id}/pages/{index + 1}.png")
+    doc.audit()
+    doc.page.get_by_label("Signing PIN").fill(PIN)
+    screenshot = tmp_path / "physician-sign-page.png"
+    doc.page.screenshot(path=str(screenshot), full_page=True)
+    shot = screenshot.read_bytes()
+    assert shot.startswith(b"\x89PNG\r\n\x1a\n") and len(shot) > 10_000, len(shot)
+    doc.page.get_by_role("button", name="Sign", exact=True).tap()
+    expect(doc.page.get_by_role("status").filter(
+        has_text="Signed and delivered to Transplant service.")).to_be_visible(timeout=30_000)
+    doc.audit()
+
+    # Destination service: sees the verdict, downloads, checks the bytes, acknowledges.
+    dest = Phone(browser, live_url, "recipient")
+    dest.login("recipient")
+    dest.page.get_by_role("link", name=f"#{request_id} {TITLE}").tap()
+    dest.page.wait_for_url(f"**/received/{request_id}")
+    expect(dest.page.get_by_text("Signature valid")).to_be_visible()
+    expect(dest.page.locator(".sigs")).to_contain_text("Lefèvre")
+    dest.audit()
+    with dest.page.expect_download() as download_info:
+        dest.page.get_by_role("link", name="Download signed PDF").tap()
+    download = download_info.value
+    assert download.suggested_filename == "liver-consent-signed.pdf"
+    signed = Path(download.path()).read_bytes()
+    report = validate_outside_playwright_loop(signed, svc.keys.root_cert)
+    assert report.ok, report.as_json()
+    signer = next(s for s in report.signatures if not s.is_timestamp)
+    assert signer.signer.endswith("Lefèvre")
+    dest.page.get_by_role("button", name="Acknowledge receipt").tap()
+    expect(dest.page.get_by_role("status").filter(has_text="Receipt acknowledged")).to_be_visible()
+    expect(dest.page.locator("[data-state-for]")).to_have_text("received")
+    dest.audit()
+
+    # Technician's list closes the loop.
+    tech.page.get_by_role("navigation").get_by_role("link", name="My requests").tap()
+    tech.page.wait_for_url("**/requests/")
+    expect(tech.page.locator(f'[data-state-for="{request_id}"]')).to_have_text("received")
+    tech.audit()
+
+    for phone in (tech, doc, dest):
+        phone.close()
+
+
+def signed_request(app: Flask, world: Any) -> tuple[int, bytes]:
+    """A delivered request, set up through the HTTP routes (the loop itself is tested above)."""
+    tech, doc, dest = (app.test_client() for _ in range(3))
+    login(tech, "tech")
+    request_id = request_id_from(upload(tech, world, title=TITLE))
+    login(doc, "doc")
+    assert sign(doc, request_id).status_code == 302
+    login(dest, "recipient")
+    download = dest.get(f"/documents/{request_id}/download")
+    assert download.status_code == 200
+    return request_id, download.data
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG: templates/physician/inbox.html 'Recent' list: <li><a><strong>title</strong></a> is a "
+    "one-line link 24px tall at 360px (tap targets must be >= 44px)"))
+def test_physician_inbox_with_recent_requests_on_a_phone(browser, live_url, app, world):
+    signed_request(app, world)
+    doc = Phone(browser, live_url, "physician")
+    doc.login("doc")  # lands on the inbox, now with a "Recent" list
+    from playwright.sync_api import expect
+
+    expect(doc.page.get_by_role("heading", name="Recent")).to_be_visible()
+    doc.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG: no favicon: every page makes Chromium log 'Failed to load resource: 404' for "
+    "/favicon.ico (console error on every page)"))
+def test_no_console_error_for_the_favicon(browser, live_url):
+    phone = Phone(browser, live_url, "anyone")
+    phone.page.goto("/login")
+    phone.page.wait_for_load_state("networkidle")
+    assert phone.errors == []
+    assert phone.favicon_errors == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG: signflow.core.signing.validate_pdf reports a valid PDF as 'the signature cannot be "
+    "processed' when the calling thread runs an asyncio loop (pyHanko's sync validate_* call "
+    "asyncio.run); sign_pdf already guards this with _run_sync, validation does not"))
+def test_validate_pdf_under_a_running_loop(app, svc, world):
+    _, signed = signed_request(app, world)
+    assert validate_outside_playwright_loop(signed, svc.keys.root_cert).ok
+
+    async def validate_in_async_code() -> signing.ValidationReport:
+        return signing.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
+
+    report = asyncio.run(validate_in_async_code())
+    assert report.ok, report.as_json()

@@ -1,0 +1,241 @@
+"""Core workflow: transitions, escalation ladder, the worker and real notifiers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from sqlalchemy import func, select
+
+from signflow import jobs
+from signflow.core import pdfcheck, workflow
+from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from signflow.core.notify import Message, ServiceUnavailable, SmtpNotifier, WebhookNotifier
+from signflow.models import AuditEntry, Job, RequestState, SignatureRequest, User
+from tests.conftest import PIN
+from tests.pdfs import make_pdf
+
+
+def _create(svc, world, *, urgency="urgent", user_id=None):
+    upload = pdfcheck.normalise_upload(make_pdf(1, "Donor consent"), max_bytes=10**7, max_pages=50)
+    with svc.sessions() as s, s.begin():
+        req = workflow.create_request(
+            s, svc.deps, user=s.get(User, user_id or world.tech), ip="10.0.0.1", now=svc.clock(),
+            upload=upload, filename="consent.pdf", title="Donor consent (Mme X)",
+            group_id=world.group, destination_id=world.destination, urgency=urgency)
+        return req.id
+
+
+def _state(svc, rid):
+    with svc.sessions() as s:
+        req = s.get(SignatureRequest, rid)
+        return req.state, req.escalation_level
+
+
+def _sign(svc, rid, user_id, pin=PIN):
+    with svc.sessions() as s, s.begin():
+        user = s.get(User, user_id)
+        form = workflow.prepare_signing(s, svc.deps, user=user, request_id=rid, now=svc.clock())
+        return workflow.sign_request(s, svc.deps, user=user, request_id=rid, pin=pin,
+                                     activation_token=form.activation_token,
+                                     shown_sha256=form.document_sha256, now=svc.clock(), ip=None)
+
+
+def test_escalation_ladder_then_expiry(svc, world, clock):
+    rid = _create(svc, world, urgency="urgent")
+    jobs.run_once(svc)
+    told = [m.to_name for m in svc.notifier.sent]
+    assert told == ["Dr Hélène Lefèvre"]  # primary only at level 0
+
+    clock.advance(minutes=9)
+    assert jobs.run_once(svc).escalated == 0
+    clock.advance(minutes=2)
+    assert jobs.run_once(svc).escalated == 1
+    assert _state(svc, rid) == (RequestState.PENDING, 1)
+    assert svc.notifier.sent[-1].to_name == "Dr Łukasz Nowak"
+    assert "ESCALATED" in svc.notifier.sent[-1].subject
+
+    clock.advance(minutes=11)
+    jobs.run_once(svc)
+    assert _state(svc, rid) == (RequestState.PENDING, 2)
+    assert svc.notifier.sent[-1].to_name == "Pr Øyvind Berg"
+
+    clock.advance(minutes=11)
+    jobs.run_once(svc)
+    assert _state(svc, rid)[0] == RequestState.EXPIRED
+    assert svc.notifier.sent[-1].to_name == "tech"
+    with svc.sessions() as s:
+        actions = s.scalars(select(AuditEntry.action).where(AuditEntry.request_id == rid)
+                            .order_by(AuditEntry.seq)).all()
+    assert actions.count("request.escalated") == 2 and "request.expired" in actions
+    # Re-running the worker does nothing more: escalation is idempotent per deadline.
+    before = len(svc.notifier.sent)
+    jobs.run_once(svc)
+    assert len(svc.notifier.sent) == before
+
+
+def test_notifications_carry_a_link_and_no_content(svc, world):
+    rid = _create(svc, world)
+    jobs.run_once(svc)
+    message = svc.notifier.sent[0]
+    assert message.link == f"http://127.0.0.1:5000/inbox/{rid}"
+    assert "Donor consent" not in message.subject + message.body  # the title may name a patient
+    with svc.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.status == "pending")) == 0
+        sent = s.scalars(select(AuditEntry.line).where(AuditEntry.action == "notification.sent")).all()
+    assert len(sent) == 1 and json.loads(sent[0])["to"] == "Dr Hélène Lefèvre"
+
+
+def test_sign_then_deliver_then_acknowledge(svc, world):
+    rid = _create(svc, world)
+    req = _sign(svc, rid, world.doc)
+    assert req.state == RequestState.DELIVERED and req.signed_sha256 != req.document_sha256
+    with svc.sessions() as s, s.begin():
+        recipient = s.get(User, world.recipient)
+        workflow.acknowledge_receipt(s, svc.deps, user=recipient, request_id=rid, now=svc.clock(), ip=None)
+        # A double submit is not an error and writes nothing more.
+        workflow.acknowledge_receipt(s, svc.deps, user=recipient, request_id=rid, now=svc.clock(), ip=None)
+    with svc.sessions() as s:
+        assert s.get(SignatureRequest, rid).state == RequestState.RECEIVED
+        assert s.scalar(select(func.count()).select_from(AuditEntry)
+                        .where(AuditEntry.action == "request.received")) == 1
+
+
+def test_second_signature_refused_with_who_and_when(svc, world):
+    rid = _create(svc, world)
+    _sign(svc, rid, world.doc)
+    with svc.sessions() as s, pytest.raises(Conflict, match="Already signed by Dr Hélène Lefèvre at"):
+        workflow.prepare_signing(s, svc.deps, user=s.get(User, world.backup), request_id=rid,
+                                 now=svc.clock())
+
+
+def test_decline_and_cancel_rules(svc, world):
+    rid = _create(svc, world)
+    with svc.sessions() as s, s.begin():
+        with pytest.raises(InvalidInput):
+            workflow.decline_request(s, svc.deps, user=s.get(User, world.doc), request_id=rid,
+                                     reason="  ", now=svc.clock(), ip=None)
+        workflow.decline_request(s, svc.deps, user=s.get(User, world.doc), request_id=rid,
+                                 reason="Wrong patient", now=svc.clock(), ip=None)
+    with svc.sessions() as s:
+        with pytest.raises(Conflict, match="declined"):
+            workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech), request_id=rid,
+                                    now=svc.clock(), ip=None)
+        with pytest.raises(NotFound):  # another technician's request does not exist for them
+            workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech2), request_id=rid,
+                                    now=svc.clock(), ip=None)
+    rid2 = _create(svc, world)
+    with svc.sessions() as s, s.begin():
+        workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech), request_id=rid2,
+                                now=svc.clock(), ip=None)
+    with svc.sessions() as s, pytest.raises(Conflict, match="cancelled"):
+        workflow.prepare_signing(s, svc.deps, user=s.get(User, world.doc), request_id=rid2,
+                                 now=svc.clock())
+
+
+def test_off_duty_physician_cannot_sign(svc, world):
+    rid = _create(svc, world)
+    with svc.sessions() as s, pytest.raises(NotFound):
+        workflow.prepare_signing(s, svc.deps, user=s.get(User, world.offduty), request_id=rid,
+                                 now=svc.clock())
+
+
+def test_head_of_department_may_sign_and_shift_end_revokes_access(svc, world, clock):
+    rid = _create(svc, world, urgency="routine")
+    with svc.sessions() as s:
+        assert workflow.prepare_signing(s, svc.deps, user=s.get(User, world.head), request_id=rid,
+                                        now=svc.clock()).document_sha256
+    clock.advance(days=2)  # the doc's shift is over
+    with svc.sessions() as s, pytest.raises(NotFound):
+        workflow.get_request(s, user=s.get(User, world.doc), request_id=rid, now=svc.clock())
+
+
+def test_technician_only_creates(svc, world):
+    with pytest.raises(Forbidden):
+        _create(svc, world, user_id=world.doc)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+MESSAGE = Message(to_name="Dr Lefèvre", to_email="doc@hospital.example", to_phone="+33600000000",
+                  subject="Signature needed (urgent): request #7", body="Open signflow.",
+                  link="https://signflow.example/inbox/7")
+
+
+def test_smtp_notifier_against_a_real_smtp_server():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message as MessageHandler
+
+    received = []
+
+    class Collect(MessageHandler):
+        def handle_message(self, message):
+            received.append(message)
+
+    port = _free_port()
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        assert SmtpNotifier("127.0.0.1", port, "signflow@hospital.example").send(MESSAGE) == "email"
+    finally:
+        controller.stop()
+    assert len(received) == 1
+    mail = received[0]
+    assert mail["To"] == "doc@hospital.example"
+    assert mail["Subject"] == MESSAGE.subject
+    assert MESSAGE.link in mail.get_payload()
+
+
+def test_smtp_down_is_a_clear_failure():
+    with pytest.raises(ServiceUnavailable, match="e-mail"):
+        SmtpNotifier("127.0.0.1", _free_port(), "x@y.z", timeout=2).send(MESSAGE)
+
+
+def test_webhook_notifier_posts_json_to_a_real_server():
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/page"
+    assert WebhookNotifier(url).send(MESSAGE) == "webhook"
+    thread.join(5)
+    server.server_close()
+    assert bodies == [{"to": "Dr Lefèvre", "email": "doc@hospital.example", "phone": "+33600000000",
+                       "subject": MESSAGE.subject, "text": "Open signflow.", "link": MESSAGE.link}]
+
+
+def test_failed_notification_is_retried_then_audited(svc, world, clock):
+    class Down:
+        def send(self, message):
+            raise ServiceUnavailable("gateway down")
+
+    svc.notifier = Down()
+    rid = _create(svc, world, urgency="routine")
+    jobs.run_once(svc)
+    with svc.sessions() as s:
+        job = s.scalar(select(Job))
+        assert job.status == "pending" and job.attempts == 1 and "gateway down" in job.last_error
+        assert s.scalar(select(func.count()).select_from(AuditEntry).where(
+            AuditEntry.action == "notification.failed", AuditEntry.request_id == rid)) == 1
+    for _ in range(jobs.MAX_ATTEMPTS):
+        clock.advance(hours=1)
+        jobs.run_once(svc)
+    with svc.sessions() as s:
+        assert s.scalar(select(Job.status)) == "failed"

@@ -6,8 +6,8 @@ import asyncio
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,8 @@ PHONE_AUDIT = """
     if (inlineTextLink) continue;
     if (box.height < MIN_TAP) {
       const name = (el.innerText || el.getAttribute('aria-label') || '').trim().slice(0, 40);
-      problems.push(`tap target ${el.tagName.toLowerCase()} "${name}" is ${box.height.toFixed(1)}px tall`);
+      const tag = el.tagName.toLowerCase();
+      problems.push(`tap target ${tag} "${name}" is ${box.height.toFixed(1)}px tall`);
     }
   }
   return {problems, csp: window.__cspViolations || []};
@@ -178,7 +179,8 @@ def test_whole_loop_on_a_phone(browser, live_url, svc, world, tmp_path):
         "buffer": make_pdf(3, "Liver transplant consent"),
     }])
     tech.page.get_by_label("Title").fill(TITLE)
-    tech.page.get_by_label("On-call group that must sign").select_option(label="Anaesthesia on call")
+    group = tech.page.get_by_label("On-call group that must sign")
+    group.select_option(label="Anaesthesia on call")
     tech.page.get_by_label("Deliver to").select_option(label="Transplant service")
     tech.page.get_by_label("Urgency").select_option(label="Emergency (5 min)")
     tech.page.get_by_label("Note for the physician (optional)").fill("Donor arriving at 04:00")

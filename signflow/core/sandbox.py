@@ -304,7 +304,8 @@ class _Inspector:
     def _count_name_tree(self, tree: Any) -> int:
         import pikepdf
 
-        count, todo, seen = 0, [tree], set()
+        count, todo = 0, [tree]
+        seen: set[tuple[int, int]] = set()
         while todo and len(seen) < 100_000:
             node = todo.pop()
             if not _is_dictlike(node):
@@ -567,7 +568,7 @@ def _check_readers(data: bytes, page_count: int) -> None:
     reader = PdfFileReader(io.BytesIO(data), strict=True)
     if int(reader.root["/Pages"]["/Count"]) != page_count or "/ID" not in reader.trailer:
         raise _Refuse(UNREADABLE)
-    reader.find_page_for_modification(page_count - 1)
+    reader.find_page_for_modification(page_count - 1)  # type: ignore[no-untyped-call]
     document = pypdfium2.PdfDocument(data)
     try:
         if len(document) != page_count:

@@ -240,10 +240,9 @@ def prepare_signing(session: Session, deps: Deps, *, user: User, request_id: int
     _require_signer(session, user, req, now)
     _require_pending(req, deps)
     credential = pki.active_credential(session, user.id)
-    if credential is None or credential.blocked_at is not None:
-        raise CredentialBlocked(
-            "Your signing credential is blocked or missing: ask an administrator to re-enrol you."
-        )
+    if credential is None:
+        raise CredentialBlocked("You have no signing credential yet: set your signing PIN first.")
+    pki.check_usable(credential, now=now)
     token = activation.issue(
         deps.activation_key, user_id=user.id, request_id=req.id, credential_id=credential.id,
         document_sha256=req.document_sha256, now=now,

@@ -1,0 +1,147 @@
+"""The `signflow` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSPHRASE
+from tests.test_workflow import _create, _sign
+
+
+def run(args: list[str], env: dict[str, str], *, stdin: str | None = None,
+        timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "signflow.cli", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _env(instance: Path, keys: Path, database_url: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNFLOW_")}
+    env.update(SIGNFLOW_INSTANCE=str(instance), SIGNFLOW_KEYS=str(keys), SIGNFLOW_ENV="development")
+    if database_url:
+        env["SIGNFLOW_DATABASE_URL"] = database_url
+    return env
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_init_is_idempotent_and_fails_closed(tmp_path):
+    env = _env(tmp_path / "instance", tmp_path / "keys")
+    first = run(["init"], env)
+    assert first.returncode == 0, first.stderr
+    keys = _digests(tmp_path / "keys")
+    secret = (tmp_path / "instance" / "secret_key").read_text()
+    assert oct((tmp_path / "instance" / "secret_key").stat().st_mode)[-3:] == "600"
+    second = run(["init"], env)
+    assert second.returncode == 0, second.stderr
+    assert _digests(tmp_path / "keys") == keys
+    assert (tmp_path / "instance" / "secret_key").read_text() == secret
+
+    # Production with no secret key anywhere refuses to serve, in one line.
+    bare = _env(tmp_path / "empty", tmp_path / "keys")
+    bare["SIGNFLOW_ENV"] = "production"
+    refused = run(["serve", "--port", "1"], bare)
+    assert refused.returncode != 0
+    assert refused.stderr.count("\n") == 1 and "secret key" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_create_user_and_api_tokens(tmp_path):
+    env = _env(tmp_path / "instance", tmp_path / "keys")
+    assert run(["init"], env).returncode == 0
+    env_pw = dict(env, SIGNFLOW_NEW_PASSWORD="a sturdy passphrase")
+    made = run(["create-user", "desk", "--role", "recipient", "--destination", "Transplant service"],
+               env_pw)
+    assert made.returncode == 0, made.stderr
+    assert "a sturdy passphrase" not in made.stdout + made.stderr
+    weak = run(["create-user", "weak", "--role", "technician"], dict(env, SIGNFLOW_NEW_PASSWORD="123"))
+    assert weak.returncode == 1 and "at least 8" in weak.stderr
+    duplicate = run(["create-user", "desk", "--role", "technician"], env_pw)
+    assert duplicate.returncode == 1 and "taken" in duplicate.stderr
+
+    token = run(["api-token", "create", "desk", "--name", "lab system"], env)
+    assert token.returncode == 0, token.stderr
+    secret = token.stdout.strip().splitlines()[-1]
+    assert secret.startswith("sfat_") and len(secret) > 40
+    token_id = token.stdout.split()[2]
+    assert run(["api-token", "revoke", token_id], env).returncode == 0
+    unknown = run(["api-token", "create", "nobody"], env)
+    assert unknown.returncode == 2 and "no user named" in unknown.stderr
+
+
+def test_verify_signed_tampered_unsigned_and_not_a_pdf(svc, world, settings, tmp_path):
+    rid = _create(svc, world)
+    _sign(svc, rid, world.doc)
+    with svc.sessions() as s:
+        from signflow.models import SignatureRequest
+
+        signed = svc.blobs.get(s, s.get(SignatureRequest, rid).signed_sha256)
+    env = _env(settings.instance_path, settings.keys_path, settings.database_url)
+    env["SIGNFLOW_KEYS_PASSPHRASE"] = PASSPHRASE
+    good = tmp_path / "good.pdf"
+    good.write_bytes(signed)
+
+    ok = run(["verify", str(good)], env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "Dr Hélène Lefèvre" in ok.stdout and "valid" in ok.stdout
+
+    as_json = run(["verify", str(good), "--json"], env)
+    assert as_json.returncode == 0
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is True
+    assert any("Lefèvre" in (sig.get("signer") or "") for sig in report["signatures"])
+
+    bad = tmp_path / "bad.pdf"
+    data = bytearray(signed)
+    data[200] ^= 0x01
+    bad.write_bytes(bytes(data))
+    assert run(["verify", str(bad)], env).returncode == 1
+
+    from tests.pdfs import make_pdf
+
+    unsigned = tmp_path / "unsigned.pdf"
+    unsigned.write_bytes(make_pdf())
+    result = run(["verify", str(unsigned)], env)
+    assert result.returncode != 0 and result.stderr.strip().count("\n") == 0
+    assert "no signature" in result.stderr
+
+    junk = tmp_path / "junk.pdf"
+    junk.write_bytes(b"MZ\x90\x00 this is not a PDF")
+    result = run(["verify", str(junk)], env)
+    assert result.returncode != 0 and result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr
+
+    missing = run(["verify", str(tmp_path / "nope.pdf")], env)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_worker_once_and_audit_commands(svc, world, settings, tmp_path):
+    _create(svc, world)
+    env = _env(settings.instance_path, settings.keys_path, settings.database_url)
+    env["SIGNFLOW_KEYS_PASSPHRASE"] = PASSPHRASE
+    worker = run(["worker", "--once"], env)
+    assert worker.returncode == 0, worker.stderr
+    assert "notified=1" in worker.stdout
+
+    live = run(["audit", "verify"], env)
+    assert live.returncode == 0, live.stderr
+    out = tmp_path / "bundle"
+    exported = run(["audit", "export", str(out)], env)
+    assert exported.returncode == 0, exported.stderr
+    assert (out / "entries.jsonl").is_file() and (out / "audit-key.pub").is_file()
+    offline = run(["audit", "verify", str(out)], {"PATH": os.environ.get("PATH", "")})
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+
+    lines = (out / "entries.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "entries.jsonl").write_bytes(b"".join(lines[:1] + lines[2:]))
+    tampered = run(["audit", "verify", str(out)], {"PATH": os.environ.get("PATH", "")})
+    assert tampered.returncode == 1

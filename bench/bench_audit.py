@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from signflow import auditverify
 from signflow.core import audit
 from signflow.db import Base, make_engine, make_session_factory
-from signflow.models import AuditEntry, AuditHead
+from signflow.models import AuditEntry, AuditHead, Checkpoint
 
 T = TypeVar("T")
 ORIGIN = "bench.example/audit"
@@ -100,7 +100,11 @@ def main() -> None:
     if existing == 0:
         timed("setup: bulk insert", lambda: populate(sessions, n), figures)
     else:
+        # A reused database keeps its entries; its checkpoints were signed by
+        # an earlier run's throw-away key.
         n = existing
+        with sessions() as session, session.begin():
+            session.execute(delete(Checkpoint))
 
     with sessions() as session:
         timed(

@@ -287,11 +287,31 @@ def _published_crls(settings: Settings, keys: pki.KeyMaterial) -> list[bytes]:
         return []
 
 
+def _service_verifier_key(settings: Settings) -> str | None:
+    """The audit key this service signs with, from the public half in the keys folder
+    (no passphrase needed), so that a bundle re-signed with another key fails."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from signflow import auditverify
+
+    path = settings.keys_path / pki.AUDIT_PUB
+    if not path.is_file():
+        return None
+    key = load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise CliError(f"{path} is not an Ed25519 public key")
+    return auditverify.verifier_key(settings.audit_origin, key)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from signflow import auditverify
 
     if args.audit_command == "verify" and args.bundle:
+        trusted = args.trusted_key or _service_verifier_key(_settings(args))
         argv = [args.bundle, *sum((["--checkpoint", c] for c in args.checkpoint or []), [])]
+        if trusted:
+            argv += ["--trusted-key", trusted]
         return auditverify.main(argv)
     svc = build_services(_settings(args))
     if args.audit_command == "verify":
@@ -299,15 +319,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
             result = audit.verify_log(session, public_key=svc.keys.audit_key.public_key(),
                                       origin=svc.settings.audit_origin)
         if result.ok:
-            print(f"audit log OK: {result.size} entries")
+            print(result.line())
             return 0
-        print(f"audit log BROKEN at seq {result.first_bad_seq}: {result.problem}", file=sys.stderr)
+        print(result.line(), file=sys.stderr)
         return 1
     with svc.sessions() as session, session.begin():
         exported = audit.export_bundle(session, Path(args.out), signing_key=svc.keys.audit_key,
                                        origin=svc.settings.audit_origin, now=svc.clock(),
                                        actor=CLI_ACTOR)
-    print(f"exported to {args.out}: {exported}")
+    print(f"exported {exported.size} entries and {exported.checkpoint_count} checkpoint(s) "
+          f"to {exported.path}; verifier key {exported.verifier_key}")
     return 0
 
 
@@ -370,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = asub.add_parser("verify")
     v.add_argument("bundle", nargs="?")
     v.add_argument("--checkpoint", action="append", help="a checkpoint you kept earlier")
+    v.add_argument("--trusted-key", help="verifier key string or audit-key.pub the bundle must "
+                                         "be signed with (default: this service's key, if known)")
     e = asub.add_parser("export")
     e.add_argument("out")
     p.set_defaults(func=cmd_audit)

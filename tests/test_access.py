@@ -17,8 +17,13 @@ from tests.conftest import PIN, csrf_token, login
 from tests.helpers import request_id_from, sign, sign_form, upload
 
 ROLES = ("anonymous", "technician", "physician", "recipient", "auditor", "admin")
-ACCOUNT = {"technician": "tech", "physician": "doc", "recipient": "recipient",
-           "auditor": "auditor", "admin": "admin"}
+ACCOUNT = {
+    "technician": "tech",
+    "physician": "doc",
+    "recipient": "recipient",
+    "auditor": "auditor",
+    "admin": "admin",
+}
 PUBLIC = frozenset(ROLES)
 
 
@@ -36,12 +41,16 @@ class Route:
 
 
 def _timestamp_query() -> bytes:
-    return tsp.TimeStampReq({
-        "version": 1,
-        "message_imprint": {"hash_algorithm": {"algorithm": "sha256"},
-                            "hashed_message": hashlib.sha256(b"signflow").digest()},
-        "cert_req": True,
-    }).dump()
+    return tsp.TimeStampReq(
+        {
+            "version": 1,
+            "message_imprint": {
+                "hash_algorithm": {"algorithm": "sha256"},
+                "hashed_message": hashlib.sha256(b"signflow").digest(),
+            },
+            "cert_req": True,
+        }
+    ).dump()
 
 
 def new_request(client: FlaskClient, world: Any, **kw: Any) -> int:
@@ -74,17 +83,23 @@ def state_of(svc: Any, rid: int) -> str:
 
 
 def routes(main: int, cancel: int, decline: int, world: Any) -> list[Route]:
-    tech, phys, recip, aud, adm = (frozenset({r}) for r in
-                                   ("technician", "physician", "recipient", "auditor", "admin"))
+    tech, phys, recip, aud, adm = (
+        frozenset({r}) for r in ("technician", "physician", "recipient", "auditor", "admin")
+    )
     readers = frozenset({"technician", "physician", "recipient"})
 
     def upload_data(_: FlaskClient) -> dict[str, Any]:
         import io
 
         from tests.pdfs import make_pdf
-        return {"document": (io.BytesIO(make_pdf(1, "matrix")), "matrix.pdf"), "title": "matrix",
-                "group": str(world.group), "destination": str(world.destination),
-                "urgency": "routine"}
+
+        return {
+            "document": (io.BytesIO(make_pdf(1, "matrix")), "matrix.pdf"),
+            "title": "matrix",
+            "group": str(world.group),
+            "destination": str(world.destination),
+            "urgency": "routine",
+        }
 
     def sign_data(client: FlaskClient) -> dict[str, Any]:
         return {**sign_form(client, main), "pin": PIN}
@@ -102,7 +117,9 @@ def routes(main: int, cancel: int, decline: int, world: Any) -> list[Route]:
         Route("GET", "/inbox/", phys, 200),
         Route("GET", f"/inbox/{main}", phys, 200),
         Route("POST", f"/inbox/{main}/sign", phys, 302, sign_data),
-        Route("POST", f"/inbox/{decline}/decline", phys, 302, lambda _: {"reason": "Wrong patient"}),
+        Route(
+            "POST", f"/inbox/{decline}/decline", phys, 302, lambda _: {"reason": "Wrong patient"}
+        ),
         Route("GET", "/inbox/signing-pin", phys, 200),
         Route("POST", "/inbox/signing-pin", phys, 200),  # empty form: shown again
         Route("GET", "/received/", recip, 200),
@@ -113,12 +130,27 @@ def routes(main: int, cancel: int, decline: int, world: Any) -> list[Route]:
         Route("GET", "/audit/", aud, 200),
         Route("GET", "/audit/verify", aud, 200),
         Route("GET", "/admin/users", adm, 200),
-        Route("POST", "/admin/users", adm, 302, lambda _: {
-            "username": "newtech", "display_name": "New Tech", "role": "technician",
-            "password": "a long enough passphrase", "destination": "0"}),
+        Route(
+            "POST",
+            "/admin/users",
+            adm,
+            302,
+            lambda _: {
+                "username": "newtech",
+                "display_name": "New Tech",
+                "role": "technician",
+                "password": "a long enough passphrase",
+                "destination": "0",
+            },
+        ),
         Route("POST", f"/admin/users/{world.tech2}/active", adm, 302),
-        Route("POST", f"/admin/users/{world.offduty}/revoke", adm, 302,
-              lambda _: {"reason": "superseded", "confirm": "y"}),
+        Route(
+            "POST",
+            f"/admin/users/{world.offduty}/revoke",
+            adm,
+            302,
+            lambda _: {"reason": "superseded", "confirm": "y"},
+        ),
         # The API ignores session cookies: without a bearer token everyone gets 401.
         Route("GET", "/api/v1/requests", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}", frozenset(), 401, same_for_all=True),
@@ -145,16 +177,18 @@ def expected(route: Route, role: str) -> int:
 
 def call(client: FlaskClient, route: Route, role: str, token: str) -> Any:
     if route.path == "/tsa":
-        return client.post("/tsa", data=_timestamp_query(),
-                           content_type="application/timestamp-query")
+        return client.post(
+            "/tsa", data=_timestamp_query(), content_type="application/timestamp-query"
+        )
     if route.method == "GET":
         return client.get(route.path)
     data: dict[str, Any] = {"csrf_token": token}
     if route.data is not None and role in route.allowed:
         data.update(route.data(client))
     multipart = any(isinstance(v, tuple) for v in data.values())
-    return client.post(route.path, data=data,
-                       content_type="multipart/form-data" if multipart else None)
+    return client.post(
+        route.path, data=data, content_type="multipart/form-data" if multipart else None
+    )
 
 
 def test_every_route_for_every_role(app, svc, world):
@@ -168,7 +202,9 @@ def test_every_route_for_every_role(app, svc, world):
     table = routes(main, cancel, decline, world)
 
     # Every rule the app serves is in the table, so a new route cannot go untested.
-    served = {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}}
+    served = {
+        (m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}
+    }
     tested = set()
     for route in table:
         adapter = app.url_map.bind("localhost")
@@ -188,11 +224,15 @@ def test_every_route_for_every_role(app, svc, world):
             resp = call(clients[role], route, role, tokens[role])
             want = expected(route, role)
             if resp.status_code != want:
-                failures.append(f"{route.method} {route.path} as {role}: {resp.status_code} != {want}")
+                failures.append(
+                    f"{route.method} {route.path} as {role}: {resp.status_code} != {want}"
+                )
                 continue
             if want == 302 and role == "anonymous" and not route.same_for_all:
                 if not resp.headers["Location"].startswith("/login"):
-                    failures.append(f"{route.method} {route.path} anonymous -> {resp.headers['Location']}")
+                    failures.append(
+                        f"{route.method} {route.path} anonymous -> {resp.headers['Location']}"
+                    )
             if want == 403:
                 wrong_role_calls += 1
                 if "Your role does not give access" not in resp.get_data(as_text=True):
@@ -203,7 +243,10 @@ def test_every_route_for_every_role(app, svc, world):
     assert not failures, "\n".join(failures)
 
     # Each wrong-role refusal is audited.
-    assert count(svc, AuditEntry, AuditEntry.action == "access.denied") - denied_before == wrong_role_calls
+    assert (
+        count(svc, AuditEntry, AuditEntry.action == "access.denied") - denied_before
+        == wrong_role_calls
+    )
     # The allowed calls really did their work (and the refused ones did not do it first).
     assert state_of(svc, main) == RequestState.RECEIVED
     assert state_of(svc, cancel) == RequestState.CANCELLED
@@ -222,18 +265,33 @@ def test_auditor_is_read_only(app, svc, world):
     auditor = app.test_client()
     login(auditor, "auditor")
     token = csrf_token(auditor, "/login")
-    posts = [rule for rule in app.url_map.iter_rules()
-             if "POST" in rule.methods and not rule.rule.startswith(("/api/", "/login", "/logout", "/tsa"))]
+    posts = [
+        rule
+        for rule in app.url_map.iter_rules()
+        if "POST" in rule.methods
+        and not rule.rule.startswith(("/api/", "/login", "/logout", "/tsa"))
+    ]
     assert len(posts) >= 7
     audit_before = count(svc, AuditEntry)
     for rule in posts:
-        path = rule.rule.replace("<int:request_id>", str(pending)).replace("<int:user_id>", str(world.tech))
-        resp = auditor.post(path, data={"csrf_token": token, "pin": PIN, "reason": "x", "confirm": "y"})
+        path = rule.rule.replace("<int:request_id>", str(pending)).replace(
+            "<int:user_id>", str(world.tech)
+        )
+        resp = auditor.post(
+            path, data={"csrf_token": token, "pin": PIN, "reason": "x", "confirm": "y"}
+        )
         assert resp.status_code == 403, (path, resp.status_code)
     # Only the access.denied entries were written; the auditor can still read everything.
     assert count(svc, AuditEntry) - audit_before == len(posts)
-    assert count(svc, AuditEntry, AuditEntry.action != "access.denied",
-                 AuditEntry.actor_id == world.auditor) == 1  # login.succeeded
+    assert (
+        count(
+            svc,
+            AuditEntry,
+            AuditEntry.action != "access.denied",
+            AuditEntry.actor_id == world.auditor,
+        )
+        == 1
+    )  # login.succeeded
     assert state_of(svc, pending) == RequestState.PENDING
     assert state_of(svc, rid) == RequestState.DELIVERED
     assert auditor.get(f"/audit/?request={rid}").status_code == 200
@@ -248,11 +306,18 @@ def test_admin_cannot_read_documents_or_sign(app, svc, world):
     form = sign_form(doc, rid)
     admin = app.test_client()
     login(admin, "admin")
-    for path in (f"/documents/{rid}/download", f"/documents/{rid}/pages/1.png", f"/inbox/{rid}",
-                 f"/requests/{rid}", f"/received/{rid}"):
+    for path in (
+        f"/documents/{rid}/download",
+        f"/documents/{rid}/pages/1.png",
+        f"/inbox/{rid}",
+        f"/requests/{rid}",
+        f"/received/{rid}",
+    ):
         assert admin.get(path).status_code == 403, path
-    resp = admin.post(f"/inbox/{rid}/sign", data={**form, "pin": PIN,
-                                                  "csrf_token": csrf_token(admin, "/admin/users")})
+    resp = admin.post(
+        f"/inbox/{rid}/sign",
+        data={**form, "pin": PIN, "csrf_token": csrf_token(admin, "/admin/users")},
+    )
     assert resp.status_code == 403
     assert state_of(svc, rid) == RequestState.PENDING
     assert count(svc, Signature) == 0
@@ -271,7 +336,9 @@ def test_other_technician_cannot_see_cancel_or_download(app, svc, world):
     assert tech2.get(f"/requests/{rid}").status_code == 404
     assert tech2.get(f"/documents/{rid}/download").status_code == 404
     assert tech2.get(f"/documents/{rid}/pages/1.png").status_code == 404
-    resp = tech2.post(f"/requests/{rid}/cancel", data={"csrf_token": csrf_token(tech2, "/requests/new")})
+    resp = tech2.post(
+        f"/requests/{rid}/cancel", data={"csrf_token": csrf_token(tech2, "/requests/new")}
+    )
     assert resp.status_code == 404
     assert "not yours to see" in resp.get_data(as_text=True)
     assert f"/requests/{rid}" not in tech2.get("/requests/").get_data(as_text=True)
@@ -312,8 +379,9 @@ def test_other_destination_cannot_see_download_or_acknowledge(app, svc, world):
     assert cardio.get(f"/documents/{rid}/download").status_code == 404
     assert cardio.get(f"/documents/{rid}/pages/1.png").status_code == 404
     assert f"/received/{rid}" not in cardio.get("/received/").get_data(as_text=True)
-    resp = cardio.post(f"/received/{rid}/acknowledge",
-                       data={"csrf_token": csrf_token(cardio, "/login")})
+    resp = cardio.post(
+        f"/received/{rid}/acknowledge", data={"csrf_token": csrf_token(cardio, "/login")}
+    )
     assert resp.status_code == 404
     assert state_of(svc, rid) == RequestState.DELIVERED
     assert count(svc, AuditEntry) == audit_before
@@ -330,8 +398,9 @@ def test_recipient_cannot_see_a_request_before_delivery(app, svc, world):
     assert recipient.get(f"/documents/{rid}/download").status_code == 404
     assert recipient.get(f"/documents/{rid}/pages/1.png").status_code == 404
     assert f"/received/{rid}" not in recipient.get("/received/").get_data(as_text=True)
-    resp = recipient.post(f"/received/{rid}/acknowledge",
-                          data={"csrf_token": csrf_token(recipient, "/login")})
+    resp = recipient.post(
+        f"/received/{rid}/acknowledge", data={"csrf_token": csrf_token(recipient, "/login")}
+    )
     assert resp.status_code == 404
     assert state_of(svc, rid) == RequestState.PENDING
     assert count(svc, AuditEntry) == audit_before

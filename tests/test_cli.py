@@ -16,9 +16,9 @@ from tests.test_workflow import _create, _sign
 
 
 def run(args: list[str], env: dict[str, str], *, stdin: str | None = None,
-        timeout: int = 120) -> subprocess.CompletedProcess[str]:
+        timeout: int = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "signflow.cli", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def _env(instance: Path, keys: Path, database_url: str | None = None) -> dict[str, str]:
@@ -138,10 +138,13 @@ def test_worker_once_and_audit_commands(svc, world, settings, tmp_path):
     exported = run(["audit", "export", str(out)], env)
     assert exported.returncode == 0, exported.stderr
     assert (out / "entries.jsonl").is_file() and (out / "audit-key.pub").is_file()
-    offline = run(["audit", "verify", str(out)], {"PATH": os.environ.get("PATH", "")})
+    # Offline: no database, no instance, only the bundle (and the service's public key).
+    bare = {"PATH": os.environ.get("PATH", ""), "SIGNFLOW_KEYS": str(settings.keys_path)}
+    offline = run(["audit", "verify", str(out)], bare, cwd=tmp_path)
     assert offline.returncode == 0, offline.stdout + offline.stderr
+    assert offline.stdout.startswith("OK")
 
     lines = (out / "entries.jsonl").read_bytes().splitlines(keepends=True)
     (out / "entries.jsonl").write_bytes(b"".join(lines[:1] + lines[2:]))
-    tampered = run(["audit", "verify", str(out)], {"PATH": os.environ.get("PATH", "")})
-    assert tampered.returncode == 1
+    tampered = run(["audit", "verify", str(out)], bare, cwd=tmp_path)
+    assert tampered.returncode == 1 and "FAILED" in tampered.stdout

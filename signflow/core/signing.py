@@ -31,7 +31,7 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.timestamps import HTTPTimeStamper, TimeStamper, TimestampRequestError
-from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
+from pyhanko.sign.validation import async_validate_pdf_signature, async_validate_pdf_timestamp
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.stamp import TextStampStyle
@@ -637,7 +637,9 @@ def _validate_one(
 
     try:
         if is_timestamp:
-            status: Any = validate_pdf_timestamp(sig, validation_context=context(None))
+            status: Any = _run_sync(
+                async_validate_pdf_timestamp(sig, validation_context=context(None))
+            )
         else:
             status = _validate_signature(sig, context(None), context(None))
             ts = status.timestamp_validity
@@ -731,11 +733,15 @@ def _validate_one(
 def _validate_signature(
     sig: Any, signer_context: ValidationContext, ts_context: ValidationContext
 ) -> Any:
-    return validate_pdf_signature(
-        sig,
-        signer_validation_context=signer_context,
-        ts_validation_context=ts_context,
-        key_usage_settings=KeyUsageConstraints(key_usage={"non_repudiation"}),
+    # pyHanko's sync wrappers call asyncio.run(), which fails inside a running
+    # loop (async servers, Playwright's sync API): go through _run_sync.
+    return _run_sync(
+        async_validate_pdf_signature(
+            sig,
+            signer_validation_context=signer_context,
+            ts_validation_context=ts_context,
+            key_usage_settings=KeyUsageConstraints(key_usage={"non_repudiation"}),
+        )
     )
 
 

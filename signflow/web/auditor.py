@@ -27,14 +27,16 @@ def _date(name: str) -> datetime | None:
 @bp.get("/")
 @roles(Role.AUDITOR)
 def index() -> str:
-    filters = {
-        "request_id": request.args.get("request", type=int),
-        "actor_id": request.args.get("actor", type=int),
-        "action": (request.args.get("action") or "").strip()[:60] or None,
-        "since": _date("since"),
-        "until": _date("until"),
-    }
-    entries = audit.search(db(), after_seq=request.args.get("before", type=int), limit=PAGE, **filters)
+    entries = audit.search(
+        db(),
+        request_id=request.args.get("request", type=int),
+        actor_id=request.args.get("actor", type=int),
+        action=(request.args.get("action") or "").strip()[:60] or None,
+        since=_date("since"),
+        until=_date("until"),
+        after_seq=request.args.get("before", type=int),
+        limit=PAGE,
+    )
     rows = [(e, json.loads(e.line)) for e in entries]
     older_url = None
     if len(entries) == PAGE:

@@ -396,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = asub.add_parser("export")
     e.add_argument("out")
     p.set_defaults(func=cmd_audit)
+
+    from signflow import cli_ops, cli_pki
+
+    cli_ops.register(sub)
+    cli_pki.register(sub)
     return parser
 
 

@@ -53,6 +53,16 @@ class Settings:
     checkpoint_interval_seconds: int = 300
     # Number of reverse proxies in front of the app whose X-Forwarded-* to trust.
     trusted_proxies: int = 0
+    # Sandbox limits for parsing and rendering uploads.
+    parse_timeout_seconds: int = 20
+    parse_memory_mb: int = 1024
+    # PKCS#11 token holding the service keys instead of files (see keys/README.md).
+    pkcs11_module: str | None = None
+    pkcs11_token: str | None = None
+    pkcs11_pin: str | None = None
+    pkcs11_pin_file: str | None = None
+    # Add a fresh archive timestamp when the newest one expires within this many days.
+    lta_renew_days: int = 180
 
     @property
     def production(self) -> bool:

@@ -158,7 +158,13 @@ class SignatureRequest(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     technician_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # The group whose signature is awaited now: route[step] (a request may need
+    # signatures from several groups, in order).
     group_id: Mapped[int] = mapped_column(ForeignKey("oncall_groups.id"))
+    route: Mapped[str] = mapped_column(String(200), default="")
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    # The physician who took the request (or was delegated it) at this step.
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"))
     title: Mapped[str] = mapped_column(String(200))
     urgency: Mapped[str] = mapped_column(String(20))
@@ -191,6 +197,7 @@ class SignatureRequest(Base):
     signed_by: Mapped[User | None] = relationship(foreign_keys=[signed_by_id])
     declined_by: Mapped[User | None] = relationship(foreign_keys=[declined_by_id])
     acknowledged_by: Mapped[User | None] = relationship(foreign_keys=[acknowledged_by_id])
+    assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id])
 
 
 class Signature(Base):

@@ -228,18 +228,17 @@ def test_every_route_for_every_role(app, svc, world):
                     f"{route.method} {route.path} as {role}: {resp.status_code} != {want}"
                 )
                 continue
-            if want == 302 and role == "anonymous" and not route.same_for_all:
-                if not resp.headers["Location"].startswith("/login"):
-                    failures.append(
-                        f"{route.method} {route.path} anonymous -> {resp.headers['Location']}"
-                    )
+            to_login = want == 302 and resp.headers["Location"].startswith("/login")
+            if want == 302 and to_login != (role == "anonymous"):
+                failures.append(f"{route.method} {route.path} as {role} -> {resp.headers['Location']}")
             if want == 403:
                 wrong_role_calls += 1
                 if "Your role does not give access" not in resp.get_data(as_text=True):
                     failures.append(f"{route.method} {route.path} as {role}: 403 without message")
-            if want == 401:
-                if resp.mimetype != "application/problem+json" or resp.json["status"] != 401:
-                    failures.append(f"{route.method} {route.path} as {role}: 401 not problem+json")
+            if want == 401 and (
+                resp.mimetype != "application/problem+json" or resp.json["status"] != 401
+            ):
+                failures.append(f"{route.method} {route.path} as {role}: 401 not problem+json")
     assert not failures, "\n".join(failures)
 
     # Each wrong-role refusal is audited.

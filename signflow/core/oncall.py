@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.models import OnCallGroup, Role, RotaShift, SignatureRequest, User
+from signflow.models import OnCallGroup, Role, RotaShift, User
 
 PRIMARY, BACKUP, HEAD = 0, 1, 2
 LADDER_LEVELS = 3
@@ -62,7 +62,3 @@ def groups_on_call(session: Session, user: User, at: datetime) -> list[int]:
     )
     heads = select(OnCallGroup.id).where(OnCallGroup.head_user_id == user.id)
     return sorted(set(session.scalars(shifts)) | set(session.scalars(heads)))
-
-
-def handled_by(request: SignatureRequest, user: User) -> bool:
-    return user.id in (request.signed_by_id, request.declined_by_id)

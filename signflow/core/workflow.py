@@ -38,6 +38,7 @@ from signflow.models import (
 )
 
 MAX_NOTE = 2000
+MAX_ROUTE = 4
 MAX_REASON = 1000
 SIGN_REASON = "Approved for transplant workflow"
 
@@ -88,8 +89,9 @@ def may_view(session: Session, user: User, req: SignatureRequest, now: datetime)
         case Role.TECHNICIAN:
             return req.technician_id == user.id
         case Role.PHYSICIAN:
-            return oncall.handled_by(req, user) or oncall.may_act_for_group(
-                session, user, req.group, now
+            return handled_by(session, req, user) or any(
+                oncall.may_act_for_group(session, user, group, now)
+                for group in _route_groups(session, req)
             )
         case Role.RECIPIENT:
             return req.destination_id == user.destination_id and req.state in (
@@ -127,10 +129,11 @@ def list_requests(session: Session, *, user: User, now: datetime, limit: int = 2
             query = query.where(SignatureRequest.technician_id == user.id)
         case Role.PHYSICIAN:
             groups = oncall.groups_on_call(session, user, now)
+            signed = select(Signature.request_id).where(Signature.user_id == user.id)
             query = query.where(
                 or_(
                     SignatureRequest.group_id.in_(groups),
-                    SignatureRequest.signed_by_id == user.id,
+                    SignatureRequest.id.in_(signed),
                     SignatureRequest.declined_by_id == user.id,
                 )
             )
@@ -178,11 +181,18 @@ def create_request(
     session: Session, deps: Deps, *, user: User, ip: str | None, now: datetime,
     upload: NormalisedPdf, filename: str, title: str, group_id: int, destination_id: int,
     urgency: str, note: str = "", stamp_position: str | None = None,
+    then_group_ids: Sequence[int] = (),
 ) -> SignatureRequest:
+    """`then_group_ids`: groups that sign after `group_id`, in order."""
     if user.role != Role.TECHNICIAN:
         raise Forbidden("Only technicians send documents for signature.")
     if urgency not in {u.value for u in Urgency}:
         raise InvalidInput("Choose an urgency.")
+    route = [group_id, *[g for g in then_group_ids if g]]
+    if len(set(route)) != len(route) or len(route) > MAX_ROUTE:
+        raise InvalidInput(f"Each group signs once, {MAX_ROUTE} groups at most.")
+    if any(session.get(OnCallGroup, g) is None for g in route):
+        raise InvalidInput("Choose an on-call group.")
     group = session.get(OnCallGroup, group_id)
     destination = session.get(Destination, destination_id)
     if group is None:
@@ -194,7 +204,8 @@ def create_request(
     title = " ".join(title.split())[:200] or filename
     stored = deps.blobs.put(session, upload.data, now=now)
     req = SignatureRequest(
-        technician_id=user.id, group_id=group.id, destination_id=destination.id,
+        technician_id=user.id, group_id=group.id, route=",".join(map(str, route)), step=0,
+        destination_id=destination.id,
         title=title, urgency=urgency, note=note.strip(), state=RequestState.PENDING,
         escalation_level=0, deadline_at=_deadline(deps, urgency, now), filename=filename,
         original_sha256=upload.original_sha256, document_sha256=stored,
@@ -205,7 +216,7 @@ def create_request(
     session.flush()
     audit.append(
         session, now=now, actor=actor_of(user, ip), action="request.created", request_id=req.id,
-        group=group.id, destination=destination.id, urgency=urgency,
+        group=group.id, route=route, destination=destination.id, urgency=urgency,
         original_sha256=upload.original_sha256, document_sha256=stored,
         removed=list(upload.removed), pages=upload.page_count,
     )
@@ -229,16 +240,42 @@ def _require_pending(req: SignatureRequest, deps: Deps) -> None:
         raise Conflict(state_message(req, deps.timezone))
 
 
-def _require_signer(session: Session, user: User, req: SignatureRequest, now: datetime) -> None:
-    if user.role != Role.PHYSICIAN or not oncall.may_act_for_group(session, user, req.group, now):
-        raise Forbidden("Only a physician on call for this group can act on this request.")
+def handled_by(session: Session, req: SignatureRequest, user: User) -> bool:
+    if req.declined_by_id == user.id:
+        return True
+    return session.scalar(select(Signature.id).where(
+        Signature.request_id == req.id, Signature.user_id == user.id).limit(1)) is not None
+
+
+def _route_groups(session: Session, req: SignatureRequest) -> list[OnCallGroup]:
+    groups = [session.get(OnCallGroup, g) for g in route_of(req)]
+    return [g for g in groups if g is not None]
+
+
+def _require_signer(session: Session, user: User, req: SignatureRequest, now: datetime,
+                    deps: Deps) -> None:
+    if user.role == Role.PHYSICIAN and req.state == RequestState.PENDING:
+        if oncall.may_act_for_group(session, user, req.group, now):
+            return
+        done = _route_groups(session, req)[: req.step]
+        if any(oncall.may_act_for_group(session, user, g, now) for g in done):
+            # Someone of this physician's group signed this step first.
+            raise Conflict(step_message(req, deps.timezone))
+    if user.role == Role.PHYSICIAN and req.state != RequestState.PENDING:
+        raise Conflict(state_message(req, deps.timezone))
+    raise Forbidden("Only a physician on call for this group can act on this request.")
+
+
+def step_message(req: SignatureRequest, tz: str) -> str:
+    who = req.signed_by.display_name if req.signed_by else "another physician"
+    when = local_time(req.signed_at, tz) if req.signed_at else ""
+    return f"Already signed by {who} at {when}; it now awaits {req.group.name}."
 
 
 def prepare_signing(session: Session, deps: Deps, *, user: User, request_id: int,
                     now: datetime) -> SigningForm:
     req = get_request(session, user=user, request_id=request_id, now=now)
-    _require_signer(session, user, req, now)
-    _require_pending(req, deps)
+    _require_signer(session, user, req, now, deps)
     credential = pki.active_credential(session, user.id)
     if credential is None:
         raise CredentialBlocked("You have no signing credential yet: set your signing PIN first.")
@@ -264,8 +301,7 @@ def sign_request(
 ) -> SignatureRequest:
     actor = actor_of(user, ip)
     req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
-    _require_signer(session, user, req, now)
-    _require_pending(req, deps)
+    _require_signer(session, user, req, now, deps)
     claims = activation.read(deps.activation_key, activation_token, now=now)
     if claims.user_id != user.id or claims.request_id != req.id:
         raise Forbidden("This signing form belongs to another request. Reload the document.")
@@ -299,17 +335,40 @@ def sign_request(
         certificate_serial=credential.serial, sha256_before=req.document_sha256,
         sha256_after=signed_sha, activation_id=used.id, signed_at=now,
     ))
-    req.state = RequestState.SIGNED
+    sha_before = req.document_sha256
     req.signed_sha256, req.signed_by_id, req.signed_at, req.updated_at = signed_sha, user.id, now, now
-    session.flush()
-    audit.append(
-        session, now=now, actor=actor, action="request.signed", request_id=req.id,
-        certificate_serial=credential.serial, sha256_before=req.document_sha256,
-        sha256_after=signed_sha, activation=used.id, level=deps.pades_level,
-        factors=["password", "signing-pin"],
+    route = route_of(req)
+    audit_fields: dict[str, Any] = dict(
+        certificate_serial=credential.serial, sha256_before=sha_before, sha256_after=signed_sha,
+        activation=used.id, level=deps.pades_level, factors=["password", "signing-pin"],
+        group=req.group_id, step=req.step,
     )
+    # The proof the checkpoint covers this signature should not wait for the next tick.
+    outbox.enqueue(session, "checkpoint", {"reason": "request.signed"}, now=now)
+    if req.step + 1 < len(route):
+        # The next group signs the signed bytes (an approval signature on top).
+        req.step += 1
+        req.group_id = route[req.step]
+        req.document_sha256 = signed_sha
+        req.assignee_id = None
+        req.escalation_level = 0
+        req.deadline_at = _deadline(deps, req.urgency, now)
+        session.flush()
+        audit.append(session, now=now, actor=actor, action="request.signed", request_id=req.id,
+                     next_group=req.group_id, **audit_fields)
+        outbox.enqueue(session, "notify", {"request": req.id, "event": "created", "level": 0},
+                       now=now)
+        return req
+    req.state = RequestState.SIGNED
+    session.flush()
+    audit.append(session, now=now, actor=actor, action="request.signed", request_id=req.id,
+                 **audit_fields)
     _deliver(session, req, now=now)
     return req
+
+
+def route_of(req: SignatureRequest) -> list[int]:
+    return [int(g) for g in req.route.split(",") if g] or [req.group_id]
 
 
 def _deliver(session: Session, req: SignatureRequest, *, now: datetime) -> None:
@@ -329,8 +388,7 @@ def decline_request(session: Session, deps: Deps, *, user: User, request_id: int
     if len(reason) > MAX_REASON:
         raise InvalidInput(f"The reason is limited to {MAX_REASON} characters.")
     req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
-    _require_signer(session, user, req, now)
-    _require_pending(req, deps)
+    _require_signer(session, user, req, now, deps)
     req.state, req.declined_by_id, req.decline_reason, req.updated_at = (
         RequestState.DECLINED, user.id, reason, now)
     session.flush()

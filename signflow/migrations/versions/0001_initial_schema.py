@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 00:31:11.332545
+Create Date: 2026-11-29 00:44:01.523192
 """
 from __future__ import annotations
 
@@ -155,6 +155,9 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('technician_id', sa.Integer(), nullable=False),
     sa.Column('group_id', sa.Integer(), nullable=False),
+    sa.Column('route', sa.String(length=200), nullable=False),
+    sa.Column('step', sa.Integer(), nullable=False),
+    sa.Column('assignee_id', sa.Integer(), nullable=True),
     sa.Column('destination_id', sa.Integer(), nullable=False),
     sa.Column('title', sa.String(length=200), nullable=False),
     sa.Column('urgency', sa.String(length=20), nullable=False),
@@ -180,6 +183,7 @@ def upgrade() -> None:
     sa.Column('created_at', signflow.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', signflow.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['acknowledged_by_id'], ['users.id'], ),
+    sa.ForeignKeyConstraint(['assignee_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['declined_by_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['destination_id'], ['destinations.id'], ),
     sa.ForeignKeyConstraint(['group_id'], ['oncall_groups.id'], ),

@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core import audit, oncall, workflow
+from signflow.core import audit, oncall, pki, workflow
 from signflow.core.audit import SYSTEM
 from signflow.core.errors import ServiceUnavailable
 from signflow.core.notify import Message
-from signflow.models import Job, Role, SignatureRequest, User
+from signflow.models import Checkpoint, Job, Role, SignatureRequest, User
 from signflow.services import Services
 
 log = logging.getLogger("signflow.worker")
@@ -39,6 +39,8 @@ def _recipients(session: Session, req: SignatureRequest, event: str, level: int,
                 now: datetime) -> list[User]:
     if event in ("created", "escalated"):
         return oncall.recipients_for_level(session, req.group, level, now)
+    if event == "delegated":
+        return [req.assignee] if req.assignee is not None else []
     if event == "delivered":
         return list(session.scalars(select(User).where(
             User.role == Role.RECIPIENT, User.destination_id == req.destination_id,
@@ -49,12 +51,14 @@ def _recipients(session: Session, req: SignatureRequest, event: str, level: int,
 _SUBJECTS = {
     "created": "Signature needed ({urgency}): request #{id}",
     "escalated": "ESCALATED signature needed ({urgency}): request #{id}",
+    "delegated": "Signature needed ({urgency}): request #{id} was delegated to you",
     "delivered": "Signed document delivered: request #{id}",
     "declined": "Request #{id} was declined",
     "expired": "Request #{id} expired unsigned",
     "received": "Request #{id} was received",
 }
-_PATHS = {"created": "/inbox/{id}", "escalated": "/inbox/{id}", "delivered": "/received/{id}"}
+_PATHS = {"created": "/inbox/{id}", "escalated": "/inbox/{id}", "delegated": "/inbox/{id}",
+          "delivered": "/received/{id}"}
 
 
 def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[Message]:
@@ -86,6 +90,10 @@ def run_job(svc: Services, *, now: datetime) -> bool | None:
         if job is None:
             return None
         job.attempts += 1
+        if job.kind == "checkpoint":
+            _checkpoint(session, svc, now)
+            job.status = "done"
+            return True
         errors: list[str] = []
         sent = 0
         for message in _messages(session, svc, job, now):
@@ -118,11 +126,20 @@ def run_once(svc: Services) -> RunSummary:
         notified += outcome
         failed += not outcome
     with svc.sessions() as session, session.begin():
-        checkpoint = audit.write_checkpoint(session, signing_key=svc.keys.audit_key,
-                                            origin=svc.settings.audit_origin, now=now)
-        size = checkpoint.size if checkpoint is not None else None
+        latest = audit.latest_checkpoint(session)
+        interval = timedelta(seconds=svc.settings.checkpoint_interval_seconds)
+        if latest is None or now - latest.created_at >= interval:
+            latest = _checkpoint(session, svc, now)
+        # CRLs are re-signed here before they go stale, not on a relying party's request.
+        for issuer in ("root", "issuing"):
+            pki.crl(session, svc.keys, issuer=issuer, now=now)
     return RunSummary(escalated=len(escalated), notified=notified, failed=failed,
-                      checkpoint_size=size)
+                      checkpoint_size=latest.size if latest is not None else None)
+
+
+def _checkpoint(session: Session, svc: Services, now: datetime) -> Checkpoint:
+    return audit.write_checkpoint(session, signing_key=svc.keys.audit_key,
+                                  origin=svc.settings.audit_origin, now=now)
 
 
 def run_forever(svc: Services, *, interval: float = 5.0, stop: threading.Event | None = None) -> None:

@@ -230,7 +230,9 @@ def test_every_route_for_every_role(app, svc, world):
                 continue
             to_login = want == 302 and resp.headers["Location"].startswith("/login")
             if want == 302 and to_login != (role == "anonymous"):
-                failures.append(f"{route.method} {route.path} as {role} -> {resp.headers['Location']}")
+                failures.append(
+                    f"{route.method} {route.path} as {role} -> {resp.headers['Location']}"
+                )
             if want == 403:
                 wrong_role_calls += 1
                 if "Your role does not give access" not in resp.get_data(as_text=True):

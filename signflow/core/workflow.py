@@ -9,6 +9,7 @@ PENDING --sign--> SIGNED --(auto)--> DELIVERED --acknowledge--> RECEIVED
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pikepdf
 from cryptography import x509
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -482,3 +484,116 @@ def verify_document(session: Session, deps: Deps, *, user: User, request_id: int
     doc = document_for(session, deps, user=user, request_id=request_id, now=now, ip=None)
     return signing.validate_pdf(doc.data, trust_roots=[deps.keys.root_cert],
                                 crls=current_crls(session, deps, now=now), now=now)
+
+
+def signatures_of(session: Session, request_id: int) -> list[Signature]:
+    return list(session.scalars(
+        select(Signature).where(Signature.request_id == request_id).order_by(Signature.id)))
+
+
+def colleagues(session: Session, *, user: User, req: SignatureRequest, now: datetime) -> list[User]:
+    """Physicians a request can be delegated to: on call for its group now, or its head."""
+    people = oncall.on_call(session, req.group_id, now)
+    if req.group.head is not None and req.group.head.active:
+        people.append(req.group.head)
+    return [p for p in dict.fromkeys(people) if p.id != user.id]
+
+
+def take_request(session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
+                 ip: str | None) -> SignatureRequest:
+    """'I am on it': the technician and colleagues see who is handling it."""
+    req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    _require_signer(session, user, req, now, deps)
+    if req.assignee_id == user.id:
+        return req
+    req.assignee_id, req.updated_at = user.id, now
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="request.taken",
+                 request_id=req.id, group=req.group_id, step=req.step)
+    return req
+
+
+def delegate_request(session: Session, deps: Deps, *, user: User, request_id: int,
+                     to_user_id: int, now: datetime, ip: str | None) -> SignatureRequest:
+    req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    _require_signer(session, user, req, now, deps)
+    target = next((c for c in colleagues(session, user=user, req=req, now=now)
+                   if c.id == to_user_id), None)
+    if target is None:
+        raise InvalidInput("Delegate to a colleague on call for this group.")
+    req.assignee_id, req.updated_at = target.id, now
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="request.delegated",
+                 request_id=req.id, to=target.id, group=req.group_id, step=req.step)
+    outbox.enqueue(session, "notify", {"request": req.id, "event": "delegated"}, now=now)
+    return req
+
+
+STAMP_SIZE = (200.0, 70.0)  # points: room for name, ID, date and reason
+
+
+def set_stamp_position(session: Session, deps: Deps, *, user: User, request_id: int, page: int,
+                       fx: float, fy: float, now: datetime, ip: str | None) -> SignatureRequest:
+    """Place the visible stamp where the technician tapped on the preview.
+
+    (fx, fy) are fractions of the rendered page from its top-left corner."""
+    req = get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    if user.role != Role.TECHNICIAN:
+        raise Forbidden("Only the technician who sent a request places its stamp.")
+    if req.state != RequestState.PENDING or req.signed_sha256 is not None:
+        raise Conflict("The stamp can only be placed before the first signature.")
+    if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0) or not 1 <= page <= req.page_count:
+        raise InvalidInput("Tap inside a page of the document.")
+    llx, lly, urx, ury = page_box(deps.blobs.get(session, req.document_sha256), page)
+    width, height = STAMP_SIZE
+    width, height = min(width, urx - llx), min(height, ury - lly)
+    cx = llx + fx * (urx - llx)
+    cy = ury - fy * (ury - lly)  # the preview's y axis points down, PDF's up
+    x1 = min(max(cx - width / 2, llx), urx - width)
+    y1 = min(max(cy - height / 2, lly), ury - height)
+    req.stamp_position = f"{page},{x1:.1f},{y1:.1f},{x1 + width:.1f},{y1 + height:.1f}"
+    req.updated_at = now
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="request.stamp_placed",
+                 request_id=req.id, position=req.stamp_position)
+    return req
+
+
+def page_box(pdf: bytes, page: int) -> tuple[float, float, float, float]:
+    """The visible area (CropBox, else MediaBox) of a 1-based page, in points."""
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        if not 1 <= page <= len(doc.pages):
+            raise InvalidInput("No such page.")
+        box = doc.pages[page - 1].cropbox
+        x1, y1, x2, y2 = (float(v) for v in box)
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a physician's page about one request shows."""
+
+    request: SignatureRequest
+    signing: SigningForm | None
+    colleagues: list[User]
+    message: str | None
+    signatures: list[Signature]
+
+
+def review(session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
+           ip: str | None) -> Review:
+    req = get_request(session, user=user, request_id=request_id, now=now)
+    form: SigningForm | None = None
+    message: str | None = None
+    if user.role != Role.PHYSICIAN:
+        raise Forbidden("Only physicians review requests for signature.")
+    try:
+        form = prepare_signing(session, deps, user=user, request_id=request_id, now=now)
+    except (Conflict, CredentialBlocked, Forbidden) as exc:
+        message = exc.message
+    audit.append(session, now=now, actor=actor_of(user, ip), action="document.viewed",
+                 request_id=req.id, sha256=req.signed_sha256 or req.document_sha256,
+                 pages=req.page_count)
+    return Review(request=req, signing=form,
+                  colleagues=colleagues(session, user=user, req=req, now=now) if form else [],
+                  message=message, signatures=signatures_of(session, req.id))

@@ -22,3 +22,20 @@
   }
   setInterval(refresh, 10000);
 })();
+
+// Stamp placement: a tap on a page preview posts where, as fractions of the page.
+(function () {
+  const form = document.getElementById("stamp-form");
+  if (!form) return;
+  for (const img of document.querySelectorAll("img[data-stamp-page]")) {
+    img.addEventListener("click", function (event) {
+      const box = img.getBoundingClientRect();
+      const fx = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
+      const fy = Math.min(1, Math.max(0, (event.clientY - box.top) / box.height));
+      document.getElementById("stamp-page").value = img.getAttribute("data-stamp-page");
+      document.getElementById("stamp-fx").value = fx.toFixed(4);
+      document.getElementById("stamp-fy").value = fy.toFixed(4);
+      form.submit();
+    });
+  }
+})();

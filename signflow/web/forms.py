@@ -6,13 +6,16 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
+    DateTimeLocalField,
+    FloatField,
+    IntegerField,
     HiddenField,
     PasswordField,
     SelectField,
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, Length, Optional, Regexp
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
 from signflow.models import Role, Urgency
 
@@ -30,6 +33,7 @@ class UploadForm(FlaskForm):
     document = FileField("PDF document", validators=[FileRequired("Choose a PDF file.")])
     title = StringField("Title", validators=[Optional(), Length(max=200)])
     group = SelectField("On-call group that must sign", coerce=int, validators=[DataRequired()])
+    then_group = SelectField("Then also signed by (optional)", coerce=int, validators=[Optional()])
     destination = SelectField("Deliver to", coerce=int, validators=[DataRequired()])
     urgency = SelectField(
         "Urgency",
@@ -76,3 +80,36 @@ class RevokeForm(FlaskForm):
                                             ("superseded", "Superseded"),
                                             ("cessation_of_operation", "No longer signs")])
     confirm = BooleanField("I confirm", validators=[DataRequired()])
+
+
+class DelegateForm(FlaskForm):
+    # Checked in core against who is on call at the moment of the POST.
+    to = SelectField("Delegate to", coerce=int, validators=[DataRequired()], validate_choice=False)
+
+
+class StampForm(FlaskForm):
+    page = IntegerField(validators=[DataRequired(), NumberRange(min=1, max=10000)])
+    fx = FloatField(validators=[InputRequired(), NumberRange(min=0, max=1)])
+    fy = FloatField(validators=[InputRequired(), NumberRange(min=0, max=1)])
+
+
+class GroupForm(FlaskForm):
+    name = StringField("Group name", validators=[DataRequired(), Length(max=200)])
+    head = SelectField("Head of department (last escalation)", coerce=int, validators=[Optional()])
+
+
+class DestinationForm(FlaskForm):
+    name = StringField("Destination service", validators=[DataRequired(), Length(max=200)])
+    email = StringField("Service e-mail (optional)", validators=[
+        Optional(), Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Not an e-mail address."),
+        Length(max=320)])
+
+
+class ShiftForm(FlaskForm):
+    group = SelectField("Group", coerce=int, validators=[DataRequired()])
+    physician = SelectField("Physician", coerce=int, validators=[DataRequired()])
+    level = SelectField("Rung", coerce=int, choices=[(0, "Primary"), (1, "Backup")])
+    starts_at = DateTimeLocalField("Starts (local time)", format="%Y-%m-%dT%H:%M",
+                                   validators=[DataRequired()])
+    ends_at = DateTimeLocalField("Ends (local time)", format="%Y-%m-%dT%H:%M",
+                                 validators=[DataRequired()])

@@ -9,7 +9,7 @@ from signflow.core import credentials, pki, workflow
 from signflow.core.errors import InvalidInput
 from signflow.models import RequestState, Role
 from signflow.web import client_ip, commit, db, deps, now, user
-from signflow.web.forms import DeclineForm, PinForm, SignForm
+from signflow.web.forms import ConfirmForm, DeclineForm, DelegateForm, PinForm, SignForm
 from signflow.web.guards import roles
 
 bp = Blueprint("physician", __name__, url_prefix="/inbox")
@@ -29,14 +29,19 @@ def inbox() -> str:
 @bp.get("/<int:request_id>")
 @roles(Role.PHYSICIAN)
 def review(request_id: int) -> str:
-    req = workflow.get_request(db(), user=user(), request_id=request_id, now=now())
-    form = decline = None
-    if req.state == RequestState.PENDING:
-        signing = workflow.prepare_signing(db(), deps(), user=user(), request_id=request_id, now=now())
-        form = SignForm(activation=signing.activation_token, document_sha256=signing.document_sha256)
+    view = workflow.review(db(), deps(), user=user(), request_id=request_id, now=now(),
+                           ip=client_ip())
+    commit()  # the document.viewed audit entry
+    form = decline = delegate = None
+    if view.signing is not None:
+        form = SignForm(activation=view.signing.activation_token,
+                        document_sha256=view.signing.document_sha256)
         decline = DeclineForm()
-    return render_template("physician/review.html", req=req, form=form, decline=decline,
-                           state_message=None if form else workflow.state_message(req, deps().timezone))
+        delegate = DelegateForm()
+        delegate.to.choices = [(c.id, c.display_name) for c in view.colleagues]
+    return render_template("physician/review.html", req=view.request, form=form, decline=decline,
+                           delegate=delegate, take=ConfirmForm(), state_message=view.message,
+                           signatures=view.signatures)
 
 
 @bp.post("/<int:request_id>/sign")
@@ -82,3 +87,28 @@ def signing_pin() -> Response | str:
         flash("Your signing PIN is set.", "success")
         return redirect(url_for("physician.inbox"))
     return render_template("physician/pin.html", form=form, credential=credential)
+
+
+@bp.post("/<int:request_id>/take")
+@roles(Role.PHYSICIAN)
+def take(request_id: int) -> Response:
+    if not ConfirmForm().validate_on_submit():
+        raise InvalidInput("The form expired. Reload the page.")
+    workflow.take_request(db(), deps(), user=user(), request_id=request_id, now=now(), ip=client_ip())
+    commit()
+    flash("Colleagues and the technician see that you are on it.", "success")
+    return redirect(url_for("physician.review", request_id=request_id))
+
+
+@bp.post("/<int:request_id>/delegate")
+@roles(Role.PHYSICIAN)
+def delegate(request_id: int) -> Response:
+    form = DelegateForm()
+    if not form.validate_on_submit():
+        raise InvalidInput("Choose a colleague.")
+    target = workflow.delegate_request(db(), deps(), user=user(), request_id=request_id,
+                                       to_user_id=form.to.data, now=now(), ip=client_ip())
+    commit()
+    flash(f"Delegated to {target.assignee.display_name if target.assignee else 'a colleague'}.",
+          "success")
+    return redirect(url_for("physician.inbox"))

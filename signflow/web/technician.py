@@ -6,9 +6,10 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from signflow.core import accounts, pdfcheck, workflow
+from signflow.core.errors import InvalidInput
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
-from signflow.web.forms import ConfirmForm, UploadForm
+from signflow.web.forms import ConfirmForm, StampForm, UploadForm
 from signflow.web.guards import roles
 
 bp = Blueprint("technician", __name__, url_prefix="/requests")
@@ -18,6 +19,7 @@ def _upload_form() -> UploadForm:
     form = UploadForm()
     groups, destinations = accounts.directory(db())
     form.group.choices = [(g.id, g.name) for g in groups]
+    form.then_group.choices = [(0, "— nobody else —")] + [(g.id, g.name) for g in groups]
     form.destination.choices = [(d.id, d.name) for d in destinations]
     return form
 
@@ -54,6 +56,7 @@ def new() -> Response | str:
             title=form.title.data or "", group_id=form.group.data, destination_id=form.destination.data,
             urgency=form.urgency.data, note=form.note.data or "",
             stamp_position=form.stamp_position.data or None,
+            then_group_ids=[form.then_group.data] if form.then_group.data else [],
         )
         commit()
         flash("Sent for signature: the physicians on call are being notified.", "success")
@@ -65,8 +68,25 @@ def new() -> Response | str:
 @roles(Role.TECHNICIAN)
 def detail(request_id: int) -> str:
     req = workflow.get_request(db(), user=user(), request_id=request_id, now=now())
+    groups = {g.id: g.name for g in accounts.directory(db())[0]}
     return render_template("technician/detail.html", req=req, cancel_form=ConfirmForm(),
-                           removed=workflow.removed_content(req))
+                           stamp_form=StampForm(), removed=workflow.removed_content(req),
+                           route=[groups.get(g, "?") for g in workflow.route_of(req)],
+                           signatures=workflow.signatures_of(db(), req.id))
+
+
+@bp.post("/<int:request_id>/stamp")
+@roles(Role.TECHNICIAN)
+def stamp(request_id: int) -> Response:
+    form = StampForm()
+    if not form.validate_on_submit():
+        raise InvalidInput("Tap inside a page of the document.")
+    workflow.set_stamp_position(db(), deps(), user=user(), request_id=request_id,
+                                page=form.page.data or 0, fx=form.fx.data or 0.0,
+                                fy=form.fy.data or 0.0, now=now(), ip=client_ip())
+    commit()
+    flash("The signature stamp will go where you tapped.", "success")
+    return redirect(url_for("technician.detail", request_id=request_id))
 
 
 @bp.post("/<int:request_id>/cancel")

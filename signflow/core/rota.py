@@ -1,0 +1,98 @@
+"""On-call groups and their rota, managed by administrators (audited)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from signflow.core import audit
+from signflow.core.audit import Actor
+from signflow.core.errors import Conflict, InvalidInput, NotFound
+from signflow.core.oncall import BACKUP, PRIMARY
+from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
+
+MAX_SHIFT = timedelta(days=31)
+
+
+def _physician(session: Session, user_id: int | None) -> User | None:
+    if user_id is None:
+        return None
+    user = session.get(User, user_id)
+    if user is None or user.role != Role.PHYSICIAN:
+        raise InvalidInput("Choose a physician.")
+    return user
+
+
+def create_group(session: Session, *, actor: Actor, name: str, head_user_id: int | None,
+                 now: datetime) -> OnCallGroup:
+    name = " ".join(name.split())
+    if not name or len(name) > 200:
+        raise InvalidInput("A group needs a name (200 characters at most).")
+    if session.scalar(select(OnCallGroup.id).where(OnCallGroup.name == name)) is not None:
+        raise Conflict("A group with this name exists.")
+    head = _physician(session, head_user_id)
+    group = OnCallGroup(name=name, head_user_id=head.id if head else None)
+    session.add(group)
+    session.flush()
+    audit.append(session, now=now, actor=actor, action="rota.group_created", group=group.id,
+                 name=name, head=group.head_user_id)
+    return group
+
+
+def create_destination(session: Session, *, actor: Actor, name: str, email: str | None,
+                       now: datetime) -> Destination:
+    name = " ".join(name.split())
+    if not name or len(name) > 200:
+        raise InvalidInput("A destination needs a name (200 characters at most).")
+    if session.scalar(select(Destination.id).where(Destination.name == name)) is not None:
+        raise Conflict("A destination with this name exists.")
+    destination = Destination(name=name, email=email or None)
+    session.add(destination)
+    session.flush()
+    audit.append(session, now=now, actor=actor, action="destination.created",
+                 destination=destination.id, name=name)
+    return destination
+
+
+def add_shift(session: Session, *, actor: Actor, group_id: int, user_id: int, level: int,
+              starts_at: datetime, ends_at: datetime, now: datetime) -> RotaShift:
+    group = session.get(OnCallGroup, group_id)
+    if group is None:
+        raise InvalidInput("Choose a group.")
+    user = _physician(session, user_id)
+    assert user is not None
+    if level not in (PRIMARY, BACKUP):
+        raise InvalidInput("A shift is primary or backup.")
+    if ends_at <= starts_at:
+        raise InvalidInput("A shift ends after it starts.")
+    if ends_at - starts_at > MAX_SHIFT:
+        raise InvalidInput("A shift lasts 31 days at most.")
+    if ends_at <= now:
+        raise InvalidInput("This shift would already be over.")
+    shift = RotaShift(group_id=group.id, user_id=user.id, level=level, starts_at=starts_at,
+                      ends_at=ends_at)
+    session.add(shift)
+    session.flush()
+    audit.append(session, now=now, actor=actor, action="rota.shift_added", shift=shift.id,
+                 group=group.id, user=user.id, level=level, starts_at=audit.rfc3339(starts_at),
+                 ends_at=audit.rfc3339(ends_at))
+    return shift
+
+
+def remove_shift(session: Session, *, actor: Actor, shift_id: int, now: datetime) -> None:
+    shift = session.get(RotaShift, shift_id)
+    if shift is None:
+        raise NotFound("No such shift.")
+    audit.append(session, now=now, actor=actor, action="rota.shift_removed", shift=shift.id,
+                 group=shift.group_id, user=shift.user_id)
+    session.delete(shift)
+    session.flush()
+
+
+def current_and_upcoming(session: Session, *, now: datetime) -> list[RotaShift]:
+    return list(session.scalars(
+        select(RotaShift).where(RotaShift.ends_at > now)
+        .order_by(RotaShift.group_id, RotaShift.starts_at, RotaShift.level)
+    ))

@@ -1,0 +1,198 @@
+"""The service seal: the key and certificate with which signflow signs its own
+evidence reports ("signflow evidence seal", issued by the issuing CA).
+
+The certificate has the physicians' signing profile (KU digitalSignature +
+nonRepudiation, EKU emailProtection + documentSigning + Adobe), because poppler
+and NSS judge every PDF signer by that profile. Its files live in the keys
+folder next to the other service keys: `seal.key` (PKCS#8, encrypted with the
+keys passphrase) and `seal.crt`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+from signflow.core import pki
+from signflow.core.errors import ConfigurationError
+
+SEAL_CERT, SEAL_KEY = "seal.crt", "seal.key"
+SEAL_NAME = "signflow evidence seal"
+# Renewed this long before it expires, so that a report sealed today is not
+# sealed by a certificate that relying parties see expire next week.
+RENEW_BEFORE = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Seal:
+    key: pki.PrivateKey = field(repr=False)
+    certificate: x509.Certificate
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # O_EXCL: never silently overwrite key material that appeared meanwhile.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _issuing_links(base_url: str) -> list[x509.ExtensionType]:
+    root = base_url.rstrip("/")
+    return [
+        x509.CRLDistributionPoints(
+            [
+                x509.DistributionPoint(
+                    full_name=[x509.UniformResourceIdentifier(f"{root}/pki/issuing.crl")],
+                    relative_name=None,
+                    reasons=None,
+                    crl_issuer=None,
+                )
+            ]
+        ),
+        x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.CA_ISSUERS,
+                    x509.UniformResourceIdentifier(f"{root}/pki/issuing.crt"),
+                )
+            ]
+        ),
+    ]
+
+
+def _issue_seal(
+    keys: pki.KeyMaterial, key: ec.EllipticCurvePrivateKey, now: datetime
+) -> x509.Certificate:
+    if not keys.base_url:
+        raise ConfigurationError("the PKI base URL is not configured")
+    public_key = key.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, SEAL_NAME),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "signflow"),
+                ]
+            )
+        )
+        .issuer_name(keys.issuing_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(min(now + pki.CERT_VALIDITY, keys.issuing_cert.not_valid_after_utc))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(keys.issuing_key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [
+                    ExtendedKeyUsageOID.EMAIL_PROTECTION,
+                    pki.DOCUMENT_SIGNING_EKU,
+                    pki.ADOBE_AUTHENTIC_DOCUMENTS_EKU,
+                ]
+            ),
+            critical=False,
+        )
+    )
+    for extension in _issuing_links(keys.base_url):
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(keys.issuing_key, hashes.SHA256())
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _still_good(cert: x509.Certificate, keys: pki.KeyMaterial, now: datetime) -> bool:
+    return _issued_by(cert, keys.issuing_cert) and now + RENEW_BEFORE < cert.not_valid_after_utc
+
+
+def ensure_seal(
+    keys_path: Path, keys: pki.KeyMaterial, *, passphrase: bytes, now: datetime
+) -> bool:
+    """Create (or renew) the seal; False, and nothing written, when the current
+    one is usable. A replaced seal is kept as seal-<serial>.key/.crt: reports it
+    sealed stay verifiable, and its key is not lost."""
+    if now.utcoffset() is None:
+        raise ConfigurationError("the seal needs an aware time")
+    cert_path, key_path = keys_path / SEAL_CERT, keys_path / SEAL_KEY
+    if cert_path.exists() != key_path.exists():
+        raise ConfigurationError(
+            f"keys folder is inconsistent: {SEAL_CERT} and {SEAL_KEY} must both exist or neither"
+        )
+    if cert_path.exists():
+        current = load_seal(keys_path, passphrase=passphrase)
+        if _still_good(current.certificate, keys, now):
+            return False
+        retired = format(current.certificate.serial_number, "x")
+        key_path.rename(keys_path / f"seal-{retired}.key")
+        cert_path.rename(keys_path / f"seal-{retired}.crt")
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = _issue_seal(keys, key, now)
+    # Key first: a crash in between leaves a key without certificate, which
+    # load_seal reports, never a certificate whose key is gone.
+    _write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase),
+        ),
+    )
+    _write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    return True
+
+
+def load_seal(keys_path: Path, *, passphrase: bytes) -> Seal:
+    cert_path, key_path = keys_path / SEAL_CERT, keys_path / SEAL_KEY
+    if not cert_path.is_file() or not key_path.is_file():
+        raise ConfigurationError(
+            "the evidence seal is missing from the keys folder: run `signflow init`"
+        )
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError as exc:
+        raise ConfigurationError(f"{SEAL_CERT} in the keys folder is not a certificate") from exc
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=passphrase)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"cannot decrypt {SEAL_KEY}: wrong keys passphrase or damaged file"
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ConfigurationError(f"{SEAL_KEY} holds an unsupported key type")
+    if key.public_key() != certificate.public_key():
+        raise ConfigurationError(f"{SEAL_KEY} does not match {SEAL_CERT}")
+    return Seal(key=key, certificate=certificate)

@@ -110,6 +110,7 @@ def check(session: Session, blobs: BlobStore) -> list[Problem]:
         .order_by(AuditEntry.seq)
     )
     for seq, action, request_id, line in rows:
+        assert request_id is not None
         if action == "request.signed":
             fields = json.loads(line)
             signed_entries[request_id].append(str(fields.get("sha256_after")))
@@ -119,7 +120,9 @@ def check(session: Session, blobs: BlobStore) -> list[Problem]:
         elif action in TRANSITIONS:
             last_transition[request_id] = (seq, TRANSITIONS[action])
 
-    requests = {r.id: r for r in session.scalars(select(SignatureRequest).order_by(SignatureRequest.id))}
+    requests = {
+        r.id: r for r in session.scalars(select(SignatureRequest).order_by(SignatureRequest.id))
+    }
     for rid, req in requests.items():
         problems += [Problem(rid, "state", d) for d in _state_problems(req)]
         transition = last_transition.get(rid)
@@ -129,15 +132,25 @@ def check(session: Session, blobs: BlobStore) -> list[Problem]:
             # SIGNED is only ever seen inside the transaction that delivers.
             req.state == RequestState.SIGNED and transition[1] == RequestState.DELIVERED
         ):
-            problems.append(Problem(
-                rid, "audit", f"state is {req.state} but the audit log says {transition[1]} "
-                f"(entry {transition[0]})"))
+            problems.append(
+                Problem(
+                    rid,
+                    "audit",
+                    f"state is {req.state} but the audit log says {transition[1]} "
+                    f"(entry {transition[0]})",
+                )
+            )
         sig_after = sorted(s.sha256_after for s in signatures.get(rid, []))
         logged_after = sorted(signed_entries.get(rid, []))
         if sig_after != logged_after:
-            problems.append(Problem(
-                rid, "signature", f"{len(sig_after)} signature row(s) but {len(logged_after)} "
-                "request.signed entrie(s), or their hashes differ"))
+            problems.append(
+                Problem(
+                    rid,
+                    "signature",
+                    f"{len(sig_after)} signature row(s) but {len(logged_after)} "
+                    "request.signed entrie(s), or their hashes differ",
+                )
+            )
         if req.signed_sha256 and req.signed_sha256 not in sig_after:
             problems.append(Problem(rid, "signature", "signed file has no signature row"))
         if req.purged_at is not None:
@@ -150,7 +163,9 @@ def check(session: Session, blobs: BlobStore) -> list[Problem]:
     for job in session.scalars(select(Job).where(Job.status == "pending", Job.kind == "notify")):
         target = json.loads(job.payload).get("request")
         if target is not None and int(target) not in requests:
-            problems.append(Problem(int(target), "job", f"job {job.id} notifies about a missing request"))
+            problems.append(
+                Problem(int(target), "job", f"job {job.id} notifies about a missing request")
+            )
     return problems
 
 
@@ -161,8 +176,9 @@ def recover(session: Session, deps: Deps, *, now: datetime, limit: int = 200) ->
     stuck = session.scalars(
         select(SignatureRequest)
         .where(
-            SignatureRequest.state.in_([RequestState.PENDING, RequestState.SIGNED,
-                                        RequestState.DELIVERED]),
+            SignatureRequest.state.in_(
+                [RequestState.PENDING, RequestState.SIGNED, RequestState.DELIVERED]
+            ),
             SignatureRequest.purged_at.is_(None),
         )
         .order_by(SignatureRequest.id)
@@ -185,7 +201,15 @@ def recover(session: Session, deps: Deps, *, now: datetime, limit: int = 200) ->
         previous = req.state
         req.state, req.failure_reason, req.updated_at = RequestState.FAILED, reason, now
         session.flush()
-        audit.append(session, now=now, actor=SYSTEM, action="request.failed", request_id=req.id,
-                     previous_state=previous, missing_sha256=missing, reason=reason)
+        audit.append(
+            session,
+            now=now,
+            actor=SYSTEM,
+            action="request.failed",
+            request_id=req.id,
+            previous_state=previous,
+            missing_sha256=missing,
+            reason=reason,
+        )
         failed.append(req.id)
     return failed

@@ -8,6 +8,13 @@ derived from BOTH their signing PIN (argon2id, memory-hard) and the server
 pepper (kept in the keys folder, never in the database): a database dump
 cannot sign, with or without the PIN, and the keys folder alone cannot sign
 without the PIN.
+
+With a PKCS#11 token (signflow.core.hsm), the issuing CA key and the TSA key
+live on the token, and the pepper is replaced by an HMAC computed on the token
+with a non-extractable secret: the KEK then needs the PIN, the database row
+and the token itself. Each credential records which pepper wraps it in its
+`kdf_params`, so credentials wrapped before a move to the token keep working
+(with pepper.key) until their next PIN change re-wraps them.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from argon2.low_level import hash_secret_raw
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -40,6 +47,7 @@ from cryptography.x509.oid import (
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from signflow.core import hsm
 from signflow.core.errors import (
     ConfigurationError,
     CredentialBlocked,
@@ -70,6 +78,7 @@ ARGON2_MEMORY_KIB = 47104
 ARGON2_TIME = 1
 ARGON2_LANES = 1
 KDF_PARAMS = f"argon2id:m={ARGON2_MEMORY_KIB},t={ARGON2_TIME},p={ARGON2_LANES}"
+KDF_PARAMS_TOKEN = KDF_PARAMS + ";pepper=pkcs11"
 WRAP_VERSION = b"\x01"
 SALT_LEN = 16
 NONCE_LEN = 12
@@ -111,6 +120,14 @@ class KeyMaterial:
     base_url: str | None = None
     # Only used to sign the root CRL; None where the root key is kept offline.
     root_key: PrivateKey | None = field(default=None, repr=False)
+    # The PKCS#11 token holding the issuing CA key, the TSA key and the pepper
+    # secret; None when they are files in the keys folder.
+    token: hsm.Token | None = None
+
+    @property
+    def kdf_params(self) -> str:
+        """The PIN key-derivation new wraps use: the token's pepper when there is one."""
+        return KDF_PARAMS_TOKEN if self.token is not None else KDF_PARAMS
 
 
 # ---------------------------------------------------------------- keys folder
@@ -271,19 +288,31 @@ def _check_passphrase(passphrase: bytes) -> None:
         raise ConfigurationError("the keys passphrase must be at least 8 bytes long")
 
 
-def init_keys(keys_path: Path, *, passphrase: bytes, now: datetime, base_url: str) -> bool:
+def init_keys(
+    keys_path: Path,
+    *,
+    passphrase: bytes,
+    now: datetime,
+    base_url: str,
+    token: hsm.Token | None = None,
+) -> bool:
     """Create whatever is missing in `keys_path`; return False (and change nothing)
     when everything already exists. Existing pieces are loaded (so the passphrase
-    must be right) and must chain with the new ones."""
+    must be right) and must chain with the new ones.
+
+    With a `token`, a missing issuing CA key, TSA key or pepper is created in the
+    token instead of the keys folder (the certificates stay in the folder)."""
     _check_passphrase(passphrase)
     if not base_url.startswith(("http://", "https://")):
         raise ConfigurationError("the PKI base URL must start with http:// or https://")
     keys_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     created = False
 
-    def pair(cert_name: str, key_name: str) -> tuple[bool, bool]:
+    def pair(cert_name: str, key_name: str, label: str | None = None) -> tuple[bool, bool]:
         has_cert = (keys_path / cert_name).exists()
-        has_key = (keys_path / key_name).exists()
+        has_key = (keys_path / key_name).exists() or (
+            token is not None and label is not None and token.has_object(label)
+        )
         if has_cert != has_key:
             raise ConfigurationError(
                 f"keys folder is inconsistent: {cert_name} and {key_name} "
@@ -318,9 +347,11 @@ def init_keys(keys_path: Path, *, passphrase: bytes, now: datetime, base_url: st
         _write_private(keys_path / ROOT_CERT, _cert_pem(root_cert))
         created = True
 
-    if pair(ISSUING_CERT, ISSUING_KEY)[0]:
+    if pair(ISSUING_CERT, ISSUING_KEY, hsm.ISSUING_KEY_LABEL)[0]:
         issuing_cert = _load_cert(keys_path / ISSUING_CERT)
-        issuing_key = _as_ca_key(_load_pem_key(keys_path / ISSUING_KEY, passphrase), ISSUING_KEY)
+        issuing_key = _service_key(
+            keys_path, ISSUING_KEY, hsm.ISSUING_KEY_LABEL, issuing_cert, passphrase, token
+        )
     else:
         issuing_key = ec.generate_private_key(ec.SECP256R1())
         issuing_cert = _issue(
@@ -336,12 +367,13 @@ def init_keys(keys_path: Path, *, passphrase: bytes, now: datetime, base_url: st
                 *((ext, False) for ext in _ca_links(base_url, "root")),
             ],
         )
-        _write_private(keys_path / ISSUING_KEY, _pem_key(issuing_key, passphrase))
+        _store_service_key(keys_path, ISSUING_KEY, hsm.ISSUING_KEY_LABEL, issuing_key,
+                           passphrase, token)
         _write_private(keys_path / ISSUING_CERT, _cert_pem(issuing_cert))
         created = True
     _check_issued_by(issuing_cert, root_cert, ISSUING_CERT)
 
-    if not pair(TSA_CERT, TSA_KEY)[0]:
+    if not pair(TSA_CERT, TSA_KEY, hsm.TSA_KEY_LABEL)[0]:
         # RSA: pyHanko's token builder and most TSA clients expect RSA TSAs.
         tsa_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
         tsa_cert = _issue(
@@ -358,7 +390,7 @@ def init_keys(keys_path: Path, *, passphrase: bytes, now: datetime, base_url: st
                 *((ext, False) for ext in _ca_links(base_url, "issuing")),
             ],
         )
-        _write_private(keys_path / TSA_KEY, _pem_key(tsa_key, passphrase))
+        _store_service_key(keys_path, TSA_KEY, hsm.TSA_KEY_LABEL, tsa_key, passphrase, token)
         _write_private(keys_path / TSA_CERT, _cert_pem(tsa_cert))
         created = True
 
@@ -375,13 +407,113 @@ def init_keys(keys_path: Path, *, passphrase: bytes, now: datetime, base_url: st
         )
         created = True
 
+    if token is not None and not token.has_object(hsm.PEPPER_KEY_LABEL):
+        token.generate_hmac_key(hsm.PEPPER_KEY_LABEL)
+        created = True
     for filename, purpose in ((MASTER_KEY, "storage-master-key"), (PEPPER, "pin-pepper")):
+        if filename == PEPPER and token is not None:
+            continue
         if not (keys_path / filename).exists():
             _write_private(
                 keys_path / filename, _seal_secret(secrets.token_bytes(32), passphrase, purpose)
             )
             created = True
     return created
+
+
+def _store_service_key(
+    keys_path: Path,
+    filename: str,
+    label: str,
+    key: PrivateKey,
+    passphrase: bytes,
+    token: hsm.Token | None,
+) -> None:
+    if token is None:
+        _write_private(keys_path / filename, _pem_key(key, passphrase))
+    else:
+        # Generated in memory only long enough to be imported: it never touches the disk.
+        token.import_private_key(label, key)
+
+
+def _token_key(token: hsm.Token, label: str, cert: x509.Certificate) -> PrivateKey:
+    """The token's key `label`, checked to be the private half of `cert`."""
+    public = cert.public_key()
+    key: PrivateKey
+    challenge = b"signflow token key check " + os.urandom(16)
+    try:
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            key = token.ec_key(label, public)
+            public.verify(key.sign(challenge, ec.ECDSA(hashes.SHA256())), challenge,
+                          ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public, rsa.RSAPublicKey):
+            key = token.rsa_key(label, public)
+            public.verify(key.sign(challenge, padding.PKCS1v15(), hashes.SHA256()), challenge,
+                          padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raise ConfigurationError(f"token key {label!r}: unsupported certificate key type")
+    except InvalidSignature as exc:
+        raise ConfigurationError(
+            f"token key {label!r} does not match the certificate in the keys folder"
+        ) from exc
+    return key
+
+
+def _service_key(
+    keys_path: Path,
+    filename: str,
+    label: str,
+    cert: x509.Certificate,
+    passphrase: bytes,
+    token: hsm.Token | None,
+) -> PrivateKey:
+    """A service key from the keys folder or, with a token, from the token.
+
+    Both at once is refused: a copy left on disk defeats the token."""
+    on_disk = (keys_path / filename).is_file()
+    if token is not None:
+        if on_disk:
+            raise ConfigurationError(
+                f"{filename} is still in the keys folder although a PKCS#11 token is "
+                "configured: run `signflow pki hsm-init` to move it into the token"
+            )
+        return _token_key(token, label, cert)
+    key = _as_ca_key(_load_pem_key(keys_path / filename, passphrase), filename)
+    if key.public_key() != cert.public_key():
+        raise ConfigurationError(f"{filename} does not match its certificate")
+    return key
+
+
+def migrate_to_token(keys_path: Path, *, passphrase: bytes, token: hsm.Token) -> list[str]:
+    """Move the issuing CA key and the TSA key from the keys folder into `token`
+    (non-extractable), create the token's pepper secret, and delete the key files.
+
+    The certificates do not change, so every certificate and signature issued
+    so far stays valid. pepper.key stays: credentials wrapped with it keep
+    working and move to the token's pepper at their next PIN change.
+    Returns what was moved or created; idempotent."""
+    done: list[str] = []
+    for cert_name, filename, label in (
+        (ISSUING_CERT, ISSUING_KEY, hsm.ISSUING_KEY_LABEL),
+        (TSA_CERT, TSA_KEY, hsm.TSA_KEY_LABEL),
+    ):
+        path = keys_path / filename
+        if not path.is_file():
+            continue
+        cert = _load_cert(keys_path / cert_name)
+        key = _as_ca_key(_load_pem_key(path, passphrase), filename)
+        if key.public_key() != cert.public_key():
+            raise ConfigurationError(f"{filename} does not match {cert_name}")
+        if not token.has_object(label):
+            token.import_private_key(label, key)
+        # Only delete once the token has proven it signs for this certificate.
+        _token_key(token, label, cert)
+        path.unlink()
+        done.append(f"{filename} -> token key {label}")
+    if not token.has_object(hsm.PEPPER_KEY_LABEL):
+        token.generate_hmac_key(hsm.PEPPER_KEY_LABEL)
+        done.append(f"token pepper secret {hsm.PEPPER_KEY_LABEL}")
+    return done
 
 
 def _read_config(keys_path: Path) -> dict[str, str]:
@@ -409,14 +541,21 @@ def _check_issued_by(cert: x509.Certificate, issuer: x509.Certificate, filename:
         ) from exc
 
 
-def load_keys(keys_path: Path, *, passphrase: bytes, base_url: str | None = None) -> KeyMaterial:
-    """Load (and decrypt) the key material; `base_url` overrides the one recorded at init."""
-    missing = [
-        name
-        for name in (ROOT_CERT, ISSUING_CERT, ISSUING_KEY, TSA_CERT, TSA_KEY, AUDIT_KEY)
-        + (MASTER_KEY, PEPPER)
-        if not (keys_path / name).is_file()
-    ]
+def load_keys(
+    keys_path: Path,
+    *,
+    passphrase: bytes,
+    base_url: str | None = None,
+    token: hsm.Token | None = None,
+) -> KeyMaterial:
+    """Load (and decrypt) the key material; `base_url` overrides the one recorded at init.
+
+    With a `token`, the issuing CA key, the TSA key and the pepper secret are
+    the token's (logged in now, once for the process)."""
+    required = (ROOT_CERT, ISSUING_CERT, TSA_CERT, AUDIT_KEY, MASTER_KEY)
+    if token is None:
+        required += (ISSUING_KEY, TSA_KEY, PEPPER)
+    missing = [name for name in required if not (keys_path / name).is_file()]
     if missing:
         raise ConfigurationError(
             f"keys folder {keys_path} is incomplete (missing {', '.join(missing)}): "
@@ -427,10 +566,15 @@ def load_keys(keys_path: Path, *, passphrase: bytes, base_url: str | None = None
     tsa_cert = _load_cert(keys_path / TSA_CERT)
     _check_issued_by(issuing_cert, root_cert, ISSUING_CERT)
     _check_issued_by(tsa_cert, issuing_cert, TSA_CERT)
-    issuing_key = _as_ca_key(_load_pem_key(keys_path / ISSUING_KEY, passphrase), ISSUING_KEY)
-    tsa_key = _load_pem_key(keys_path / TSA_KEY, passphrase)
+    issuing_key = _service_key(
+        keys_path, ISSUING_KEY, hsm.ISSUING_KEY_LABEL, issuing_cert, passphrase, token
+    )
+    tsa_key = _service_key(keys_path, TSA_KEY, hsm.TSA_KEY_LABEL, tsa_cert, passphrase, token)
     if not isinstance(tsa_key, rsa.RSAPrivateKey):
         raise ConfigurationError(f"{TSA_KEY} is not an RSA private key")
+    if token is not None:
+        # Fail at start, not at the first physician's signature.
+        token.hmac_sha256(hsm.PEPPER_KEY_LABEL, b"signflow pepper check")
     audit_key = _load_pem_key(keys_path / AUDIT_KEY, passphrase)
     if not isinstance(audit_key, Ed25519PrivateKey):
         raise ConfigurationError(f"{AUDIT_KEY} is not an Ed25519 private key")
@@ -446,11 +590,15 @@ def load_keys(keys_path: Path, *, passphrase: bytes, base_url: str | None = None
         tsa_key=tsa_key,
         audit_key=audit_key,
         master_key=_open_secret(keys_path / MASTER_KEY, passphrase, "storage-master-key"),
-        pepper=_open_secret(keys_path / PEPPER, passphrase, "pin-pepper"),
+        # With a token, pepper.key only serves credentials wrapped before the move.
+        pepper=_open_secret(keys_path / PEPPER, passphrase, "pin-pepper")
+        if (keys_path / PEPPER).is_file()
+        else b"",
         base_url=base_url or _read_config(keys_path).get("base_url"),
         root_key=_as_ca_key(_load_pem_key(keys_path / ROOT_KEY, passphrase), ROOT_KEY)
         if (keys_path / ROOT_KEY).is_file()
         else None,
+        token=token,
     )
 
 
@@ -482,9 +630,26 @@ def validate_pin_policy(pin: str) -> None:
         raise InvalidInput("the signing PIN is too common")
 
 
-def _kek(pin: str, salt: bytes, pepper: bytes, params: str) -> bytes:
-    if params != KDF_PARAMS:
-        raise ConfigurationError("unsupported PIN key-derivation parameters")
+def _pepper(keys: KeyMaterial, salt: bytes, params: str) -> bytes:
+    if params == KDF_PARAMS_TOKEN:
+        if keys.token is None:
+            raise ConfigurationError(
+                "this signing credential is bound to the PKCS#11 token, which is not configured"
+            )
+        # Per-credential pepper from the token: the token's secret never leaves it,
+        # so no file or dump replaces the token.
+        return keys.token.hmac_sha256(hsm.PEPPER_KEY_LABEL, b"signflow pin pepper v1|" + salt)
+    if params == KDF_PARAMS:
+        if not keys.pepper:
+            raise ConfigurationError(
+                "this signing credential needs pepper.key, which is not in the keys folder"
+            )
+        return keys.pepper
+    raise ConfigurationError("unsupported PIN key-derivation parameters")
+
+
+def _kek(pin: str, salt: bytes, keys: KeyMaterial, params: str) -> bytes:
+    pepper = _pepper(keys, salt, params)
     stretched = hash_secret_raw(
         secret=pin.encode(),
         salt=salt,
@@ -506,25 +671,30 @@ def _wrap_aad(serial: str) -> bytes:
     return b"signflow-credential:" + serial.encode()
 
 
-def _wrap(private_key: PrivateKey, pin: str, pepper: bytes, serial: str) -> bytes:
+def _wrap(private_key: PrivateKey, pin: str, keys: KeyMaterial, serial: str) -> bytes:
+    """Wrapped under `keys.kdf_params` (store that next to the result)."""
     salt, nonce = os.urandom(SALT_LEN), os.urandom(NONCE_LEN)
     der = private_key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    sealed = AESGCM(_kek(pin, salt, pepper, KDF_PARAMS)).encrypt(nonce, der, _wrap_aad(serial))
+    sealed = AESGCM(_kek(pin, salt, keys, keys.kdf_params)).encrypt(
+        nonce, der, _wrap_aad(serial)
+    )
     return WRAP_VERSION + salt + nonce + sealed
 
 
-def _unwrap(wrapped: bytes, pin: str, pepper: bytes, serial: str, params: str) -> PrivateKey | None:
+def _unwrap(
+    wrapped: bytes, pin: str, keys: KeyMaterial, serial: str, params: str
+) -> PrivateKey | None:
     """The private key, or None when the PIN (or pepper) is wrong."""
     if not wrapped.startswith(WRAP_VERSION) or len(wrapped) < 1 + SALT_LEN + NONCE_LEN + 16:
         raise ConfigurationError("signing credential is damaged")
     salt = wrapped[1 : 1 + SALT_LEN]
     nonce = wrapped[1 + SALT_LEN : 1 + SALT_LEN + NONCE_LEN]
     try:
-        der = AESGCM(_kek(pin, salt, pepper, params)).decrypt(
+        der = AESGCM(_kek(pin, salt, keys, params)).decrypt(
             nonce, wrapped[1 + SALT_LEN + NONCE_LEN :], _wrap_aad(serial)
         )
     except InvalidTag:
@@ -609,8 +779,8 @@ def enrol(
         certificate_pem=_cert_pem(certificate).decode(),
         serial=serial,
         not_after=certificate.not_valid_after_utc,
-        wrapped_key=_wrap(private_key, pin, keys.pepper, serial),
-        kdf_params=KDF_PARAMS,
+        wrapped_key=_wrap(private_key, pin, keys, serial),
+        kdf_params=keys.kdf_params,
         failed_pins=0,
         blocked_at=None,
         revoked_at=None,
@@ -665,7 +835,7 @@ def unlock(
     counter is rolled back and the PIN can be brute-forced."""
     check_usable(credential, now=now)
     key = _unwrap(
-        credential.wrapped_key, pin, keys.pepper, credential.serial, credential.kdf_params
+        credential.wrapped_key, pin, keys, credential.serial, credential.kdf_params
     )
     if key is None:
         # Atomic increment: two concurrent guesses both count.
@@ -710,8 +880,8 @@ def change_pin(
     if new_pin == old_pin:
         raise InvalidInput("the new PIN must differ from the old one")
     key = unlock(session, keys, credential, old_pin, now=now)
-    credential.wrapped_key = _wrap(key, new_pin, keys.pepper, credential.serial)
-    credential.kdf_params = KDF_PARAMS
+    credential.wrapped_key = _wrap(key, new_pin, keys, credential.serial)
+    credential.kdf_params = keys.kdf_params
     session.flush()
 
 

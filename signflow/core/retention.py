@@ -27,8 +27,14 @@ TERMINAL_STATES = (
 
 
 def purge(
-    session: Session, deps: Deps, *, now: datetime, retention_days: int, actor: Actor,
-    dry_run: bool = False, previews: PreviewCache | None = None,
+    session: Session,
+    deps: Deps,
+    *,
+    now: datetime,
+    retention_days: int,
+    actor: Actor,
+    dry_run: bool = False,
+    previews: PreviewCache | None = None,
 ) -> list[int]:
     """Remove the stored content of closed requests last changed more than
     `retention_days` ago; return their ids. A blob another request still
@@ -39,9 +45,11 @@ def purge(
     cutoff = now - timedelta(days=retention_days)
     due = session.scalars(
         select(SignatureRequest)
-        .where(SignatureRequest.state.in_(TERMINAL_STATES),
-               SignatureRequest.updated_at < cutoff,
-               SignatureRequest.purged_at.is_(None))
+        .where(
+            SignatureRequest.state.in_(TERMINAL_STATES),
+            SignatureRequest.updated_at < cutoff,
+            SignatureRequest.purged_at.is_(None),
+        )
         .order_by(SignatureRequest.id)
         .with_for_update(skip_locked=True)
     ).all()
@@ -53,7 +61,9 @@ def purge(
     due_ids = {r.id for r in due}
     # Identical uploads share one blob: content still needed elsewhere stays.
     still_needed: set[str] = set()
-    for other in session.scalars(select(SignatureRequest).where(SignatureRequest.purged_at.is_(None))):
+    for other in session.scalars(
+        select(SignatureRequest).where(SignatureRequest.purged_at.is_(None))
+    ):
         if other.id not in due_ids:
             still_needed |= content_hashes(other, signatures[other.id])
     deleted: set[str] = set()
@@ -66,15 +76,24 @@ def purge(
                 deleted.add(sha)
         req.purged_at = now
         session.flush()
-        audit.append(session, now=now, actor=actor, action="document.purged", request_id=req.id,
-                     removed_sha256=removed, kept_sha256=[h for h in hashes if h in still_needed],
-                     retention_days=retention_days)
+        audit.append(
+            session,
+            now=now,
+            actor=actor,
+            action="document.purged",
+            request_id=req.id,
+            removed_sha256=removed,
+            kept_sha256=[h for h in hashes if h in still_needed],
+            retention_days=retention_days,
+        )
     if previews is not None:
         _purge_previews_after_commit(session, previews, sorted(deleted))
     return [r.id for r in due]
 
 
-def _purge_previews_after_commit(session: Session, previews: PreviewCache, hashes: list[str]) -> None:
+def _purge_previews_after_commit(
+    session: Session, previews: PreviewCache, hashes: list[str]
+) -> None:
     def _after_commit(_session: Session) -> None:
         for sha in hashes:
             previews.purge(sha)

@@ -13,12 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from asn1crypto import algos, cms, core, tsp
-from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pyhanko.sign.general import as_signing_certificate_v2
-from pyhanko.sign.timestamps import DummyTimeStamper
+from pyhanko.sign.timestamps import DummyTimeStamper, TimeStamper
 
 from signflow.core.clock import utcnow
 from signflow.core.errors import InvalidInput
@@ -54,6 +53,7 @@ class ServiceTimeStamper(DummyTimeStamper):
     pyHanko's DummyTimeStamper builds correct tokens but re-parses its key for
     every token, carries a third party's policy OID and the SHA-1 based
     signing-certificate attribute; this keeps its CMS assembly and replaces those.
+    `tsa_key` may be a PKCS#11 token key (signflow.core.hsm.TokenRSAKey).
     `clock` is the TSA's clock (the time written into tokens)."""
 
     def __init__(
@@ -64,16 +64,13 @@ class ServiceTimeStamper(DummyTimeStamper):
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        pkcs8 = tsa_key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        super().__init__(
-            tsa_cert=to_asn1_cert(tsa_cert),
-            tsa_key=asn1_keys.PrivateKeyInfo.load(pkcs8),
-            certs_to_embed=[to_asn1_cert(c) for c in chain],  # type: ignore[arg-type]
-        )
+        # DummyTimeStamper.__init__ wants the key as PKCS#8, which a token key
+        # cannot give; only _sign_tst_info (overridden here) ever used it.
+        TimeStamper.__init__(self, include_nonce=True)
+        self.tsa_cert = to_asn1_cert(tsa_cert)
+        self.certs_to_embed = [to_asn1_cert(c) for c in chain]
+        self.fixed_dt = None
+        self.override_md = None
         self._key = tsa_key
         self._clock = clock
 

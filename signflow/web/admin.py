@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
-from signflow.core import accounts, credentials
+from signflow.core import accounts, credentials, rota
 from signflow.core.errors import InvalidInput
 from signflow.models import Role
-from signflow.web import client_ip, commit, db, now, user
-from signflow.web.forms import ConfirmForm, RevokeForm, UserForm
+from signflow.web import client_ip, commit, db, now, services, user
+from signflow.web.forms import (
+    ConfirmForm,
+    DestinationForm,
+    GroupForm,
+    RevokeForm,
+    ShiftForm,
+    UserForm,
+)
 from signflow.web.guards import roles
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -38,8 +48,7 @@ def users() -> Response | str:
         flash("User created.", "success")
         return redirect(url_for("admin.users"))
     if form.errors:
-        raise InvalidInput("Check the form: " + "; ".join(
-            f"{getattr(form, k).label.text}: {v[0]}" for k, v in form.errors.items()))
+        raise _form_error(form)
     return render_template("admin/users.html", form=form, users=accounts.list_users(db()),
                            toggle=ConfirmForm(), revoke=RevokeForm())
 
@@ -68,3 +77,84 @@ def revoke(user_id: int) -> Response:
     commit()
     flash("Certificate revoked; the physician must set a new signing PIN to enrol again.", "success")
     return redirect(url_for("admin.users"))
+
+
+def _rota_forms() -> tuple[GroupForm, DestinationForm, ShiftForm]:
+    groups, _destinations = accounts.directory(db())
+    physicians = [u for u in accounts.list_users(db()) if u.role == Role.PHYSICIAN and u.active]
+    group_form, shift_form = GroupForm(prefix="group"), ShiftForm(prefix="shift")
+    group_form.head.choices = [(0, "—")] + [(p.id, p.display_name) for p in physicians]
+    shift_form.group.choices = [(g.id, g.name) for g in groups]
+    shift_form.physician.choices = [(p.id, p.display_name) for p in physicians]
+    return group_form, DestinationForm(prefix="dest"), shift_form
+
+
+@bp.get("/rota")
+@roles(Role.ADMIN)
+def rota_page() -> str:
+    group_form, destination_form, shift_form = _rota_forms()
+    groups, destinations = accounts.directory(db())
+    return render_template("admin/rota.html", groups=groups, destinations=destinations,
+                           shifts=rota.current_and_upcoming(db(), now=now()),
+                           group_form=group_form, destination_form=destination_form,
+                           shift_form=shift_form, remove=ConfirmForm())
+
+
+def _form_error(form: FlaskForm) -> InvalidInput:
+    return InvalidInput("Check the form: " + "; ".join(
+        f"{getattr(form, k).label.text}: {v[0]}" for k, v in form.errors.items()))
+
+
+@bp.post("/rota/groups")
+@roles(Role.ADMIN)
+def add_group() -> Response:
+    form = _rota_forms()[0]
+    if not form.validate_on_submit():
+        raise _form_error(form)
+    rota.create_group(db(), actor=accounts.actor_of(user(), client_ip()), name=form.name.data or "",
+                      head_user_id=form.head.data or None, now=now())
+    commit()
+    flash("Group created.", "success")
+    return redirect(url_for("admin.rota_page"))
+
+
+@bp.post("/rota/destinations")
+@roles(Role.ADMIN)
+def add_destination() -> Response:
+    form = _rota_forms()[1]
+    if not form.validate_on_submit():
+        raise _form_error(form)
+    rota.create_destination(db(), actor=accounts.actor_of(user(), client_ip()),
+                            name=form.name.data or "", email=form.email.data, now=now())
+    commit()
+    flash("Destination created.", "success")
+    return redirect(url_for("admin.rota_page"))
+
+
+@bp.post("/rota/shifts")
+@roles(Role.ADMIN)
+def add_shift() -> Response:
+    form = _rota_forms()[2]
+    if not form.validate_on_submit():
+        raise _form_error(form)
+    tz = ZoneInfo(services().settings.timezone)
+    assert form.starts_at.data is not None and form.ends_at.data is not None
+    rota.add_shift(db(), actor=accounts.actor_of(user(), client_ip()), group_id=form.group.data,
+                   user_id=form.physician.data, level=form.level.data,
+                   starts_at=form.starts_at.data.replace(tzinfo=tz),
+                   ends_at=form.ends_at.data.replace(tzinfo=tz), now=now())
+    commit()
+    flash("Shift added.", "success")
+    return redirect(url_for("admin.rota_page"))
+
+
+@bp.post("/rota/shifts/<int:shift_id>/remove")
+@roles(Role.ADMIN)
+def remove_shift(shift_id: int) -> Response:
+    if not ConfirmForm().validate_on_submit():
+        raise InvalidInput("The form expired. Reload the page.")
+    rota.remove_shift(db(), actor=accounts.actor_of(user(), client_ip()), shift_id=shift_id,
+                      now=now())
+    commit()
+    flash("Shift removed.", "success")
+    return redirect(url_for("admin.rota_page"))

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from signflow.config import SECRET_KEY_FILE, Settings, load_settings
-from signflow.core import accounts, audit, credentials, oncall, pki, signing
+from signflow.core import accounts, audit, credentials, mfa, oncall, pki, signing
 from signflow.core.audit import Actor
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
@@ -89,10 +89,13 @@ DEMO_USERS = [
 ]
 
 
-def seed_demo(svc: Services) -> list[tuple[str, str, str, str | None]]:
-    """Demo users, group, rota and destination; new passwords and PINs each run."""
+DemoLogin = tuple[str, str, str, str | None, str | None]
+
+
+def seed_demo(svc: Services) -> list[DemoLogin]:
+    """Demo users, group, rota and destination; new passwords, PINs and TOTP seeds each run."""
     now = svc.clock()
-    printed: list[tuple[str, str, str, str | None]] = []
+    printed: list[DemoLogin] = []
     with svc.sessions() as session, session.begin():
         destination = _ensure(session, Destination, name="Transplant service")
         group = _ensure(session, OnCallGroup, name="Anaesthesia on call")
@@ -123,7 +126,12 @@ def seed_demo(svc: Services) -> list[tuple[str, str, str, str | None]]:
                                                   reason="superseded", now=now)
                 credentials.set_signing_pin(session, svc.keys, user, current_pin=None,
                                             new_pin=pin, now=now, ip=None)
-            printed.append((username, password, role, pin))
+            totp = None
+            if mfa.required_for(user, svc.settings.mfa_roles):
+                totp = mfa.new_secret()
+                user.totp_secret_enc = mfa.seal_secret(svc.keys.master_key, user, totp)
+                user.totp_last_step = None
+            printed.append((username, password, role, pin, totp))
         users = {u.username: u for u in session.scalars(select(User))}
         group.head_user_id = users["dr.head"].id
         for username, level in (("dr.lefevre", oncall.PRIMARY), ("dr.nowak", oncall.BACKUP)):
@@ -162,10 +170,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     svc = build_services(settings)
     printed = seed_demo(svc)
     print(f"\nsignflow demo running at {base_url}\n")
-    print(f"{'login':<12} {'password':<20} {'role':<11} signing PIN")
-    for username, password, role, pin in printed:
-        print(f"{username:<12} {password:<20} {role:<11} {pin or ''}")
-    print("\nDr Lefèvre is on call now (Dr Nowak backup, Pr Berg head). Ctrl-C stops.\n", flush=True)
+    print(f"{'login':<12} {'password':<20} {'role':<11} {'PIN':<7} TOTP secret")
+    for username, password, role, pin, totp in printed:
+        print(f"{username:<12} {password:<20} {role:<11} {pin or '-':<7} {totp or '-'}")
+    print("\nPhysicians, admin and auditor log in with a second factor: add the TOTP secret to an"
+          "\nauthenticator app (or: python -c \"import pyotp; print(pyotp.TOTP('SECRET').now())\")."
+          "\nThe PIN unlocks the physician's own signing key. Dr Lefèvre is on call now"
+          "\n(Dr Nowak backup, Pr Berg head of department). Ctrl-C stops.\n", flush=True)
     from signflow.jobs import start_in_thread
 
     start_in_thread(svc, interval=5)

@@ -63,6 +63,8 @@ class Settings:
     pkcs11_pin_file: str | None = None
     # Add a fresh archive timestamp when the newest one expires within this many days.
     lta_renew_days: int = 180
+    # Roles that must log in with a second factor (TOTP).
+    mfa_roles: str = "physician,admin,auditor"
 
     @property
     def production(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from signflow.models import AuditEntry, RequestState, Signature, SignatureRequest
+from signflow.models import AuditEntry, RequestState, RotaShift, Signature, SignatureRequest, User
 from tests.conftest import PIN, csrf_token, login
 from tests.helpers import request_id_from, sign, sign_form, upload
 
@@ -82,7 +83,9 @@ def state_of(svc: Any, rid: int) -> str:
         return str(req.state)
 
 
-def routes(main: int, cancel: int, decline: int, world: Any) -> list[Route]:
+def routes(
+    main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any
+) -> list[Route]:
     tech, phys, recip, aud, adm = (
         frozenset({r}) for r in ("technician", "physician", "recipient", "auditor", "admin")
     )
@@ -113,12 +116,23 @@ def routes(main: int, cancel: int, decline: int, world: Any) -> list[Route]:
         Route("GET", "/requests/new", tech, 200),
         Route("POST", "/requests/new", tech, 302, upload_data),
         Route("GET", f"/requests/{main}", tech, 200),
+        Route(
+            "POST",
+            f"/requests/{main}/stamp",
+            tech,
+            302,
+            lambda _: {"page": "1", "fx": "0.5", "fy": "0.8"},
+        ),
         Route("POST", f"/requests/{cancel}/cancel", tech, 302),
         Route("GET", "/inbox/", phys, 200),
         Route("GET", f"/inbox/{main}", phys, 200),
         Route("POST", f"/inbox/{main}/sign", phys, 302, sign_data),
+        Route("POST", f"/inbox/{decline}/take", phys, 302),
         Route(
             "POST", f"/inbox/{decline}/decline", phys, 302, lambda _: {"reason": "Wrong patient"}
+        ),
+        Route(
+            "POST", f"/inbox/{delegate}/delegate", phys, 302, lambda _: {"to": str(world.backup)}
         ),
         Route("GET", "/inbox/signing-pin", phys, 200),
         Route("POST", "/inbox/signing-pin", phys, 200),  # empty form: shown again
@@ -129,6 +143,33 @@ def routes(main: int, cancel: int, decline: int, world: Any) -> list[Route]:
         Route("GET", f"/documents/{main}/download", readers, 200),
         Route("GET", "/audit/", aud, 200),
         Route("GET", "/audit/verify", aud, 200),
+        Route("GET", f"/audit/requests/{main}", aud, 200),
+        Route(
+            "GET",
+            f"/audit/requests/{main}/evidence.pdf",
+            frozenset({"technician", "recipient", "auditor"}),
+            200,
+        ),
+        Route("POST", "/audit/export.zip", aud, 200),
+        Route("GET", "/admin/rota", adm, 200),
+        Route(
+            "POST", "/admin/rota/groups", adm, 302, lambda _: {"group-name": "Nephrology on call"}
+        ),
+        Route("POST", "/admin/rota/destinations", adm, 302, lambda _: {"dest-name": "Nephrology"}),
+        Route(
+            "POST",
+            "/admin/rota/shifts",
+            adm,
+            302,
+            lambda _: {
+                "shift-group": str(world.group),
+                "shift-physician": str(world.head),
+                "shift-level": "1",
+                "shift-starts_at": "2030-01-01T08:00",
+                "shift-ends_at": "2030-01-01T20:00",
+            },
+        ),
+        Route("POST", f"/admin/rota/shifts/{shift}/remove", adm, 302),
         Route("GET", "/admin/users", adm, 200),
         Route(
             "POST",
@@ -199,7 +240,10 @@ def test_every_route_for_every_role(app, svc, world):
     main = new_request(clients["technician"], world)
     cancel = new_request(clients["technician"], world)
     decline = new_request(clients["technician"], world)
-    table = routes(main, cancel, decline, world)
+    delegate = new_request(clients["technician"], world)
+    with svc.sessions() as s:
+        shift = s.scalar(select(RotaShift.id).where(RotaShift.user_id == world.offduty))
+    table = routes(main, cancel, decline, delegate, shift, world)
 
     # Every rule the app serves is in the table, so a new route cannot go untested.
     served = {
@@ -252,6 +296,10 @@ def test_every_route_for_every_role(app, svc, world):
     assert state_of(svc, main) == RequestState.RECEIVED
     assert state_of(svc, cancel) == RequestState.CANCELLED
     assert state_of(svc, decline) == RequestState.DECLINED
+    with svc.sessions() as s:
+        assert s.get(SignatureRequest, delegate).assignee_id == world.backup
+        assert s.get(RotaShift, shift) is None
+        assert s.scalar(select(User.id).where(User.username == "newtech")) is not None
     assert count(svc, Signature) == 1
 
     for role in ROLES:
@@ -266,18 +314,18 @@ def test_auditor_is_read_only(app, svc, world):
     auditor = app.test_client()
     login(auditor, "auditor")
     token = csrf_token(auditor, "/login")
+    # Every state-changing POST; the auditor's own export is a read that only needs a POST.
     posts = [
         rule
         for rule in app.url_map.iter_rules()
         if "POST" in rule.methods
-        and not rule.rule.startswith(("/api/", "/login", "/logout", "/tsa"))
+        and not rule.rule.startswith(("/api/", "/login", "/logout", "/tsa", "/audit/"))
     ]
     assert len(posts) >= 7
     audit_before = count(svc, AuditEntry)
     for rule in posts:
-        path = rule.rule.replace("<int:request_id>", str(pending)).replace(
-            "<int:user_id>", str(world.tech)
-        )
+        path = re.sub(r"<int:request_id>", str(pending), rule.rule)
+        path = re.sub(r"<int:\w+_id>", "1", path)
         resp = auditor.post(
             path, data={"csrf_token": token, "pin": PIN, "reason": "x", "confirm": "y"}
         )

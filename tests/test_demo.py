@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyotp
 import pytest
 from sqlalchemy import select
 
@@ -29,7 +30,7 @@ from signflow.services import build_services
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 90.0
-TABLE_HEADER = re.compile(r"^login\s+password\s+role\s+signing PIN\s*$")
+TABLE_HEADER = re.compile(r"^login\s+password\s+role\s+PIN\s+TOTP secret\s*$")
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 HOMES = {"technician": ("/requests/", "My requests"), "physician": ("/inbox/", "To sign")}
 
@@ -40,6 +41,7 @@ class Credential:
     password: str
     role: str
     pin: str | None
+    totp: str | None = None
 
 
 def free_port() -> int:
@@ -97,9 +99,9 @@ class Demo:
                 url = match.group(1)
         table: dict[str, Credential] = {}
         while (line := self._next_line(deadline)).strip():
-            cells = line.split()
-            login, password, role, pin = (*cells, None) if len(cells) == 3 else cells
-            table[login] = Credential(login, password, role, pin)
+            login, password, role, pin, totp = line.split()
+            table[login] = Credential(login, password, role, None if pin == "-" else pin,
+                                      None if totp == "-" else totp)
         return url, table
 
     def stop(self) -> None:
@@ -125,8 +127,10 @@ def wait_until_serving(base: str, demo: Demo) -> None:
             time.sleep(0.2)
 
 
-def log_in(base: str, username: str, password: str) -> tuple[int, str, str]:
-    """A fresh browser-like session: GET the form, POST it with its CSRF token, follow."""
+def log_in(base: str, username: str, password: str, totp: str | None = None
+           ) -> tuple[int, str, str]:
+    """A fresh browser-like session: GET the form, POST it with its CSRF token, follow;
+    then the second factor from the printed TOTP secret when there is one."""
     opener = urllib.request.build_opener(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     with opener.open(f"{base}/login", timeout=10) as resp:
@@ -137,13 +141,22 @@ def log_in(base: str, username: str, password: str) -> tuple[int, str, str]:
                                    "password": password}).encode()
     try:
         with opener.open(f"{base}/login", data=body, timeout=30) as resp:
-            return resp.status, urllib.parse.urlsplit(resp.url).path, resp.read().decode()
+            status, path, page = resp.status, urllib.parse.urlsplit(resp.url).path, resp.read().decode()
+        if path == "/login/code" and totp:
+            token = CSRF.search(page)
+            assert token, page[:1000]
+            body = urllib.parse.urlencode({"csrf_token": token.group(1),
+                                           "code": pyotp.TOTP(totp).now()}).encode()
+            with opener.open(f"{base}/login/code", data=body, timeout=30) as resp:
+                status, path, page = (resp.status, urllib.parse.urlsplit(resp.url).path,
+                                      resp.read().decode())
+        return status, path, page
     except urllib.error.HTTPError as err:
         return err.code, urllib.parse.urlsplit(err.url).path, err.read().decode()
 
 
 def assert_home(base: str, credential: Credential) -> None:
-    status, path, page = log_in(base, credential.login, credential.password)
+    status, path, page = log_in(base, credential.login, credential.password, credential.totp)
     home, heading = HOMES[credential.role]
     assert (status, path) == (200, home), page[:1000]
     assert heading in page
@@ -191,6 +204,7 @@ def run_demo(tmp_path: Path, *, stale: dict[str, Credential] | None = None
         wait_until_serving(base, demo)  # ...and where it answers
         assert {"tech", "dr.lefevre"} <= table.keys(), table
         assert table["tech"].role == "technician" and table["dr.lefevre"].role == "physician"
+        assert table["tech"].totp is None and table["dr.lefevre"].totp  # MFA for physicians
         assert_home(base, table["tech"])
         assert_home(base, table["dr.lefevre"])
         assert_refused(base, Credential("tech", table["tech"].password + "x", "technician", None))

@@ -112,9 +112,11 @@ def credential_state(svc: Any, user_id: int) -> tuple[int, bool]:
 
 
 def test_wrong_pin_is_counted_audited_and_blocks_at_five(app, svc, world, doc, pending, caplog):
+    # One form for every attempt: a wrong PIN does not use up the activation.
+    form = sign_form(doc, pending)
     before = snapshot(svc)
     for attempt, wrong in enumerate(WRONG_PINS[:4], start=1):
-        resp = sign(doc, pending, pin=wrong)
+        resp = doc.post(f"/inbox/{pending}/sign", data={**form, "pin": wrong})
         assert resp.status_code == 403
         assert f"wrong PIN: {5 - attempt} " in message(resp)
         assert_no_secret(resp, caplog)
@@ -123,22 +125,24 @@ def test_wrong_pin_is_counted_audited_and_blocks_at_five(app, svc, world, doc, p
     after = snapshot(svc)
     # Only the rejections were recorded: no signature, no used activation, request untouched.
     assert after["AuditEntry"] - before["AuditEntry"] == 4
+    assert audit_actions(svc)[-4:] == ["signature.pin_rejected"] * 4
     assert {k: v for k, v in after.items() if k != "AuditEntry"} == {
         k: v for k, v in before.items() if k != "AuditEntry"
     }
 
-    kept_form = sign_form(doc, pending)
-    resp = sign(doc, pending, pin=WRONG_PINS[4])
+    resp = doc.post(f"/inbox/{pending}/sign", data={**form, "pin": WRONG_PINS[4]})
     assert resp.status_code == 423
     assert "blocked" in message(resp)
     assert credential_state(svc, world.doc) == (5, True)
     # The right PIN no longer helps, even with a form opened before the block.
-    resp = doc.post(f"/inbox/{pending}/sign", data={**kept_form, "pin": PIN})
+    resp = doc.post(f"/inbox/{pending}/sign", data={**form, "pin": PIN})
     assert resp.status_code == 423
-    assert doc.get(f"/inbox/{pending}").status_code == 423
+    assert_no_secret(resp, caplog)
+    page = doc.get(f"/inbox/{pending}")
+    assert "blocked" in page.get_data(as_text=True)
+    assert 'name="activation"' not in page.get_data(as_text=True)
     assert count(svc, Signature) == 0
     assert state_of(svc, pending) == RequestState.PENDING
-    assert_no_secret(resp, caplog)
     # A blocked signing key does not lock the physician out of the site.
     again = app.test_client()
     login(again, "doc")

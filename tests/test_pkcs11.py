@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from signflow.core import pki, signing
-from signflow.core.errors import ServiceUnavailable
+from signflow.core.errors import ConfigurationError
 from signflow.db import Base
 from signflow.models import User
 from tests.pdfs import make_pdf
@@ -190,6 +190,6 @@ def test_concurrent_token_signatures_are_serialised(token: dict[str, object]) ->
     assert all(signing.validate_pdf(r, trust_roots=[keys.root_cert]).ok for r in results)
 
 
-def test_unknown_token_is_service_unavailable(token: dict[str, object]) -> None:
-    with pytest.raises(ServiceUnavailable):
+def test_unknown_token_is_a_configuration_error(token: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError, match="no-such-token"):
         signing.open_pkcs11_signer(MODULE, "no-such-token", USER_PIN, LABEL)

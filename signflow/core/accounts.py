@@ -163,9 +163,14 @@ def authenticate(
         raise AuthenticationFailed("Wrong user name or password.")
     if _HASHER.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
+    if user.totp_secret_enc is not None:
+        # The failure counter resets only once the second factor is right too.
+        audit.append(session, now=now, actor=actor_of(user, ip), action="login.password_accepted")
+        return user
     user.failed_logins = 0
     user.last_failed_login_at = None
-    audit.append(session, now=now, actor=actor_of(user, ip), action="login.succeeded")
+    audit.append(session, now=now, actor=actor_of(user, ip), action="login.succeeded",
+                 factors=["password"])
     return user
 
 

@@ -251,7 +251,7 @@ def _display_names(session: Session, ids: Iterable[int | None]) -> dict[int, str
     if not wanted:
         return {}
     rows = session.execute(select(User.id, User.display_name).where(User.id.in_(wanted)))
-    return dict(rows.tuples())
+    return {uid: name for uid, name in rows}
 
 
 def _user_label(user: User | None) -> str:
@@ -261,11 +261,12 @@ def _user_label(user: User | None) -> str:
 def _facts(session: Session, req: SignatureRequest, tz: str) -> list[tuple[str, str, bool]]:
     """(label, value, is_hash) rows of the request section."""
     group_ids = workflow.route_of(req)
-    names = dict(
-        session.execute(
+    names = {
+        gid: name
+        for gid, name in session.execute(
             select(OnCallGroup.id, OnCallGroup.name).where(OnCallGroup.id.in_(group_ids))
-        ).tuples()
-    )
+        )
+    }
     destination = session.get(Destination, req.destination_id)
     rows: list[tuple[str, str, bool]] = [
         ("Request", f"#{req.id}", False),
@@ -308,7 +309,7 @@ def _signature_lines(
         .join(User, User.id == Signature.user_id)
         .where(Signature.request_id == req.id)
         .order_by(Signature.signed_at, Signature.id)
-    ).tuples()
+    )
     return [
         [
             ("Signer", _user_label(signer), False),
@@ -531,9 +532,14 @@ class _ReportPdf(FPDF):
         return self.page_no(), box
 
     def attach(self, data: bytes, now: datetime) -> None:
-        self.embed_file(bytes=data, basename=ATTACHMENT_NAME, creation_date=now, modification_date=now,
-                        mime_type="application/json",
-                        desc="Entries, leaf hashes, proofs and checkpoint of this report")
+        self.embed_file(
+            bytes=data,
+            basename=ATTACHMENT_NAME,
+            creation_date=now,
+            modification_date=now,
+            mime_type="application/json",
+            desc="Entries, leaf hashes, proofs and checkpoint of this report",
+        )
 
     def output_bytes(self) -> bytes:
         return bytes(self.output())

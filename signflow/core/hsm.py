@@ -18,12 +18,13 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pkcs11
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.utils import Buffer
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11_errors
 from pkcs11.util.ec import decode_ec_private_key, encode_ecdsa_signature
@@ -86,6 +87,28 @@ def config_from(
     if not Path(module).is_file():
         raise ConfigurationError(f"PKCS#11 module {module} does not exist")
     return TokenConfig(module=module, token_label=token_label, pin=pin)
+
+
+class TokenSettings(Protocol):
+    """The part of signflow.config.Settings this module reads."""
+
+    @property
+    def pkcs11_module(self) -> str | None: ...
+    @property
+    def pkcs11_token(self) -> str | None: ...
+    @property
+    def pkcs11_pin(self) -> str | None: ...
+    @property
+    def pkcs11_pin_file(self) -> str | None: ...
+
+
+def from_settings(settings: TokenSettings) -> Token | None:
+    """The configured token (SIGNFLOW_PKCS11_*), or None when the keys are files."""
+    config = config_from(
+        settings.pkcs11_module, settings.pkcs11_token, settings.pkcs11_pin,
+        settings.pkcs11_pin_file,
+    )
+    return Token(config) if config is not None else None
 
 
 def _library(module: str) -> Any:
@@ -276,7 +299,7 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
 
     def sign(
         self,
-        data: utils.Buffer,
+        data: Buffer,
         signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
     ) -> bytes:
         algorithm = signature_algorithm.algorithm
@@ -333,11 +356,11 @@ class TokenRSAKey(rsa.RSAPrivateKey):
 
     def sign(
         self,
-        data: utils.Buffer,
+        data: bytes,
         padding: padding.AsymmetricPadding,
-        algorithm: utils.Prehashed | hashes.HashAlgorithm,
+        algorithm: utils.Prehashed | hashes.HashAlgorithm | utils.NoDigestInfo,
     ) -> bytes:
-        if not isinstance(padding, _PKCS1v15) or isinstance(algorithm, utils.Prehashed):
+        if not isinstance(padding, _PKCS1v15) or not isinstance(algorithm, hashes.HashAlgorithm):
             raise ConfigurationError(_PSS_UNSUPPORTED)
         return self._token.sign_rsa_pkcs1(self._label, bytes(data), algorithm.name)
 

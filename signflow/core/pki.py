@@ -62,6 +62,7 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 MAX_PIN_TRIES = 5
 PIN_MIN_LENGTH = 6
 CERT_VALIDITY = timedelta(days=3 * 365)
+TSA_VALIDITY = timedelta(days=5 * 365)
 CRL_VALIDITY = timedelta(days=7)
 # A CRL is re-issued when revocations change or when it is this old, so that
 # signing (which fetches CRLs each time) does not write to the database each time.
@@ -382,7 +383,7 @@ def init_keys(
             issuer_cert=issuing_cert,
             issuer_key=issuing_key,
             not_before=now,
-            not_after=now + timedelta(days=5 * 365),
+            not_after=now + TSA_VALIDITY,
             extensions=[
                 (x509.BasicConstraints(ca=False, path_length=None), True),
                 (_key_usage(signing=True), True),
@@ -516,6 +517,57 @@ def migrate_to_token(keys_path: Path, *, passphrase: bytes, token: hsm.Token) ->
     return done
 
 
+def issue_tsa_certificate(
+    keys: KeyMaterial,
+    public_key: rsa.RSAPublicKey,
+    *,
+    now: datetime,
+    validity: timedelta = TSA_VALIDITY,
+) -> x509.Certificate:
+    """A TSA certificate (EKU timeStamping, critical, as RFC 3161 requires) for
+    `public_key`, issued by the issuing CA (whose key may be on the token)."""
+    if not keys.base_url:
+        raise ConfigurationError("the PKI base URL is not configured")
+    return _issue(
+        subject=_name("signflow Time Stamping Authority"),
+        public_key=public_key,
+        issuer_cert=keys.issuing_cert,
+        issuer_key=keys.issuing_key,
+        not_before=now,
+        not_after=now + validity,
+        extensions=[
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_key_usage(signing=True), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
+            *((ext, False) for ext in _ca_links(keys.base_url, "issuing")),
+        ],
+    )
+
+
+def renew_tsa_certificate(keys_path: Path, keys: KeyMaterial, *, now: datetime) -> x509.Certificate:
+    """A new TSA certificate for the same TSA key (file or token), valid from `now`.
+
+    Archive timestamps only extend a document's life if their TSA certificate
+    outlives the previous one. The old certificate is kept as
+    tsa-<serial>.crt: earlier tokens still name it. Reload the keys afterwards."""
+    old = keys.tsa_cert
+    certificate = issue_tsa_certificate(keys, keys.tsa_key.public_key(), now=now)
+    if certificate.not_valid_after_utc <= old.not_valid_after_utc:
+        raise ConfigurationError(
+            "a new TSA certificate would not outlive the current one: "
+            "the issuing CA expires first and must be renewed"
+        )
+    archived = keys_path / f"tsa-{old.serial_number:x}.crt"
+    if not archived.exists():
+        _write_private(archived, _cert_pem(old))
+    staged = keys_path / (TSA_CERT + ".new")
+    staged.unlink(missing_ok=True)
+    _write_private(staged, _cert_pem(certificate))
+    # Atomic: a crash leaves either the old certificate or the new one.
+    staged.replace(keys_path / TSA_CERT)
+    return certificate
+
+
 def _read_config(keys_path: Path) -> dict[str, str]:
     try:
         loaded = json.loads((keys_path / PKI_CONFIG).read_text())
@@ -552,7 +604,7 @@ def load_keys(
 
     With a `token`, the issuing CA key, the TSA key and the pepper secret are
     the token's (logged in now, once for the process)."""
-    required = (ROOT_CERT, ISSUING_CERT, TSA_CERT, AUDIT_KEY, MASTER_KEY)
+    required: tuple[str, ...] = (ROOT_CERT, ISSUING_CERT, TSA_CERT, AUDIT_KEY, MASTER_KEY)
     if token is None:
         required += (ISSUING_KEY, TSA_KEY, PEPPER)
     missing = [name for name in required if not (keys_path / name).is_file()]

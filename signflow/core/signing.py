@@ -7,7 +7,6 @@ see a pyHanko exception.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import threading
@@ -39,6 +38,7 @@ from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError, ValidationError
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
+from signflow.core import hsm
 from signflow.core.errors import (
     ConfigurationError,
     InvalidDocument,
@@ -117,9 +117,8 @@ SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | signers.Signer
 
 # PKCS#11 modules are not reliably thread-safe (SoftHSM2 crashed the process
 # under 8 threads): every call into a token goes through this one lock, and a
-# token is logged in once per process (a second login raises).
-PKCS11_LOCK = threading.RLock()
-_pkcs11_sessions: dict[tuple[str, str], Any] = {}
+# token is logged in once per process (a second login raises). Both live in hsm.
+PKCS11_LOCK = hsm.PKCS11_LOCK
 
 
 class _LockedPKCS11Signer(signers.Signer):
@@ -155,21 +154,14 @@ def open_pkcs11_signer(
 ) -> signers.Signer:
     """A pyHanko signer whose key never leaves a PKCS#11 token (HSM, SoftHSM2).
 
-    Opens (once per process and token) a logged-in session; open it after a
-    worker forks, never before."""
-    from pyhanko.config.pkcs11 import TokenCriteria
-    from pyhanko.sign.pkcs11 import PKCS11Signer, open_pkcs11_session
+    Shares the process's one logged-in session on that token (hsm.session_for);
+    open it after a worker forks, never before. A missing token or a wrong PIN
+    is a ConfigurationError."""
+    from pyhanko.sign.pkcs11 import PKCS11Signer
 
     try:
         with PKCS11_LOCK:
-            session = _pkcs11_sessions.get((module_path, token_label))
-            if session is None:
-                session = open_pkcs11_session(
-                    module_path,
-                    token_criteria=TokenCriteria(label=token_label),
-                    user_pin=pin,
-                )
-                _pkcs11_sessions[(module_path, token_label)] = session
+            session = hsm.session_for(hsm.TokenConfig(module_path, token_label, pin))
             inner = PKCS11Signer(
                 session,
                 key_label=key_label,
@@ -188,11 +180,7 @@ def open_pkcs11_signer(
 
 
 def close_pkcs11_sessions() -> None:
-    with PKCS11_LOCK:
-        for session in _pkcs11_sessions.values():
-            with contextlib.suppress(Exception):
-                session.close()
-        _pkcs11_sessions.clear()
+    hsm.close_sessions()
 
 
 # ---------------------------------------------------------------- timestamps
@@ -747,3 +735,96 @@ def _validate_signature(
 
 def certificate_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+# ---------------------------------------------------------------- archive timestamps
+
+
+def _asn1_not_after(cert: asn1_x509.Certificate) -> datetime:
+    value: datetime = cert["tbs_certificate"]["validity"]["not_after"].native
+    return value
+
+
+def timestamp_horizon(pdf: bytes) -> datetime | None:
+    """Until when the document's newest document timestamp can be checked: the
+    earliest expiry among its TSA certificate and the chain embedded with it.
+    None when the document has no document timestamp (B-B, B-T or B-LT files).
+
+    An archive timestamp protects everything before it only while its own
+    certificates are valid: this is the date by which a fresh one is needed."""
+    try:
+        reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+        stamps = list(reader.embedded_timestamp_signatures)
+    except Exception as exc:
+        raise InvalidDocument("unreadable PDF") from exc
+    if not stamps:
+        return None
+    newest = stamps[-1]
+    chain = [newest.signer_cert, *newest.other_embedded_certs]
+    return min(_asn1_not_after(cert) for cert in chain)
+
+
+def timestamper_horizon(timestamper: TimeStamper) -> datetime | None:
+    """Expiry of the service TSA's certificate chain; None for an outside TSA,
+    whose certificate is only known from its tokens."""
+    if isinstance(timestamper, ServiceTimeStamper):
+        return min(
+            _asn1_not_after(cert) for cert in [timestamper.tsa_cert, *timestamper.certs_to_embed]
+        )
+    return None
+
+
+def document_timestamp_count(pdf: bytes) -> int:
+    try:
+        reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+        return len(list(reader.embedded_timestamp_signatures))
+    except Exception as exc:
+        raise InvalidDocument("unreadable PDF") from exc
+
+
+def add_archive_timestamp(
+    pdf: bytes,
+    *,
+    keys: KeyMaterial,
+    timestamper: TimeStamper,
+    crls: list[bytes],
+) -> bytes:
+    """`pdf` plus a fresh document timestamp (PAdES B-LTA archive timestamp).
+
+    The newest timestamp is validated first (hard-fail revocation, against the
+    hospital root, with `crls`) and its validation data (TSA chain, CRLs) is
+    stored in the DSS before the new timestamp covers it: the chain keeps
+    verifying offline after the old TSA certificate expires. Incremental: the
+    earlier signatures and timestamps stay valid."""
+    if not pdf.lstrip()[:5] == b"%PDF-":
+        raise InvalidDocument("not a PDF")
+    try:
+        reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+        has_stamps = bool(list(reader.embedded_timestamp_signatures))
+    except Exception as exc:
+        raise InvalidDocument("unreadable PDF") from exc
+    if reader.encrypted:
+        raise InvalidDocument("encrypted PDFs are not supported")
+    if not has_stamps:
+        raise InvalidDocument(
+            "this document has no document timestamp (not PAdES B-LTA): nothing to renew"
+        )
+    validation_context = ValidationContext(
+        trust_roots=[to_asn1_cert(keys.root_cert)],
+        other_certs=[to_asn1_cert(keys.issuing_cert)],
+        crls=crls,
+        allow_fetching=False,
+        revocation_mode="hard-fail",
+    )
+    out = io.BytesIO()
+    try:
+        _run_sync(
+            signers.PdfTimeStamper(timestamper).async_update_archival_timestamp_chain(
+                reader, validation_context, in_place=False, output=out
+            )
+        )
+    except SignflowError:
+        raise
+    except Exception as exc:
+        raise _translate_signing_error(exc) from exc
+    return out.getvalue()

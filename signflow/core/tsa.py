@@ -66,7 +66,7 @@ class ServiceTimeStamper(DummyTimeStamper):
     ) -> None:
         # DummyTimeStamper.__init__ wants the key as PKCS#8, which a token key
         # cannot give; only _sign_tst_info (overridden here) ever used it.
-        TimeStamper.__init__(self, include_nonce=True)
+        TimeStamper.__init__(self, include_nonce=True)  # type: ignore[no-untyped-call]
         self.tsa_cert = to_asn1_cert(tsa_cert)
         self.certs_to_embed = [to_asn1_cert(c) for c in chain]
         self.fixed_dt = None

@@ -93,6 +93,7 @@ def register(app: Flask) -> None:
         return load_session_user(db(), session_id)
 
     app.before_request(_enforce_session_limits)
+    app.before_request(auth.require_second_factor)
     app.teardown_appcontext(_close_session)
     for module in (auth, technician, physician, destination, documents, auditor, admin, api,
                    pki_routes):

@@ -8,7 +8,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
-from signflow.core import accounts, credentials, rota
+from signflow.core import accounts, credentials, mfa, rota
 from signflow.core.errors import InvalidInput
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, now, services, user
@@ -158,3 +158,14 @@ def remove_shift(shift_id: int) -> Response:
     commit()
     flash("Shift removed.", "success")
     return redirect(url_for("admin.rota_page"))
+
+
+@bp.post("/users/<int:user_id>/reset-mfa")
+@roles(Role.ADMIN)
+def reset_mfa(user_id: int) -> Response:
+    if not ConfirmForm().validate_on_submit():
+        raise InvalidInput("The form expired. Reload the page.")
+    mfa.reset(db(), actor=accounts.actor_of(user(), client_ip()), user_id=user_id, now=now())
+    commit()
+    flash("Second factor reset: the user enrols a new authenticator at next login.", "success")
+    return redirect(url_for("admin.users"))

@@ -1,19 +1,30 @@
-"""Auditors: browse and verify the audit trail (read-only)."""
+"""The auditor's workspace: browse, per-request timelines, verify, export; and
+the evidence report download (technician, recipient, auditor)."""
 
 from __future__ import annotations
 
 import json
+import tempfile
+import zipfile
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
 
-from flask import Blueprint, render_template, request, url_for
+from flask import Blueprint, Response, render_template, request, send_file, url_for
 
-from signflow.core import audit
+from signflow.auditverify import verifier_key
+from signflow.core import audit, evidence
+from signflow.core.accounts import actor_of
+from signflow.core.errors import ConfigurationError
+from signflow.core.seal import Seal
 from signflow.models import Role
-from signflow.web import db, now, services
+from signflow.web import client_ip, commit, db, deps, now, services, user
+from signflow.web.documents import attachment
 from signflow.web.guards import roles
 
 bp = Blueprint("auditor", __name__, url_prefix="/audit")
 PAGE = 50
+FILTERS = ("request", "actor", "action", "since", "until")
 
 
 def _date(name: str) -> datetime | None:
@@ -24,11 +35,19 @@ def _date(name: str) -> datetime | None:
         return None
 
 
+def _seal() -> Seal:
+    sealed: Seal | None = getattr(services(), "seal", None)
+    if sealed is None:
+        raise ConfigurationError("The evidence seal is not loaded: run `signflow init`.")
+    return sealed
+
+
 @bp.get("/")
 @roles(Role.AUDITOR)
 def index() -> str:
+    session = db()
     entries = audit.search(
-        db(),
+        session,
         request_id=request.args.get("request", type=int),
         actor_id=request.args.get("actor", type=int),
         action=(request.args.get("action") or "").strip()[:60] or None,
@@ -40,14 +59,91 @@ def index() -> str:
     rows = [(e, json.loads(e.line)) for e in entries]
     older_url = None
     if len(entries) == PAGE:
-        older_url = url_for("auditor.index", **{**request.args.to_dict(), "before": entries[-1].seq})
-    return render_template("auditor/index.html", rows=rows, args=request.args, older_url=older_url)
+        kept: dict[str, Any] = {k: v for k, v in request.args.items() if k in FILTERS and v}
+        older_url = url_for("auditor.index", **kept, before=entries[-1].seq)
+    return render_template(
+        "auditor/index.html",
+        rows=rows,
+        args=request.args,
+        older_url=older_url,
+        actions=evidence.known_actions(session),
+        users=evidence.user_choices(session),
+    )
+
+
+@bp.get("/requests/<int:request_id>")
+@roles(Role.AUDITOR)
+def timeline(request_id: int) -> str:
+    found = evidence.request_timeline(db(), user=user(), request_id=request_id, now=now())
+    return render_template("auditor/timeline.html", timeline=found, req=found.request)
+
+
+@bp.get("/requests/<int:request_id>/evidence.pdf")
+@roles(Role.TECHNICIAN, Role.RECIPIENT, Role.AUDITOR)
+def evidence_pdf(request_id: int) -> Response:
+    data = evidence.evidence_report(
+        db(),
+        deps(),
+        _seal(),
+        user=user(),
+        request_id=request_id,
+        now=now(),
+        origin=services().settings.audit_origin,
+        ip=client_ip(),
+    )
+    commit()
+    return attachment(data, f"evidence-request-{request_id}.pdf")
 
 
 @bp.get("/verify")
 @roles(Role.AUDITOR)
 def verify() -> str:
     keys = services().keys
-    result = audit.verify_log(db(), public_key=keys.audit_key.public_key(),
-                              origin=services().settings.audit_origin)
-    return render_template("auditor/verify.html", result=result, checked_at=now())
+    origin = services().settings.audit_origin
+    session = db()
+    result = audit.verify_log(session, public_key=keys.audit_key.public_key(), origin=origin)
+    return render_template(
+        "auditor/verify.html",
+        result=result,
+        checked_at=now(),
+        checkpoint=audit.latest_checkpoint(session),
+        vkey=verifier_key(origin, keys.audit_key.public_key()),
+    )
+
+
+def _zip_folder(folder: Path, into: IO[bytes]) -> None:
+    with zipfile.ZipFile(into, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+
+
+@bp.post("/export.zip")
+@roles(Role.AUDITOR)
+def export() -> Response:
+    when = now()
+    name = f"signflow-audit-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    # The archive can be large (a million entries): built on disk, streamed,
+    # and deleted when the response closes it.
+    archive = tempfile.TemporaryFile()  # noqa: SIM115 - send_file closes it
+    try:
+        with tempfile.TemporaryDirectory(prefix="signflow-export-") as work:
+            audit.export_bundle(
+                db(),
+                Path(work) / name,
+                signing_key=services().keys.audit_key,
+                origin=services().settings.audit_origin,
+                now=when,
+                actor=actor_of(user(), client_ip()),
+            )
+            _zip_folder(Path(work) / name, archive)
+        commit()
+    except BaseException:
+        archive.close()
+        raise
+    archive.seek(0)
+    response = send_file(
+        archive, mimetype="application/zip", as_attachment=True, download_name=f"{name}.zip"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response

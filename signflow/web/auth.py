@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+import base64
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from signflow.core import accounts
-from signflow.models import Role
-from signflow.web import client_ip, commit, db, now, user
-from signflow.web.forms import ConfirmForm, LoginForm
+from signflow.core import accounts, mfa
+from signflow.models import Role, User
+from signflow.web import client_ip, commit, db, now, services, user
+from signflow.web.forms import CodeForm, ConfirmForm, LoginForm
 from signflow.web.guards import safe_next
 
 bp = Blueprint("auth", __name__)
+MFA_WINDOW_SECONDS = 300
 
 HOME = {
     Role.TECHNICIAN: "technician.index",
@@ -41,11 +44,77 @@ def login() -> Response | str:
         commit()
         # A fresh session at login: nothing from before survives (fixation).
         session.clear()
-        login_user(account)
-        session.permanent = True
-        session["login_at"] = now().timestamp()
-        return redirect(safe_next(request.args.get("next")) or url_for("auth.home"))
+        target = safe_next(request.args.get("next")) or url_for("auth.home")
+        if account.totp_secret_enc is not None:
+            session["mfa_pending"] = account.get_id()
+            session["mfa_started"] = now().timestamp()
+            session["mfa_next"] = target
+            return redirect(url_for("auth.second_factor"))
+        _start_session(account)
+        return redirect(target)
     return render_template("auth/login.html", form=form)
+
+
+def _start_session(account: User) -> None:
+    login_user(account)
+    session.permanent = True
+    session["login_at"] = now().timestamp()
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def second_factor() -> Response | str:
+    pending = session.get("mfa_pending")
+    started = float(session.get("mfa_started", 0))
+    account = accounts.load_session_user(db(), pending) if pending else None
+    if account is None or now().timestamp() - started > MFA_WINDOW_SECONDS:
+        session.clear()
+        flash("Log in again.", "info")
+        return redirect(url_for("auth.login"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        mfa.verify(db(), services().keys.master_key, user=account, code=form.code.data or "",
+                   now=now(), ip=client_ip())
+        commit()
+        target = session.get("mfa_next") or url_for("auth.home")
+        session.clear()
+        _start_session(account)
+        return redirect(safe_next(target) or url_for("auth.home"))
+    return render_template("auth/code.html", form=form)
+
+
+@bp.route("/account/two-factor", methods=["GET", "POST"])
+@login_required
+def setup_mfa() -> Response | str:
+    account = user()
+    if account.totp_secret_enc is not None:
+        flash("Two-factor authentication is on.", "info")
+        return redirect(url_for("auth.home"))
+    master_key = services().keys.master_key
+    form = CodeForm()
+    if form.validate_on_submit() and "mfa_setup" in session:
+        sealed = base64.b64decode(session["mfa_setup"])
+        mfa.enable(db(), master_key, user=account, sealed_secret=sealed,
+                   code=form.code.data or "", now=now(), ip=client_ip())
+        commit()
+        session.pop("mfa_setup", None)
+        flash("Two-factor authentication is on.", "success")
+        return redirect(url_for("auth.home"))
+    # The seed travels in the (signed) session only sealed by the master key.
+    secret = mfa.new_secret()
+    session["mfa_setup"] = base64.b64encode(mfa.seal_secret(master_key, account, secret)).decode()
+    return render_template("auth/setup_mfa.html", form=form, secret=secret,
+                           uri=mfa.provisioning_uri(secret, account))
+
+
+def require_second_factor() -> Response | None:
+    """Roles that must use a second factor cannot do anything before enrolling one."""
+    if not current_user.is_authenticated or current_user.totp_secret_enc is not None:
+        return None
+    if not mfa.required_for(current_user, services().settings.mfa_roles):
+        return None
+    if request.endpoint in ("auth.setup_mfa", "auth.logout", "static"):
+        return None
+    return redirect(url_for("auth.setup_mfa"))
 
 
 @bp.post("/logout")

@@ -25,6 +25,11 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
+class CodeForm(FlaskForm):
+    code = StringField("6-digit code from your authenticator app",
+                       validators=[DataRequired(), Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message="Six digits.")])
+
+
 class ConfirmForm(FlaskForm):
     """A button: logout, cancel, acknowledge..."""
 

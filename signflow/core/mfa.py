@@ -1,0 +1,111 @@
+"""TOTP second factor (RFC 6238 via pyotp): seeds sealed by the storage master key,
+each code accepted once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pyotp
+from sqlalchemy.orm import Session
+
+from signflow.core import audit
+from signflow.core.accounts import actor_of, throttle_delay
+from signflow.core.audit import Actor
+from signflow.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, Throttled
+from signflow.core.storage import decrypt_secret, encrypt_secret
+from signflow.models import User
+
+STEP_SECONDS = 30
+ISSUER = "signflow"
+
+
+def new_secret() -> str:
+    return pyotp.random_base32()
+
+
+def provisioning_uri(secret: str, user: User) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=ISSUER)
+
+
+def _purpose(user: User) -> str:
+    return f"totp:{user.id}"
+
+
+def seal_secret(master_key: bytes, user: User, secret: str) -> bytes:
+    return encrypt_secret(master_key, secret.encode(), purpose=_purpose(user))
+
+
+def required_for(user: User, roles: str) -> bool:
+    return user.role in {r.strip() for r in roles.split(",") if r.strip()}
+
+
+def _matching_step(secret: str, code: str, now: datetime, after: int | None) -> int | None:
+    """The time step the code belongs to (current one or a neighbour, for clock
+    drift), if it was not used already."""
+    code = code.strip().replace(" ", "")
+    if not (code.isdigit() and len(code) == 6):
+        return None
+    totp = pyotp.TOTP(secret)
+    current = int(now.timestamp()) // STEP_SECONDS
+    for step in (current, current - 1, current + 1):
+        if after is not None and step <= after:
+            continue
+        if pyotp.utils.strings_equal(totp.at(step * STEP_SECONDS), code):
+            return step
+    return None
+
+
+def enable(session: Session, master_key: bytes, *, user: User, sealed_secret: bytes, code: str,
+           now: datetime, ip: str | None) -> None:
+    if user.totp_secret_enc is not None:
+        raise Conflict("Two-factor authentication is already on.")
+    secret = decrypt_secret(master_key, sealed_secret, purpose=_purpose(user)).decode()
+    step = _matching_step(secret, code, now, None)
+    if step is None:
+        raise InvalidInput("That code does not match: check the time on your phone and try again.")
+    user.totp_secret_enc = sealed_secret
+    user.totp_last_step = step
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="mfa.enabled", method="totp")
+
+
+def verify(session: Session, master_key: bytes, *, user: User, code: str, now: datetime,
+           ip: str | None) -> None:
+    """Second factor at login. Failures count with the password's throttle."""
+    if user.totp_secret_enc is None:
+        raise NotFound("Two-factor authentication is not set up.")
+    if user.failed_logins and user.last_failed_login_at is not None:
+        wait = throttle_delay(user.failed_logins)
+        remaining = (user.last_failed_login_at + timedelta(seconds=wait) - now).total_seconds()
+        if remaining > 0:
+            audit.append(session, now=now, actor=actor_of(user, ip), action="login.throttled",
+                         factor="totp")
+            raise Throttled("Too many failed attempts: wait a moment and try again.",
+                            retry_after=int(remaining) + 1)
+    secret = decrypt_secret(master_key, user.totp_secret_enc, purpose=_purpose(user)).decode()
+    step = _matching_step(secret, code, now, user.totp_last_step)
+    if step is None:
+        user.failed_logins += 1
+        user.last_failed_login_at = now
+        audit.append(session, now=now, actor=actor_of(user, ip),
+                     action="login.second_factor_failed", factor="totp")
+        raise AuthenticationFailed("Wrong or already used code.")
+    user.totp_last_step = step
+    user.failed_logins = 0
+    user.last_failed_login_at = None
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="login.succeeded",
+                 factors=["password", "totp"])
+
+
+def reset(session: Session, *, actor: Actor, user_id: int, now: datetime) -> User:
+    """Admin: a lost phone. The user enrols a new authenticator at next login."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    user.totp_secret_enc = None
+    user.totp_last_step = None
+    user.session_version += 1
+    session.flush()
+    audit.append(session, now=now, actor=actor, action="mfa.reset", user=user.id)
+    return user

@@ -111,6 +111,8 @@ def routes(
         Route("GET", "/", PUBLIC - {"anonymous"}, 302),
         Route("GET", "/login", PUBLIC, 200, same_for_all=True),
         Route("POST", "/login", PUBLIC, 200, same_for_all=True),  # empty form: shown again
+        Route("GET", "/account/two-factor", PUBLIC - {"anonymous"}, 200),
+        Route("POST", "/account/two-factor", PUBLIC - {"anonymous"}, 200),  # no code: shown again
         Route("GET", "/requests/", tech, 200),
         Route("GET", "/requests/status.json", tech, 200),
         Route("GET", "/requests/new", tech, 200),
@@ -255,7 +257,8 @@ def test_every_route_for_every_role(app, svc, world):
         endpoint, _ = adapter.match(route.path, method=route.method)
         rule = next(r for r in app.url_map.iter_rules(endpoint) if route.method in r.methods)
         tested.add((route.method, rule.rule))
-    tested.add(("POST", "/logout"))
+    # Checked at the end: logout, and the second-factor step (which drops any session).
+    tested |= {("POST", "/logout"), ("GET", "/login/code"), ("POST", "/login/code")}
     assert served - tested == set()
 
     denied_before = count(svc, AuditEntry, AuditEntry.action == "access.denied")
@@ -307,6 +310,18 @@ def test_every_route_for_every_role(app, svc, world):
         assert resp.status_code == 302 and resp.headers["Location"].startswith("/login"), role
         assert clients[role].get("/").headers["Location"].startswith("/login"), role
 
+    # Without a password step just done, the second-factor page sends everyone to the login.
+    for role in ROLES:
+        client = app.test_client()
+        if role != "anonymous":
+            login(client, ACCOUNT[role])
+        token = csrf_token(client, "/login")
+        for resp in (
+            client.get("/login/code"),
+            client.post("/login/code", data={"csrf_token": token, "code": "123456"}),
+        ):
+            assert resp.status_code == 302 and resp.headers["Location"].startswith("/login"), role
+
 
 def test_auditor_is_read_only(app, svc, world):
     rid, _tech, _doc = delivered_request(app, world)
@@ -319,7 +334,7 @@ def test_auditor_is_read_only(app, svc, world):
         rule
         for rule in app.url_map.iter_rules()
         if "POST" in rule.methods
-        and not rule.rule.startswith(("/api/", "/login", "/logout", "/tsa", "/audit/"))
+        and not rule.rule.startswith(("/api/", "/login", "/logout", "/account/", "/tsa", "/audit/"))
     ]
     assert len(posts) >= 7
     audit_before = count(svc, AuditEntry)

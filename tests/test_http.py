@@ -255,8 +255,11 @@ def test_unknown_request_id_is_404(app, svc, world, tech, doc):
 
 
 def test_altered_document_hash_is_refused(app, svc, world, doc, pending, caplog):
+    form = sign_form(doc, pending)
     before = snapshot(svc)
-    resp = sign(doc, pending, document_sha256="0" * 64)
+    resp = doc.post(
+        f"/inbox/{pending}/sign", data={**form, "pin": PIN, "document_sha256": "0" * 64}
+    )
     assert resp.status_code == 409
     assert "The document differs from the one you were shown" in message(resp)
     assert snapshot(svc) == before

@@ -79,11 +79,12 @@ def test_purge_past_retention_only(svc, world, clock, app):
         assert (row.document_sha256, row.signed_sha256) == (old[rid].document_sha256,
                                                             old[rid].signed_sha256)
     assert _row(svc, pending).purged_at is None and _row(svc, recent).purged_at is None
+    pending_sha = _row(svc, pending).document_sha256
     with svc.sessions() as s:
         assert not svc.blobs.exists(s, old[received].signed_sha256)
         # Still needed by the pending request (identical upload): kept.
         assert svc.blobs.exists(s, old[cancelled].document_sha256)
-        assert svc.blobs.get(s, _row(svc, pending).document_sha256)
+        assert svc.blobs.get(s, pending_sha)
         entries = {e.request_id: json.loads(e.line) for e in s.scalars(
             select(AuditEntry).where(AuditEntry.action == "document.purged"))}
         assert set(entries) == {received, cancelled}

@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from signflow.core import audit, consistency, retention, workflow
+from signflow.core import audit, consistency, pdfcheck, retention, workflow
 from signflow.core.errors import NotFound
 from signflow.core.storage import FileBlobStore
 from signflow.models import AuditEntry, Blob, RequestState, SignatureRequest, User
 from signflow.services import build_services
 from tests.conftest import TEST_ACTOR, login, make_settings
+from tests.pdfs import make_pdf
 from tests.test_cli import run
 from tests.test_workflow import _create, _sign
 
@@ -24,6 +25,14 @@ def settings(request, tmp_path, keys_dir, database_url):
     """The shared settings, with the blob backend a test asks for (indirect param)."""
     return make_settings(tmp_path / "instance", keys_dir, database_url,
                          blob_backend=getattr(request, "param", "database"))
+
+
+def _create_with(svc, world, upload):
+    with svc.sessions() as s, s.begin():
+        return workflow.create_request(
+            s, svc.deps, user=s.get(User, world.tech), ip=None, now=svc.clock(), upload=upload,
+            filename="consent.pdf", title="Consent", group_id=world.group,
+            destination_id=world.destination, urgency="routine").id
 
 
 def _acknowledge(svc, rid, world):
@@ -53,7 +62,8 @@ def test_purge_past_retention_only(svc, world, clock, app):
     received = _create(svc, world)
     _sign(svc, received, world.doc)
     _acknowledge(svc, received, world)
-    cancelled = _create(svc, world, urgency="routine")
+    upload = pdfcheck.normalise_upload(make_pdf(1, "Shared"), max_bytes=10**7, max_pages=5)
+    cancelled = _create_with(svc, world, upload)
     _cancel(svc, cancelled, world)
     old = {rid: _row(svc, rid) for rid in (received, cancelled)}
     # A preview rendered before the purge must not survive it.
@@ -64,7 +74,7 @@ def test_purge_past_retention_only(svc, world, clock, app):
     assert any(preview_folder.iterdir())
 
     clock.advance(days=20)
-    pending = _create(svc, world)  # same bytes as the cancelled upload: shares its blob
+    pending = _create_with(svc, world, upload)  # the same bytes: one shared blob
     recent = _create(svc, world)
     _cancel(svc, recent, world)
     clock.advance(days=15)

@@ -11,6 +11,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from signflow import logs
 from signflow.config import Settings, load_settings, require_secret_key
 from signflow.services import Services, build_services
 
@@ -64,6 +65,8 @@ def create_app(
     from signflow.web import api, pki_routes, register
 
     register(app)
+    if not app.testing:
+        logs.configure()
     # Bearer-token API and the TSA take no cookies, so there is nothing to forge.
     csrf.exempt(api.bp)
     csrf.exempt(pki_routes.bp)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from signflow import logs
 from signflow.config import SECRET_KEY_FILE, Settings, load_settings
 from signflow.core import accounts, audit, credentials, mfa, oncall, pki, signing
 from signflow.core.audit import Actor
@@ -417,8 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO if args.verbose else logging.WARNING)
     for name in ("pyhanko", "pyhanko_certvalidator"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:

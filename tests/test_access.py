@@ -153,6 +153,7 @@ def routes(
             200,
         ),
         Route("POST", "/audit/export.zip", aud, 200),
+        Route("POST", f"/admin/users/{world.doc}/reset-mfa", adm, 302),
         Route("GET", "/admin/rota", adm, 200),
         Route(
             "POST", "/admin/rota/groups", adm, 302, lambda _: {"group-name": "Nephrology on call"}

@@ -96,3 +96,14 @@ def test_production_requires_a_notification_channel(tmp_path):
 
     with pytest.raises(ConfigurationError, match="notification"):
         make_notifier(Settings(env="production", instance_path=tmp_path))
+
+
+def test_log_lines_cannot_be_forged():
+    import logging
+
+    from signflow.logs import OneLineUTCFormatter
+
+    record = logging.LogRecord("signflow.web", logging.INFO, __file__, 1,
+                               "refused %s", ("/x\n2026-01-01 INFO forged: admin logged in",), None)
+    line = OneLineUTCFormatter("%(asctime)sZ %(message)s").format(record)
+    assert "\n" not in line and "\\n2026-01-01 INFO forged" in line

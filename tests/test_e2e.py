@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from sqlalchemy import select
 
 from signflow.core import signing
 from signflow.models import AuditEntry, RequestState, SignatureRequest
-from tests.conftest import login
+from tests.conftest import PASSWORD, PIN, login
 from tests.helpers import request_id_from, sign, upload
 from tests.pdfsig import pdfsig_report
 
 
-def test_whole_loop(app, svc, world, tmp_path, keys_dir):
+def test_whole_loop(app, svc, world, tmp_path, keys_dir, caplog):
+    caplog.set_level(logging.DEBUG)
     tech, doc, dest, auditor = (app.test_client() for _ in range(4))
     login(tech, "tech")
     resp = upload(tech, world)
@@ -57,6 +59,12 @@ def test_whole_loop(app, svc, world, tmp_path, keys_dir):
         assert lifecycle == ["request.created", "request.signed", "request.delivered",
                              "request.received"]
         assert "document.viewed" in actions
+
+    # No secret in the audit log or in anything logged during the whole loop.
+    with svc.sessions() as s:
+        lines = "\n".join(s.scalars(select(AuditEntry.line)).all())
+    for secret in (PASSWORD, PIN, app.config["SECRET_KEY"]):
+        assert secret not in lines and secret not in caplog.text
 
     # Independent verifiers: pyHanko through our report, and poppler's pdfsig.
     report = signing.validate_pdf(signed, trust_roots=[svc.keys.root_cert])

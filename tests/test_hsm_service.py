@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from signflow.core.errors import ConfigurationError, WrongPin
 from signflow.core.workflow import Deps
 from signflow.models import SignatureRequest, SigningCredential, User
 from signflow.services import Services
-from tests.conftest import PIN, World
+from tests.conftest import PIN, TEST_ACTOR, World
 from tests.pdfs import make_pdf
 from tests.pdfsig import pdfsig_report
 from tests.test_workflow import _create, _sign
@@ -81,14 +80,19 @@ def _token(label: str, pin: str | None = None) -> hsm.Token:
 
 
 @pytest.fixture(scope="module")
-def token_keys(softhsm: Path, tmp_path_factory: pytest.TempPathFactory) -> pki.KeyMaterial:
+def token_folder(softhsm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A keys folder made with files, then moved into the token by migrate_to_token."""
     folder = tmp_path_factory.mktemp("hsm-keys")
     pki.init_keys(folder, passphrase=PASSPHRASE, now=datetime.now(UTC) - timedelta(days=1),
                   base_url=BASE_URL)
     moved = pki.migrate_to_token(folder, passphrase=PASSPHRASE, token=_token("svc-main"))
     assert len(moved) == 3
-    return pki.load_keys(folder, passphrase=PASSPHRASE, token=_token("svc-main"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def token_keys(token_folder: Path) -> pki.KeyMaterial:
+    return pki.load_keys(token_folder, passphrase=PASSPHRASE, token=_token("svc-main"))
 
 
 @pytest.fixture
@@ -102,8 +106,8 @@ def token_deps(svc: Services, token_keys: pki.KeyMaterial) -> Iterator[Deps]:
     svc.deps = real
 
 
-def test_migration_leaves_no_key_on_disk(token_keys: pki.KeyMaterial) -> None:
-    folder = _keys_folder(token_keys)
+def test_migration_leaves_no_key_on_disk(token_keys: pki.KeyMaterial, token_folder: Path) -> None:
+    folder = token_folder
     assert not (folder / pki.ISSUING_KEY).exists() and not (folder / pki.TSA_KEY).exists()
     assert isinstance(token_keys.issuing_key, hsm.TokenECKey)
     assert isinstance(token_keys.tsa_key, hsm.TokenRSAKey)
@@ -122,17 +126,6 @@ def test_migration_leaves_no_key_on_disk(token_keys: pki.KeyMaterial) -> None:
     assert pki.migrate_to_token(folder, passphrase=PASSPHRASE, token=_token("svc-main")) == []
     assert pki.init_keys(folder, passphrase=PASSPHRASE, now=datetime.now(UTC), base_url=BASE_URL,
                          token=_token("svc-main")) is False
-
-
-def _keys_folder(keys: pki.KeyMaterial) -> Path:
-    # The fixture's folder: found through the tmp path of the certificate file.
-    for candidate in Path(os.environ["PYTEST_TMPDIR"] if "PYTEST_TMPDIR" in os.environ
-                          else "/nonexistent").glob("*"):
-        del candidate
-    return _FOLDERS[id(keys)]
-
-
-_FOLDERS: dict[int, Path] = {}
 
 
 def test_fresh_init_creates_the_keys_in_the_token(softhsm: Path, tmp_path: Path) -> None:
@@ -156,7 +149,7 @@ def test_certificates_and_crls_are_signed_by_the_token(
     now = svc.clock()
     with svc.sessions() as s, s.begin():
         user = s.get(User, world.doc)
-        credentials.revoke_credential(s, actor=credentials.actor_of(user, None), user_id=user.id,
+        credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
                                       reason="superseded", now=now)
         cred = credentials.set_signing_pin(s, token_keys, user, current_pin=None, new_pin=PIN,
                                            now=now, ip=None)
@@ -174,7 +167,7 @@ def _enrol_on_token(svc: Services, world: World, keys: pki.KeyMaterial) -> int:
     now = svc.clock()
     with svc.sessions() as s, s.begin():
         user = s.get(User, world.doc)
-        credentials.revoke_credential(s, actor=credentials.actor_of(user, None), user_id=user.id,
+        credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
                                       reason="superseded", now=now)
         cred = credentials.set_signing_pin(s, keys, user, current_pin=None, new_pin=PIN, now=now,
                                            ip=None)
@@ -183,7 +176,7 @@ def _enrol_on_token(svc: Services, world: World, keys: pki.KeyMaterial) -> int:
 
 
 def test_sign_request_end_to_end_with_token_keys(
-    svc: Services, world: World, token_deps: Deps, tmp_path: Path
+    svc: Services, world: World, token_deps: Deps, token_folder: Path, tmp_path: Path
 ) -> None:
     keys = token_deps.keys
     _enrol_on_token(svc, world, keys)
@@ -204,14 +197,9 @@ def test_sign_request_end_to_end_with_token_keys(
     assert report.signatures[-1].is_timestamp and report.signatures[-1].ok
     assert report.signatures[-1].signer == "signflow Time Stamping Authority"
 
-    root_dir = tmp_path / "root"
-    root_dir.mkdir()
-    (root_dir / "root.crt").write_bytes(signing.certificate_der(keys.root_cert) and
-                                        keys.root_cert.public_bytes(
-                                            signing.serialization.Encoding.PEM))
     path = tmp_path / "signed.pdf"
     path.write_bytes(signed)
-    out = pdfsig_report(path, root_dir, tmp_path)
+    out = pdfsig_report(path, token_folder, tmp_path)
     assert "Signature is Valid" in out and "Certificate is Trusted" in out, out
 
 
@@ -227,7 +215,8 @@ def test_pepper_needs_the_token(svc: Services, world: World, token_keys: pki.Key
             pki.unlock(s, no_token, cred, PIN, now=now)
         # Another token (same labels, its own secret) does not open it either.
         other = _token("svc-other")
-        pki.migrate_to_token(Path("/nonexistent"), passphrase=PASSPHRASE, token=other)
+        if not other.has_object(hsm.PEPPER_KEY_LABEL):
+            other.generate_hmac_key(hsm.PEPPER_KEY_LABEL)
         with pytest.raises(WrongPin):
             pki.unlock(s, dataclasses.replace(token_keys, token=other), cred, PIN, now=now)
         assert pki.unlock(s, token_keys, cred, PIN, now=now) is not None
@@ -237,24 +226,21 @@ def test_file_peppered_credentials_move_to_the_token_at_pin_change(
     softhsm: Path, svc: Services, world: World, tmp_path: Path
 ) -> None:
     folder = tmp_path / "keys"
-    shutil.copytree(_FOLDERS[id(svc)], folder) if id(svc) in _FOLDERS else None
     pki.init_keys(folder, passphrase=PASSPHRASE, now=svc.clock() - timedelta(days=1),
                   base_url=BASE_URL)
     file_keys = pki.load_keys(folder, passphrase=PASSPHRASE)
     now = svc.clock()
     with svc.sessions() as s, s.begin():
         user = s.get(User, world.doc)
-        credentials.revoke_credential(s, actor=credentials.actor_of(user, None), user_id=user.id,
+        credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
                                       reason="superseded", now=now)
         cred = credentials.set_signing_pin(s, file_keys, user, current_pin=None, new_pin=PIN,
                                            now=now, ip=None)
         assert cred.kdf_params == pki.KDF_PARAMS
         cred_id = cred.id
-    token = _token("svc-fresh")
-    # svc-fresh already holds keys from another test only if that test ran: use its own labels.
     pki.migrate_to_token(folder, passphrase=PASSPHRASE, token=_token("svc-other"))
     moved = pki.load_keys(folder, passphrase=PASSPHRASE, token=_token("svc-other"))
-    del token
+    assert (folder / pki.PEPPER).is_file()
     with svc.sessions() as s, s.begin():
         cred = s.get(SigningCredential, cred_id)
         assert pki.unlock(s, moved, cred, PIN, now=now) is not None  # pepper.key still works

@@ -19,11 +19,12 @@ from signflow.core.errors import ConfigurationError
 from signflow.db import Base
 from signflow.models import User
 from tests.pdfs import make_pdf
+from tests.test_hsm_service import TOKENS, softhsm  # noqa: F401 - shared fixture
 from tests.tools import require_tool
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN = "signflow-test"
-USER_PIN = "482916"
+USER_PIN = TOKENS["signflow-test"]
 LABEL = "physician"
 
 
@@ -37,19 +38,15 @@ def _require_module() -> str:
 
 
 @pytest.fixture(scope="module")
-def token(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def token(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    request.getfixturevalue("softhsm")
     softhsm_util = require_tool("softhsm2-util")
     pkcs11_tool = require_tool("pkcs11-tool")
     module = _require_module()
-    folder = tmp_path_factory.mktemp("softhsm")
-    (folder / "tokens").mkdir()
-    conf = folder / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {folder / 'tokens'}\n"
-        "objectstore.backend = file\nlog.level = ERROR\n"
-    )
-    # Read by SoftHSM at C_Initialize, in the subprocesses and in this process alike.
-    os.environ["SOFTHSM2_CONF"] = str(conf)
+    # The token itself was created by the session-wide `softhsm` fixture.
+    folder = tmp_path_factory.mktemp("pkcs11-material")
 
     now = datetime.now(UTC)
     keys_dir = folder / "keys"
@@ -84,20 +81,6 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     cert_der = folder / "cert.der"
     cert_der.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
     run = {"check": True, "capture_output": True}
-    subprocess.run(
-        [
-            softhsm_util,
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--so-pin",
-            "12345678",
-            "--pin",
-            USER_PIN,
-        ],
-        **run,  # type: ignore[call-overload]
-    )
     subprocess.run(
         [
             softhsm_util,

@@ -233,7 +233,7 @@ def _user_by_name(session: Any, username: str) -> User:
 def cmd_api_token(args: argparse.Namespace) -> int:
     svc = build_services(_settings(args))
     with svc.sessions() as session, session.begin():
-        if args.token_command == "create":
+        if args.token_command == "create":  # noqa: S105 - a subcommand name
             user = _user_by_name(session, args.username)
             issued = accounts.create_api_token(session, actor=CLI_ACTOR, user=user,
                                                name=args.name, now=svc.clock())

@@ -14,7 +14,7 @@ from typing import Any
 
 from signflow.core.errors import ConfigurationError
 
-SECRET_KEY_FILE = "secret_key"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 CONFIG_FILE = "signflow.toml"
 ENVIRONMENTS = ("production", "development", "testing")
 

@@ -22,7 +22,7 @@ from signflow.core.storage import BlobStore, make_blob_store
 from signflow.core.workflow import Deps
 from signflow.db import make_engine, make_session_factory
 
-PASSPHRASE_FILE = "keys_passphrase"
+PASSPHRASE_FILE = "keys_passphrase"  # noqa: S105 - a file name
 
 
 @dataclass

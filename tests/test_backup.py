@@ -7,6 +7,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import create_engine, inspect, select
@@ -17,7 +18,7 @@ from signflow.core.errors import Conflict, InvalidInput
 from signflow.core.notify import LogNotifier
 from signflow.models import SignatureRequest, User
 from signflow.services import build_services
-from tests.conftest import PG_URL, Clock, make_settings, require_postgres, reset_postgres
+from tests.conftest import Clock, make_settings, require_postgres, reset_postgres
 from tests.test_cli import run
 from tests.test_retention import _acknowledge
 from tests.test_workflow import _create, _sign
@@ -76,13 +77,9 @@ def _assert_restored(target_settings, expected: dict[int, str], clock: Clock) ->
                     assert report.ok, report.as_json()
             s.rollback()
         # Ids keep counting after the restored ones (PostgreSQL sequences reset).
-        with svc.sessions() as s, s.begin():
-            tech = s.scalar(select(User).where(User.username == "tech"))
-        from tests.conftest import World
-
-        world = World(**{f: 0 for f in World.__dataclass_fields__})
-        world.tech, world.group = tech.id, _group_id(svc)
-        world.destination = _destination_id(svc)
+        with svc.sessions() as s:
+            tech = s.scalar(select(User.id).where(User.username == "tech"))
+        world = SimpleNamespace(tech=tech, group=_group_id(svc), destination=_destination_id(svc))
         new_id = _create(svc, world)
         assert new_id > max(expected)
     finally:
@@ -239,8 +236,3 @@ def test_cli_backup_and_restore(svc, world, settings, tmp_path, clock):
     assert checked.returncode == 0, checked.stdout
     target_settings = make_settings(tmp_path / "cli-restored", tmp_path / "cli-keys", target_url)
     _assert_restored(target_settings, expected, clock)
-
-
-def test_pg_url_documented():
-    # The PostgreSQL variants above run when SIGNFLOW_TEST_DATABASE_URL is set.
-    assert PG_URL is None or PG_URL.startswith("postgresql")

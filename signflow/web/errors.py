@@ -86,8 +86,8 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _csrf_error(exc: CSRFError) -> Response:
-    return render_error(400, "Form expired", "The form expired or was tampered with. Reload the page and try again.",
-                        "csrf")
+    return render_error(400, "Form expired",
+                        "The form expired or was tampered with. Reload the page and try again.", "csrf")
 
 
 def _unexpected(exc: Exception) -> Response:

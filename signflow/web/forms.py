@@ -8,8 +8,8 @@ from wtforms import (
     BooleanField,
     DateTimeLocalField,
     FloatField,
-    IntegerField,
     HiddenField,
+    IntegerField,
     PasswordField,
     SelectField,
     StringField,
@@ -18,6 +18,8 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
 from signflow.models import Role, Urgency
+
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 class LoginForm(FlaskForm):
@@ -49,7 +51,7 @@ class UploadForm(FlaskForm):
     )
     note = TextAreaField("Note for the physician (optional)", validators=[Optional(), Length(max=2000)])
     stamp_position = HiddenField(
-        validators=[Optional(), Regexp(r"^\d{1,4},\d{1,5}(\.\d+)?,\d{1,5}(\.\d+)?,\d{1,5}(\.\d+)?,\d{1,5}(\.\d+)?$")]
+        validators=[Optional(), Regexp(r"^\d{1,4}(,\d{1,5}(\.\d+)?){4}$")]
     )
 
 
@@ -74,7 +76,8 @@ class UserForm(FlaskForm):
     display_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
     role = SelectField("Role", choices=[(r.value, r.value.capitalize()) for r in Role])
     password = PasswordField("Initial password", validators=[DataRequired(), Length(min=8, max=256)])
-    email = StringField("E-mail", validators=[Optional(), Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Not an e-mail address."), Length(max=320)])
+    email = StringField("E-mail", validators=[Optional(), Regexp(EMAIL, message="Not an e-mail address."),
+                                              Length(max=320)])
     professional_id = StringField("Professional ID (RPPS)", validators=[Optional(), Length(max=40)])
     destination = SelectField("Destination service (recipients)", coerce=int, validators=[Optional()])
 
@@ -106,7 +109,7 @@ class GroupForm(FlaskForm):
 class DestinationForm(FlaskForm):
     name = StringField("Destination service", validators=[DataRequired(), Length(max=200)])
     email = StringField("Service e-mail (optional)", validators=[
-        Optional(), Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Not an e-mail address."),
+        Optional(), Regexp(EMAIL, message="Not an e-mail address."),
         Length(max=320)])
 
 

@@ -18,6 +18,7 @@ from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
 from signflow.core.notify import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
 from signflow.core.preview import PreviewCache
+from signflow.core.sandbox import SandboxLimits
 from signflow.core.storage import BlobStore, make_blob_store
 from signflow.core.workflow import Deps
 from signflow.db import make_engine, make_session_factory
@@ -36,6 +37,7 @@ class Services:
     notifier: Notifier
     deps: Deps
     clock: Callable[[], datetime]
+    sandbox: SandboxLimits
 
 
 def keys_passphrase(settings: Settings, environ: dict[str, str] | None = None) -> bytes:
@@ -91,14 +93,18 @@ def build_services(
         deadline_minutes=settings.deadline_minutes,
         escalation_levels=settings.escalation_levels,
     )
+    sandbox = SandboxLimits(timeout_s=float(settings.parse_timeout_seconds),
+                            memory_bytes=settings.parse_memory_mb * 1024 * 1024)
     return Services(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
         keys=keys,
         blobs=blobs,
-        previews=PreviewCache(settings.instance_path / "cache" / "previews", keys.master_key),
+        previews=PreviewCache(settings.instance_path / "cache" / "previews", keys.master_key,
+                              limits=sandbox),
         notifier=notifier or make_notifier(settings),
         deps=deps,
         clock=clock,
+        sandbox=sandbox,
     )

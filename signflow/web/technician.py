@@ -49,6 +49,7 @@ def new() -> Response | str:
         normalised = pdfcheck.normalise_upload(
             raw, max_bytes=settings.max_upload_bytes, max_pages=settings.max_pages,
             active_content=settings.active_content, allow_signed=settings.allow_countersign,
+            limits=services().sandbox,
         )
         req = workflow.create_request(
             db(), deps(), user=user(), ip=client_ip(), now=now(), upload=normalised,

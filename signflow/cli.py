@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from signflow import logs
 from signflow.config import SECRET_KEY_FILE, Settings, load_settings
-from signflow.core import accounts, audit, credentials, mfa, oncall, pki, signing
+from signflow.core import accounts, audit, credentials, mfa, oncall, pki, seal, signing
 from signflow.core.audit import Actor
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
@@ -54,8 +54,10 @@ def init_instance(settings: Settings) -> Settings:
                              env=settings.env, database_url=settings.database_url)
     from signflow.services import keys_passphrase
 
-    pki.init_keys(settings.keys_path, passphrase=keys_passphrase(settings), now=utcnow(),
-                  base_url=settings.base_url)
+    passphrase = keys_passphrase(settings)
+    pki.init_keys(settings.keys_path, passphrase=passphrase, now=utcnow(), base_url=settings.base_url)
+    seal.ensure_seal(settings.keys_path, pki.load_keys(settings.keys_path, passphrase=passphrase),
+                     passphrase=passphrase, now=utcnow())
     upgrade(settings.database_url)
     return settings
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from signflow.config import Settings
 from signflow.core import pki, signing
+from signflow.core import seal as seal_module
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
 from signflow.core.notify import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
@@ -38,6 +39,7 @@ class Services:
     deps: Deps
     clock: Callable[[], datetime]
     sandbox: SandboxLimits
+    seal: seal_module.Seal
 
 
 def keys_passphrase(settings: Settings, environ: dict[str, str] | None = None) -> bytes:
@@ -78,7 +80,8 @@ def build_services(
     settings: Settings, *, clock: Callable[[], datetime] = utcnow, notifier: Notifier | None = None
 ) -> Services:
     engine = make_engine(settings.database_url)
-    keys = pki.load_keys(settings.keys_path, passphrase=keys_passphrase(settings))
+    passphrase = keys_passphrase(settings)
+    keys = pki.load_keys(settings.keys_path, passphrase=passphrase)
     blob_root: Path | None = settings.instance_path / "blobs" if settings.blob_backend == "file" else None
     blobs = make_blob_store(settings.blob_backend, keys.master_key, blob_root)
     secret = (settings.secret_key or "").encode()
@@ -107,4 +110,5 @@ def build_services(
         deps=deps,
         clock=clock,
         sandbox=sandbox,
+        seal=seal_module.load_seal(settings.keys_path, passphrase=passphrase),
     )

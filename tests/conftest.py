@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from signflow.app import create_app
 from signflow.config import Settings
-from signflow.core import accounts, credentials, pki
+from signflow.core import accounts, credentials, pki, seal
 from signflow.core.audit import Actor
 from signflow.core.notify import LogNotifier
 from signflow.migrate import upgrade
@@ -52,6 +52,8 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys")
     pki.init_keys(path, passphrase=PASSPHRASE.encode(), now=T0 - timedelta(days=1),
                   base_url="http://127.0.0.1:5000")
+    seal.ensure_seal(path, pki.load_keys(path, passphrase=PASSPHRASE.encode()),
+                     passphrase=PASSPHRASE.encode(), now=T0 - timedelta(days=1))
     return path
 
 

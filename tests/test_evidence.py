@@ -152,7 +152,7 @@ def test_printed_proofs_verify_against_the_printed_checkpoint(app, svc, world, c
     note_lines = [line.strip() for line in
                   checkpoint_text.split("verbatim:", 1)[1].splitlines() if line.strip()]
     body = [line for line in note_lines if not line.startswith("—")]
-    signatures = [line for line in note_lines if line.startswith("—")]
+    signatures = [re.sub(r"^—\s+", "— ", line) for line in note_lines if line.startswith("—")]
     note = "\n".join(body) + "\n\n" + "\n".join(signatures) + "\n"
     name, public_key = parse_verifier_key(printed_vkey)
     opened = open_checkpoint(note, name, public_key)

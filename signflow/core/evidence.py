@@ -461,9 +461,7 @@ class _ReportPdf(FPDF):
         self.ln(4)
         self.paragraph("Signed note (C2SP tlog-checkpoint as C2SP signed-note), verbatim:",
                        size=8.5)
-        self.set_font(SANS, size=8)
-        self.multi_cell(0, 10.5, checkpoint.note.rstrip("\n"), align="L", wrapmode=WrapMode.CHAR,
-                        new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self._note(checkpoint.note)
 
         self.heading("4. Inclusion proofs")
         self.paragraph(
@@ -486,6 +484,25 @@ class _ReportPdf(FPDF):
         self.paragraph(HOW_TO_VERIFY.format(seal=SEAL_NAME, attachment=ATTACHMENT_NAME),
                        size=8.5)
         return self._stamp_area()
+
+    def _note(self, note: str) -> None:
+        # Fixed width keeps a signature line (~115 characters) on one line, so
+        # that it can be copied back intact; only the em dash needs the Unicode font.
+        for line in note.rstrip("\n").split("\n"):
+            if not line:
+                self.ln(9)
+            elif line.isascii():
+                self.mono(line, size=6.5)
+            elif line.startswith("— ") and line[2:].isascii():
+                self.set_font(SANS, size=6.5)
+                self.cell(self.get_string_width("— "), 8.5, "— ")
+                self.set_font(MONO, size=6.5)
+                self.multi_cell(0, 8.5, line[2:], align="L", wrapmode=WrapMode.CHAR,
+                                new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            else:
+                self.set_font(SANS, size=6.5)
+                self.multi_cell(0, 8.5, line, align="L", wrapmode=WrapMode.CHAR,
+                                new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def _event(self, item: ProvenEntry, display_names: dict[int, str]) -> None:
         data = item.data

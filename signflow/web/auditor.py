@@ -15,8 +15,6 @@ from flask import Blueprint, Response, render_template, request, send_file, url_
 from signflow.auditverify import verifier_key
 from signflow.core import audit, evidence
 from signflow.core.accounts import actor_of
-from signflow.core.errors import ConfigurationError
-from signflow.core.seal import Seal
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
 from signflow.web.documents import attachment
@@ -33,13 +31,6 @@ def _date(name: str) -> datetime | None:
         return datetime.fromisoformat(raw).replace(tzinfo=UTC) if raw else None
     except ValueError:
         return None
-
-
-def _seal() -> Seal:
-    sealed: Seal | None = getattr(services(), "seal", None)
-    if sealed is None:
-        raise ConfigurationError("The evidence seal is not loaded: run `signflow init`.")
-    return sealed
 
 
 @bp.get("/")
@@ -84,7 +75,7 @@ def evidence_pdf(request_id: int) -> Response:
     data = evidence.evidence_report(
         db(),
         deps(),
-        _seal(),
+        services().seal,
         user=user(),
         request_id=request_id,
         now=now(),

@@ -14,11 +14,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from sqlalchemy import select
 
 from signflow import logs
-from signflow.config import SECRET_KEY_FILE, Settings, load_settings
-from signflow.core import accounts, audit, credentials, mfa, oncall, pki, seal, signing
+from signflow.config import SECRET_KEY_FILE, Settings, load_settings, require_secret_key
+from signflow.core import accounts, audit, credentials, hsm, mfa, oncall, pki, seal, signing
 from signflow.core.audit import Actor
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
@@ -55,9 +56,11 @@ def init_instance(settings: Settings) -> Settings:
     from signflow.services import keys_passphrase
 
     passphrase = keys_passphrase(settings)
-    pki.init_keys(settings.keys_path, passphrase=passphrase, now=utcnow(), base_url=settings.base_url)
-    seal.ensure_seal(settings.keys_path, pki.load_keys(settings.keys_path, passphrase=passphrase),
-                     passphrase=passphrase, now=utcnow())
+    token = hsm.from_settings(settings)
+    pki.init_keys(settings.keys_path, passphrase=passphrase, now=utcnow(), base_url=settings.base_url,
+                  token=token)
+    keys = pki.load_keys(settings.keys_path, passphrase=passphrase, token=token)
+    seal.ensure_seal(settings.keys_path, keys, passphrase=passphrase, now=utcnow())
     upgrade(settings.database_url)
     return settings
 
@@ -193,7 +196,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from signflow.app import create_app
 
-    create_app(settings)  # fail now, in the foreground, on a bad configuration
+    require_secret_key(settings)
+    if hsm.config_from(settings.pkcs11_module, settings.pkcs11_token, settings.pkcs11_pin,
+                       settings.pkcs11_pin_file) is None:
+        # Fail now, in the foreground, on a bad configuration. Not with a token: a PKCS#11
+        # session must not be opened before gunicorn forks its workers.
+        create_app(settings)
     _serve(lambda: create_app(settings), args.host, args.port, workers=args.workers)
     return 0
 
@@ -263,12 +271,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CliError(f"{path}: no such file")
     settings = _settings(args)
-    from signflow.services import keys_passphrase
-
-    keys = pki.load_keys(settings.keys_path, passphrase=keys_passphrase(settings))
-    crls = _published_crls(settings, keys)
-    report = signing.validate_pdf(path.read_bytes(), trust_roots=[keys.root_cert], crls=crls,
-                                  now=utcnow())
+    root_file = settings.keys_path / pki.ROOT_CERT
+    if not root_file.is_file():
+        raise CliError(f"no hospital root certificate in {settings.keys_path} (set SIGNFLOW_KEYS)")
+    root = x509.load_pem_x509_certificate(root_file.read_bytes())
+    report = signing.validate_pdf(path.read_bytes(), trust_roots=[root],
+                                  crls=_published_crls(settings), now=utcnow())
     if args.json:
         print(json.dumps(report.as_json(), indent=2, sort_keys=True))
     else:
@@ -291,12 +299,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _published_crls(settings: Settings, keys: pki.KeyMaterial) -> list[bytes]:
-    """CRLs from the live database when there is one (revocations known to us)."""
+def _published_crls(settings: Settings) -> list[bytes]:
+    """CRLs from the live service when there is one (revocations known to us); the
+    file's own embedded validation data otherwise."""
     try:
         svc = build_services(settings)
         with svc.sessions() as session, session.begin():
-            return [pki.crl(session, keys, issuer=i, now=utcnow()) for i in ("root", "issuing")]
+            return [pki.crl(session, svc.keys, issuer=i, now=utcnow()) for i in ("root", "issuing")]
     except Exception:  # verify must work from a bare keys folder too
         return []
 

@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core import audit, oncall, pki, workflow
+from signflow.core import archive, audit, consistency, oncall, pki, retention, workflow
 from signflow.core.audit import SYSTEM
-from signflow.core.errors import ServiceUnavailable
+from signflow.core.errors import ConfigurationError, ServiceUnavailable
 from signflow.core.notify import Message
-from signflow.models import Checkpoint, Job, Role, SignatureRequest, User
+from signflow.models import Checkpoint, Job, Role, Setting, SignatureRequest, User
 from signflow.services import Services
 
 log = logging.getLogger("signflow.worker")
@@ -56,6 +56,7 @@ _SUBJECTS = {
     "declined": "Request #{id} was declined",
     "expired": "Request #{id} expired unsigned",
     "received": "Request #{id} was received",
+    "failed": "Request #{id} failed: open signflow to see why",
 }
 _PATHS = {"created": "/inbox/{id}", "escalated": "/inbox/{id}", "delegated": "/inbox/{id}",
           "delivered": "/received/{id}"}
@@ -121,6 +122,9 @@ def run_once(svc: Services) -> RunSummary:
     now = svc.clock()
     with svc.sessions() as session, session.begin():
         escalated = workflow.escalate_due(session, svc.deps, now=now)
+    with svc.sessions() as session, session.begin():
+        # Requests that can no longer progress (a blob lost) become FAILED, with a reason.
+        consistency.recover(session, svc.deps, now=now)
     notified = failed = 0
     while (outcome := run_job(svc, now=now)) is not None:
         notified += outcome
@@ -133,6 +137,8 @@ def run_once(svc: Services) -> RunSummary:
         # CRLs are re-signed here before they go stale, not on a relying party's request.
         for issuer in ("root", "issuing"):
             pki.crl(session, svc.keys, issuer=issuer, now=now)
+    renew_archive_timestamps(svc, now=now)
+    purge_expired_documents(svc, now=now)
     return RunSummary(escalated=len(escalated), notified=notified, failed=failed,
                       checkpoint_size=latest.size if latest is not None else None)
 
@@ -160,3 +166,46 @@ def start_in_thread(svc: Services, *, interval: float = 5.0) -> threading.Event:
     threading.Thread(target=run_forever, args=(svc,), kwargs={"interval": interval, "stop": stop},
                      name="signflow-worker", daemon=True).start()
     return stop
+
+
+LTA_SETTING = "lta.last_run"
+
+
+def renew_archive_timestamps(svc: Services, *, now: datetime) -> list[int]:
+    """Once a day: fresh document timestamps on stored files whose timestamp chain
+    expires within SIGNFLOW_LTA_RENEW_DAYS, so they keep verifying offline."""
+    with svc.sessions() as session, session.begin():
+        if not _once_a_day(session, LTA_SETTING, now):
+            return []
+        try:
+            return archive.renew_due(session, svc.deps, now=now,
+                                     within_days=svc.settings.lta_renew_days, actor=SYSTEM)
+        except ConfigurationError as exc:
+            # The renewing TSA itself expires too soon: say so loudly, keep the worker going.
+            log.error("archive timestamps not renewed: %s", exc.message)
+            return []
+
+
+PURGE_SETTING = "retention.last_run"
+
+
+def _once_a_day(session: Session, name: str, now: datetime) -> bool:
+    """Claim today's run of a daily task (a row lock, so one worker wins)."""
+    row = session.scalar(select(Setting).where(Setting.name == name).with_for_update())
+    if row is not None and row.value and now - datetime.fromisoformat(row.value) < timedelta(days=1):
+        return False
+    if row is None:
+        row = Setting(name=name, value="")
+        session.add(row)
+    row.value = now.isoformat()
+    return True
+
+
+def purge_expired_documents(svc: Services, *, now: datetime) -> list[int]:
+    """Once a day: document contents past SIGNFLOW_RETENTION_DAYS are removed
+    (requests, hashes and audit entries stay)."""
+    with svc.sessions() as session, session.begin():
+        if not _once_a_day(session, PURGE_SETTING, now):
+            return []
+        return retention.purge(session, svc.deps, now=now, retention_days=svc.settings.retention_days,
+                               actor=SYSTEM, previews=svc.previews)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from signflow.config import Settings
-from signflow.core import pki, signing
+from signflow.core import hsm, pki, signing
 from signflow.core import seal as seal_module
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
@@ -81,7 +81,7 @@ def build_services(
 ) -> Services:
     engine = make_engine(settings.database_url)
     passphrase = keys_passphrase(settings)
-    keys = pki.load_keys(settings.keys_path, passphrase=passphrase)
+    keys = pki.load_keys(settings.keys_path, passphrase=passphrase, token=hsm.from_settings(settings))
     blob_root: Path | None = settings.instance_path / "blobs" if settings.blob_backend == "file" else None
     blobs = make_blob_store(settings.blob_backend, keys.master_key, blob_root)
     secret = (settings.secret_key or "").encode()

@@ -83,9 +83,7 @@ def state_of(svc: Any, rid: int) -> str:
         return str(req.state)
 
 
-def routes(
-    main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any
-) -> list[Route]:
+def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any) -> list[Route]:
     tech, phys, recip, aud, adm = (
         frozenset({r}) for r in ("technician", "physician", "recipient", "auditor", "admin")
     )
@@ -130,12 +128,8 @@ def routes(
         Route("GET", f"/inbox/{main}", phys, 200),
         Route("POST", f"/inbox/{main}/sign", phys, 302, sign_data),
         Route("POST", f"/inbox/{decline}/take", phys, 302),
-        Route(
-            "POST", f"/inbox/{decline}/decline", phys, 302, lambda _: {"reason": "Wrong patient"}
-        ),
-        Route(
-            "POST", f"/inbox/{delegate}/delegate", phys, 302, lambda _: {"to": str(world.backup)}
-        ),
+        Route("POST", f"/inbox/{decline}/decline", phys, 302, lambda _: {"reason": "Wrong patient"}),
+        Route("POST", f"/inbox/{delegate}/delegate", phys, 302, lambda _: {"to": str(world.backup)}),
         Route("GET", "/inbox/signing-pin", phys, 200),
         Route("POST", "/inbox/signing-pin", phys, 200),  # empty form: shown again
         Route("GET", "/received/", recip, 200),
@@ -153,11 +147,9 @@ def routes(
             200,
         ),
         Route("POST", "/audit/export.zip", aud, 200),
-        Route("POST", f"/admin/users/{world.doc}/reset-mfa", adm, 302),
+        Route("POST", f"/admin/users/{world.head}/reset-mfa", adm, 302),
         Route("GET", "/admin/rota", adm, 200),
-        Route(
-            "POST", "/admin/rota/groups", adm, 302, lambda _: {"group-name": "Nephrology on call"}
-        ),
+        Route("POST", "/admin/rota/groups", adm, 302, lambda _: {"group-name": "Nephrology on call"}),
         Route("POST", "/admin/rota/destinations", adm, 302, lambda _: {"dest-name": "Nephrology"}),
         Route(
             "POST",
@@ -221,21 +213,17 @@ def expected(route: Route, role: str) -> int:
 
 def call(client: FlaskClient, route: Route, role: str, token: str) -> Any:
     if route.path == "/tsa":
-        return client.post(
-            "/tsa", data=_timestamp_query(), content_type="application/timestamp-query"
-        )
+        return client.post("/tsa", data=_timestamp_query(), content_type="application/timestamp-query")
     if route.method == "GET":
         return client.get(route.path)
     data: dict[str, Any] = {"csrf_token": token}
     if route.data is not None and role in route.allowed:
         data.update(route.data(client))
     multipart = any(isinstance(v, tuple) for v in data.values())
-    return client.post(
-        route.path, data=data, content_type="multipart/form-data" if multipart else None
-    )
+    return client.post(route.path, data=data, content_type="multipart/form-data" if multipart else None)
 
 
-def test_every_route_for_every_role(app, svc, world):
+def test_every_route_for_every_role(app, svc, world, keys_dir):
     clients = {role: app.test_client() for role in ROLES}
     for role, username in ACCOUNT.items():
         login(clients[role], username)
@@ -249,9 +237,7 @@ def test_every_route_for_every_role(app, svc, world):
     table = routes(main, cancel, decline, delegate, shift, world)
 
     # Every rule the app serves is in the table, so a new route cannot go untested.
-    served = {
-        (m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}
-    }
+    served = {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}}
     tested = set()
     for route in table:
         adapter = app.url_map.bind("localhost")
@@ -272,30 +258,21 @@ def test_every_route_for_every_role(app, svc, world):
             resp = call(clients[role], route, role, tokens[role])
             want = expected(route, role)
             if resp.status_code != want:
-                failures.append(
-                    f"{route.method} {route.path} as {role}: {resp.status_code} != {want}"
-                )
+                failures.append(f"{route.method} {route.path} as {role}: {resp.status_code} != {want}")
                 continue
             to_login = want == 302 and resp.headers["Location"].startswith("/login")
             if want == 302 and to_login != (role == "anonymous"):
-                failures.append(
-                    f"{route.method} {route.path} as {role} -> {resp.headers['Location']}"
-                )
+                failures.append(f"{route.method} {route.path} as {role} -> {resp.headers['Location']}")
             if want == 403:
                 wrong_role_calls += 1
                 if "Your role does not give access" not in resp.get_data(as_text=True):
                     failures.append(f"{route.method} {route.path} as {role}: 403 without message")
-            if want == 401 and (
-                resp.mimetype != "application/problem+json" or resp.json["status"] != 401
-            ):
+            if want == 401 and (resp.mimetype != "application/problem+json" or resp.json["status"] != 401):
                 failures.append(f"{route.method} {route.path} as {role}: 401 not problem+json")
     assert not failures, "\n".join(failures)
 
     # Each wrong-role refusal is audited.
-    assert (
-        count(svc, AuditEntry, AuditEntry.action == "access.denied") - denied_before
-        == wrong_role_calls
-    )
+    assert count(svc, AuditEntry, AuditEntry.action == "access.denied") - denied_before == wrong_role_calls
     # The allowed calls really did their work (and the refused ones did not do it first).
     assert state_of(svc, main) == RequestState.RECEIVED
     assert state_of(svc, cancel) == RequestState.CANCELLED
@@ -311,17 +288,21 @@ def test_every_route_for_every_role(app, svc, world):
         assert resp.status_code == 302 and resp.headers["Location"].startswith("/login"), role
         assert clients[role].get("/").headers["Location"].startswith("/login"), role
 
-    # Without a password step just done, the second-factor page sends everyone to the login.
+    # Without a password step just done, the second-factor page sends the anonymous to the
+    # login and the logged-in home, without logging them out (a cross-site GET must not).
     for role in ROLES:
         client = app.test_client()
         if role != "anonymous":
             login(client, ACCOUNT[role])
         token = csrf_token(client, "/login")
+        target = "/login" if role == "anonymous" else "/"
         for resp in (
-            client.get("/login/code"),
             client.post("/login/code", data={"csrf_token": token, "code": "123456"}),
+            client.get("/login/code"),
         ):
-            assert resp.status_code == 302 and resp.headers["Location"].startswith("/login"), role
+            assert resp.status_code == 302 and resp.headers["Location"] == target, role
+        if role != "anonymous":
+            assert client.get("/").headers["Location"] != "/login", role  # still logged in
 
 
 def test_auditor_is_read_only(app, svc, world):
@@ -342,9 +323,7 @@ def test_auditor_is_read_only(app, svc, world):
     for rule in posts:
         path = re.sub(r"<int:request_id>", str(pending), rule.rule)
         path = re.sub(r"<int:\w+_id>", "1", path)
-        resp = auditor.post(
-            path, data={"csrf_token": token, "pin": PIN, "reason": "x", "confirm": "y"}
-        )
+        resp = auditor.post(path, data={"csrf_token": token, "pin": PIN, "reason": "x", "confirm": "y"})
         assert resp.status_code == 403, (path, resp.status_code)
     # Only the access.denied entries were written; the auditor can still read everything.
     assert count(svc, AuditEntry) - audit_before == len(posts)
@@ -401,9 +380,7 @@ def test_other_technician_cannot_see_cancel_or_download(app, svc, world):
     assert tech2.get(f"/requests/{rid}").status_code == 404
     assert tech2.get(f"/documents/{rid}/download").status_code == 404
     assert tech2.get(f"/documents/{rid}/pages/1.png").status_code == 404
-    resp = tech2.post(
-        f"/requests/{rid}/cancel", data={"csrf_token": csrf_token(tech2, "/requests/new")}
-    )
+    resp = tech2.post(f"/requests/{rid}/cancel", data={"csrf_token": csrf_token(tech2, "/requests/new")})
     assert resp.status_code == 404
     assert "not yours to see" in resp.get_data(as_text=True)
     assert f"/requests/{rid}" not in tech2.get("/requests/").get_data(as_text=True)
@@ -444,9 +421,7 @@ def test_other_destination_cannot_see_download_or_acknowledge(app, svc, world):
     assert cardio.get(f"/documents/{rid}/download").status_code == 404
     assert cardio.get(f"/documents/{rid}/pages/1.png").status_code == 404
     assert f"/received/{rid}" not in cardio.get("/received/").get_data(as_text=True)
-    resp = cardio.post(
-        f"/received/{rid}/acknowledge", data={"csrf_token": csrf_token(cardio, "/login")}
-    )
+    resp = cardio.post(f"/received/{rid}/acknowledge", data={"csrf_token": csrf_token(cardio, "/login")})
     assert resp.status_code == 404
     assert state_of(svc, rid) == RequestState.DELIVERED
     assert count(svc, AuditEntry) == audit_before

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,16 +10,16 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pkcs11 import Attribute, CertificateType, ObjectClass
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from signflow.core import pki, signing
+from signflow.core import hsm, pki, signing
 from signflow.core.errors import ConfigurationError
 from signflow.db import Base
 from signflow.models import User
 from tests.pdfs import make_pdf
 from tests.test_hsm_service import TOKENS, softhsm  # noqa: F401 - shared fixture
-from tests.tools import require_tool
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN = "signflow-test"
@@ -42,8 +41,6 @@ def token(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, object]:
     request.getfixturevalue("softhsm")
-    softhsm_util = require_tool("softhsm2-util")
-    pkcs11_tool = require_tool("pkcs11-tool")
     module = _require_module()
     # The token itself was created by the session-wide `softhsm` fixture.
     folder = tmp_path_factory.mktemp("pkcs11-material")
@@ -70,55 +67,22 @@ def token(
     certificate = pki.credential_certificate(credential)
     crls = [pki.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
 
-    key_pem = folder / "key.pem"
-    key_pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    # Written in-process: SoftHSM2 does not reliably show this process objects
+    # that another process adds to a token after the module was loaded here.
+    token = hsm.Token(hsm.TokenConfig(module, TOKEN, USER_PIN))
+    token.import_private_key(LABEL, key)  # sensitive, non-extractable from now on
+    with hsm.PKCS11_LOCK:
+        hsm.session_for(token.config).create_object(
+            {
+                Attribute.CLASS: ObjectClass.CERTIFICATE,
+                Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+                Attribute.TOKEN: True,
+                Attribute.LABEL: LABEL,
+                Attribute.ID: LABEL.encode(),
+                Attribute.SUBJECT: certificate.subject.public_bytes(),
+                Attribute.VALUE: certificate.public_bytes(serialization.Encoding.DER),
+            }
         )
-    )
-    cert_der = folder / "cert.der"
-    cert_der.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
-    run = {"check": True, "capture_output": True}
-    subprocess.run(
-        [
-            softhsm_util,
-            "--import",
-            str(key_pem),
-            "--token",
-            TOKEN,
-            "--label",
-            LABEL,
-            "--id",
-            "01",
-            "--pin",
-            USER_PIN,
-        ],
-        **run,  # type: ignore[call-overload]
-    )
-    subprocess.run(
-        [
-            pkcs11_tool,
-            "--module",
-            module,
-            "--token-label",
-            TOKEN,
-            "--login",
-            "--pin",
-            USER_PIN,
-            "--write-object",
-            str(cert_der),
-            "--type",
-            "cert",
-            "--label",
-            LABEL,
-            "--id",
-            "01",
-        ],
-        **run,  # type: ignore[call-overload]
-    )
-    key_pem.unlink()  # from now on the key exists only inside the token
     return {"keys": keys, "certificate": certificate, "crls": crls}
 
 

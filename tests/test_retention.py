@@ -13,7 +13,6 @@ from signflow.core import audit, consistency, pdfcheck, retention, workflow
 from signflow.core.errors import NotFound
 from signflow.core.storage import FileBlobStore
 from signflow.models import AuditEntry, Blob, RequestState, SignatureRequest, User
-from signflow.services import build_services
 from tests.conftest import TEST_ACTOR, login, make_settings
 from tests.pdfs import make_pdf
 from tests.test_cli import run
@@ -23,34 +22,53 @@ from tests.test_workflow import _create, _sign
 @pytest.fixture
 def settings(request, tmp_path, keys_dir, database_url):
     """The shared settings, with the blob backend a test asks for (indirect param)."""
-    return make_settings(tmp_path / "instance", keys_dir, database_url,
-                         blob_backend=getattr(request, "param", "database"))
+    return make_settings(
+        tmp_path / "instance", keys_dir, database_url, blob_backend=getattr(request, "param", "database")
+    )
 
 
 def _create_with(svc, world, upload):
     with svc.sessions() as s, s.begin():
         return workflow.create_request(
-            s, svc.deps, user=s.get(User, world.tech), ip=None, now=svc.clock(), upload=upload,
-            filename="consent.pdf", title="Consent", group_id=world.group,
-            destination_id=world.destination, urgency="routine").id
+            s,
+            svc.deps,
+            user=s.get(User, world.tech),
+            ip=None,
+            now=svc.clock(),
+            upload=upload,
+            filename="consent.pdf",
+            title="Consent",
+            group_id=world.group,
+            destination_id=world.destination,
+            urgency="routine",
+        ).id
 
 
 def _acknowledge(svc, rid, world):
     with svc.sessions() as s, s.begin():
-        workflow.acknowledge_receipt(s, svc.deps, user=s.get(User, world.recipient),
-                                     request_id=rid, now=svc.clock(), ip=None)
+        workflow.acknowledge_receipt(
+            s, svc.deps, user=s.get(User, world.recipient), request_id=rid, now=svc.clock(), ip=None
+        )
 
 
 def _cancel(svc, rid, world):
     with svc.sessions() as s, s.begin():
-        workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech), request_id=rid,
-                                now=svc.clock(), ip=None)
+        workflow.cancel_request(
+            s, svc.deps, user=s.get(User, world.tech), request_id=rid, now=svc.clock(), ip=None
+        )
 
 
 def _purge(svc, *, days=30, dry_run=False):
     with svc.sessions() as s, s.begin():
-        return retention.purge(s, svc.deps, now=svc.clock(), retention_days=days,
-                               actor=TEST_ACTOR, dry_run=dry_run, previews=svc.previews)
+        return retention.purge(
+            s,
+            svc.deps,
+            now=svc.clock(),
+            retention_days=days,
+            actor=TEST_ACTOR,
+            dry_run=dry_run,
+            previews=svc.previews,
+        )
 
 
 def _row(svc, rid):
@@ -86,8 +104,7 @@ def test_purge_past_retention_only(svc, world, clock, app):
     for rid in (received, cancelled):
         row = _row(svc, rid)
         assert row.purged_at == clock() and row.state == old[rid].state
-        assert (row.document_sha256, row.signed_sha256) == (old[rid].document_sha256,
-                                                            old[rid].signed_sha256)
+        assert (row.document_sha256, row.signed_sha256) == (old[rid].document_sha256, old[rid].signed_sha256)
     assert _row(svc, pending).purged_at is None and _row(svc, recent).purged_at is None
     pending_sha = _row(svc, pending).document_sha256
     with svc.sessions() as s:
@@ -95,16 +112,19 @@ def test_purge_past_retention_only(svc, world, clock, app):
         # Still needed by the pending request (identical upload): kept.
         assert svc.blobs.exists(s, old[cancelled].document_sha256)
         assert svc.blobs.get(s, pending_sha)
-        entries = {e.request_id: json.loads(e.line) for e in s.scalars(
-            select(AuditEntry).where(AuditEntry.action == "document.purged"))}
+        entries = {
+            e.request_id: json.loads(e.line)
+            for e in s.scalars(select(AuditEntry).where(AuditEntry.action == "document.purged"))
+        }
         assert set(entries) == {received, cancelled}
         assert old[received].signed_sha256 in entries[received]["removed_sha256"]
         assert entries[cancelled]["kept_sha256"] == [old[cancelled].document_sha256]
         # Earlier entries stay and the log still verifies.
         actions = s.scalars(select(AuditEntry.action).where(AuditEntry.request_id == received)).all()
         assert {"request.created", "request.signed", "request.received"} <= set(actions)
-        assert audit.verify_log(s, public_key=svc.keys.audit_key.public_key(),
-                                origin=svc.settings.audit_origin).ok
+        assert audit.verify_log(
+            s, public_key=svc.keys.audit_key.public_key(), origin=svc.settings.audit_origin
+        ).ok
         assert consistency.check(s, svc.blobs) == []
     assert not preview_folder.exists()
 
@@ -116,10 +136,10 @@ def test_purge_past_retention_only(svc, world, clock, app):
         assert len(s.scalars(select(AuditEntry.seq)).all()) == size
 
     # The recipient asks for the purged file: a clear 404, from core and over HTTP.
-    with svc.sessions() as s:
-        with pytest.raises(NotFound, match="retention period"):
-            workflow.document_for(s, svc.deps, user=s.get(User, world.recipient),
-                                  request_id=received, now=clock(), ip=None)
+    with svc.sessions() as s, pytest.raises(NotFound, match="retention period"):
+        workflow.document_for(
+            s, svc.deps, user=s.get(User, world.recipient), request_id=received, now=clock(), ip=None
+        )
     client = app.test_client()
     login(client, "recipient")
     resp = client.get(f"/documents/{received}/download")
@@ -163,9 +183,14 @@ def test_purge_cli(svc, world, clock, settings):
     rid = _create(svc, world)
     _cancel(svc, rid, world)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNFLOW_")}
-    env.update(SIGNFLOW_INSTANCE=str(settings.instance_path), SIGNFLOW_KEYS=str(settings.keys_path),
-               SIGNFLOW_DATABASE_URL=settings.database_url, SIGNFLOW_ENV="development",
-               SIGNFLOW_SECRET_KEY="s" * 48, SIGNFLOW_RETENTION_DAYS="1")
+    env.update(
+        SIGNFLOW_INSTANCE=str(settings.instance_path),
+        SIGNFLOW_KEYS=str(settings.keys_path),
+        SIGNFLOW_DATABASE_URL=settings.database_url,
+        SIGNFLOW_ENV="development",
+        SIGNFLOW_SECRET_KEY="s" * 48,
+        SIGNFLOW_RETENTION_DAYS="1",
+    )
     dry = run(["purge", "--dry-run"], env)
     assert dry.returncode == 0, dry.stderr
     assert "would purge 0 request(s)" in dry.stdout  # closed just now: not yet due

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core import audit
+from signflow.core import audit, outbox
 from signflow.core.audit import SYSTEM
 from signflow.core.errors import SignflowError
 from signflow.core.storage import BlobStore
@@ -211,5 +211,6 @@ def recover(session: Session, deps: Deps, *, now: datetime, limit: int = 200) ->
             missing_sha256=missing,
             reason=reason,
         )
+        outbox.enqueue(session, "notify", {"request": req.id, "event": "failed"}, now=now)
         failed.append(req.id)
     return failed

@@ -63,12 +63,15 @@ def _start_session(account: User) -> None:
 
 @bp.route("/login/code", methods=["GET", "POST"])
 def second_factor() -> Response | str:
+    if current_user.is_authenticated:
+        return redirect(url_for("auth.home"))
     pending = session.get("mfa_pending")
     started = float(session.get("mfa_started", 0))
     account = accounts.load_session_user(db(), pending) if pending else None
     if account is None or now().timestamp() - started > MFA_WINDOW_SECONDS:
-        session.clear()
-        flash("Log in again.", "info")
+        # Only the half-finished login is dropped: a cross-site GET must not log anyone out.
+        for key in ("mfa_pending", "mfa_started", "mfa_next"):
+            session.pop(key, None)
         return redirect(url_for("auth.login"))
     form = CodeForm()
     if form.validate_on_submit():

@@ -18,9 +18,7 @@ from tests.test_access import count, delivered_request, new_request, state_of
 def issue_token(svc, user_id: int, clock) -> accounts.IssuedToken:
     with svc.sessions() as s, s.begin():
         user = s.get(User, user_id)
-        return accounts.create_api_token(
-            s, actor=TEST_ACTOR, user=user, name="transplant-his", now=clock()
-        )
+        return accounts.create_api_token(s, actor=TEST_ACTOR, user=user, name="transplant-his", now=clock())
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -134,9 +132,7 @@ def test_missing_bad_and_revoked_tokens_are_401(app, svc, world, clock, delivere
     # A disabled user's token dies with the account.
     other = issue_token(svc, world.recipient, clock)
     with svc.sessions() as s, s.begin():
-        accounts.set_user_active(
-            s, actor=TEST_ACTOR, user_id=world.recipient, active=False, now=clock()
-        )
+        accounts.set_user_active(s, actor=TEST_ACTOR, user_id=world.recipient, active=False, now=clock())
     assert_problem(fresh.get("/api/v1/requests", headers=bearer(other.token)), 401)
 
 

@@ -17,7 +17,7 @@ from signflow.auditverify import verifier_key, verify_bundle
 from signflow.core import audit, evidence
 from signflow.core.accounts import actor_of
 from signflow.models import AuditEntry, SignatureRequest, User
-from tests.conftest import PASSPHRASE, T0, login
+from tests.conftest import T0, login
 from tests.helpers import request_id_from, sign, upload
 
 SYNTHETIC = 130
@@ -27,13 +27,8 @@ CSRF = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
 
 
 @pytest.fixture
-def seal(svc, keys_dir):
-    from signflow.core import seal as seal_module
-
-    seal_module.ensure_seal(keys_dir, svc.keys, passphrase=PASSPHRASE.encode(),
-                            now=T0 - timedelta(days=1))
-    svc.seal = seal_module.load_seal(keys_dir, passphrase=PASSPHRASE.encode())
-    return svc.seal
+def seal(svc):
+    return svc.seal  # conftest's keys folder has the seal; build_services loads it
 
 
 @pytest.fixture

@@ -36,13 +36,8 @@ CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 
 @pytest.fixture
-def seal(svc, keys_dir) -> seal_module.Seal:
-    seal_module.ensure_seal(keys_dir, svc.keys, passphrase=PASSPHRASE.encode(),
-                            now=T0 - timedelta(days=1))
-    loaded = seal_module.load_seal(keys_dir, passphrase=PASSPHRASE.encode())
-    # Until Services carries the seal itself (see the wiring note of core.seal).
-    svc.seal = loaded
-    return loaded
+def seal(svc) -> seal_module.Seal:
+    return svc.seal  # conftest's keys folder has the seal; build_services loads it
 
 
 def received_request(app, world) -> int:

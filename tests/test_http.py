@@ -70,9 +70,7 @@ def message(resp: Any) -> str:
     """The user-facing explanation on an HTML error page or a problem+json body."""
     if resp.mimetype == "application/problem+json":
         return str(resp.json["detail"])
-    match = re.search(
-        r'<section class="card error"[^>]*>(.*?)</section>', resp.get_data(as_text=True), re.S
-    )
+    match = re.search(r'<section class="card error"[^>]*>(.*?)</section>', resp.get_data(as_text=True), re.S)
     assert match, resp.get_data(as_text=True)[:1500]
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", match.group(1))).strip()
 
@@ -157,15 +155,9 @@ def test_wrong_password_is_generic_and_counted(app, svc, world, caplog):
         "/login",
         data={"username": "tech", "password": "wrong horse battery staple", "csrf_token": token},
     )
-    unknown = client.post(
-        "/login", data={"username": "nobody", "password": PASSWORD, "csrf_token": token}
-    )
+    unknown = client.post("/login", data={"username": "nobody", "password": PASSWORD, "csrf_token": token})
     assert wrong.status_code == unknown.status_code == 401
-    assert (
-        message(wrong)
-        == message(unknown)
-        == "Login failed Wrong user name or password. Error 401 Back"
-    )
+    assert message(wrong) == message(unknown) == "Login failed Wrong user name or password. Error 401 Back"
     for resp in (wrong, unknown):
         assert_no_secret(resp, caplog)
     assert client.get("/requests/").headers["Location"].startswith("/login")
@@ -257,9 +249,7 @@ def test_unknown_request_id_is_404(app, svc, world, tech, doc):
 def test_altered_document_hash_is_refused(app, svc, world, doc, pending, caplog):
     form = sign_form(doc, pending)
     before = snapshot(svc)
-    resp = doc.post(
-        f"/inbox/{pending}/sign", data={**form, "pin": PIN, "document_sha256": "0" * 64}
-    )
+    resp = doc.post(f"/inbox/{pending}/sign", data={**form, "pin": PIN, "document_sha256": "0" * 64})
     assert resp.status_code == 409
     assert "The document differs from the one you were shown" in message(resp)
     assert snapshot(svc) == before
@@ -291,9 +281,7 @@ def test_altered_activation_token_is_refused(app, svc, world, doc, pending, tech
     assert credential_state(svc, world.doc) == (0, False)
 
 
-def test_activation_from_another_request_or_physician_is_refused(
-    app, svc, world, doc, tech, pending
-):
+def test_activation_from_another_request_or_physician_is_refused(app, svc, world, doc, tech, pending):
     other = new_request(tech, world, title="Other consent")
     form_for_other = sign_form(doc, other)
     backup = app.test_client()
@@ -440,9 +428,7 @@ def test_login_next_never_leaves_the_site(app, world):
         client = app.test_client()
         path = f"/login?next={quote(target, safe='')}"
         token = csrf_token(client, path)
-        resp = client.post(
-            path, data={"username": "tech", "password": PASSWORD, "csrf_token": token}
-        )
+        resp = client.post(path, data={"username": "tech", "password": PASSWORD, "csrf_token": token})
         assert resp.status_code == 302, target
         location = resp.headers["Location"]
         parts = urlsplit(location)
@@ -507,9 +493,12 @@ def test_login_renews_and_logout_invalidates_the_session(app, world):
     old.set_cookie(COOKIE, anonymous)
     assert old.get("/requests/").status_code == 302  # the pre-login cookie carries no login
     assert client.get("/requests/").status_code == 200
-    tech = client
-    token = csrf_token(tech, "/requests/new")
-    assert tech.post("/logout", data={"csrf_token": token}).status_code == 302
+    # Control: before logout the copied cookie does open the session elsewhere.
+    replay = app.test_client()
+    replay.set_cookie(COOKIE, stolen)
+    assert replay.get("/requests/").status_code == 200
+    token = csrf_token(client, "/requests/new")
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
     replay = app.test_client()
     replay.set_cookie(COOKIE, stolen)
     resp = replay.get("/requests/")
@@ -521,18 +510,13 @@ def test_disabled_user_session_dies(app, svc, world, tech):
     admin = app.test_client()
     login(admin, "admin")
     token = csrf_token(admin, "/admin/users")
-    assert (
-        admin.post(f"/admin/users/{world.tech}/active", data={"csrf_token": token}).status_code
-        == 302
-    )
+    assert admin.post(f"/admin/users/{world.tech}/active", data={"csrf_token": token}).status_code == 302
     resp = tech.get("/requests/")
     assert resp.status_code == 302 and resp.headers["Location"].startswith("/login")
     # Nor can the disabled user log in again, with the same generic message.
     client = app.test_client()
     token = csrf_token(client, "/login")
-    resp = client.post(
-        "/login", data={"username": "tech", "password": PASSWORD, "csrf_token": token}
-    )
+    resp = client.post("/login", data={"username": "tech", "password": PASSWORD, "csrf_token": token})
     assert resp.status_code == 401 and "Wrong user name or password." in message(resp)
 
 

@@ -59,6 +59,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 
 import signflow.models  # noqa: F401  (registers every table on Base.metadata)
 from signflow.core.errors import Conflict, InvalidInput
+from signflow.core.storage import write_atomically
 from signflow.db import Base, make_engine
 from signflow.migrate import alembic_config
 from signflow.models import AuditEntry, Blob, SignatureRequest, User
@@ -446,21 +447,6 @@ def _plan_files(tar: tarfile.TarFile, prefix: str, target: Path, what: str) -> l
     return todo
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o600)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def _reset_sequences(conn: Connection, tables: list[Table]) -> None:
     """Rows came in with their ids: the next insert must not reuse one."""
     if conn.dialect.name != "postgresql":
@@ -516,11 +502,11 @@ def restore(
             if progress is not None:
                 progress(0, total)
             for relative in key_writes:
-                _write_private(keys_path / relative, _read(tar, "keys/" + relative))
+                write_atomically(keys_path / relative, _read(tar, "keys/" + relative))
                 tick()
             for relative in blob_writes:
                 assert blob_root is not None
-                _write_private(blob_root / relative, _read(tar, "blobs/" + relative))
+                write_atomically(blob_root / relative, _read(tar, "blobs/" + relative))
                 tick()
             # The schema the rows were dumped from; newer migrations run after.
             command.upgrade(alembic_config(database_url), manifest.schema_revision or "head")
@@ -580,6 +566,6 @@ def _place_ciphertext(
             ) from None
         return {**row, "ciphertext": data}
     if blob_root is not None and row.get("ciphertext") is not None:
-        _write_private(blob_root / relative, bytes(row["ciphertext"]))
+        write_atomically(blob_root / relative, bytes(row["ciphertext"]))
         return {**row, "ciphertext": None}
     return row

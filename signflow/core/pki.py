@@ -134,7 +134,7 @@ class KeyMaterial:
 # ---------------------------------------------------------------- keys folder
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     # O_EXCL: never silently overwrite key material that appeared meanwhile.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -210,7 +210,7 @@ def _url(base_url: str, leaf: str) -> str:
     return f"{base_url.rstrip('/')}/pki/{leaf}"
 
 
-def _ca_links(base_url: str, parent: str) -> list[x509.ExtensionType]:
+def ca_links(base_url: str, parent: str) -> list[x509.ExtensionType]:
     """CRL distribution point and AIA caIssuers of the CA named `parent`."""
     return [
         x509.CRLDistributionPoints(
@@ -323,7 +323,7 @@ def init_keys(
 
     config_path = keys_path / PKI_CONFIG
     if not config_path.exists():
-        _write_private(config_path, json.dumps({"base_url": base_url}).encode())
+        write_private(config_path, json.dumps({"base_url": base_url}).encode())
         created = True
     base_url = _read_config(keys_path).get("base_url") or base_url
 
@@ -344,8 +344,8 @@ def init_keys(
                 (_key_usage(ca=True), True),
             ],
         )
-        _write_private(keys_path / ROOT_KEY, _pem_key(root_key, passphrase))
-        _write_private(keys_path / ROOT_CERT, _cert_pem(root_cert))
+        write_private(keys_path / ROOT_KEY, _pem_key(root_key, passphrase))
+        write_private(keys_path / ROOT_CERT, _cert_pem(root_cert))
         created = True
 
     if pair(ISSUING_CERT, ISSUING_KEY, hsm.ISSUING_KEY_LABEL)[0]:
@@ -365,12 +365,12 @@ def init_keys(
             extensions=[
                 (x509.BasicConstraints(ca=True, path_length=0), True),
                 (_key_usage(ca=True), True),
-                *((ext, False) for ext in _ca_links(base_url, "root")),
+                *((ext, False) for ext in ca_links(base_url, "root")),
             ],
         )
         _store_service_key(keys_path, ISSUING_KEY, hsm.ISSUING_KEY_LABEL, issuing_key,
                            passphrase, token)
-        _write_private(keys_path / ISSUING_CERT, _cert_pem(issuing_cert))
+        write_private(keys_path / ISSUING_CERT, _cert_pem(issuing_cert))
         created = True
     _check_issued_by(issuing_cert, root_cert, ISSUING_CERT)
 
@@ -388,19 +388,19 @@ def init_keys(
                 (x509.BasicConstraints(ca=False, path_length=None), True),
                 (_key_usage(signing=True), True),
                 (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
-                *((ext, False) for ext in _ca_links(base_url, "issuing")),
+                *((ext, False) for ext in ca_links(base_url, "issuing")),
             ],
         )
         _store_service_key(keys_path, TSA_KEY, hsm.TSA_KEY_LABEL, tsa_key, passphrase, token)
-        _write_private(keys_path / TSA_CERT, _cert_pem(tsa_cert))
+        write_private(keys_path / TSA_CERT, _cert_pem(tsa_cert))
         created = True
 
     if not (keys_path / AUDIT_KEY).exists():
         audit_key = Ed25519PrivateKey.generate()
-        _write_private(keys_path / AUDIT_KEY, _pem_key(audit_key, passphrase))
+        write_private(keys_path / AUDIT_KEY, _pem_key(audit_key, passphrase))
         if (keys_path / AUDIT_PUB).exists():
             (keys_path / AUDIT_PUB).unlink()
-        _write_private(
+        write_private(
             keys_path / AUDIT_PUB,
             audit_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -415,7 +415,7 @@ def init_keys(
         if filename == PEPPER and token is not None:
             continue
         if not (keys_path / filename).exists():
-            _write_private(
+            write_private(
                 keys_path / filename, _seal_secret(secrets.token_bytes(32), passphrase, purpose)
             )
             created = True
@@ -431,7 +431,7 @@ def _store_service_key(
     token: hsm.Token | None,
 ) -> None:
     if token is None:
-        _write_private(keys_path / filename, _pem_key(key, passphrase))
+        write_private(keys_path / filename, _pem_key(key, passphrase))
     else:
         # Generated in memory only long enough to be imported: it never touches the disk.
         token.import_private_key(label, key)
@@ -539,7 +539,7 @@ def issue_tsa_certificate(
             (x509.BasicConstraints(ca=False, path_length=None), True),
             (_key_usage(signing=True), True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
-            *((ext, False) for ext in _ca_links(keys.base_url, "issuing")),
+            *((ext, False) for ext in ca_links(keys.base_url, "issuing")),
         ],
     )
 
@@ -559,10 +559,10 @@ def renew_tsa_certificate(keys_path: Path, keys: KeyMaterial, *, now: datetime) 
         )
     archived = keys_path / f"tsa-{old.serial_number:x}.crt"
     if not archived.exists():
-        _write_private(archived, _cert_pem(old))
+        write_private(archived, _cert_pem(old))
     staged = keys_path / (TSA_CERT + ".new")
     staged.unlink(missing_ok=True)
-    _write_private(staged, _cert_pem(certificate))
+    write_private(staged, _cert_pem(certificate))
     # Atomic: a crash leaves either the old certificate or the new one.
     staged.replace(keys_path / TSA_CERT)
     return certificate
@@ -799,7 +799,7 @@ def enrol(
             ),
             False,
         ),
-        *((ext, False) for ext in _ca_links(keys.base_url, "issuing")),
+        *((ext, False) for ext in ca_links(keys.base_url, "issuing")),
     ]
     # RFC822Name is ASCII only (internationalised addresses need SmtpUTF8Mailbox,
     # which few validators read): such addresses are left out of the certificate.

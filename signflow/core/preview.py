@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from signflow.core.sandbox import (
     SandboxResult,
     run_task,
 )
-from signflow.core.storage import decrypt_secret, derive_key, encrypt_secret
+from signflow.core.storage import decrypt_secret, derive_key, encrypt_secret, write_atomically
 
 MIN_WIDTH_PX, MAX_WIDTH_PX = 100, 3000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -147,22 +145,11 @@ class PreviewCache:
         png = render_page(pdf, page_index, width_px=width_px, limits=self._limits)
         with self._lock:
             self.renders += 1
-        _write_atomically(path, encrypt_secret(self._master_key, png, purpose=purpose))
+        # No fsync: a cache entry lost in a crash is simply rendered again.
+        write_atomically(path, encrypt_secret(self._master_key, png, purpose=purpose), durable=False)
         return png
 
     def purge(self, sha256: str) -> None:
         """Forget every cached page of a document (retention purge)."""
         shutil.rmtree(self._folder(sha256), ignore_errors=True)
 
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        # No fsync: a cache entry lost in a crash is simply rendered again.
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

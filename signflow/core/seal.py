@@ -10,7 +10,6 @@ keys passphrase) and `seal.crt`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from signflow.core import pki
 from signflow.core.errors import ConfigurationError
@@ -35,39 +34,6 @@ RENEW_BEFORE = timedelta(days=30)
 class Seal:
     key: pki.PrivateKey = field(repr=False)
     certificate: x509.Certificate
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    # O_EXCL: never silently overwrite key material that appeared meanwhile.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _issuing_links(base_url: str) -> list[x509.ExtensionType]:
-    root = base_url.rstrip("/")
-    return [
-        x509.CRLDistributionPoints(
-            [
-                x509.DistributionPoint(
-                    full_name=[x509.UniformResourceIdentifier(f"{root}/pki/issuing.crl")],
-                    relative_name=None,
-                    reasons=None,
-                    crl_issuer=None,
-                )
-            ]
-        ),
-        x509.AuthorityInformationAccess(
-            [
-                x509.AccessDescription(
-                    AuthorityInformationAccessOID.CA_ISSUERS,
-                    x509.UniformResourceIdentifier(f"{root}/pki/issuing.crt"),
-                )
-            ]
-        ),
-    ]
 
 
 def _issue_seal(
@@ -122,7 +88,7 @@ def _issue_seal(
             critical=False,
         )
     )
-    for extension in _issuing_links(keys.base_url):
+    for extension in pki.ca_links(keys.base_url, "issuing"):
         builder = builder.add_extension(extension, critical=False)
     return builder.sign(keys.issuing_key, hashes.SHA256())
 
@@ -163,7 +129,7 @@ def ensure_seal(
     certificate = _issue_seal(keys, key, now)
     # Key first: a crash in between leaves a key without certificate, which
     # load_seal reports, never a certificate whose key is gone.
-    _write_private(
+    pki.write_private(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -171,7 +137,7 @@ def ensure_seal(
             serialization.BestAvailableEncryption(passphrase),
         ),
     )
-    _write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    pki.write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     return True
 
 

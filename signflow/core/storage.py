@@ -210,7 +210,7 @@ class FileBlobStore(_EnvelopeStore):
             session.delete(row)
             session.flush()
         wrapped_key, nonce, ciphertext = self._seal(sha256, data)
-        _write_atomically(self.path_for(sha256, nonce), ciphertext)
+        write_atomically(self.path_for(sha256, nonce), ciphertext)
         self._insert(
             session,
             Blob(
@@ -260,19 +260,23 @@ def make_blob_store(kind: str, master_key: bytes, root: Path | None) -> BlobStor
     raise ConfigurationError("blob store kind must be 'database' or 'file'")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Temp file (mode 0600, mkstemp's default) then rename: readers never see half a
+    file. `durable` also fsyncs file and folder, so the rename survives a power cut."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

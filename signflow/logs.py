@@ -8,7 +8,9 @@ import time
 
 
 class OneLineUTCFormatter(logging.Formatter):
-    converter = time.gmtime
+    @staticmethod
+    def converter(seconds: float | None = None) -> time.struct_time:
+        return time.gmtime(seconds)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 import pyotp
 import pytest
 from sqlalchemy import select

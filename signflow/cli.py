@@ -57,12 +57,28 @@ def init_instance(settings: Settings) -> Settings:
 
     passphrase = keys_passphrase(settings)
     token = hsm.from_settings(settings)
-    pki.init_keys(settings.keys_path, passphrase=passphrase, now=utcnow(), base_url=settings.base_url,
-                  token=token)
+    created = pki.init_keys(settings.keys_path, passphrase=passphrase, now=utcnow(),
+                            base_url=settings.base_url, token=token)
     keys = pki.load_keys(settings.keys_path, passphrase=passphrase, token=token)
-    seal.ensure_seal(settings.keys_path, keys, passphrase=passphrase, now=utcnow())
+    sealed = seal.ensure_seal(settings.keys_path, keys, passphrase=passphrase, now=utcnow())
     upgrade(settings.database_url)
+    if created or sealed:
+        record_key_event(settings, "keys.created", root=f"{keys.root_cert.serial_number:x}",
+                         issuing=f"{keys.issuing_cert.serial_number:x}",
+                         tsa=f"{keys.tsa_cert.serial_number:x}", on_token=token is not None)
     return settings
+
+
+def record_key_event(settings: Settings, action: str, **details: Any) -> None:
+    """Key material changed outside any request: audited in a transaction of its own."""
+    from signflow.db import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session, session.begin():
+            audit.append(session, now=utcnow(), actor=CLI_ACTOR, action=action, **details)
+    finally:
+        engine.dispose()
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:

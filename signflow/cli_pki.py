@@ -29,6 +29,9 @@ def cmd_hsm_init(args: argparse.Namespace) -> int:
     pki.init_keys(settings.keys_path, passphrase=passphrase, now=utcnow(),
                   base_url=settings.base_url, token=token)
     pki.load_keys(settings.keys_path, passphrase=passphrase, token=token)
+    from signflow.cli import record_key_event
+
+    record_key_event(settings, "keys.moved_to_token", token=token.label, moved=list(moved))
     for line in moved:
         print(line)
     print(f"service keys are on PKCS#11 token {token.label!r}; certificates stay in "
@@ -41,6 +44,10 @@ def cmd_renew_tsa(args: argparse.Namespace) -> int:
 
     svc = build_services(load_settings())
     cert = pki.renew_tsa_certificate(svc.settings.keys_path, svc.keys, now=svc.clock())
+    from signflow.cli import record_key_event
+
+    record_key_event(svc.settings, "keys.tsa_renewed", serial=f"{cert.serial_number:x}",
+                     not_after=cert.not_valid_after_utc.isoformat())
     print(f"new TSA certificate {cert.serial_number:x}, valid until "
           f"{cert.not_valid_after_utc:%Y-%m-%d}; restart the service to use it")
     return 0

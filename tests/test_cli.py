@@ -44,6 +44,11 @@ def test_init_is_idempotent_and_fails_closed(tmp_path):
     assert second.returncode == 0, second.stderr
     assert _digests(tmp_path / "keys") == keys
     assert (tmp_path / "instance" / "secret_key").read_text() == secret
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "instance" / "signflow.db") as db:
+        events = db.execute("SELECT line FROM audit_entries WHERE action = 'keys.created'").fetchall()
+    assert len(events) == 1 and '"tsa":' in events[0][0]  # audited once, on creation only
 
     # Production with no secret key anywhere refuses to serve, in one line.
     bare = _env(tmp_path / "empty", tmp_path / "keys")

@@ -117,3 +117,35 @@ def test_tsa_down_fails_the_signature_cleanly(settings, clock, world, svc):
         cred = s.scalar(select(SigningCredential).where(SigningCredential.user_id == world.doc,
                                                         SigningCredential.revoked_at.is_(None)))
         assert cred.failed_pins == 0
+
+
+def test_crl_past_next_update_refuses_to_sign(svc, world):
+    """Validation data must be current: a CRL past its nextUpdate is never embedded."""
+    from datetime import timedelta
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from signflow.core.errors import SignflowError
+
+    key, cert = _outsider_free_signer(svc)
+    now = svc.clock()
+    stale = [
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(now - timedelta(days=10))
+        .next_update(now - timedelta(days=3))
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()),
+                       critical=False)
+        .sign(signer, hashes.SHA256())
+        .public_bytes(Encoding.DER)
+        for issuer, signer in ((svc.keys.root_cert, svc.keys.root_key),
+                               (svc.keys.issuing_cert, svc.keys.issuing_key))
+    ]
+    with pytest.raises(SignflowError) as refused:
+        signing.sign_pdf(make_pdf(), key=key, certificate=cert, keys=svc.keys,
+                         stamp=signing.Stamp(signer_name="x", professional_id=None, reason="r",
+                                             when=now, timezone="UTC"),
+                         timestamper=svc.deps.timestamper, level="B-LTA", crls=stale)
+    assert "validation data" in refused.value.message

@@ -153,3 +153,19 @@ def test_worker_once_and_audit_commands(svc, world, settings, tmp_path):
     (out / "entries.jsonl").write_bytes(b"".join(lines[:1] + lines[2:]))
     tampered = run(["audit", "verify", str(out)], bare, cwd=tmp_path)
     assert tampered.returncode == 1 and "FAILED" in tampered.stdout
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_verify_refuses_a_pdf_signed_by_an_outsider(settings, tmp_path):
+    from tests.hostile import sign as outsider_sign
+    from tests.pdfs import make_pdf
+
+    path = tmp_path / "outsider.pdf"
+    path.write_bytes(outsider_sign(make_pdf()))
+    env = _env(settings.instance_path, settings.keys_path, settings.database_url)
+    env["SIGNFLOW_KEYS_PASSPHRASE"] = PASSPHRASE
+    result = run(["verify", str(path)], env)
+    assert result.returncode == 1
+    assert "NOT TRUSTED" in result.stdout and "NOT VALID" in result.stdout
+    as_json = json.loads(run(["verify", str(path), "--json"], env).stdout)
+    assert as_json["ok"] is False and as_json["signatures"][0]["trusted"] is False

@@ -77,11 +77,16 @@ def make_notifier(settings: Settings) -> Notifier:
 
 
 def build_services(
-    settings: Settings, *, clock: Callable[[], datetime] = utcnow, notifier: Notifier | None = None
+    settings: Settings, *, clock: Callable[[], datetime] = utcnow, notifier: Notifier | None = None,
+    keys: pki.KeyMaterial | None = None,
 ) -> Services:
+    """`keys`: already loaded key material (tests share one; the scrypt that unseals
+    the keys folder is deliberately slow)."""
     engine = make_engine(settings.database_url)
     passphrase = keys_passphrase(settings)
-    keys = pki.load_keys(settings.keys_path, passphrase=passphrase, token=hsm.from_settings(settings))
+    if keys is None:
+        keys = pki.load_keys(settings.keys_path, passphrase=passphrase,
+                             token=hsm.from_settings(settings))
     blob_root: Path | None = settings.instance_path / "blobs" if settings.blob_backend == "file" else None
     blobs = make_blob_store(settings.blob_backend, keys.master_key, blob_root)
     secret = (settings.secret_key or "").encode()

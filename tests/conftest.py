@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,22 +74,33 @@ def require_postgres() -> str:
     return PG_URL
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database migrated once by `signflow init`'s own code path, copied per test."""
+    path = tmp_path_factory.mktemp("template") / "signflow.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def fresh_sqlite(template: Path, folder: Path) -> str:
+    target = folder / "signflow.db"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'signflow.db'}"
-    else:
-        url = require_postgres()
-        reset_postgres(url)
+        return fresh_sqlite(migrated_sqlite, tmp_path)
+    url = require_postgres()
+    reset_postgres(url)
     upgrade(url)
     return url
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'signflow.db'}"
-    upgrade(url)
-    return url
+def sqlite_url(tmp_path: Path, migrated_sqlite: Path) -> str:
+    return fresh_sqlite(migrated_sqlite, tmp_path)
 
 
 def make_settings(instance: Path, keys: Path, database_url: str, **overrides: object) -> Settings:
@@ -116,9 +128,17 @@ def settings(tmp_path: Path, keys_dir: Path, database_url: str) -> Settings:
     return make_settings(tmp_path / "instance", keys_dir, database_url)
 
 
+@pytest.fixture(scope="session")
+def key_material(keys_dir: Path) -> pki.KeyMaterial:
+    return pki.load_keys(keys_dir, passphrase=PASSPHRASE.encode())
+
+
 @pytest.fixture
-def svc(settings: Settings, clock: Clock) -> Iterator[Services]:
-    services = build_services(settings, clock=clock, notifier=LogNotifier())
+def svc(settings: Settings, clock: Clock, keys_dir: Path,
+        key_material: pki.KeyMaterial) -> Iterator[Services]:
+    # Shared key material unless a test points the settings at keys of its own.
+    keys = key_material if settings.keys_path == keys_dir and not settings.pkcs11_module else None
+    services = build_services(settings, clock=clock, notifier=LogNotifier(), keys=keys)
     yield services
     services.engine.dispose()
 
@@ -143,10 +163,20 @@ class World:
     other_destination: int
 
 
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    """One real argon2id hash of PASSWORD, shared by the test users: hashing is
+    deliberately slow (46 MiB), and ten per test would dominate the suite."""
+    return accounts.hash_password(PASSWORD)
+
+
 @pytest.fixture
-def world(svc: Services, clock: Clock) -> World:
+def world(svc: Services, clock: Clock, password_hash: str) -> World:
     now = clock()
-    with svc.sessions() as s, s.begin():
+    real_hash = accounts.hash_password
+    with pytest.MonkeyPatch.context() as patch, svc.sessions() as s, s.begin():
+        patch.setattr(accounts, "hash_password",
+                      lambda pw: password_hash if pw == PASSWORD else real_hash(pw))
         dest = Destination(name="Transplant service", email="transplant@hospital.example")
         other_dest = Destination(name="Cardiology")
         s.add_all([dest, other_dest])

@@ -47,7 +47,7 @@ def snapshot(svc: Any) -> dict[str, Any]:
             m.__name__: s.scalar(select(func.count()).select_from(m))
             for m in (SignatureRequest, Signature, SignatureActivation, Blob, AuditEntry)
         }
-        states = dict(s.execute(select(SignatureRequest.id, SignatureRequest.state)).tuples().all())
+        states = {rid: state for rid, state in s.execute(select(SignatureRequest.id, SignatureRequest.state))}
         return {**counts, "states": states}
 
 

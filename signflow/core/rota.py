@@ -16,9 +16,7 @@ from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
 MAX_SHIFT = timedelta(days=31)
 
 
-def _physician(session: Session, user_id: int | None) -> User | None:
-    if user_id is None:
-        return None
+def _physician(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None or user.role != Role.PHYSICIAN:
         raise InvalidInput("Choose a physician.")
@@ -32,7 +30,7 @@ def create_group(session: Session, *, actor: Actor, name: str, head_user_id: int
         raise InvalidInput("A group needs a name (200 characters at most).")
     if session.scalar(select(OnCallGroup.id).where(OnCallGroup.name == name)) is not None:
         raise Conflict("A group with this name exists.")
-    head = _physician(session, head_user_id)
+    head = _physician(session, head_user_id) if head_user_id is not None else None
     group = OnCallGroup(name=name, head_user_id=head.id if head else None)
     session.add(group)
     session.flush()
@@ -62,7 +60,6 @@ def add_shift(session: Session, *, actor: Actor, group_id: int, user_id: int, le
     if group is None:
         raise InvalidInput("Choose a group.")
     user = _physician(session, user_id)
-    assert user is not None
     if level not in (PRIMARY, BACKUP):
         raise InvalidInput("A shift is primary or backup.")
     if ends_at <= starts_at:

@@ -138,7 +138,8 @@ def add_shift() -> Response:
     if not form.validate_on_submit():
         raise _form_error(form)
     tz = ZoneInfo(services().settings.timezone)
-    assert form.starts_at.data is not None and form.ends_at.data is not None
+    if form.starts_at.data is None or form.ends_at.data is None:
+        raise InvalidInput("A shift needs a start and an end.")
     rota.add_shift(db(), actor=accounts.actor_of(user(), client_ip()), group_id=form.group.data,
                    user_id=form.physician.data, level=form.level.data,
                    starts_at=form.starts_at.data.replace(tzinfo=tz),

@@ -7,6 +7,7 @@ see a pyHanko exception.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import threading
@@ -27,16 +28,26 @@ from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.sign import fields, signers
+from pyhanko.sign.ades.report import AdESPassed
 from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.timestamps import HTTPTimeStamper, TimeStamper, TimestampRequestError
 from pyhanko.sign.validation import async_validate_pdf_signature, async_validate_pdf_timestamp
+from pyhanko.sign.validation.ades import ades_lta_validation
 from pyhanko.sign.validation.dss import DocumentSecurityStore
+from pyhanko.sign.validation.policy_decl import (
+    PdfSignatureValidationSpec,
+    RevinfoOnlineFetchingRule,
+    RevocationInfoGatheringSpec,
+    SignatureValidationSpec,
+)
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.stamp import TextStampStyle
 from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.context import CertValidationPolicySpec
 from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError, ValidationError
-from pyhanko_certvalidator.registry import SimpleCertificateStore
+from pyhanko_certvalidator.policy_decl import REQUIRE_REVINFO, CertRevTrustPolicy
+from pyhanko_certvalidator.registry import SimpleCertificateStore, SimpleTrustManager
 
 from signflow.core import hsm
 from signflow.core.errors import (
@@ -476,6 +487,9 @@ class SignatureReport:
     is_timestamp: bool
     ok: bool
     problems: tuple[str, ...]
+    # pyHanko's AdES long-term validation (ETSI EN 319 102-1 5.6.3), offline, with
+    # only the file's own validation data: "PASSED", or the indication/subindication.
+    ades: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -493,6 +507,7 @@ class SignatureReport:
             "coverage": self.coverage,
             "modification_level": self.modification_level,
             "pades_level": self.pades_level,
+            "ades": self.ades,
             "is_timestamp": self.is_timestamp,
             "ok": self.ok,
             "problems": list(self.problems),
@@ -578,9 +593,10 @@ def validate_pdf(
         for i in range(len(embedded))
     ]
     for index, sig in enumerate(embedded):
-        reports.append(
-            _validate_one(sig, context, has_dss=has_dss, doc_ts_after=doc_timestamps_after[index])
-        )
+        report = _validate_one(sig, context, has_dss=has_dss, doc_ts_after=doc_timestamps_after[index])
+        if not report.is_timestamp and report.intact and report.valid:
+            report = _with_ades_level(report, sig, trust_roots)
+        reports.append(report)
     ok = bool(reports) and all(r.ok for r in reports) and _covers_file(reports[-1], pdf)
     return ValidationReport(signatures=tuple(reports), ok=ok)
 
@@ -828,3 +844,36 @@ def add_archive_timestamp(
     except Exception as exc:
         raise _translate_signing_error(exc) from exc
     return out.getvalue()
+
+
+def _ades_spec(trust_roots: list[x509.Certificate]) -> PdfSignatureValidationSpec:
+    return PdfSignatureValidationSpec(SignatureValidationSpec(
+        cert_validation_policy=CertValidationPolicySpec(
+            trust_manager=SimpleTrustManager.build(trust_roots=[to_asn1_cert(c) for c in trust_roots]),
+            revinfo_policy=CertRevTrustPolicy(REQUIRE_REVINFO),
+        ),
+        # Offline: only what the file carries counts, as for a court in ten years.
+        revinfo_gathering_policy=RevocationInfoGatheringSpec(
+            online_fetching_rule=RevinfoOnlineFetchingRule.LOCAL_ONLY),
+        key_usage_settings=KeyUsageConstraints(key_usage={"non_repudiation"}),
+    ))
+
+
+def _with_ades_level(report: SignatureReport, sig: Any,
+                     trust_roots: list[x509.Certificate]) -> SignatureReport:
+    """The PAdES level reached, per pyHanko's AdES engine: B-LTA only if the
+    long-term validation passes from the file alone (B-T and B-LT files come out
+    INDETERMINATE there, having no proof of existence for their validation data)."""
+    try:
+        result = _run_sync(ades_lta_validation(sig, _ades_spec(trust_roots)))
+        indication = result.ades_subindic
+    except Exception as exc:
+        log.info("AdES validation of %s failed: %s", sig.field_name, type(exc).__name__)
+        return dataclasses.replace(report, ades="ERROR")
+    passed = isinstance(indication, AdESPassed)
+    kind = type(indication).__name__.removeprefix("AdES").upper()
+    verdict = "PASSED" if passed else f"{kind}/{indication.name}"
+    level = report.pades_level
+    if level == "B-LTA" and not passed:
+        level = "B-LT"  # the structure is there, the long-term proof is not
+    return dataclasses.replace(report, ades=verdict, pades_level=level)

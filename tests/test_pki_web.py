@@ -149,3 +149,23 @@ def test_crl_past_next_update_refuses_to_sign(svc, world):
                                              when=now, timezone="UTC"),
                          timestamper=svc.deps.timestamper, level="B-LTA", crls=stale)
     assert "validation data" in refused.value.message
+
+
+def test_shared_service_timestamper_across_threads(svc, world):
+    """Request threads share one in-process TSA: every token must stay intact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key, cert = _outsider_free_signer(svc)
+    with svc.sessions() as s:
+        crls = [pki.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
+
+    def one(n: int) -> bytes:
+        return signing.sign_pdf(
+            make_pdf(text=f"document {n}"), key=key, certificate=cert, keys=svc.keys,
+            stamp=signing.Stamp(signer_name="TSA client", professional_id=None, reason="t",
+                                when=svc.clock(), timezone="UTC"),
+            timestamper=svc.deps.timestamper, level="B-LTA", crls=crls)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        signed = list(pool.map(one, range(18)))
+    assert all(signing.validate_pdf(pdf, trust_roots=[svc.keys.root_cert]).ok for pdf in signed)

@@ -7,6 +7,7 @@ see a pyHanko exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import logging
@@ -137,6 +138,10 @@ class _LockedPKCS11Signer(signers.Signer):
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
+        # Its asn1crypto certificate objects are shared by every signature made
+        # with this signer, and asn1crypto mutates them while packaging a CMS
+        # (1 run in 3 failed with 6 threads): one signature at a time per signer.
+        self.in_use = threading.Lock()
         super().__init__(
             signing_cert=inner.signing_cert,
             cert_registry=inner.cert_registry,
@@ -403,15 +408,17 @@ def sign_pdf(
         new_field_spec=new_field,
     )
     out = io.BytesIO()
+    exclusive = key.in_use if isinstance(key, _LockedPKCS11Signer) else contextlib.nullcontext()
     try:
-        _run_sync(
-            pdf_signer.async_sign_pdf(
-                writer,
-                existing_fields_only=new_field is None,
-                appearance_text_params=_stamp_params(stamp),
-                output=out,
+        with exclusive:
+            _run_sync(
+                pdf_signer.async_sign_pdf(
+                    writer,
+                    existing_fields_only=new_field is None,
+                    appearance_text_params=_stamp_params(stamp),
+                    output=out,
+                )
             )
-        )
     except SignflowError:
         raise
     except Exception as exc:

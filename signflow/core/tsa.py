@@ -8,6 +8,7 @@ keys folder (RSA, EKU timeStamping critical, issued by the issuing CA).
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -73,6 +74,7 @@ class ServiceTimeStamper(DummyTimeStamper):
         self.override_md = None
         self._key = tsa_key
         self._clock = clock
+        self._building = threading.Lock()
 
     def _build_tst_info(
         self, message_imprint: tsp.MessageImprint, dt: datetime, req: tsp.TimeStampReq
@@ -126,15 +128,21 @@ class ServiceTimeStamper(DummyTimeStamper):
         return granted
 
     def respond(self, req: tsp.TimeStampReq, now: datetime) -> tsp.TimeStampResp:
-        algorithm = req["message_imprint"]["hash_algorithm"]["algorithm"].native
-        tst_info = self._build_tst_info(req["message_imprint"], now, req)
-        tst_info_data = tst_info.dump()
-        signature, signed_attrs = self._sign_tst_info(tst_info_data, algorithm, now)
-        signed_data = self._build_signed_data(tst_info_data, algorithm, signature, signed_attrs)
-        token = cms.ContentInfo(
-            {"content_type": "signed_data", "content": cms.SignedData(signed_data)}
-        )
-        return tsp.TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": token})
+        # One stamper serves every request thread, and asn1crypto mutates the shared
+        # certificate objects while building: build one token at a time, and hand
+        # out an independent copy (re-parsed from DER) that shares nothing.
+        with self._building:
+            algorithm = req["message_imprint"]["hash_algorithm"]["algorithm"].native
+            tst_info = self._build_tst_info(req["message_imprint"], now, req)
+            tst_info_data = tst_info.dump()
+            signature, signed_attrs = self._sign_tst_info(tst_info_data, algorithm, now)
+            signed_data = self._build_signed_data(tst_info_data, algorithm, signature, signed_attrs)
+            token = cms.ContentInfo(
+                {"content_type": "signed_data", "content": cms.SignedData(signed_data)}
+            )
+            granted = tsp.TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": token})
+            independent: tsp.TimeStampResp = tsp.TimeStampResp.load(granted.dump())
+        return independent
 
     def request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
         return self.respond(req, self._clock())

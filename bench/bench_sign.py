@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from signflow.config import Settings  # noqa: E402
-from signflow.core import accounts, credentials, pdfcheck, pki, signing, workflow  # noqa: E402
+from signflow.core import accounts, credentials, pdfcheck, pki, seal, signing, workflow  # noqa: E402
 from signflow.core.audit import Actor  # noqa: E402
 from signflow.migrate import upgrade  # noqa: E402
 from signflow.models import Destination, OnCallGroup, RotaShift, User  # noqa: E402
@@ -39,6 +39,8 @@ def main(rounds: int = 15) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="signflow-bench-"))
     now = datetime.now(UTC)
     pki.init_keys(tmp / "keys", passphrase=b"bench-passphrase", now=now, base_url="http://127.0.0.1")
+    seal.ensure_seal(tmp / "keys", pki.load_keys(tmp / "keys", passphrase=b"bench-passphrase"),
+                     passphrase=b"bench-passphrase", now=now)
     (tmp / "instance").mkdir()
     (tmp / "instance" / PASSPHRASE_FILE).write_text("bench-passphrase")
     url = f"sqlite:///{tmp / 'bench.db'}"

@@ -31,7 +31,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,24 +269,7 @@ class _Inspector:
 
     def _action_chain(self, action: Any) -> Iterator[Any]:
         """An action and its /Next successors (a dict or an array of them, possibly cyclic)."""
-        import pikepdf
-
-        seen: set[tuple[int, int]] = set()
-        todo = [action]
-        while todo:
-            item = todo.pop()
-            if isinstance(item, pikepdf.Array | list):
-                todo.extend(item)
-                continue
-            if not _is_dictlike(item):
-                continue
-            if item.is_indirect:
-                if item.objgen in seen:
-                    continue
-                seen.add(item.objgen)
-            yield item
-            if "/Next" in item:
-                todo.append(item["/Next"])
+        return _unique_dicts([action], lambda item: [item["/Next"]] if "/Next" in item else [])
 
     def _unsafe_kinds(self, action: Any) -> list[str]:
         kinds = []
@@ -304,22 +287,11 @@ class _Inspector:
     def _count_name_tree(self, tree: Any) -> int:
         import pikepdf
 
-        count, todo = 0, [tree]
-        seen: set[tuple[int, int]] = set()
-        while todo and len(seen) < 100_000:
-            node = todo.pop()
-            if not _is_dictlike(node):
-                continue
-            if node.is_indirect:
-                if node.objgen in seen:
-                    continue
-                seen.add(node.objgen)
+        count = 0
+        for node in _unique_dicts([tree], _kids, limit=100_000):
             names = node.get("/Names")
             if isinstance(names, pikepdf.Array):
                 count += len(names) // 2
-            kids = node.get("/Kids")
-            if isinstance(kids, pikepdf.Array):
-                todo.extend(kids)
         return count
 
     def _catalog(self, root: Any) -> None:
@@ -415,30 +387,15 @@ class _Inspector:
 
         root = self.pdf.Root
         self._catalog(root)
-        seen: set[tuple[int, int]] = set()
-        todo: list[Any] = [self.pdf.trailer]
-        while todo:
-            obj = todo.pop()
-            if isinstance(obj, pikepdf.Array):
-                todo.extend(
-                    item for item in obj if isinstance(item, pikepdf.Array) or _is_dictlike(item)
-                )
-                continue
-            if not _is_dictlike(obj):
-                continue
-            if obj.is_indirect:
-                if obj.objgen in seen:
-                    continue
-                seen.add(obj.objgen)
+
+        def values(obj: Any) -> list[Any]:
+            # Read after the caller handled `obj`: what it stripped is not visited.
+            return [obj[key] for key in list(obj.keys()) if key != "/Encrypt"]
+
+        for obj in _unique_dicts([self.pdf.trailer], values):
             if isinstance(obj, pikepdf.Stream):
                 self.streams.append(obj)
             self._dictionary(obj)
-            for key in list(obj.keys()):
-                if key == "/Encrypt":
-                    continue
-                value = obj[key]
-                if isinstance(value, pikepdf.Array) or _is_dictlike(value):
-                    todo.append(value)
 
     def removed(self) -> list[str]:
         return [label if n == 1 else f"{label} ({n})" for label, n in self.found.items() if n]
@@ -458,24 +415,44 @@ def _has_signature(pdf: Any) -> bool:
         annots = page.obj.get("/Annots")
         if isinstance(annots, pikepdf.Array):
             candidates.extend(annots)
-    seen: set[tuple[int, int]] = set()
-    while candidates and len(seen) < 200_000:
-        node = candidates.pop()
-        if not _is_dictlike(node):
-            continue
-        if node.is_indirect:
-            if node.objgen in seen:
-                continue
-            seen.add(node.objgen)
+    for node in _unique_dicts(candidates, _kids, limit=200_000):
         value = node.get("/V")
         if _name(node.get("/FT")) == "/Sig" and _is_dictlike(value):
             return True
         if _is_dictlike(value) and "/ByteRange" in value:
             return True
-        kids = node.get("/Kids")
-        if isinstance(kids, pikepdf.Array):
-            candidates.extend(kids)
     return False
+
+
+def _kids(node: Any) -> list[Any]:
+    import pikepdf
+
+    kids = node.get("/Kids")
+    return list(kids) if isinstance(kids, pikepdf.Array) else []
+
+
+def _unique_dicts(start: list[Any], children: Callable[[Any], list[Any]], *,
+                  limit: int | None = None) -> Iterator[Any]:
+    """Every dictionary reachable from `start` once, arrays flattened: hostile files
+    share objects and build cycles. `children` is asked after the caller has seen
+    the node. Stops after `limit` distinct indirect objects."""
+    import pikepdf
+
+    seen: set[tuple[int, int]] = set()
+    todo = list(start)
+    while todo and (limit is None or len(seen) < limit):
+        item = todo.pop()
+        if isinstance(item, pikepdf.Array | list):
+            todo.extend(item)
+            continue
+        if not _is_dictlike(item):
+            continue
+        if item.is_indirect:
+            if item.objgen in seen:
+                continue
+            seen.add(item.objgen)
+        yield item
+        todo.extend(children(item))
 
 
 def _filters(stream: Any) -> list[str]:

@@ -139,7 +139,11 @@ class _EnvelopeStore:
         _check_address(sha256)
         return session.get(Blob, sha256)
 
-    def _insert(self, session: Session, row: Blob) -> None:
+    def _insert(self, session: Session, sha256: str, size: int, wrapped_key: bytes, nonce: bytes,
+                ciphertext: bytes | None, *, now: datetime) -> None:
+        """`ciphertext` None: the file backend holds it."""
+        row = Blob(sha256=sha256, size=size, wrapped_key=wrapped_key, nonce=nonce,
+                   ciphertext=ciphertext, created_at=now)
         # A concurrent put of the same content (PostgreSQL, no global write
         # lock) loses the race on the primary key; the winner's row is as good.
         try:
@@ -156,17 +160,7 @@ class DatabaseBlobStore(_EnvelopeStore):
         if self._row(session, sha256) is not None:
             return sha256
         wrapped_key, nonce, ciphertext = self._seal(sha256, data)
-        self._insert(
-            session,
-            Blob(
-                sha256=sha256,
-                size=len(data),
-                wrapped_key=wrapped_key,
-                nonce=nonce,
-                ciphertext=ciphertext,
-                created_at=now,
-            ),
-        )
+        self._insert(session, sha256, len(data), wrapped_key, nonce, ciphertext, now=now)
         return sha256
 
     def get(self, session: Session, sha256: str) -> bytes:
@@ -211,17 +205,7 @@ class FileBlobStore(_EnvelopeStore):
             session.flush()
         wrapped_key, nonce, ciphertext = self._seal(sha256, data)
         write_atomically(self.path_for(sha256, nonce), ciphertext)
-        self._insert(
-            session,
-            Blob(
-                sha256=sha256,
-                size=len(data),
-                wrapped_key=wrapped_key,
-                nonce=nonce,
-                ciphertext=None,
-                created_at=now,
-            ),
-        )
+        self._insert(session, sha256, len(data), wrapped_key, nonce, None, now=now)
         return sha256
 
     def get(self, session: Session, sha256: str) -> bytes:

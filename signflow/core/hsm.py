@@ -18,7 +18,7 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import pkcs11
 from cryptography.hazmat.primitives import hashes, serialization
@@ -288,7 +288,32 @@ def _token_only(what: str) -> ConfigurationError:
     return ConfigurationError(f"{what} is not possible: the key never leaves the PKCS#11 token")
 
 
-class TokenECKey(ec.EllipticCurvePrivateKey):
+class _OnToken:
+    """What every token-held key refuses or shares: it cannot be exported, and a
+    copy is the same handle."""
+
+    _token: Token
+    _label: str
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        raise _token_only("exporting the private key")
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._token.label}/{self._label})"
+
+
+class TokenECKey(_OnToken, ec.EllipticCurvePrivateKey):
     """An EC private key whose signatures are computed by the token.
 
     cryptography (>= 42) accepts such objects in CertificateBuilder.sign and
@@ -330,25 +355,9 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         raise _token_only("reading the private key")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        raise _token_only("exporting the private key")
-
-    def __copy__(self) -> TokenECKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TokenECKey:
-        return self
-
-    def __repr__(self) -> str:
-        return f"TokenECKey({self._token.label}/{self._label})"
 
 
-class TokenRSAKey(rsa.RSAPrivateKey):
+class TokenRSAKey(_OnToken, rsa.RSAPrivateKey):
     """An RSA private key (PKCS#1 v1.5 signatures only) held by the token."""
 
     def __init__(self, token: Token, label: str, public_key: rsa.RSAPublicKey) -> None:
@@ -377,22 +386,6 @@ class TokenRSAKey(rsa.RSAPrivateKey):
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         raise _token_only("reading the private key")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        raise _token_only("exporting the private key")
-
-    def __copy__(self) -> TokenRSAKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TokenRSAKey:
-        return self
-
-    def __repr__(self) -> str:
-        return f"TokenRSAKey({self._token.label}/{self._label})"
 
 
 _PKCS1v15 = padding.PKCS1v15

@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from signflow import logs
 from signflow.config import Settings, load_settings, require_secret_key
-from signflow.services import Services, build_services
+from signflow.services import Services, build_services, require_notification_channel
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -31,6 +31,7 @@ def create_app(
 ) -> Flask:
     settings = settings or load_settings(**overrides)
     secret_key = require_secret_key(settings)
+    require_notification_channel(settings)
     services = services or build_services(settings)
 
     app = Flask(

@@ -24,7 +24,12 @@ from signflow.core.audit import Actor
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
 from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
-from signflow.services import PASSPHRASE_FILE, Services, build_services
+from signflow.services import (
+    PASSPHRASE_FILE,
+    Services,
+    build_services,
+    require_notification_channel,
+)
 
 CLI_ACTOR = Actor(id=None, name="cli", role="operator")
 
@@ -213,6 +218,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from signflow.app import create_app
 
     require_secret_key(settings)
+    require_notification_channel(settings)
     if hsm.config_from(settings.pkcs11_module, settings.pkcs11_token, settings.pkcs11_pin,
                        settings.pkcs11_pin_file) is None:
         # Fail now, in the foreground, on a bad configuration. Not with a token: a PKCS#11
@@ -225,7 +231,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from signflow.jobs import run_forever, run_once
 
-    svc = build_services(_settings(args))
+    settings = _settings(args)
+    require_notification_channel(settings)
+    svc = build_services(settings)
     if args.once:
         print(run_once(svc))
         return 0

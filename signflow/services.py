@@ -60,6 +60,15 @@ def keys_passphrase(settings: Settings, environ: dict[str, str] | None = None) -
     return value.encode()
 
 
+def require_notification_channel(settings: Settings) -> None:
+    """In production the processes that serve or send (app, worker) refuse to start
+    when requests would reach nobody; one-off commands (verify, check, backup) need not."""
+    if settings.production and not (settings.smtp_host or settings.webhook_url):
+        raise ConfigurationError(
+            "no notification channel: set SIGNFLOW_SMTP_HOST or SIGNFLOW_WEBHOOK_URL"
+        )
+
+
 def make_notifier(settings: Settings) -> Notifier:
     channels: list[Notifier] = []
     if settings.smtp_host:
@@ -68,10 +77,6 @@ def make_notifier(settings: Settings) -> Notifier:
     if settings.webhook_url:
         channels.append(WebhookNotifier(settings.webhook_url))
     if not channels:
-        if settings.production:
-            raise ConfigurationError(
-                "no notification channel: set SIGNFLOW_SMTP_HOST or SIGNFLOW_WEBHOOK_URL"
-            )
         return LogNotifier()
     return channels[0] if len(channels) == 1 else FanoutNotifier(channels)
 

@@ -92,10 +92,17 @@ def test_bad_settings_refused(tmp_path, name, value):
 
 
 def test_production_requires_a_notification_channel(tmp_path):
-    from signflow.services import make_notifier
+    from signflow.core.notify import LogNotifier, SmtpNotifier
+    from signflow.services import make_notifier, require_notification_channel
 
+    production = Settings(env="production", instance_path=tmp_path, secret_key="s" * 40)
     with pytest.raises(ConfigurationError, match="notification"):
-        make_notifier(Settings(env="production", instance_path=tmp_path))
+        require_notification_channel(production)
+    with pytest.raises(ConfigurationError, match="notification"):
+        create_app(production)  # refused before anything is built
+    require_notification_channel(production.with_overrides(smtp_host="smtp.hospital.example"))
+    assert isinstance(make_notifier(production.with_overrides(smtp_host="smtp.example")), SmtpNotifier)
+    assert isinstance(make_notifier(production), LogNotifier)  # one-off commands still run
 
 
 def test_log_lines_cannot_be_forged():

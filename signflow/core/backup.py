@@ -200,6 +200,20 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, digests: dict[str, 
     _add(tar, name, io.BytesIO(data), len(data), digests, hashlib.sha256(data).hexdigest())
 
 
+
+class _Progress:
+    """Counts steps and reports (done, total) to the caller's callback, from (0, total)."""
+
+    def __init__(self, report: Progress | None, total: int) -> None:
+        self.report, self.total, self.done = report, total, 0
+        if report is not None:
+            report(0, total)
+
+    def __call__(self, step: int = 1) -> None:
+        self.done += step
+        if self.report is not None:
+            self.report(self.done, self.total)
+
 def backup(
     database_url: str,
     *,
@@ -243,16 +257,7 @@ def backup(
                     )
                 ]
             total = sum(counts.values()) + len(blob_refs) + len(key_files)
-            done = 0
-
-            def tick(step: int = 1) -> None:
-                nonlocal done
-                done += step
-                if progress is not None:
-                    progress(done, total)
-
-            if progress is not None:
-                progress(0, total)
+            tick = _Progress(progress, total)
             revision = _revision(conn)
             for table in tables:
                 with tempfile.TemporaryFile() as spool:
@@ -491,16 +496,7 @@ def restore(
             # The backup's ciphertext files land in whichever backend the target uses.
             blob_writes = _plan_files(tar, "blobs/", blob_root, "blob file") if blob_root else []
             total = sum(manifest.tables.values()) + len(key_writes) + len(blob_writes)
-            done = 0
-
-            def tick(step: int = 1) -> None:
-                nonlocal done
-                done += step
-                if progress is not None:
-                    progress(done, total)
-
-            if progress is not None:
-                progress(0, total)
+            tick = _Progress(progress, total)
             for relative in key_writes:
                 write_atomically(keys_path / relative, _read(tar, "keys/" + relative))
                 tick()

@@ -17,6 +17,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
+from signflow.core.workflow import MAX_NOTE, MAX_REASON
 from signflow.models import Role, Urgency
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -49,7 +50,7 @@ class UploadForm(FlaskForm):
                  (Urgency.ROUTINE.value, "Routine (1 h)")],
         default=Urgency.URGENT.value,
     )
-    note = TextAreaField("Note for the physician (optional)", validators=[Optional(), Length(max=2000)])
+    note = TextAreaField("Note for the physician (optional)", validators=[Optional(), Length(max=MAX_NOTE)])
     stamp_position = HiddenField(
         validators=[Optional(), Regexp(r"^\d{1,4}(,\d{1,5}(\.\d+)?){4}$")]
     )
@@ -62,7 +63,8 @@ class SignForm(FlaskForm):
 
 
 class DeclineForm(FlaskForm):
-    reason = TextAreaField("Reason", validators=[DataRequired("Say why you decline."), Length(max=1000)])
+    reason = TextAreaField("Reason",
+                           validators=[DataRequired("Say why you decline."), Length(max=MAX_REASON)])
 
 
 class PinForm(FlaskForm):

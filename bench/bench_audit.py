@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete, func, insert, select
 
 from signflow import auditverify
-from signflow.core import audit
+from signflow.core.audit import log as audit
 from signflow.db import Base, make_engine, make_session_factory
 from signflow.models import AuditEntry, AuditHead, Checkpoint
 

@@ -15,8 +15,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from signflow.config import Settings  # noqa: E402
-from signflow.core import accounts, credentials, pdfcheck, pki, seal, signing, workflow  # noqa: E402
-from signflow.core.audit import Actor  # noqa: E402
+from signflow.core.accounts import signing_pin as credentials
+from signflow.core.accounts import users as accounts
+from signflow.core.audit.log import Actor  # noqa: E402
+from signflow.core.pades import sign as signing
+from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.pki import keystore as pki
+from signflow.core.pki import seal as seal
+from signflow.core.requests import workflow as workflow  # noqa: E402
 from signflow.migrate import upgrade  # noqa: E402
 from signflow.models import Destination, OnCallGroup, RotaShift, User  # noqa: E402
 from signflow.services import PASSPHRASE_FILE, build_services  # noqa: E402

@@ -16,7 +16,7 @@ Formats (see DESIGN.md "The audit export bundle"):
   with Ed25519 (signature type 0x01).
 
 The Merkle and note functions here are also the implementation used by
-signflow.core.audit, so the service and the auditor cannot disagree.
+signflow.core.audit.log, so the service and the auditor cannot disagree.
 """
 
 from __future__ import annotations

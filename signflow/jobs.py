@@ -16,10 +16,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core import archive, audit, consistency, oncall, pki, retention, workflow
-from signflow.core.audit import SYSTEM
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import ConfigurationError, ServiceUnavailable
-from signflow.core.notify import Message
+from signflow.core.notify.channels import Message
+from signflow.core.ops import archive_renewal as archive
+from signflow.core.ops import consistency as consistency
+from signflow.core.ops import retention as retention
+from signflow.core.pki import keystore as pki
+from signflow.core.requests import oncall as oncall
+from signflow.core.requests import workflow as workflow
 from signflow.models import Checkpoint, Job, Role, Setting, SignatureRequest, User
 from signflow.services import Services
 

@@ -13,15 +13,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from signflow.config import Settings
-from signflow.core import hsm, pki, signing
-from signflow.core import seal as seal_module
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
-from signflow.core.notify import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
-from signflow.core.preview import PreviewCache
-from signflow.core.sandbox import SandboxLimits
+from signflow.core.notify.channels import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
+from signflow.core.pades import sign as signing
+from signflow.core.pdf.preview import PreviewCache
+from signflow.core.pdf.sandbox import SandboxLimits
+from signflow.core.pki import hsm as hsm
+from signflow.core.pki import keystore as pki
+from signflow.core.pki import seal as seal_module
+from signflow.core.requests.workflow import Deps
 from signflow.core.storage import BlobStore, make_blob_store
-from signflow.core.workflow import Deps
 from signflow.db import make_engine, make_session_factory
 
 PASSPHRASE_FILE = "keys_passphrase"  # noqa: S105 - a file name

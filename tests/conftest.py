@@ -18,9 +18,12 @@ from sqlalchemy import create_engine, text
 
 from signflow.app import create_app
 from signflow.config import Settings
-from signflow.core import accounts, credentials, pki, seal
-from signflow.core.audit import Actor
-from signflow.core.notify import LogNotifier
+from signflow.core.accounts import signing_pin as credentials
+from signflow.core.accounts import users as accounts
+from signflow.core.audit.log import Actor
+from signflow.core.notify.channels import LogNotifier
+from signflow.core.pki import keystore as pki
+from signflow.core.pki import seal as seal
 from signflow.migrate import upgrade
 from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
 from signflow.services import PASSPHRASE_FILE, Services, build_services

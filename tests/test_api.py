@@ -9,7 +9,8 @@ import pytest
 from openapi_spec_validator import validate
 from sqlalchemy import select
 
-from signflow.core import accounts, signing
+from signflow.core.accounts import users as accounts
+from signflow.core.pades import sign as signing
 from signflow.models import ApiToken, AuditEntry, RequestState, User
 from tests.conftest import TEST_ACTOR, login
 from tests.test_access import count, delivered_request, new_request, state_of

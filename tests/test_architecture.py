@@ -92,7 +92,7 @@ def test_bad_settings_refused(tmp_path, name, value):
 
 
 def test_production_requires_a_notification_channel(tmp_path):
-    from signflow.core.notify import LogNotifier, SmtpNotifier
+    from signflow.core.notify.channels import LogNotifier, SmtpNotifier
     from signflow.services import make_notifier, require_notification_channel
 
     production = Settings(env="production", instance_path=tmp_path, secret_key="s" * 40)

@@ -14,10 +14,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
-from signflow.core import archive, pki, signing
-from signflow.core.audit import Actor
+from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError
-from signflow.core.tsa import ServiceTimeStamper
+from signflow.core.ops import archive_renewal as archive
+from signflow.core.pades import sign as signing
+from signflow.core.pki import keystore as pki
+from signflow.core.pki.tsa import ServiceTimeStamper
 from signflow.models import AuditEntry, SignatureRequest
 from signflow.services import Services
 from tests.conftest import World

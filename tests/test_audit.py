@@ -1,4 +1,4 @@
-"""signflow.core.audit against real databases: SQLite files and PostgreSQL."""
+"""signflow.core.audit.log against real databases: SQLite files and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from signflow import auditverify
-from signflow.core import audit
-from signflow.core.audit import SYSTEM, Actor
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import SYSTEM, Actor
 from signflow.core.errors import AuditIntegrityError, Conflict, InvalidInput
 from signflow.db import Base, make_engine, make_session_factory
 from signflow.models import AuditEntry, AuditHead, Checkpoint

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import select, text
 
 from signflow.auditverify import verifier_key, verify_bundle
-from signflow.core import audit, evidence
-from signflow.core.accounts import actor_of
+from signflow.core.accounts.users import actor_of
+from signflow.core.audit import evidence as evidence
+from signflow.core.audit import log as audit
 from signflow.models import AuditEntry, SignatureRequest, User
 from tests.conftest import T0, login
 from tests.helpers import request_id_from, sign, upload

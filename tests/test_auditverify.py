@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from signflow import auditverify as av
-from signflow.core import audit
-from signflow.core.audit import Actor
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.db import Base, make_engine, make_session_factory
 from signflow.models import AuditHead
 

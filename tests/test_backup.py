@@ -13,9 +13,12 @@ import pytest
 from sqlalchemy import create_engine, inspect, select
 
 from signflow import jobs
-from signflow.core import audit, backup, consistency, signing
+from signflow.core.audit import log as audit
 from signflow.core.errors import Conflict, InvalidInput
-from signflow.core.notify import LogNotifier
+from signflow.core.notify.channels import LogNotifier
+from signflow.core.ops import backup as backup
+from signflow.core.ops import consistency as consistency
+from signflow.core.pades import sign as signing
 from signflow.models import SignatureRequest, User
 from signflow.services import build_services
 from tests.conftest import Clock, make_settings, require_postgres, reset_postgres

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from signflow.core import signing
+from signflow.core.pades import sign as signing
 from signflow.web.headers import CSP
 from tests.conftest import PASSWORD, PIN, login
 from tests.helpers import request_id_from, sign, upload

@@ -26,8 +26,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from signflow import jobs
-from signflow.core import activation, audit, consistency, outbox, pdfcheck, signing, workflow
-from signflow.core.notify import LogNotifier
+from signflow.core.audit import log as audit
+from signflow.core.notify.channels import LogNotifier
+from signflow.core.ops import consistency as consistency
+from signflow.core.pades import sign as signing
+from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import activation as activation
+from signflow.core.requests import outbox as outbox
+from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, Job, RequestState, Signature, SignatureRequest, User
 from signflow.services import build_services
 from tests.conftest import PASSWORD, PIN, login, make_settings

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select
 
 from signflow.config import load_settings
-from signflow.core import pki
+from signflow.core.pki import keystore as pki
 from signflow.models import User
 from signflow.services import build_services
 

@@ -7,7 +7,7 @@ import re
 
 from sqlalchemy import select
 
-from signflow.core import signing
+from signflow.core.pades import sign as signing
 from signflow.models import AuditEntry, RequestState, SignatureRequest
 from tests.conftest import PASSWORD, PIN, login
 from tests.helpers import request_id_from, sign, upload

@@ -23,9 +23,12 @@ from signflow.auditverify import (
     verifier_key,
     verify_inclusion,
 )
-from signflow.core import audit, evidence, pki, signing
-from signflow.core import seal as seal_module
+from signflow.core.audit import evidence as evidence
+from signflow.core.audit import log as audit
 from signflow.core.errors import ConfigurationError, Forbidden, NotFound
+from signflow.core.pades import sign as signing
+from signflow.core.pki import keystore as pki
+from signflow.core.pki import seal as seal_module
 from signflow.models import AuditEntry, Checkpoint, Signature, SignatureRequest, User
 from tests.conftest import PASSPHRASE, T0, login
 from tests.helpers import request_id_from, sign, upload

@@ -16,9 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, ObjectClass
 
-from signflow.core import credentials, hsm, pki, signing
+from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import ConfigurationError, WrongPin
-from signflow.core.workflow import Deps
+from signflow.core.pades import sign as signing
+from signflow.core.pki import hsm as hsm
+from signflow.core.pki import keystore as pki
+from signflow.core.requests.workflow import Deps
 from signflow.models import SignatureRequest, SigningCredential, User
 from signflow.services import Services
 from tests.conftest import PIN, TEST_ACTOR, World

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import func, select
 
 from signflow.app import create_app
-from signflow.core import pki
-from signflow.core.notify import LogNotifier
+from signflow.core.notify.channels import LogNotifier
+from signflow.core.pki import keystore as pki
 from signflow.models import (
     AuditEntry,
     Blob,

@@ -33,7 +33,7 @@ def test_wheel_contains_what_the_app_reads(wheel):
                      "signflow/auditverify.py"):
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "signflow = signflow.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "signflow = signflow.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_installed_wheel_runs_outside_the_checkout(wheel, tmp_path):

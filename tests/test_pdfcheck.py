@@ -21,9 +21,9 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
 from signflow.core.errors import DocumentTooLarge, InvalidDocument
-from signflow.core.pdfcheck import NormalisedPdf, normalise_upload, sanitize_filename
-from signflow.core.preview import PNG_MAGIC, render_page
-from signflow.core.sandbox import DEFAULT_LIMITS, SandboxLimits
+from signflow.core.pdf.normalise import NormalisedPdf, normalise_upload, sanitize_filename
+from signflow.core.pdf.preview import PNG_MAGIC, render_page
+from signflow.core.pdf.sandbox import DEFAULT_LIMITS, SandboxLimits
 from signflow.core.storage import sha256_hex
 from tests.hostile import CASES, Case, runlength_expansion, sign, simple, throwaway_signer
 from tests.pdfs import make_pdf
@@ -33,7 +33,7 @@ MAX_PAGES = 500
 # Time to spare over the sandbox timeout for process start-up and teardown.
 MARGIN_S = 5.0
 
-# Independent of signflow.core.sandbox on purpose: a gap in its list must not
+# Independent of signflow.core.pdf.sandbox on purpose: a gap in its list must not
 # be mirrored by a gap here.
 FORBIDDEN_ACTIONS = {
     "/JavaScript",

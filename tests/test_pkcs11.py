@@ -14,8 +14,10 @@ from pkcs11 import Attribute, CertificateType, ObjectClass
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from signflow.core import hsm, pki, signing
 from signflow.core.errors import ConfigurationError
+from signflow.core.pades import sign as signing
+from signflow.core.pki import hsm as hsm
+from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import User
 from tests.pdfs import make_pdf

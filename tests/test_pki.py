@@ -17,8 +17,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from signflow.core import pki
 from signflow.core.errors import ConfigurationError, CredentialBlocked, InvalidInput, WrongPin
+from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import SigningCredential, User
 

@@ -11,8 +11,10 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from signflow.app import create_app
-from signflow.core import credentials, pki, signing
+from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import CredentialBlocked
+from signflow.core.pades import sign as signing
+from signflow.core.pki import keystore as pki
 from signflow.models import SignatureActivation, SignatureRequest, SigningCredential, User
 from signflow.services import build_services
 from tests.conftest import TEST_ACTOR, login

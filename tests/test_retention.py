@@ -9,8 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from signflow.core import audit, consistency, pdfcheck, retention, workflow
+from signflow.core.audit import log as audit
 from signflow.core.errors import NotFound
+from signflow.core.ops import consistency as consistency
+from signflow.core.ops import retention as retention
+from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import workflow as workflow
 from signflow.core.storage import FileBlobStore
 from signflow.models import AuditEntry, Blob, RequestState, SignatureRequest, User
 from tests.conftest import TEST_ACTOR, login, make_settings

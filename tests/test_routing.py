@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from signflow import jobs
-from signflow.core import pdfcheck, signing, workflow
 from signflow.core.errors import Conflict, InvalidInput
+from signflow.core.pades import sign as signing
+from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, RequestState, RotaShift, SignatureRequest, User
 from tests.conftest import csrf_token, login
 from tests.pdfs import make_pdf

@@ -25,8 +25,9 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from signflow.core import pki, signing
 from signflow.core.errors import InvalidDocument, InvalidInput, ServiceUnavailable
+from signflow.core.pades import sign as signing
+from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import User
 from tests.pdfs import make_pdf, make_pdf_with_empty_sig_field

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from signflow import jobs
-from signflow.core import pdfcheck, workflow
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from signflow.core.notify import Message, ServiceUnavailable, SmtpNotifier, WebhookNotifier
+from signflow.core.notify.channels import Message, ServiceUnavailable, SmtpNotifier, WebhookNotifier
+from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, Job, RequestState, SignatureRequest, User
 from tests.conftest import PIN
 from tests.pdfs import make_pdf

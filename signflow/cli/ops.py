@@ -1,5 +1,4 @@
-"""`signflow` subcommands for ops (registered by signflow.cli.build_parser):
-backup, restore, purge, check."""
+"""`signflow backup`, `restore`, `purge` and `check`."""
 
 from __future__ import annotations
 
@@ -8,18 +7,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from signflow.cli.context import OPERATOR, operator_services, settings
 from signflow.config import Settings
-from signflow.core import audit, backup, consistency, retention
-from signflow.core.audit import Actor
+from signflow.core.audit import log as audit
+from signflow.core.ops import backup, consistency, retention
 
-OPS_ACTOR = Actor(id=None, name="cli", role="operator")
 BAR_WIDTH = 30
-
-
-def _settings() -> Settings:
-    from signflow.cli import _settings as cli_settings
-
-    return cli_settings(argparse.Namespace())
 
 
 def _blob_root(settings: Settings) -> Path | None:
@@ -47,24 +40,21 @@ def progress_bar(label: str) -> Callable[[int, int], None] | None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from signflow.services import build_services
-
-    settings = _settings()
-    svc = build_services(settings)
-    result = backup.backup(
-        settings.database_url,
-        keys_path=settings.keys_path,
-        blob_root=_blob_root(settings),
-        out=Path(args.out),
-        include_private_keys=args.include_private_keys,
-        now=svc.clock(),
-        progress=progress_bar("backup"),
-    )
-    with svc.sessions() as session, session.begin():
-        audit.append(session, now=svc.clock(), actor=OPS_ACTOR, action="backup.created",
-                     sha256=result.sha256, rows=result.rows,
-                     private_keys=args.include_private_keys)
-    svc.engine.dispose()
+    with operator_services() as svc:
+        config = svc.settings
+        result = backup.backup(
+            config.database_url,
+            keys_path=config.keys_path,
+            blob_root=_blob_root(config),
+            out=Path(args.out),
+            include_private_keys=args.include_private_keys,
+            now=svc.clock(),
+            progress=progress_bar("backup"),
+        )
+        with svc.sessions() as session, session.begin():
+            audit.append(session, now=svc.clock(), actor=OPERATOR, action="backup.created",
+                         sha256=result.sha256, rows=result.rows,
+                         private_keys=args.include_private_keys)
     private = "with" if args.include_private_keys else "without"
     print(f"backup written to {result.path}: {result.rows} rows, {result.blob_files} blob "
           f"file(s), {len(result.key_files)} key file(s) ({private} private keys), "
@@ -73,27 +63,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from signflow.services import build_services
-
-    settings = _settings()
-    settings.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    settings.keys_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    result = backup.restore(Path(args.archive), database_url=settings.database_url,
-                            keys_path=settings.keys_path, blob_root=_blob_root(settings),
+    config = settings()
+    config.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.keys_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    result = backup.restore(Path(args.archive), database_url=config.database_url,
+                            keys_path=config.keys_path, blob_root=_blob_root(config),
                             progress=progress_bar("restore"))
     print(f"restored {result.rows} rows, {result.blob_files} blob file(s), "
           f"{len(result.key_files)} key file(s) (schema {result.schema_revision})")
     # The proof a restore worked: the log verifies and every document decrypts.
-    svc = build_services(settings)
-    try:
-        with svc.sessions() as session, session.begin():
-            verified = audit.verify_log(session, public_key=svc.keys.audit_key.public_key(),
-                                        origin=settings.audit_origin)
-            problems = consistency.check(session, svc.blobs)
-            audit.append(session, now=svc.clock(), actor=OPS_ACTOR, action="backup.restored",
-                         rows=result.rows)
-    finally:
-        svc.engine.dispose()
+    with operator_services(config) as svc, svc.sessions() as session, session.begin():
+        verified = audit.verify_log(session, public_key=svc.keys.audit_key.public_key(),
+                                    origin=config.audit_origin)
+        problems = consistency.check(session, svc.blobs)
+        audit.append(session, now=svc.clock(), actor=OPERATOR, action="backup.restored",
+                     rows=result.rows)
     print(verified.line())
     for problem in problems:
         print(problem.line(), file=sys.stderr)
@@ -101,33 +85,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from signflow.services import build_services
-
-    settings = _settings()
-    svc = build_services(settings)
-    try:
-        with svc.sessions() as session, session.begin():
-            purged = retention.purge(session, svc.deps, now=svc.clock(),
-                                     retention_days=settings.retention_days, actor=OPS_ACTOR,
-                                     dry_run=args.dry_run, previews=svc.previews)
-    finally:
-        svc.engine.dispose()
+    with operator_services() as svc, svc.sessions() as session, session.begin():
+        days = svc.settings.retention_days
+        purged = retention.purge(session, svc.deps, now=svc.clock(), retention_days=days,
+                                 actor=OPERATOR, dry_run=args.dry_run, previews=svc.previews)
     verb = "would purge" if args.dry_run else "purged"
     ids = ", ".join(f"#{i}" for i in purged) or "none"
-    print(f"{verb} {len(purged)} request(s) older than {settings.retention_days} days: {ids}")
+    print(f"{verb} {len(purged)} request(s) older than {days} days: {ids}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from signflow.services import build_services
-
-    svc = build_services(_settings())
-    try:
-        with svc.sessions() as session:
-            problems = consistency.check(session, svc.blobs)
-            session.rollback()
-    finally:
-        svc.engine.dispose()
+    with operator_services() as svc, svc.sessions() as session:
+        problems = consistency.check(session, svc.blobs)
+        session.rollback()
     for problem in problems:
         print(problem.line())
     if problems:

@@ -4,48 +4,41 @@ from __future__ import annotations
 
 import argparse
 
-from signflow.config import load_settings
-from signflow.core import archive, hsm, pki
-from signflow.core.audit import Actor
+from signflow.cli.context import OPERATOR, operator_services, record_key_event, settings
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
-
-PKI_ACTOR = Actor(id=None, name="cli", role="operator")
+from signflow.core.ops import archive_renewal as archive
+from signflow.core.pki import hsm
+from signflow.core.pki import keystore as pki
 
 
 def cmd_hsm_init(args: argparse.Namespace) -> int:
     from signflow.services import keys_passphrase
 
-    settings = load_settings()
-    token = hsm.from_settings(settings)
+    config = settings()
+    token = hsm.from_settings(config)
     if token is None:
         raise ConfigurationError(
             "no PKCS#11 token configured: set SIGNFLOW_PKCS11_MODULE, SIGNFLOW_PKCS11_TOKEN "
             "and SIGNFLOW_PKCS11_PIN (or SIGNFLOW_PKCS11_PIN_FILE)"
         )
-    passphrase = keys_passphrase(settings)
-    moved = pki.migrate_to_token(settings.keys_path, passphrase=passphrase, token=token)
+    passphrase = keys_passphrase(config)
+    moved = pki.migrate_to_token(config.keys_path, passphrase=passphrase, token=token)
     # A fresh keys folder: the CA and TSA keys are created directly for the token.
-    pki.init_keys(settings.keys_path, passphrase=passphrase, now=utcnow(),
-                  base_url=settings.base_url, token=token)
-    pki.load_keys(settings.keys_path, passphrase=passphrase, token=token)
-    from signflow.cli import record_key_event
-
-    record_key_event(settings, "keys.moved_to_token", token=token.label, moved=list(moved))
+    pki.init_keys(config.keys_path, passphrase=passphrase, now=utcnow(),
+                  base_url=config.base_url, token=token)
+    pki.load_keys(config.keys_path, passphrase=passphrase, token=token)
+    record_key_event(config, "keys.moved_to_token", token=token.label, moved=list(moved))
     for line in moved:
         print(line)
     print(f"service keys are on PKCS#11 token {token.label!r}; certificates stay in "
-          f"{settings.keys_path}")
+          f"{config.keys_path}")
     return 0
 
 
 def cmd_renew_tsa(args: argparse.Namespace) -> int:
-    from signflow.services import build_services
-
-    svc = build_services(load_settings())
-    cert = pki.renew_tsa_certificate(svc.settings.keys_path, svc.keys, now=svc.clock())
-    from signflow.cli import record_key_event
-
+    with operator_services() as svc:
+        cert = pki.renew_tsa_certificate(svc.settings.keys_path, svc.keys, now=svc.clock())
     record_key_event(svc.settings, "keys.tsa_renewed", serial=f"{cert.serial_number:x}",
                      not_after=cert.not_valid_after_utc.isoformat())
     print(f"new TSA certificate {cert.serial_number:x}, valid until "
@@ -54,12 +47,9 @@ def cmd_renew_tsa(args: argparse.Namespace) -> int:
 
 
 def cmd_renew_lta(args: argparse.Namespace) -> int:
-    from signflow.services import build_services
-
-    svc = build_services(load_settings())
-    days = svc.settings.lta_renew_days if args.days is None else args.days
-    now = svc.clock()
-    with svc.sessions() as session, session.begin():
+    with operator_services() as svc, svc.sessions() as session, session.begin():
+        days = svc.settings.lta_renew_days if args.days is None else args.days
+        now = svc.clock()
         if args.dry_run:
             due = archive.due_documents(session, svc.deps, now=now, within_days=days)
             for doc in due:
@@ -68,7 +58,7 @@ def cmd_renew_lta(args: argparse.Namespace) -> int:
             print(f"{len(due)} document(s) due within {days} days (dry run, nothing changed)")
             return 0
         renewed = archive.renew_due(session, svc.deps, now=now, within_days=days,
-                                    actor=PKI_ACTOR)
+                                    actor=OPERATOR)
     for request_id in renewed:
         print(f"request {request_id}: archive timestamp added")
     print(f"{len(renewed)} document(s) renewed")

@@ -8,8 +8,8 @@ from flask import Flask, current_app, g, request, session
 from flask_login import LoginManager, current_user, logout_user
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import load_session_user
-from signflow.core.workflow import Deps, local_time
+from signflow.core.accounts.users import load_session_user
+from signflow.core.requests.workflow import Deps, local_time
 from signflow.models import User
 from signflow.services import Services
 

@@ -8,8 +8,11 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
-from signflow.core import accounts, credentials, mfa, rota
+from signflow.core.accounts import mfa as mfa
+from signflow.core.accounts import signing_pin as credentials
+from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
+from signflow.core.requests import rota as rota
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, now, services, user
 from signflow.web.forms import (

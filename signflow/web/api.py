@@ -8,8 +8,9 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from signflow.core import accounts, workflow
+from signflow.core.accounts import users as accounts
 from signflow.core.errors import AuthenticationFailed
+from signflow.core.requests import workflow as workflow
 from signflow.models import SignatureRequest, User
 from signflow.web import client_ip, commit, db, deps, now
 from signflow.web.documents import attachment

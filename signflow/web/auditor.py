@@ -13,8 +13,9 @@ from typing import IO, Any
 from flask import Blueprint, Response, render_template, request, send_file, url_for
 
 from signflow.auditverify import verifier_key
-from signflow.core import audit, evidence
-from signflow.core.accounts import actor_of
+from signflow.core.accounts.users import actor_of
+from signflow.core.audit import evidence as evidence
+from signflow.core.audit import log as audit
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
 from signflow.web.documents import attachment

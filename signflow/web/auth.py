@@ -8,7 +8,8 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from signflow.core import accounts, mfa
+from signflow.core.accounts import mfa as mfa
+from signflow.core.accounts import users as accounts
 from signflow.models import Role, User
 from signflow.web import client_ip, commit, db, now, services, user
 from signflow.web.forms import CodeForm, ConfirmForm, LoginForm

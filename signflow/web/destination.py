@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from signflow.core import workflow
+from signflow.core.requests import workflow as workflow
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, user
 from signflow.web.forms import ConfirmForm

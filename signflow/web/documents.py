@@ -6,8 +6,8 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, request
 
-from signflow.core import workflow
 from signflow.core.errors import NotFound
+from signflow.core.requests import workflow as workflow
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
 from signflow.web.guards import roles

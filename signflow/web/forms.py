@@ -17,7 +17,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
-from signflow.core.workflow import MAX_NOTE, MAX_REASON
+from signflow.core.requests.workflow import MAX_NOTE, MAX_REASON
 from signflow.models import Role, Urgency
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from flask import redirect, request, url_for
 from flask_login import current_user
 
-from signflow.core import audit
-from signflow.core.accounts import actor_of
+from signflow.core.accounts.users import actor_of
+from signflow.core.audit import log as audit
 from signflow.core.errors import Forbidden
 from signflow.web import client_ip, commit, db, now, user
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from signflow.core import credentials, pki, workflow
+from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
+from signflow.core.pki import keystore as pki
+from signflow.core.requests import workflow as workflow
 from signflow.models import RequestState, Role
 from signflow.web import client_ip, commit, db, deps, now, user
 from signflow.web.forms import ConfirmForm, DeclineForm, DelegateForm, PinForm, SignForm

@@ -5,8 +5,9 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, request
 
-from signflow.core import pki, signing
 from signflow.core.errors import InvalidInput
+from signflow.core.pades import sign as signing
+from signflow.core.pki import keystore as pki
 from signflow.web import db, now, services
 
 bp = Blueprint("pki", __name__)

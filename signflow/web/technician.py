@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, flash, jsonify, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from signflow.core import accounts, pdfcheck, workflow
+from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
+from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import workflow as workflow
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
 from signflow.web.forms import ConfirmForm, StampForm, UploadForm

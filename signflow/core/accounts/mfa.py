@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 import pyotp
 from sqlalchemy.orm import Session
 
-from signflow.core import audit
-from signflow.core.accounts import actor_of, throttle_delay
-from signflow.core.audit import Actor
+from signflow.core.accounts.users import actor_of, throttle_delay
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, Throttled
 from signflow.core.storage import decrypt_secret, encrypt_secret
 from signflow.models import User

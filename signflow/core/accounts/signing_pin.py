@@ -10,10 +10,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from signflow.core import audit, pki
-from signflow.core.accounts import actor_of
-from signflow.core.audit import Actor
+from signflow.core.accounts.users import actor_of
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden, InvalidInput, NotFound
+from signflow.core.pki import keystore as pki
 from signflow.models import Role, SigningCredential, User
 
 

@@ -12,8 +12,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core import audit
-from signflow.core.audit import Actor
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import (
     AuthenticationFailed,
     Conflict,

@@ -27,10 +27,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from signflow.auditverify import parse_canonical_line, verifier_key
-from signflow.core import audit, signing, workflow
-from signflow.core.accounts import actor_of
+from signflow.core.accounts.users import actor_of
+from signflow.core.audit import log as audit
 from signflow.core.errors import AuditIntegrityError, Forbidden
-from signflow.core.seal import SEAL_NAME, Seal
+from signflow.core.pades import sign as signing
+from signflow.core.pki.seal import SEAL_NAME, Seal
+from signflow.core.requests import workflow as workflow
 from signflow.models import (
     AuditEntry,
     Checkpoint,

@@ -22,10 +22,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core import audit, pki, signing
-from signflow.core.audit import Actor
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, InvalidInput
-from signflow.core.workflow import Deps
+from signflow.core.pades import sign as signing
+from signflow.core.pki import keystore as pki
+from signflow.core.requests.workflow import Deps
 from signflow.models import RequestState, SignatureRequest
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core import audit, outbox
-from signflow.core.audit import SYSTEM
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import SignflowError
+from signflow.core.requests import outbox as outbox
+from signflow.core.requests.workflow import Deps
 from signflow.core.storage import BlobStore
-from signflow.core.workflow import Deps
 from signflow.models import AuditEntry, Job, RequestState, Signature, SignatureRequest
 
 # The state each transition leaves a request in; the latest such audit entry

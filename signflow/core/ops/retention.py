@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from signflow.core import audit
-from signflow.core.audit import Actor
-from signflow.core.consistency import content_hashes
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
-from signflow.core.preview import PreviewCache
-from signflow.core.workflow import Deps
+from signflow.core.ops.consistency import content_hashes
+from signflow.core.pdf.preview import PreviewCache
+from signflow.core.requests.workflow import Deps
 from signflow.models import RequestState, Signature, SignatureRequest
 
 TERMINAL_STATES = (

@@ -50,7 +50,6 @@ from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError,
 from pyhanko_certvalidator.policy_decl import REQUIRE_REVINFO, CertRevTrustPolicy
 from pyhanko_certvalidator.registry import SimpleCertificateStore, SimpleTrustManager
 
-from signflow.core import hsm
 from signflow.core.errors import (
     ConfigurationError,
     InvalidDocument,
@@ -58,10 +57,11 @@ from signflow.core.errors import (
     ServiceUnavailable,
     SignflowError,
 )
-from signflow.core.pki import KeyMaterial
-from signflow.core.tsa import ServiceTimeStamper, parse_request, to_asn1_cert
+from signflow.core.pki import hsm as hsm
+from signflow.core.pki.keystore import KeyMaterial
+from signflow.core.pki.tsa import ServiceTimeStamper, parse_request, to_asn1_cert
 
-FONT_PATH = Path(__file__).resolve().parent.parent / "fonts" / "NotoSans-Regular.ttf"
+FONT_PATH = Path(__file__).resolve().parents[2] / "fonts" / "NotoSans-Regular.ttf"
 LEVELS = ("B-B", "B-T", "B-LT", "B-LTA")
 STAMP_SIZE = (250.0, 78.0)
 STAMP_MARGIN = 36.0

@@ -1,7 +1,7 @@
 """Inspection and normalisation of uploaded PDFs.
 
 An upload is never previewed or signed as received. It is parsed in the
-sandbox (signflow.core.sandbox: separate process, memory and time limits),
+sandbox (signflow.core.pdf.sandbox: separate process, memory and time limits),
 refused if encrypted, empty, too long, already signed or too expensive to
 decode, cleaned of active content (JavaScript, automatic and open actions,
 launch/remote/submit/import/URI actions, embedded files, XFA, rich media),
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
 from signflow.core.errors import DocumentTooLarge, InvalidDocument, ServiceUnavailable
-from signflow.core.sandbox import (
+from signflow.core.pdf.sandbox import (
     DEFAULT_LIMITS,
     SandboxBusy,
     SandboxFailure,

@@ -31,7 +31,7 @@ from signflow.core.errors import (
     ServiceUnavailable,
     StorageCorrupted,
 )
-from signflow.core.sandbox import (
+from signflow.core.pdf.sandbox import (
     DEFAULT_LIMITS,
     SandboxBusy,
     SandboxFailure,

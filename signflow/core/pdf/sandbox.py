@@ -11,7 +11,7 @@ of input, and the parent kills it at the wall-clock timeout.
 This module is also the child's program, so it imports nothing from the
 signflow package (that would load the app and its configuration into the
 sandbox): the parent maps the child's answers to domain errors
-(signflow.core.pdfcheck, signflow.core.preview).
+(signflow.core.pdf.normalise, signflow.core.pdf.preview).
 
 Wire format, both directions: 4-byte big-endian header length, a JSON header,
 then the raw payload (PDF bytes in, normalised PDF or PNG out).

@@ -9,7 +9,7 @@ pepper (kept in the keys folder, never in the database): a database dump
 cannot sign, with or without the PIN, and the keys folder alone cannot sign
 without the PIN.
 
-With a PKCS#11 token (signflow.core.hsm), the issuing CA key and the TSA key
+With a PKCS#11 token (signflow.core.pki.hsm), the issuing CA key and the TSA key
 live on the token, and the pepper is replaced by an HMAC computed on the token
 with a non-extractable secret: the KEK then needs the PIN, the database row
 and the token itself. Each credential records which pepper wraps it in its
@@ -47,7 +47,6 @@ from cryptography.x509.oid import (
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from signflow.core import hsm
 from signflow.core.errors import (
     ConfigurationError,
     CredentialBlocked,
@@ -55,6 +54,7 @@ from signflow.core.errors import (
     NotFound,
     WrongPin,
 )
+from signflow.core.pki import hsm as hsm
 from signflow.models import Setting, SigningCredential, User
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey

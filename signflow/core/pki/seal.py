@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from signflow.core import pki
 from signflow.core.errors import ConfigurationError
+from signflow.core.pki import keystore as pki
 
 SEAL_CERT, SEAL_KEY = "seal.crt", "seal.key"
 SEAL_NAME = "signflow evidence seal"

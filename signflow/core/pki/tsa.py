@@ -54,7 +54,7 @@ class ServiceTimeStamper(DummyTimeStamper):
     pyHanko's DummyTimeStamper builds correct tokens but re-parses its key for
     every token, carries a third party's policy OID and the SHA-1 based
     signing-certificate attribute; this keeps its CMS assembly and replaces those.
-    `tsa_key` may be a PKCS#11 token key (signflow.core.hsm.TokenRSAKey).
+    `tsa_key` may be a PKCS#11 token key (signflow.core.pki.hsm.TokenRSAKey).
     `clock` is the TSA's clock (the time written into tokens)."""
 
     def __init__(

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core import audit
-from signflow.core.audit import Actor
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, InvalidInput, NotFound
-from signflow.core.oncall import BACKUP, PRIMARY
+from signflow.core.requests.oncall import BACKUP, PRIMARY
 from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
 
 MAX_SHIFT = timedelta(days=31)

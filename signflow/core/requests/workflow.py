@@ -22,11 +22,16 @@ from cryptography import x509
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from signflow.core import activation, audit, oncall, outbox, pki, signing
-from signflow.core.accounts import actor_of
-from signflow.core.audit import SYSTEM
+from signflow.core.accounts.users import actor_of
+from signflow.core.audit import log as audit
+from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import Conflict, CredentialBlocked, Forbidden, InvalidInput, NotFound, WrongPin
-from signflow.core.pdfcheck import NormalisedPdf
+from signflow.core.pades import sign as signing
+from signflow.core.pdf.normalise import NormalisedPdf
+from signflow.core.pki import keystore as pki
+from signflow.core.requests import activation as activation
+from signflow.core.requests import oncall as oncall
+from signflow.core.requests import outbox as outbox
 from signflow.core.storage import BlobStore
 from signflow.models import (
     Destination,

@@ -1,0 +1,5 @@
+import sys
+
+from signflow.cli.main import main
+
+sys.exit(main())

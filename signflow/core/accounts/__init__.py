@@ -1,0 +1,1 @@
+"""Users, passwords and throttling, second factors, API tokens, signing PINs."""

@@ -1,0 +1,1 @@
+"""Notification channels (SMTP, gateway webhook) behind one small interface."""

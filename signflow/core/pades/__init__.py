@@ -1,0 +1,1 @@
+"""PAdES signatures with pyHanko: signing, validation, timestamps."""

@@ -1,0 +1,1 @@
+"""Uploaded PDF bytes: the sandbox that parses them, normalisation, previews."""

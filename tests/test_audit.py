@@ -20,7 +20,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor
 from signflow.core.errors import AuditIntegrityError, Conflict, InvalidInput
 from signflow.db import Base, make_engine, make_session_factory
-from signflow.models import AuditEntry, AuditHead, Checkpoint
+from signflow.models import AuditAction, AuditEntry, AuditHead, Checkpoint
 
 ORIGIN = "signflow.test/audit"
 T0 = datetime(2025, 3, 1, 3, 12, tzinfo=UTC)
@@ -136,13 +136,13 @@ def test_append_rejects_floats_reserved_fields_and_naive_times(
 ) -> None:
     with sessions() as session, session.begin():
         with pytest.raises(TypeError):
-            audit.append(session, now=T0, actor=SYSTEM, action="x", amount=1.5)
+            audit.append(session, now=T0, actor=SYSTEM, action=AuditAction.DOCUMENT_VIEWED, amount=1.5)
         with pytest.raises(ValueError, match="reserved"):
-            audit.append(session, now=T0, actor=SYSTEM, action="x", seq=99)  # type: ignore[arg-type]
+            audit.append(session, now=T0, actor=SYSTEM, action=AuditAction.DOCUMENT_VIEWED, seq=99)  # type: ignore[arg-type]
         with pytest.raises(InvalidInput):
-            audit.append(session, now=datetime(2025, 1, 1), actor=SYSTEM, action="x")
+            audit.append(session, now=datetime(2025, 1, 1), actor=SYSTEM, action=AuditAction.DOCUMENT_VIEWED)
         with pytest.raises(ValueError):
-            audit.append(session, now=T0, actor=SYSTEM, action="x", big=2**60)
+            audit.append(session, now=T0, actor=SYSTEM, action=AuditAction.DOCUMENT_VIEWED, big=2**60)
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(AuditEntry)) == 0
 
@@ -150,7 +150,7 @@ def test_append_rejects_floats_reserved_fields_and_naive_times(
 def test_append_creates_a_missing_head_row(sqlite_engine: Engine) -> None:
     factory = make_session_factory(sqlite_engine)
     with factory() as session, session.begin():
-        audit.append(session, now=T0, actor=SYSTEM, action="first")
+        audit.append(session, now=T0, actor=SYSTEM, action=AuditAction.DEMO_SEEDED)
     with factory() as session:
         assert session.get(AuditHead, 1) is not None
         assert session.scalar(select(AuditEntry.seq)) == 0
@@ -158,7 +158,8 @@ def test_append_creates_a_missing_head_row(sqlite_engine: Engine) -> None:
 
 def test_unicode_survives_canonicalisation(sessions: sessionmaker[Session], key) -> None:
     with sessions() as session, session.begin():
-        audit.append(session, now=T0, actor=SYSTEM, action="note", text='Zoë 心 \U0001f489 "q"')
+        audit.append(session, now=T0, actor=SYSTEM, action=AuditAction.DOCUMENT_VIEWED,
+                     text='Zoë 心 \U0001f489 "q"')
     with sessions() as session:
         line = session.scalar(select(AuditEntry.line))
     assert line is not None and 'Zoë 心 \U0001f489 \\"q\\"' in line
@@ -468,7 +469,7 @@ def _hammer(engine: Engine, key: Ed25519PrivateKey) -> None:
                             session,
                             now=T0 + timedelta(seconds=i),
                             actor=Actor(id=number, name=f"w{number}", role="technician"),
-                            action="load.test",
+                            action=AuditAction.DOCUMENT_VIEWED,
                             i=i,
                         )
         except BaseException as exc:  # reported in the main thread
@@ -526,7 +527,7 @@ def test_first_writers_race_to_create_the_head_on_postgresql(pg_engine: Engine) 
         try:
             with factory() as session, session.begin():
                 start.wait()
-                audit.append(session, now=T0, actor=SYSTEM, action="boot")
+                audit.append(session, now=T0, actor=SYSTEM, action=AuditAction.KEYS_CREATED)
         except BaseException as exc:
             errors.append(exc)
 

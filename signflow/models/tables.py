@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from signflow.db import Base
+from signflow.models.enums import AuditAction, JobKind, JobStatus, RequestState, Role, Urgency
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -43,29 +47,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class Role(StrEnum):
-    TECHNICIAN = "technician"
-    PHYSICIAN = "physician"
-    RECIPIENT = "recipient"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
+class TextEnum(TypeDecorator[E]):
+    """A StrEnum stored as its text value (VARCHAR, no database enum type): adding a
+    member needs no migration, and a value the code does not know fails loudly on read."""
 
+    impl = String
+    cache_ok = True
 
-class RequestState(StrEnum):
-    PENDING = "pending"
-    SIGNED = "signed"
-    DELIVERED = "delivered"
-    RECEIVED = "received"
-    DECLINED = "declined"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    FAILED = "failed"
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
 
+    def process_bind_param(self, value: E | str | None, dialect) -> str | None:  # type: ignore[no-untyped-def]
+        return None if value is None else self.enum(value).value
 
-class Urgency(StrEnum):
-    EMERGENCY = "emergency"
-    URGENT = "urgent"
-    ROUTINE = "routine"
+    def process_result_value(self, value: str | None, dialect) -> E | None:  # type: ignore[no-untyped-def]
+        return None if value is None else self.enum(value)
 
 
 class Destination(Base):
@@ -82,7 +79,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(80), unique=True)
     display_name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(20))
+    role: Mapped[Role] = mapped_column(TextEnum(Role, 20))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     email: Mapped[str | None] = mapped_column(String(320))
@@ -167,9 +164,9 @@ class SignatureRequest(Base):
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"))
     title: Mapped[str] = mapped_column(String(200))
-    urgency: Mapped[str] = mapped_column(String(20))
+    urgency: Mapped[Urgency] = mapped_column(TextEnum(Urgency, 20))
     note: Mapped[str] = mapped_column(Text, default="")
-    state: Mapped[str] = mapped_column(String(20), default=RequestState.PENDING)
+    state: Mapped[RequestState] = mapped_column(TextEnum(RequestState, 20), default=RequestState.PENDING)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
     filename: Mapped[str] = mapped_column(String(200))
@@ -288,7 +285,7 @@ class AuditEntry(Base):
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     time: Mapped[datetime] = mapped_column(UTCDateTime())
     actor_id: Mapped[int | None] = mapped_column(Integer)
-    action: Mapped[str] = mapped_column(String(60))
+    action: Mapped[AuditAction] = mapped_column(TextEnum(AuditAction, 60))
     request_id: Mapped[int | None] = mapped_column(Integer)
     # The canonical (RFC 8785) JSON bytes: the Merkle leaf is SHA-256(0x00 || line).
     line: Mapped[str] = mapped_column(Text)
@@ -327,9 +324,9 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_due", "status", "run_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[JobKind] = mapped_column(TextEnum(JobKind, 40))
     payload: Mapped[str] = mapped_column(Text, default="{}")
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[JobStatus] = mapped_column(TextEnum(JobStatus, 20), default=JobStatus.PENDING)
     run_at: Mapped[datetime] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

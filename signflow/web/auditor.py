@@ -16,7 +16,8 @@ from signflow.auditverify import verifier_key
 from signflow.core.accounts.users import actor_of
 from signflow.core.audit import evidence as evidence
 from signflow.core.audit import log as audit
-from signflow.models import Role
+from signflow.core.errors import InvalidInput
+from signflow.models import AuditAction, Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
 from signflow.web.documents import attachment
 from signflow.web.guards import roles
@@ -34,6 +35,16 @@ def _date(name: str) -> datetime | None:
         return None
 
 
+def _action() -> AuditAction | None:
+    raw = (request.args.get("action") or "").strip()
+    if not raw:
+        return None
+    try:
+        return AuditAction(raw)
+    except ValueError:
+        raise InvalidInput("Choose an action from the list.") from None
+
+
 @bp.get("/")
 @roles(Role.AUDITOR)
 def index() -> str:
@@ -42,7 +53,7 @@ def index() -> str:
         session,
         request_id=request.args.get("request", type=int),
         actor_id=request.args.get("actor", type=int),
-        action=(request.args.get("action") or "").strip()[:60] or None,
+        action=_action(),
         since=_date("since"),
         until=_date("until"),
         after_seq=request.args.get("before", type=int),
@@ -58,7 +69,7 @@ def index() -> str:
         rows=rows,
         args=request.args,
         older_url=older_url,
-        actions=evidence.known_actions(session),
+        actions=list(AuditAction),
         users=evidence.user_choices(session),
     )
 

@@ -24,19 +24,19 @@ from signflow.core.errors import SignflowError
 from signflow.core.requests import outbox as outbox
 from signflow.core.requests.workflow import Deps
 from signflow.core.storage import BlobStore
-from signflow.models import AuditEntry, Job, RequestState, Signature, SignatureRequest
+from signflow.models import AuditAction, AuditEntry, Job, RequestState, Signature, SignatureRequest
 
 # The state each transition leaves a request in; the latest such audit entry
 # of a request must name its current state.
-TRANSITIONS: dict[str, str] = {
-    "request.created": RequestState.PENDING,
-    "request.escalated": RequestState.PENDING,
-    "request.delivered": RequestState.DELIVERED,
-    "request.received": RequestState.RECEIVED,
-    "request.declined": RequestState.DECLINED,
-    "request.cancelled": RequestState.CANCELLED,
-    "request.expired": RequestState.EXPIRED,
-    "request.failed": RequestState.FAILED,
+TRANSITIONS: dict[AuditAction, RequestState] = {
+    AuditAction.REQUEST_CREATED: RequestState.PENDING,
+    AuditAction.REQUEST_ESCALATED: RequestState.PENDING,
+    AuditAction.REQUEST_DELIVERED: RequestState.DELIVERED,
+    AuditAction.REQUEST_RECEIVED: RequestState.RECEIVED,
+    AuditAction.REQUEST_DECLINED: RequestState.DECLINED,
+    AuditAction.REQUEST_CANCELLED: RequestState.CANCELLED,
+    AuditAction.REQUEST_EXPIRED: RequestState.EXPIRED,
+    AuditAction.REQUEST_FAILED: RequestState.FAILED,
 }
 SIGNED_STATES = frozenset({RequestState.SIGNED, RequestState.DELIVERED, RequestState.RECEIVED})
 MISSING_DOCUMENT = (
@@ -104,15 +104,15 @@ def check(session: Session, blobs: BlobStore) -> list[Problem]:
     for sig in session.scalars(select(Signature).order_by(Signature.id)):
         signatures[sig.request_id].append(sig)
     signed_entries: dict[int, list[str]] = defaultdict(list)
-    last_transition: dict[int, tuple[int, str]] = {}
+    last_transition: dict[int, tuple[int, RequestState]] = {}
     rows = session.execute(
         select(AuditEntry.seq, AuditEntry.action, AuditEntry.request_id, AuditEntry.line)
-        .where(AuditEntry.request_id.is_not(None), AuditEntry.action.like("request.%"))
+        .where(AuditEntry.request_id.is_not(None), AuditEntry.action.in_([*TRANSITIONS, AuditAction.REQUEST_SIGNED]))
         .order_by(AuditEntry.seq)
     )
     for seq, action, request_id, line in rows:
         assert request_id is not None
-        if action == "request.signed":
+        if action == AuditAction.REQUEST_SIGNED:
             fields = json.loads(line)
             signed_entries[request_id].append(str(fields.get("sha256_after")))
             # A signature that hands over to the next group leaves the request pending.

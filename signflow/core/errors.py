@@ -52,6 +52,12 @@ class Forbidden(SignflowError):
     code = "forbidden"
 
 
+class AccessDenied(Forbidden):
+    """A role tried a page it has no access to: refused, and the attempt is audited."""
+
+    commit_changes = True
+
+
 class NotFound(SignflowError):
     code = "not-found"
 

@@ -14,7 +14,7 @@ from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
 from signflow.core.requests import rota as rota
 from signflow.models import Role
-from signflow.web import client_ip, commit, db, now, services, user
+from signflow.web.context import current
 from signflow.web.forms import (
     ConfirmForm,
     DestinationForm,
@@ -29,8 +29,9 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 def _user_form() -> UserForm:
+    rc = current()
     form = UserForm()
-    _groups, destinations = accounts.directory(db())
+    _groups, destinations = accounts.directory(rc.session)
     form.destination.choices = [(0, "—")] + [(d.id, d.name) for d in destinations]
     return form
 
@@ -38,33 +39,33 @@ def _user_form() -> UserForm:
 @bp.route("/users", methods=["GET", "POST"])
 @roles(Role.ADMIN)
 def users() -> Response | str:
+    rc = current()
     form = _user_form()
     if form.validate_on_submit():
         accounts.create_user(
-            db(), actor=accounts.actor_of(user(), client_ip()), now=now(),
+            rc.session, actor=rc.actor, now=rc.now,
             username=form.username.data or "", display_name=form.display_name.data or "",
             role=form.role.data or "", password=form.password.data or "",
             email=form.email.data, professional_id=form.professional_id.data,
             destination_id=form.destination.data or None,
         )
-        commit()
         flash("User created.", "success")
         return redirect(url_for("admin.users"))
     if form.errors:
         raise _form_error(form)
-    return render_template("admin/users.html", form=form, users=accounts.list_users(db()),
+    return render_template("admin/users.html", form=form, users=accounts.list_users(rc.session),
                            toggle=ConfirmForm(), revoke=RevokeForm())
 
 
 @bp.post("/users/<int:user_id>/active")
 @roles(Role.ADMIN)
 def toggle(user_id: int) -> Response:
+    rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
-        target = accounts.get_user(db(), user_id)
-        accounts.set_user_active(db(), actor=accounts.actor_of(user(), client_ip()),
-                                 user_id=user_id, active=not target.active, now=now())
-        commit()
+        target = accounts.get_user(rc.session, user_id)
+        accounts.set_user_active(rc.session, actor=rc.actor,
+                                 user_id=user_id, active=not target.active, now=rc.now)
         flash("User updated.", "success")
     return redirect(url_for("admin.users"))
 
@@ -72,19 +73,20 @@ def toggle(user_id: int) -> Response:
 @bp.post("/users/<int:user_id>/revoke")
 @roles(Role.ADMIN)
 def revoke(user_id: int) -> Response:
+    rc = current()
     form = RevokeForm()
     if not form.validate_on_submit():
         raise InvalidInput("Tick the confirmation box to revoke a certificate.")
-    credentials.revoke_credential(db(), actor=accounts.actor_of(user(), client_ip()),
-                                  user_id=user_id, reason=form.reason.data or "superseded", now=now())
-    commit()
+    credentials.revoke_credential(rc.session, actor=rc.actor,
+                                  user_id=user_id, reason=form.reason.data or "superseded", now=rc.now)
     flash("Certificate revoked; the physician must set a new signing PIN to enrol again.", "success")
     return redirect(url_for("admin.users"))
 
 
 def _rota_forms() -> tuple[GroupForm, DestinationForm, ShiftForm]:
-    groups, _destinations = accounts.directory(db())
-    physicians = [u for u in accounts.list_users(db()) if u.role == Role.PHYSICIAN and u.active]
+    rc = current()
+    groups, _destinations = accounts.directory(rc.session)
+    physicians = [u for u in accounts.list_users(rc.session) if u.role == Role.PHYSICIAN and u.active]
     group_form, shift_form = GroupForm(prefix="group"), ShiftForm(prefix="shift")
     group_form.head.choices = [(0, "—")] + [(p.id, p.display_name) for p in physicians]
     shift_form.group.choices = [(g.id, g.name) for g in groups]
@@ -95,10 +97,11 @@ def _rota_forms() -> tuple[GroupForm, DestinationForm, ShiftForm]:
 @bp.get("/rota")
 @roles(Role.ADMIN)
 def rota_page() -> str:
+    rc = current()
     group_form, destination_form, shift_form = _rota_forms()
-    groups, destinations = accounts.directory(db())
+    groups, destinations = accounts.directory(rc.session)
     return render_template("admin/rota.html", groups=groups, destinations=destinations,
-                           shifts=rota.current_and_upcoming(db(), now=now()),
+                           shifts=rota.current_and_upcoming(rc.session, now=rc.now),
                            group_form=group_form, destination_form=destination_form,
                            shift_form=shift_form, remove=ConfirmForm())
 
@@ -111,12 +114,12 @@ def _form_error(form: FlaskForm) -> InvalidInput:
 @bp.post("/rota/groups")
 @roles(Role.ADMIN)
 def add_group() -> Response:
+    rc = current()
     form = _rota_forms()[0]
     if not form.validate_on_submit():
         raise _form_error(form)
-    rota.create_group(db(), actor=accounts.actor_of(user(), client_ip()), name=form.name.data or "",
-                      head_user_id=form.head.data or None, now=now())
-    commit()
+    rota.create_group(rc.session, actor=rc.actor, name=form.name.data or "",
+                      head_user_id=form.head.data or None, now=rc.now)
     flash("Group created.", "success")
     return redirect(url_for("admin.rota_page"))
 
@@ -124,12 +127,12 @@ def add_group() -> Response:
 @bp.post("/rota/destinations")
 @roles(Role.ADMIN)
 def add_destination() -> Response:
+    rc = current()
     form = _rota_forms()[1]
     if not form.validate_on_submit():
         raise _form_error(form)
-    rota.create_destination(db(), actor=accounts.actor_of(user(), client_ip()),
-                            name=form.name.data or "", email=form.email.data, now=now())
-    commit()
+    rota.create_destination(rc.session, actor=rc.actor,
+                            name=form.name.data or "", email=form.email.data, now=rc.now)
     flash("Destination created.", "success")
     return redirect(url_for("admin.rota_page"))
 
@@ -137,17 +140,17 @@ def add_destination() -> Response:
 @bp.post("/rota/shifts")
 @roles(Role.ADMIN)
 def add_shift() -> Response:
+    rc = current()
     form = _rota_forms()[2]
     if not form.validate_on_submit():
         raise _form_error(form)
-    tz = ZoneInfo(services().settings.timezone)
+    tz = ZoneInfo(rc.services.settings.timezone)
     if form.starts_at.data is None or form.ends_at.data is None:
         raise InvalidInput("A shift needs a start and an end.")
-    rota.add_shift(db(), actor=accounts.actor_of(user(), client_ip()), group_id=form.group.data,
+    rota.add_shift(rc.session, actor=rc.actor, group_id=form.group.data,
                    user_id=form.physician.data, level=form.level.data,
                    starts_at=form.starts_at.data.replace(tzinfo=tz),
-                   ends_at=form.ends_at.data.replace(tzinfo=tz), now=now())
-    commit()
+                   ends_at=form.ends_at.data.replace(tzinfo=tz), now=rc.now)
     flash("Shift added.", "success")
     return redirect(url_for("admin.rota_page"))
 
@@ -155,11 +158,11 @@ def add_shift() -> Response:
 @bp.post("/rota/shifts/<int:shift_id>/remove")
 @roles(Role.ADMIN)
 def remove_shift(shift_id: int) -> Response:
+    rc = current()
     if not ConfirmForm().validate_on_submit():
         raise InvalidInput("The form expired. Reload the page.")
-    rota.remove_shift(db(), actor=accounts.actor_of(user(), client_ip()), shift_id=shift_id,
-                      now=now())
-    commit()
+    rota.remove_shift(rc.session, actor=rc.actor, shift_id=shift_id,
+                      now=rc.now)
     flash("Shift removed.", "success")
     return redirect(url_for("admin.rota_page"))
 
@@ -167,9 +170,9 @@ def remove_shift(shift_id: int) -> Response:
 @bp.post("/users/<int:user_id>/reset-mfa")
 @roles(Role.ADMIN)
 def reset_mfa(user_id: int) -> Response:
+    rc = current()
     if not ConfirmForm().validate_on_submit():
         raise InvalidInput("The form expired. Reload the page.")
-    mfa.reset(db(), actor=accounts.actor_of(user(), client_ip()), user_id=user_id, now=now())
-    commit()
+    mfa.reset(rc.session, actor=rc.actor, user_id=user_id, now=rc.now)
     flash("Second factor reset: the user enrols a new authenticator at next login.", "success")
     return redirect(url_for("admin.users"))

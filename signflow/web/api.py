@@ -11,8 +11,8 @@ from flask import Blueprint, Response, g, jsonify, request
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import AuthenticationFailed
 from signflow.core.requests import workflow as workflow
-from signflow.models import SignatureRequest, User
-from signflow.web import client_ip, commit, db, deps, now
+from signflow.models import SignatureRequest
+from signflow.web.context import current
 from signflow.web.documents import attachment
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -21,22 +21,18 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        rc = current()
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         account = None
         if scheme.lower() == "bearer" and token:
-            account = accounts.user_for_token(db(), token.strip(), now=now())
+            account = accounts.user_for_token(rc.session, token.strip(), now=rc.now)
         if account is None:
             raise AuthenticationFailed("A valid bearer token is required.")
         g.api_user = account
         return view(*args, **kwargs)
 
     return wrapped
-
-
-def api_user() -> User:
-    account: User = g.api_user
-    return account
 
 
 def _summary(req: SignatureRequest) -> dict[str, Any]:
@@ -54,30 +50,33 @@ def _summary(req: SignatureRequest) -> dict[str, Any]:
 @bp.get("/requests")
 @token_required
 def list_requests() -> Response:
-    items = workflow.list_requests(db(), user=api_user(), now=now())
+    rc = current()
+    items = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
     return jsonify({"items": [_summary(r) for r in items]})
 
 
 @bp.get("/requests/<int:request_id>")
 @token_required
 def get_request(request_id: int) -> Response:
-    req = workflow.get_request(db(), user=api_user(), request_id=request_id, now=now())
+    rc = current()
+    req = workflow.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
     return jsonify(_summary(req))
 
 
 @bp.get("/requests/<int:request_id>/verification")
 @token_required
 def verification(request_id: int) -> Response:
-    report = workflow.verify_document(db(), deps(), user=api_user(), request_id=request_id, now=now())
+    rc = current()
+    report = workflow.verify_document(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now)
     return jsonify(report.as_json())
 
 
 @bp.get("/requests/<int:request_id>/document")
 @token_required
 def document(request_id: int) -> Response:
-    doc = workflow.document_for(db(), deps(), user=api_user(), request_id=request_id, now=now(),
-                                ip=client_ip(), download=True)
-    commit()
+    rc = current()
+    doc = workflow.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+                                ip=rc.ip, download=True)
     resp = attachment(doc.data, doc.filename)
     resp.headers["Digest"] = f"sha-256={doc.sha256}"
     return resp
@@ -86,9 +85,9 @@ def document(request_id: int) -> Response:
 @bp.post("/requests/<int:request_id>/acknowledge")
 @token_required
 def acknowledge(request_id: int) -> Response:
-    req = workflow.acknowledge_receipt(db(), deps(), user=api_user(), request_id=request_id,
-                                       now=now(), ip=client_ip())
-    commit()
+    rc = current()
+    req = workflow.acknowledge_receipt(rc.session, rc.deps, user=rc.user, request_id=request_id,
+                                       now=rc.now, ip=rc.ip)
     return jsonify(_summary(req))
 
 

@@ -13,12 +13,11 @@ from typing import IO, Any
 from flask import Blueprint, Response, render_template, request, send_file, url_for
 
 from signflow.auditverify import verifier_key
-from signflow.core.accounts.users import actor_of
 from signflow.core.audit import evidence as evidence
 from signflow.core.audit import log as audit
 from signflow.core.errors import InvalidInput
 from signflow.models import AuditAction, Role
-from signflow.web import client_ip, commit, db, deps, now, services, user
+from signflow.web.context import current
 from signflow.web.documents import attachment
 from signflow.web.guards import roles
 
@@ -48,7 +47,8 @@ def _action() -> AuditAction | None:
 @bp.get("/")
 @roles(Role.AUDITOR)
 def index() -> str:
-    session = db()
+    rc = current()
+    session = rc.session
     entries = audit.search(
         session,
         request_id=request.args.get("request", type=int),
@@ -77,38 +77,40 @@ def index() -> str:
 @bp.get("/requests/<int:request_id>")
 @roles(Role.AUDITOR)
 def timeline(request_id: int) -> str:
-    found = evidence.request_timeline(db(), user=user(), request_id=request_id, now=now())
+    rc = current()
+    found = evidence.request_timeline(rc.session, user=rc.user, request_id=request_id, now=rc.now)
     return render_template("auditor/timeline.html", timeline=found, req=found.request)
 
 
 @bp.get("/requests/<int:request_id>/evidence.pdf")
 @roles(Role.TECHNICIAN, Role.RECIPIENT, Role.AUDITOR)
 def evidence_pdf(request_id: int) -> Response:
+    rc = current()
     data = evidence.evidence_report(
-        db(),
-        deps(),
-        services().seal,
-        user=user(),
+        rc.session,
+        rc.deps,
+        rc.services.seal,
+        user=rc.user,
         request_id=request_id,
-        now=now(),
-        origin=services().settings.audit_origin,
-        ip=client_ip(),
+        now=rc.now,
+        origin=rc.services.settings.audit_origin,
+        ip=rc.ip,
     )
-    commit()
     return attachment(data, f"evidence-request-{request_id}.pdf")
 
 
 @bp.get("/verify")
 @roles(Role.AUDITOR)
 def verify() -> str:
-    keys = services().keys
-    origin = services().settings.audit_origin
-    session = db()
+    rc = current()
+    keys = rc.services.keys
+    origin = rc.services.settings.audit_origin
+    session = rc.session
     result = audit.verify_log(session, public_key=keys.audit_key.public_key(), origin=origin)
     return render_template(
         "auditor/verify.html",
         result=result,
-        checked_at=now(),
+        checked_at=rc.now,
         checkpoint=audit.latest_checkpoint(session),
         vkey=verifier_key(origin, keys.audit_key.public_key()),
     )
@@ -124,7 +126,8 @@ def _zip_folder(folder: Path, into: IO[bytes]) -> None:
 @bp.post("/export.zip")
 @roles(Role.AUDITOR)
 def export() -> Response:
-    when = now()
+    rc = current()
+    when = rc.now
     name = f"signflow-audit-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}"
     # The archive can be large (a million entries): built on disk, streamed,
     # and deleted when the response closes it.
@@ -132,15 +135,14 @@ def export() -> Response:
     try:
         with tempfile.TemporaryDirectory(prefix="signflow-export-") as work:
             audit.export_bundle(
-                db(),
+                rc.session,
                 Path(work) / name,
-                signing_key=services().keys.audit_key,
-                origin=services().settings.audit_origin,
+                signing_key=rc.services.keys.audit_key,
+                origin=rc.services.settings.audit_origin,
                 now=when,
-                actor=actor_of(user(), client_ip()),
+                actor=rc.actor,
             )
             _zip_folder(Path(work) / name, archive)
-        commit()
     except BaseException:
         archive.close()
         raise

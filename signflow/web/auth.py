@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import users as accounts
 from signflow.models import Role, User
-from signflow.web import client_ip, commit, db, now, services, user
+from signflow.web.context import current
 from signflow.web.forms import CodeForm, ConfirmForm, LoginForm
 from signflow.web.guards import safe_next
 
@@ -36,19 +36,19 @@ def home() -> Response:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str:
+    rc = current()
     form = LoginForm()
     if form.validate_on_submit():
         account = accounts.authenticate(
-            db(), username=form.username.data or "", password=form.password.data or "",
-            now=now(), ip=client_ip(),
+            rc.session, username=form.username.data or "", password=form.password.data or "",
+            now=rc.now, ip=rc.ip,
         )
-        commit()
         # A fresh session at login: nothing from before survives (fixation).
         session.clear()
         target = safe_next(request.args.get("next")) or url_for("auth.home")
         if account.totp_secret_enc is not None:
             session["mfa_pending"] = account.get_id()
-            session["mfa_started"] = now().timestamp()
+            session["mfa_started"] = rc.now.timestamp()
             session["mfa_next"] = target
             return redirect(url_for("auth.second_factor"))
         _start_session(account)
@@ -57,28 +57,29 @@ def login() -> Response | str:
 
 
 def _start_session(account: User) -> None:
+    rc = current()
     login_user(account)
     session.permanent = True
-    session["login_at"] = now().timestamp()
+    session["login_at"] = rc.now.timestamp()
 
 
 @bp.route("/login/code", methods=["GET", "POST"])
 def second_factor() -> Response | str:
+    rc = current()
     if current_user.is_authenticated:
         return redirect(url_for("auth.home"))
     pending = session.get("mfa_pending")
     started = float(session.get("mfa_started", 0))
-    account = accounts.load_session_user(db(), pending) if pending else None
-    if account is None or now().timestamp() - started > MFA_WINDOW_SECONDS:
+    account = accounts.load_session_user(rc.session, pending) if pending else None
+    if account is None or rc.now.timestamp() - started > MFA_WINDOW_SECONDS:
         # Only the half-finished login is dropped: a cross-site GET must not log anyone out.
         for key in ("mfa_pending", "mfa_started", "mfa_next"):
             session.pop(key, None)
         return redirect(url_for("auth.login"))
     form = CodeForm()
     if form.validate_on_submit():
-        mfa.verify(db(), services().keys.master_key, user=account, code=form.code.data or "",
-                   now=now(), ip=client_ip())
-        commit()
+        mfa.verify(rc.session, rc.services.keys.master_key, user=account, code=form.code.data or "",
+                   now=rc.now, ip=rc.ip)
         target = session.get("mfa_next") or url_for("auth.home")
         session.clear()
         _start_session(account)
@@ -89,17 +90,17 @@ def second_factor() -> Response | str:
 @bp.route("/account/two-factor", methods=["GET", "POST"])
 @login_required
 def setup_mfa() -> Response | str:
-    account = user()
+    rc = current()
+    account = rc.user
     if account.totp_secret_enc is not None:
         flash("Two-factor authentication is on.", "info")
         return redirect(url_for("auth.home"))
-    master_key = services().keys.master_key
+    master_key = rc.services.keys.master_key
     form = CodeForm()
     if form.validate_on_submit() and "mfa_setup" in session:
         sealed = base64.b64decode(session["mfa_setup"])
-        mfa.enable(db(), master_key, user=account, sealed_secret=sealed,
-                   code=form.code.data or "", now=now(), ip=client_ip())
-        commit()
+        mfa.enable(rc.session, master_key, user=account, sealed_secret=sealed,
+                   code=form.code.data or "", now=rc.now, ip=rc.ip)
         session.pop("mfa_setup", None)
         flash("Two-factor authentication is on.", "success")
         return redirect(url_for("auth.home"))
@@ -112,9 +113,10 @@ def setup_mfa() -> Response | str:
 
 def require_second_factor() -> Response | None:
     """Roles that must use a second factor cannot do anything before enrolling one."""
+    rc = current()
     if not current_user.is_authenticated or current_user.totp_secret_enc is not None:
         return None
-    if not mfa.required_for(current_user, services().settings.mfa_roles):
+    if not mfa.required_for(current_user, rc.services.settings.mfa_roles):
         return None
     if request.endpoint in ("auth.setup_mfa", "auth.logout", "static"):
         return None
@@ -124,10 +126,10 @@ def require_second_factor() -> Response | None:
 @bp.post("/logout")
 @login_required
 def logout() -> Response:
+    rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
-        accounts.logout(db(), user=user(), now=now(), ip=client_ip())
-        commit()
+        accounts.logout(rc.session, user=rc.user, now=rc.now, ip=rc.ip)
         logout_user()
         session.clear()
     return redirect(url_for("auth.login"))

@@ -7,7 +7,7 @@ from werkzeug.wrappers import Response
 
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
-from signflow.web import client_ip, commit, db, deps, now, user
+from signflow.web.context import current
 from signflow.web.forms import ConfirmForm
 from signflow.web.guards import roles
 
@@ -17,26 +17,28 @@ bp = Blueprint("destination", __name__, url_prefix="/received")
 @bp.get("/")
 @roles(Role.RECIPIENT)
 def inbox() -> str:
-    requests = workflow.list_requests(db(), user=user(), now=now())
+    rc = current()
+    requests = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
     return render_template("destination/inbox.html", requests=requests)
 
 
 @bp.get("/<int:request_id>")
 @roles(Role.RECIPIENT)
 def detail(request_id: int) -> str:
-    req = workflow.get_request(db(), user=user(), request_id=request_id, now=now())
-    report = workflow.verify_document(db(), deps(), user=user(), request_id=request_id, now=now())
+    rc = current()
+    req = workflow.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
+    report = workflow.verify_document(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now)
     return render_template("destination/detail.html", req=req, report=report, form=ConfirmForm(),
-                           tz=deps().timezone)
+                           tz=rc.deps.timezone)
 
 
 @bp.post("/<int:request_id>/acknowledge")
 @roles(Role.RECIPIENT)
 def acknowledge(request_id: int) -> Response:
+    rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
-        workflow.acknowledge_receipt(db(), deps(), user=user(), request_id=request_id, now=now(),
-                                     ip=client_ip())
-        commit()
+        workflow.acknowledge_receipt(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+                                     ip=rc.ip)
         flash("Receipt acknowledged: the technician sees it.", "success")
     return redirect(url_for("destination.detail", request_id=request_id))

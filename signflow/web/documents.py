@@ -9,7 +9,7 @@ from flask import Blueprint, Response, request
 from signflow.core.errors import NotFound
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
-from signflow.web import client_ip, commit, db, deps, now, services, user
+from signflow.web.context import current
 from signflow.web.guards import roles
 
 bp = Blueprint("documents", __name__, url_prefix="/documents")
@@ -21,14 +21,15 @@ WIDTHS = (480, 800, 1200)
 @bp.get("/<int:request_id>/pages/<int:page>.png")
 @roles(*READERS)
 def page(request_id: int, page: int) -> Response:
+    rc = current()
     width = request.args.get("w", type=int) or 800
     if width not in WIDTHS:
         width = 800
-    doc = workflow.document_for(db(), deps(), user=user(), request_id=request_id, now=now(),
-                                ip=client_ip())
+    doc = workflow.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+                                ip=rc.ip)
     if page < 1:
         raise NotFound("No such page.")
-    png = services().previews.get_or_render(lambda: doc.data, doc.sha256, page - 1, width)
+    png = rc.services.previews.get_or_render(lambda: doc.data, doc.sha256, page - 1, width)
     resp = Response(png, mimetype="image/png")
     resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -49,7 +50,7 @@ def attachment(data: bytes, filename: str, mimetype: str = "application/pdf") ->
 @bp.get("/<int:request_id>/download")
 @roles(*READERS)
 def download(request_id: int) -> Response:
-    doc = workflow.document_for(db(), deps(), user=user(), request_id=request_id, now=now(),
-                                ip=client_ip(), download=True)
-    commit()
+    rc = current()
+    doc = workflow.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+                                ip=rc.ip, download=True)
     return attachment(doc.data, doc.filename)

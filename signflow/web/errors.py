@@ -9,7 +9,6 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from signflow.core import errors as e
-from signflow.web import db
 
 log = logging.getLogger("signflow.web")
 
@@ -57,11 +56,7 @@ def render_error(status: int, title: str, detail: str, code: str | None = None) 
 
 
 def _domain_error(exc: e.SignflowError) -> Response:
-    sess = db()
-    if exc.commit_changes:
-        sess.commit()
-    else:
-        sess.rollback()
+    # Committed or rolled back already, by the one transaction policy (web.context).
     status = status_for(exc)
     log.info("refused %s %s: %s (%s)", request.method, request.path, exc.code, status)
     resp = render_error(status, _TITLES.get(status, "Request refused"), exc.message, exc.code)

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 from flask import redirect, request, url_for
 from flask_login import current_user
 
-from signflow.core.accounts.users import actor_of
 from signflow.core.audit import log as audit
-from signflow.core.errors import Forbidden
-from signflow.web import client_ip, commit, db, now, user
+from signflow.core.errors import AccessDenied
+from signflow.models import AuditAction
+from signflow.web.context import current
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,10 +24,10 @@ def roles(*allowed: str) -> Callable[[F], F]:
             if not current_user.is_authenticated:
                 return redirect(url_for("auth.login", next=request.path))
             if current_user.role not in allowed:
-                audit.append(db(), now=now(), actor=actor_of(user(), client_ip()),
-                             action="access.denied", path=request.path[:200])
-                commit()
-                raise Forbidden("Your role does not give access to this page.")
+                rc = current()
+                audit.append(rc.session, now=rc.now, actor=rc.actor, action=AuditAction.ACCESS_DENIED,
+                             path=request.path[:200])
+                raise AccessDenied("Your role does not give access to this page.")
             return view(*args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from signflow.web import services
+from signflow.web.context import current
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -20,7 +20,7 @@ def _secure(response: Response) -> Response:
     h["X-Frame-Options"] = "DENY"
     h["Cross-Origin-Opener-Policy"] = "same-origin"
     h["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
-    if services().settings.production:
+    if current().settings.production:
         h["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
     # Everything but static assets and public PKI material is personal or medical.
     if not (request.endpoint or "").startswith(("static", "pki.")):

@@ -10,7 +10,7 @@ from signflow.core.errors import InvalidInput
 from signflow.core.pki import keystore as pki
 from signflow.core.requests import workflow as workflow
 from signflow.models import RequestState, Role
-from signflow.web import client_ip, commit, db, deps, now, user
+from signflow.web.context import current
 from signflow.web.forms import ConfirmForm, DeclineForm, DelegateForm, PinForm, SignForm
 from signflow.web.guards import roles
 
@@ -20,10 +20,11 @@ bp = Blueprint("physician", __name__, url_prefix="/inbox")
 @bp.get("/")
 @roles(Role.PHYSICIAN)
 def inbox() -> str:
-    requests = workflow.list_requests(db(), user=user(), now=now())
+    rc = current()
+    requests = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
     pending = [r for r in requests if r.state == RequestState.PENDING]
     handled = [r for r in requests if r.state != RequestState.PENDING]
-    credential = pki.active_credential(db(), user().id)
+    credential = pki.active_credential(rc.session, rc.user.id)
     return render_template("physician/inbox.html", pending=pending, handled=handled,
                            credential=credential)
 
@@ -31,9 +32,9 @@ def inbox() -> str:
 @bp.get("/<int:request_id>")
 @roles(Role.PHYSICIAN)
 def review(request_id: int) -> str:
-    view = workflow.review(db(), deps(), user=user(), request_id=request_id, now=now(),
-                           ip=client_ip())
-    commit()  # the document.viewed audit entry
+    rc = current()
+    view = workflow.review(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+                           ip=rc.ip)
     form = decline = delegate = None
     if view.signing is not None:
         form = SignForm(activation=view.signing.activation_token,
@@ -49,15 +50,15 @@ def review(request_id: int) -> str:
 @bp.post("/<int:request_id>/sign")
 @roles(Role.PHYSICIAN)
 def sign(request_id: int) -> Response | tuple[str, int]:
+    rc = current()
     form = SignForm()
     if not form.validate_on_submit():
         raise InvalidInput("Enter your signing PIN.")
     req = workflow.sign_request(
-        db(), deps(), user=user(), request_id=request_id, pin=form.pin.data or "",
+        rc.session, rc.deps, user=rc.user, request_id=request_id, pin=form.pin.data or "",
         activation_token=form.activation.data or "", shown_sha256=form.document_sha256.data or "",
-        now=now(), ip=client_ip(),
+        now=rc.now, ip=rc.ip,
     )
-    commit()
     flash(f"Signed and delivered to {req.destination.name}.", "success")
     return redirect(url_for("physician.review", request_id=request_id))
 
@@ -65,12 +66,12 @@ def sign(request_id: int) -> Response | tuple[str, int]:
 @bp.post("/<int:request_id>/decline")
 @roles(Role.PHYSICIAN)
 def decline(request_id: int) -> Response:
+    rc = current()
     form = DeclineForm()
     if not form.validate_on_submit():
         raise InvalidInput("Say why you decline, for the technician.")
-    workflow.decline_request(db(), deps(), user=user(), request_id=request_id,
-                             reason=form.reason.data or "", now=now(), ip=client_ip())
-    commit()
+    workflow.decline_request(rc.session, rc.deps, user=rc.user, request_id=request_id,
+                             reason=form.reason.data or "", now=rc.now, ip=rc.ip)
     flash("Declined: the technician is notified.", "success")
     return redirect(url_for("physician.inbox"))
 
@@ -78,14 +79,15 @@ def decline(request_id: int) -> Response:
 @bp.route("/signing-pin", methods=["GET", "POST"])
 @roles(Role.PHYSICIAN)
 def signing_pin() -> Response | str:
+    rc = current()
     form = PinForm()
-    credential = pki.active_credential(db(), user().id)
+    credential = pki.active_credential(rc.session, rc.user.id)
     if form.validate_on_submit():
         if form.pin.data != form.confirm.data:
             raise InvalidInput("The two new PINs differ.")
-        credentials.set_signing_pin(db(), deps().keys, user(), current_pin=form.current_pin.data or None,
-                            new_pin=form.pin.data or "", now=now(), ip=client_ip())
-        commit()
+        credentials.set_signing_pin(rc.session, rc.deps.keys, rc.user,
+                                    current_pin=form.current_pin.data or None,
+                                    new_pin=form.pin.data or "", now=rc.now, ip=rc.ip)
         flash("Your signing PIN is set.", "success")
         return redirect(url_for("physician.inbox"))
     return render_template("physician/pin.html", form=form, credential=credential)
@@ -94,10 +96,10 @@ def signing_pin() -> Response | str:
 @bp.post("/<int:request_id>/take")
 @roles(Role.PHYSICIAN)
 def take(request_id: int) -> Response:
+    rc = current()
     if not ConfirmForm().validate_on_submit():
         raise InvalidInput("The form expired. Reload the page.")
-    workflow.take_request(db(), deps(), user=user(), request_id=request_id, now=now(), ip=client_ip())
-    commit()
+    workflow.take_request(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now, ip=rc.ip)
     flash("Colleagues and the technician see that you are on it.", "success")
     return redirect(url_for("physician.review", request_id=request_id))
 
@@ -105,12 +107,12 @@ def take(request_id: int) -> Response:
 @bp.post("/<int:request_id>/delegate")
 @roles(Role.PHYSICIAN)
 def delegate(request_id: int) -> Response:
+    rc = current()
     form = DelegateForm()
     if not form.validate_on_submit():
         raise InvalidInput("Choose a colleague.")
-    target = workflow.delegate_request(db(), deps(), user=user(), request_id=request_id,
-                                       to_user_id=form.to.data, now=now(), ip=client_ip())
-    commit()
+    target = workflow.delegate_request(rc.session, rc.deps, user=rc.user, request_id=request_id,
+                                       to_user_id=form.to.data, now=rc.now, ip=rc.ip)
     flash(f"Delegated to {target.assignee.display_name if target.assignee else 'a colleague'}.",
           "success")
     return redirect(url_for("physician.inbox"))

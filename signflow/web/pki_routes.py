@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from signflow.core.errors import InvalidInput
 from signflow.core.pades import sign as signing
 from signflow.core.pki import keystore as pki
-from signflow.web import db, now, services
+from signflow.web.context import current
 
 bp = Blueprint("pki", __name__)
 
@@ -23,27 +23,30 @@ def _der(data: bytes, mimetype: str) -> Response:
 
 @bp.get("/pki/root.crt")
 def root_cert() -> Response:
-    return _der(services().keys.root_cert.public_bytes(Encoding.DER), "application/pkix-cert")
+    rc = current()
+    return _der(rc.services.keys.root_cert.public_bytes(Encoding.DER), "application/pkix-cert")
 
 
 @bp.get("/pki/issuing.crt")
 def issuing_cert() -> Response:
-    return _der(services().keys.issuing_cert.public_bytes(Encoding.DER), "application/pkix-cert")
+    rc = current()
+    return _der(rc.services.keys.issuing_cert.public_bytes(Encoding.DER), "application/pkix-cert")
 
 
 @bp.get("/pki/<any(root, issuing):issuer>.crl")
 def crl(issuer: str) -> Response:
-    data = pki.crl(db(), services().keys, issuer=issuer, now=now())
-    db().commit()  # the CRL number counter may have moved
+    rc = current()
+    data = pki.crl(rc.session, rc.services.keys, issuer=issuer, now=rc.now)
     return _der(data, "application/pkix-crl")
 
 
 @bp.post("/tsa")
 def tsa() -> Response:
+    rc = current()
     if request.mimetype != "application/timestamp-query":
         raise InvalidInput("Send an RFC 3161 request as application/timestamp-query.")
     body = request.get_data(cache=False)
     if len(body) > MAX_TSA_REQUEST:
         raise InvalidInput("Time-stamp request too large.")
-    reply = signing.tsa_respond(services().keys, body, now=now())
+    reply = signing.tsa_respond(rc.services.keys, body, now=rc.now)
     return Response(reply, mimetype="application/timestamp-reply")

@@ -10,7 +10,7 @@ from signflow.core.errors import InvalidInput
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
-from signflow.web import client_ip, commit, db, deps, now, services, user
+from signflow.web.context import current
 from signflow.web.forms import ConfirmForm, StampForm, UploadForm
 from signflow.web.guards import roles
 
@@ -18,8 +18,9 @@ bp = Blueprint("technician", __name__, url_prefix="/requests")
 
 
 def _upload_form() -> UploadForm:
+    rc = current()
     form = UploadForm()
-    groups, destinations = accounts.directory(db())
+    groups, destinations = accounts.directory(rc.session)
     form.group.choices = [(g.id, g.name) for g in groups]
     form.then_group.choices = [(0, "— nobody else —")] + [(g.id, g.name) for g in groups]
     form.destination.choices = [(d.id, d.name) for d in destinations]
@@ -29,39 +30,41 @@ def _upload_form() -> UploadForm:
 @bp.get("/")
 @roles(Role.TECHNICIAN)
 def index() -> str:
-    requests = workflow.list_requests(db(), user=user(), now=now())
+    rc = current()
+    requests = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
     return render_template("technician/index.html", requests=requests)
 
 
 @bp.get("/status.json")
 @roles(Role.TECHNICIAN)
 def status() -> Response:
-    requests = workflow.list_requests(db(), user=user(), now=now())
+    rc = current()
+    requests = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
     return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in requests})
 
 
 @bp.route("/new", methods=["GET", "POST"])
 @roles(Role.TECHNICIAN)
 def new() -> Response | str:
+    rc = current()
     form = _upload_form()
     if form.validate_on_submit():
-        settings = services().settings
+        settings = rc.services.settings
         upload = form.document.data
         raw = upload.read(settings.max_upload_bytes + 1)
         normalised = pdfcheck.normalise_upload(
             raw, max_bytes=settings.max_upload_bytes, max_pages=settings.max_pages,
             active_content=settings.active_content, allow_signed=settings.allow_countersign,
-            limits=services().sandbox,
+            limits=rc.services.sandbox,
         )
         req = workflow.create_request(
-            db(), deps(), user=user(), ip=client_ip(), now=now(), upload=normalised,
+            rc.session, rc.deps, user=rc.user, ip=rc.ip, now=rc.now, upload=normalised,
             filename=pdfcheck.sanitize_filename(upload.filename or "document.pdf"),
             title=form.title.data or "", group_id=form.group.data, destination_id=form.destination.data,
             urgency=form.urgency.data, note=form.note.data or "",
             stamp_position=form.stamp_position.data or None,
             then_group_ids=[form.then_group.data] if form.then_group.data else [],
         )
-        commit()
         flash("Sent for signature: the physicians on call are being notified.", "success")
         return redirect(url_for("technician.detail", request_id=req.id))
     return render_template("technician/new.html", form=form), 400 if form.errors else 200  # type: ignore[return-value]
@@ -70,24 +73,25 @@ def new() -> Response | str:
 @bp.get("/<int:request_id>")
 @roles(Role.TECHNICIAN)
 def detail(request_id: int) -> str:
-    req = workflow.get_request(db(), user=user(), request_id=request_id, now=now())
-    groups = {g.id: g.name for g in accounts.directory(db())[0]}
+    rc = current()
+    req = workflow.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
+    groups = {g.id: g.name for g in accounts.directory(rc.session)[0]}
     return render_template("technician/detail.html", req=req, cancel_form=ConfirmForm(),
                            stamp_form=StampForm(), removed=workflow.removed_content(req),
                            route=[groups.get(g, "?") for g in workflow.route_of(req)],
-                           signatures=workflow.signatures_of(db(), req.id))
+                           signatures=workflow.signatures_of(rc.session, req.id))
 
 
 @bp.post("/<int:request_id>/stamp")
 @roles(Role.TECHNICIAN)
 def stamp(request_id: int) -> Response:
+    rc = current()
     form = StampForm()
     if not form.validate_on_submit():
         raise InvalidInput("Tap inside a page of the document.")
-    workflow.set_stamp_position(db(), deps(), user=user(), request_id=request_id,
+    workflow.set_stamp_position(rc.session, rc.deps, user=rc.user, request_id=request_id,
                                 page=form.page.data or 0, fx=form.fx.data or 0.0,
-                                fy=form.fy.data or 0.0, now=now(), ip=client_ip())
-    commit()
+                                fy=form.fy.data or 0.0, now=rc.now, ip=rc.ip)
     flash("The signature stamp will go where you tapped.", "success")
     return redirect(url_for("technician.detail", request_id=request_id))
 
@@ -95,10 +99,10 @@ def stamp(request_id: int) -> Response:
 @bp.post("/<int:request_id>/cancel")
 @roles(Role.TECHNICIAN)
 def cancel(request_id: int) -> Response:
+    rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
-        workflow.cancel_request(db(), deps(), user=user(), request_id=request_id, now=now(),
-                                ip=client_ip())
-        commit()
+        workflow.cancel_request(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+                                ip=rc.ip)
         flash("Request cancelled.", "success")
     return redirect(url_for("technician.detail", request_id=request_id))

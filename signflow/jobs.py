@@ -26,7 +26,7 @@ from signflow.core.ops import retention as retention
 from signflow.core.pki import keystore as pki
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests import workflow as workflow
-from signflow.models import Checkpoint, Job, Role, Setting, SignatureRequest, User
+from signflow.models import Checkpoint, Job, JobKind, JobStatus, Role, Setting, SignatureRequest, User
 from signflow.services import Services
 
 log = logging.getLogger("signflow.worker")
@@ -91,15 +91,15 @@ def run_job(svc: Services, *, now: datetime) -> bool | None:
     """Claim and run one due job. None when there was nothing to do."""
     with svc.sessions() as session, session.begin():
         job = session.scalar(
-            select(Job).where(Job.status == "pending", Job.run_at <= now)
+            select(Job).where(Job.status == JobStatus.PENDING, Job.run_at <= now)
             .order_by(Job.run_at, Job.id).limit(1).with_for_update(skip_locked=True)
         )
         if job is None:
             return None
         job.attempts += 1
-        if job.kind == "checkpoint":
+        if job.kind == JobKind.CHECKPOINT:
             _checkpoint(session, svc, now)
-            job.status = "done"
+            job.status = JobStatus.DONE
             return True
         errors: list[str] = []
         sent = 0
@@ -119,7 +119,7 @@ def run_job(svc: Services, *, now: datetime) -> bool | None:
             job.run_at = now + timedelta(seconds=30 * 2 ** job.attempts)
             job.last_error = "; ".join(errors)[:2000]
         else:
-            job.status = "failed" if errors and sent == 0 else "done"
+            job.status = JobStatus.FAILED if errors and sent == 0 else JobStatus.DONE
             job.last_error = "; ".join(errors)[:2000] or None
         return not errors
 

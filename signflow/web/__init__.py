@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
 from flask import Flask, session
+from flask.typing import RouteCallable
 from flask_login import LoginManager, current_user, logout_user
 
 from signflow.core.accounts.users import load_session_user
@@ -45,9 +47,10 @@ def register(app: Flask) -> None:
     login.login_message = "Please log in."
     login.session_protection = "strong"
 
-    @login.user_loader
     def _load(session_id: str) -> User | None:
         return load_session_user(db_session(), session_id)
+
+    login.user_loader(_load)
 
     app.before_request(_enforce_session_limits)
     app.before_request(auth.require_second_factor)
@@ -58,7 +61,7 @@ def register(app: Flask) -> None:
     # The one transaction policy: every view commits (or rolls back) in one place.
     for endpoint, view in app.view_functions.items():
         if endpoint != "static":
-            app.view_functions[endpoint] = in_one_transaction(view)
+            app.view_functions[endpoint] = cast(RouteCallable, in_one_transaction(view))
     errors.register(app)
     headers.register(app)
     app.add_template_filter(_localtime, "localtime")

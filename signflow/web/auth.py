@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import mfa as mfa
@@ -13,7 +13,7 @@ from signflow.core.accounts import users as accounts
 from signflow.models import Role, User
 from signflow.web.context import current
 from signflow.web.forms import CodeForm, ConfirmForm, LoginForm
-from signflow.web.guards import safe_next
+from signflow.web.guards import login_required, safe_next
 
 bp = Blueprint("auth", __name__)
 MFA_WINDOW_SECONDS = 300

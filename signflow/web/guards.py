@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import flask_login
 from flask import redirect, request, url_for
 from flask_login import current_user
 
@@ -33,6 +34,10 @@ def roles(*allowed: str) -> Callable[[F], F]:
         return wrapped  # type: ignore[return-value]
 
     return decorator
+
+
+# Flask-Login ships no type information; its decorator keeps the view's signature.
+login_required = cast(Callable[[F], F], flask_login.login_required)
 
 
 def safe_next(target: str | None) -> str | None:

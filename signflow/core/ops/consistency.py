@@ -24,7 +24,16 @@ from signflow.core.errors import SignflowError
 from signflow.core.requests import outbox as outbox
 from signflow.core.requests.workflow import Deps
 from signflow.core.storage import BlobStore
-from signflow.models import AuditAction, AuditEntry, Job, RequestState, Signature, SignatureRequest
+from signflow.models import (
+    AuditAction,
+    AuditEntry,
+    Job,
+    JobKind,
+    JobStatus,
+    RequestState,
+    Signature,
+    SignatureRequest,
+)
 
 # The state each transition leaves a request in; the latest such audit entry
 # of a request must name its current state.
@@ -107,7 +116,8 @@ def check(session: Session, blobs: BlobStore) -> list[Problem]:
     last_transition: dict[int, tuple[int, RequestState]] = {}
     rows = session.execute(
         select(AuditEntry.seq, AuditEntry.action, AuditEntry.request_id, AuditEntry.line)
-        .where(AuditEntry.request_id.is_not(None), AuditEntry.action.in_([*TRANSITIONS, AuditAction.REQUEST_SIGNED]))
+        .where(AuditEntry.request_id.is_not(None),
+               AuditEntry.action.in_([*TRANSITIONS, AuditAction.REQUEST_SIGNED]))
         .order_by(AuditEntry.seq)
     )
     for seq, action, request_id, line in rows:
@@ -161,7 +171,8 @@ def check(session: Session, blobs: BlobStore) -> list[Problem]:
                 problems.append(Problem(rid, "blob", f"{sha[:16]}…: {why}"))
     for rid in sorted(set(signatures) - set(requests)):
         problems.append(Problem(rid, "signature", "signature row of a missing request"))
-    for job in session.scalars(select(Job).where(Job.status == "pending", Job.kind == "notify")):
+    pending = select(Job).where(Job.status == JobStatus.PENDING, Job.kind == JobKind.NOTIFY)
+    for job in session.scalars(pending):
         target = json.loads(job.payload).get("request")
         if target is not None and int(target) not in requests:
             problems.append(

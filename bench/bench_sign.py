@@ -20,6 +20,7 @@ from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor  # noqa: E402
 from signflow.core.pades import sign as signing
 from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.pki import credentials as creds
 from signflow.core.pki import keystore as pki
 from signflow.core.pki import seal as seal
 from signflow.core.requests import workflow as workflow  # noqa: E402
@@ -74,8 +75,8 @@ def main(rounds: int = 15) -> None:
     from cryptography import x509
 
     with svc.sessions() as s:
-        cred = pki.active_credential(s, ids[1])
-        key = pki.unlock(s, svc.keys, cred, PIN, now=now)
+        cred = creds.active_credential(s, ids[1])
+        key = creds.unlock(s, svc.keys, cred, PIN, now=now)
         cert = x509.load_pem_x509_certificate(cred.certificate_pem.encode())
         s.rollback()
     stamp = signing.Stamp(signer_name="Dr Doc", professional_id="10001234567", reason="bench",

@@ -23,7 +23,7 @@ from signflow.core.notify.channels import Message
 from signflow.core.ops import archive_renewal as archive
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import crl as revocation
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests import workflow as workflow
 from signflow.models import Checkpoint, Job, Role, Setting, SignatureRequest, User
@@ -142,7 +142,7 @@ def run_once(svc: Services) -> RunSummary:
             latest = _checkpoint(session, svc, now)
         # CRLs are re-signed here before they go stale, not on a relying party's request.
         for issuer in ("root", "issuing"):
-            pki.crl(session, svc.keys, issuer=issuer, now=now)
+            revocation.crl(session, svc.keys, issuer=issuer, now=now)
     renew_archive_timestamps(svc, now=now)
     purge_expired_documents(svc, now=now)
     return RunSummary(escalated=len(escalated), notified=notified, failed=failed,

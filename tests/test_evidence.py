@@ -27,7 +27,7 @@ from signflow.core.audit import evidence as evidence
 from signflow.core.audit import log as audit
 from signflow.core.errors import ConfigurationError, Forbidden, NotFound
 from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import certificates as certs
 from signflow.core.pki import seal as seal_module
 from signflow.models import AuditEntry, Checkpoint, Signature, SignatureRequest, User
 from tests.conftest import PASSPHRASE, T0, login
@@ -278,7 +278,7 @@ def test_seal_certificate_profile_and_files(svc, tmp_path):
     assert usage.critical and usage.value.digital_signature and usage.value.content_commitment
     assert not usage.value.key_cert_sign
     ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    assert {ExtendedKeyUsageOID.EMAIL_PROTECTION, pki.DOCUMENT_SIGNING_EKU} <= ekus
+    assert {ExtendedKeyUsageOID.EMAIL_PROTECTION, certs.DOCUMENT_SIGNING_EKU} <= ekus
     points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert points[0].full_name[0].value == "http://127.0.0.1:5000/pki/issuing.crl"
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from signflow.core.errors import ConfigurationError
 from signflow.core.pades import sign as signing
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import hsm as hsm
 from signflow.core.pki import keystore as pki
 from signflow.db import Base
@@ -64,10 +66,10 @@ def token(
     )
     session.add(user)
     session.flush()
-    credential = pki.enrol(session, keys, user, USER_PIN, now=now, algorithm="ec")
-    key = pki.unlock(session, keys, credential, USER_PIN, now=now)
-    certificate = pki.credential_certificate(credential)
-    crls = [pki.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
+    credential = creds.enrol(session, keys, user, USER_PIN, now=now, algorithm="ec")
+    key = creds.unlock(session, keys, credential, USER_PIN, now=now)
+    certificate = creds.credential_certificate(credential)
+    crls = [revocation.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
 
     # Written in-process: SoftHSM2 does not reliably show this process objects
     # that another process adds to a token after the module was loaded here.

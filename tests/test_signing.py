@@ -27,6 +27,9 @@ from sqlalchemy.orm import Session
 
 from signflow.core.errors import InvalidDocument, InvalidInput, ServiceUnavailable
 from signflow.core.pades import sign as signing
+from signflow.core.pki import certificates as certs
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import User
@@ -42,7 +45,7 @@ REASON = "Transplant consent approved"
 class Physician:
     name: str
     rpps: str
-    key: pki.PrivateKey
+    key: certs.PrivateKey
     certificate: x509.Certificate
 
 
@@ -72,9 +75,9 @@ def _physician(
     )
     session.add(user)
     session.flush()
-    credential = pki.enrol(session, keys, user, PIN, now=now, algorithm=algorithm)
-    key = pki.unlock(session, keys, credential, PIN, now=now)
-    return Physician(name, rpps, key, pki.credential_certificate(credential))
+    credential = creds.enrol(session, keys, user, PIN, now=now, algorithm=algorithm)
+    key = creds.unlock(session, keys, credential, PIN, now=now)
+    return Physician(name, rpps, key, creds.credential_certificate(credential))
 
 
 def _make_world(folder: Path) -> World:
@@ -88,7 +91,7 @@ def _make_world(folder: Path) -> World:
     world_ec = _physician(session, keys, "Hélène Lefèvre", "10001234567", "ec")
     world_rsa = _physician(session, keys, "Øyvind Berg", "10007654321", "rsa")
     lukasz = _physician(session, keys, "Łukasz Żółkiewski", "10005555555", "ec")
-    crls = [pki.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
+    crls = [revocation.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
     root_pem = folder.parent / "root.pem"
     root_pem.write_bytes(keys.root_cert.public_bytes(serialization.Encoding.PEM))
     return World(
@@ -418,11 +421,11 @@ def test_signature_made_before_revocation_stays_valid(world: World, tmp_path: Pa
     local = _make_world(folder)
     signed = sign(local, local.ec, level="B-T")
     time.sleep(1.1)  # the revocation must come strictly after the timestamp
-    credential = pki.active_credential(local.session, local.session.query(User).first().id)  # type: ignore[union-attr]
+    credential = creds.active_credential(local.session, local.session.query(User).first().id)  # type: ignore[union-attr]
     assert credential is not None
     now = datetime.now(UTC)
-    pki.revoke(local.session, credential, reason="superseded", now=now)
-    crls = [pki.crl(local.session, local.keys, issuer=i, now=now) for i in ("root", "issuing")]
+    revocation.revoke(local.session, credential, reason="superseded", now=now)
+    crls = [revocation.crl(local.session, local.keys, issuer=i, now=now) for i in ("root", "issuing")]
     before = signing.validate_pdf(signed, trust_roots=[local.keys.root_cert], crls=crls)
     assert before.ok and not before.signatures[0].revoked
     # Backdating the timestamp is impossible, so show the other side with a
@@ -546,7 +549,7 @@ def test_pdfsig_accepts_two_sequential_signatures(
 
 
 def test_signing_speed_p256_against_rsa3072(world: World, record_property: object) -> None:
-    """The measurement behind pki.DEFAULT_ALGORITHM: whole PDF signatures (B-B, so the
+    """The measurement behind creds.DEFAULT_ALGORITHM: whole PDF signatures (B-B, so the
     key is all that differs) and the raw private-key operation, interleaved in one run."""
     pdf = make_pdf()
     people = {"ec": world.ec, "rsa": world.rsa}
@@ -579,6 +582,6 @@ def test_signing_speed_p256_against_rsa3072(world: World, record_property: objec
     )
     # End to end the key is a small share of a signature (PDF writing, CMS,
     # the stamp dominate); the key operation itself is where P-256 wins.
-    assert pki.DEFAULT_ALGORITHM == "ec"
+    assert creds.DEFAULT_ALGORITHM == "ec"
     assert raw["ec"] * 3 < raw["rsa"]
 

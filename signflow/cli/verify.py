@@ -15,7 +15,8 @@ from signflow.config import Settings
 from signflow.core.audit import log as audit
 from signflow.core.clock import utcnow
 from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import crl as revocation
+from signflow.core.pki import keyfiles
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -23,7 +24,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CliError(f"{path}: no such file")
     config = settings()
-    root_file = config.keys_path / pki.ROOT_CERT
+    root_file = config.keys_path / keyfiles.ROOT_CERT
     if not root_file.is_file():
         raise CliError(f"no hospital root certificate in {config.keys_path} (set SIGNFLOW_KEYS)")
     root = x509.load_pem_x509_certificate(root_file.read_bytes())
@@ -56,7 +57,7 @@ def _published_crls(config: Settings) -> list[bytes]:
     file's own embedded validation data otherwise."""
     try:
         with operator_services(config) as svc, svc.sessions() as session, session.begin():
-            return [pki.crl(session, svc.keys, issuer=i, now=utcnow()) for i in ("root", "issuing")]
+            return [revocation.crl(session, svc.keys, issuer=i, now=utcnow()) for i in ("root", "issuing")]
     except Exception:  # verify must work from a bare keys folder too
         return []
 
@@ -67,7 +68,7 @@ def _service_verifier_key(config: Settings) -> str | None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    path = config.keys_path / pki.AUDIT_PUB
+    path = config.keys_path / keyfiles.AUDIT_PUB
     if not path.is_file():
         return None
     key = load_pem_public_key(path.read_bytes())

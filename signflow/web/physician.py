@@ -7,7 +7,7 @@ from werkzeug.wrappers import Response
 
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import credentials as creds
 from signflow.core.requests import workflow as workflow
 from signflow.models import RequestState, Role
 from signflow.web import client_ip, commit, db, deps, now, user
@@ -23,7 +23,7 @@ def inbox() -> str:
     requests = workflow.list_requests(db(), user=user(), now=now())
     pending = [r for r in requests if r.state == RequestState.PENDING]
     handled = [r for r in requests if r.state != RequestState.PENDING]
-    credential = pki.active_credential(db(), user().id)
+    credential = creds.active_credential(db(), user().id)
     return render_template("physician/inbox.html", pending=pending, handled=handled,
                            credential=credential)
 
@@ -79,7 +79,7 @@ def decline(request_id: int) -> Response:
 @roles(Role.PHYSICIAN)
 def signing_pin() -> Response | str:
     form = PinForm()
-    credential = pki.active_credential(db(), user().id)
+    credential = creds.active_credential(db(), user().id)
     if form.validate_on_submit():
         if form.pin.data != form.confirm.data:
             raise InvalidInput("The two new PINs differ.")

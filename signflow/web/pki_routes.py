@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 
 from signflow.core.errors import InvalidInput
 from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import crl as revocation
 from signflow.web import db, now, services
 
 bp = Blueprint("pki", __name__)
@@ -33,7 +33,7 @@ def issuing_cert() -> Response:
 
 @bp.get("/pki/<any(root, issuing):issuer>.crl")
 def crl(issuer: str) -> Response:
-    data = pki.crl(db(), services().keys, issuer=issuer, now=now())
+    data = revocation.crl(db(), services().keys, issuer=issuer, now=now())
     db().commit()  # the CRL number counter may have moved
     return _der(data, "application/pkix-crl")
 

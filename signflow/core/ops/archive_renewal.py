@@ -26,7 +26,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, InvalidInput
 from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import crl as revocation
 from signflow.core.requests.workflow import Deps
 from signflow.models import RequestState, SignatureRequest
 
@@ -111,7 +111,7 @@ def renew_due(
             f"({tsa_horizon:%Y-%m-%d}): renew it (`signflow pki renew-tsa`) before "
             "adding archive timestamps"
         )
-    crls = [pki.crl(session, deps.keys, issuer=issuer, now=now) for issuer in ("root", "issuing")]
+    crls = [revocation.crl(session, deps.keys, issuer=issuer, now=now) for issuer in ("root", "issuing")]
     renewed: list[int] = []
     for req in _final_requests(session, lock=True):
         found = _due(session, deps, req, now=now, window=window)

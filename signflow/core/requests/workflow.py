@@ -28,6 +28,8 @@ from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import Conflict, CredentialBlocked, Forbidden, InvalidInput, NotFound, WrongPin
 from signflow.core.pades import sign as signing
 from signflow.core.pdf.normalise import NormalisedPdf
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
 from signflow.core.requests import activation as activation
 from signflow.core.requests import oncall as oncall
@@ -283,10 +285,10 @@ def prepare_signing(session: Session, deps: Deps, *, user: User, request_id: int
                     now: datetime) -> SigningForm:
     req = get_request(session, user=user, request_id=request_id, now=now)
     _require_signer(session, user, req, now, deps)
-    credential = pki.active_credential(session, user.id)
+    credential = creds.active_credential(session, user.id)
     if credential is None:
         raise CredentialBlocked("You have no signing credential yet: set your signing PIN first.")
-    pki.check_usable(credential, now=now)
+    creds.check_usable(credential, now=now)
     token = activation.issue(
         deps.activation_key, user_id=user.id, request_id=req.id, credential_id=credential.id,
         document_sha256=req.document_sha256, now=now,
@@ -314,11 +316,11 @@ def sign_request(
         raise Forbidden("This signing form belongs to another request. Reload the document.")
     if not (shown_sha256 == claims.document_sha256 == req.document_sha256):
         raise Conflict("The document differs from the one you were shown. Reload it and sign again.")
-    credential = pki.active_credential(session, user.id)
+    credential = creds.active_credential(session, user.id)
     if credential is None or credential.id != claims.credential_id:
         raise Forbidden("Your signing credential changed since you opened the document. Reload it.")
     try:
-        key = pki.unlock(session, deps.keys, credential, pin, now=now)
+        key = creds.unlock(session, deps.keys, credential, pin, now=now)
     except (WrongPin, CredentialBlocked) as exc:
         audit.append(session, now=now, actor=actor, action="signature.pin_rejected",
                      request_id=req.id, credential=credential.serial, problem=exc.code)
@@ -480,7 +482,7 @@ def removed_content(req: SignatureRequest) -> Sequence[str]:
 
 
 def current_crls(session: Session, deps: Deps, *, now: datetime) -> list[bytes]:
-    return [pki.crl(session, deps.keys, issuer=i, now=now) for i in ("root", "issuing")]
+    return [revocation.crl(session, deps.keys, issuer=i, now=now) for i in ("root", "issuing")]
 
 
 def verify_document(session: Session, deps: Deps, *, user: User, request_id: int,

@@ -16,7 +16,7 @@ from signflow.config import Settings
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
 from signflow.core.notify.channels import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
-from signflow.core.pades import sign as signing
+from signflow.core.pades import timestamps
 from signflow.core.pdf.preview import PreviewCache
 from signflow.core.pdf.sandbox import SandboxLimits
 from signflow.core.pki import hsm as hsm
@@ -100,7 +100,7 @@ def build_services(
     deps = Deps(
         keys=keys,
         blobs=blobs,
-        timestamper=signing.make_timestamper(keys, settings.tsa_url),
+        timestamper=timestamps.make_timestamper(keys, settings.tsa_url),
         timezone=settings.timezone,
         pades_level=settings.pades_level,
         # Derived, so that the session key and the activation key never coincide.

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError
 from signflow.core.ops import archive_renewal as archive
-from signflow.core.pades import sign as signing
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
 from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
 from signflow.core.pki import tsa
@@ -73,19 +74,19 @@ def test_renewal_adds_a_verifiable_archive_timestamp(
 ) -> None:
     rid = _signed_request(svc, world, tsa_days=30)
     old_sha, old = _signed_bytes(svc, rid)
-    old_horizon = signing.timestamp_horizon(old)
+    old_horizon = timestamps.timestamp_horizon(old)
     assert old_horizon is not None and old_horizon <= svc.clock() + timedelta(days=31)
 
     assert _renew(svc, 180) == [rid]
     new_sha, new = _signed_bytes(svc, rid)
     assert new_sha != old_sha and new.startswith(old)  # an incremental update
-    assert signing.document_timestamp_count(new) == signing.document_timestamp_count(old) + 1
-    new_horizon = signing.timestamp_horizon(new)
+    assert timestamps.document_timestamp_count(new) == timestamps.document_timestamp_count(old) + 1
+    new_horizon = timestamps.timestamp_horizon(new)
     assert new_horizon is not None
     assert new_horizon == svc.keys.tsa_cert.not_valid_after_utc
 
     with svc.sessions() as s:
-        report = signing.validate_pdf(
+        report = validation.validate_pdf(
             new, trust_roots=[svc.keys.root_cert],
             crls=[revocation.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")],
             now=svc.clock(),

@@ -18,7 +18,7 @@ from signflow.core.errors import Conflict, InvalidInput
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.ops import backup as backup
 from signflow.core.ops import consistency as consistency
-from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.models import SignatureRequest, User
 from signflow.services import build_services
 from tests.conftest import Clock, make_settings, require_postgres, reset_postgres
@@ -82,7 +82,7 @@ def _assert_restored(target_settings, expected: dict[int, str], clock: Clock) ->
                 assert req.state == state
                 assert svc.blobs.get(s, req.document_sha256)
                 if req.signed_sha256:
-                    report = signing.validate_pdf(
+                    report = validation.validate_pdf(
                         svc.blobs.get(s, req.signed_sha256), trust_roots=[svc.keys.root_cert], now=clock()
                     )
                     assert report.ok, report.as_json()

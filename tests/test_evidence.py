@@ -26,7 +26,7 @@ from signflow.auditverify import (
 from signflow.core.audit import evidence as evidence
 from signflow.core.audit import log as audit
 from signflow.core.errors import ConfigurationError, Forbidden, NotFound
-from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import seal as seal_module
 from signflow.models import AuditEntry, Checkpoint, Signature, SignatureRequest, User
@@ -116,7 +116,7 @@ def test_report_is_sealed_and_validates(app, svc, world, clock, seal, tmp_path, 
     rid = received_request(app, world)
     pdf = make_report(svc, clock, world.auditor, rid)
 
-    report = signing.validate_pdf(pdf, trust_roots=[svc.keys.root_cert])
+    report = validation.validate_pdf(pdf, trust_roots=[svc.keys.root_cert])
     assert report.ok, report.as_json()
     assert report.signatures[0].signer == "signflow evidence seal"
 
@@ -130,7 +130,7 @@ def test_report_is_sealed_and_validates(app, svc, world, clock, seal, tmp_path, 
     tampered = bytearray(pdf)
     first_range = re.search(rb"/ByteRange\s*\[\s*0\s+(\d+)", pdf)
     tampered[int(first_range.group(1)) // 2] ^= 0x01
-    assert not signing.validate_pdf(bytes(tampered), trust_roots=[svc.keys.root_cert]).ok
+    assert not validation.validate_pdf(bytes(tampered), trust_roots=[svc.keys.root_cert]).ok
 
 
 def test_printed_proofs_verify_against_the_printed_checkpoint(app, svc, world, clock, seal,

@@ -19,6 +19,8 @@ from pkcs11 import Attribute, ObjectClass
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import ConfigurationError, WrongPin
 from signflow.core.pades import sign as signing
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.core.pki import hsm as hsm
@@ -106,7 +108,7 @@ def token_deps(svc: Services, token_keys: pki.KeyMaterial) -> Iterator[Deps]:
     """The app's dependencies with the token's keys; svc.deps points at them meanwhile."""
     real = svc.deps
     svc.deps = dataclasses.replace(
-        real, keys=token_keys, timestamper=signing.make_timestamper(token_keys, None)
+        real, keys=token_keys, timestamper=timestamps.make_timestamper(token_keys, None)
     )
     yield svc.deps
     svc.deps = real
@@ -193,7 +195,7 @@ def test_sign_request_end_to_end_with_token_keys(
         assert req.signed_sha256 is not None
         signed = svc.blobs.get(s, req.signed_sha256)
         crls = [revocation.crl(s, keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
-    report = signing.validate_pdf(signed, trust_roots=[keys.root_cert], crls=crls,
+    report = validation.validate_pdf(signed, trust_roots=[keys.root_cert], crls=crls,
                                   now=svc.clock())
     assert report.ok, report.as_json()
     first = report.signatures[0]
@@ -280,7 +282,7 @@ def test_eight_threads_sign_through_the_token(
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(sign, range(16)))
-    assert all(signing.validate_pdf(r, trust_roots=[keys.root_cert], crls=crls).ok
+    assert all(validation.validate_pdf(r, trust_roots=[keys.root_cert], crls=crls).ok
                for r in results)
 
 

@@ -14,6 +14,8 @@ from signflow.app import create_app
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import CredentialBlocked
 from signflow.core.pades import sign as signing
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.models import SignatureActivation, SignatureRequest, SigningCredential, User
@@ -64,7 +66,7 @@ def live(app):
 
 def test_own_tsa_serves_others_over_http(live, svc):
     """Another signer uses signflow's /tsa as its RFC 3161 time-stamping authority."""
-    stamper = signing.make_timestamper(svc.keys, f"{live}/tsa")
+    stamper = timestamps.make_timestamper(svc.keys, f"{live}/tsa")
     with svc.sessions() as s:
         crls = [revocation.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
     key, cert = _outsider_free_signer(svc)
@@ -73,7 +75,7 @@ def test_own_tsa_serves_others_over_http(live, svc):
         stamp=signing.Stamp(signer_name="TSA client", professional_id=None, reason="t",
                             when=svc.clock(), timezone="UTC"),
         timestamper=stamper, level="B-T", crls=crls)
-    report = signing.validate_pdf(signed, trust_roots=[svc.keys.root_cert], crls=crls)
+    report = validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert], crls=crls)
     assert report.ok and report.signatures[0].timestamp_time is not None
 
 
@@ -171,4 +173,4 @@ def test_shared_service_timestamper_across_threads(svc, world):
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         signed = list(pool.map(one, range(18)))
-    assert all(signing.validate_pdf(pdf, trust_roots=[svc.keys.root_cert]).ok for pdf in signed)
+    assert all(validation.validate_pdf(pdf, trust_roots=[svc.keys.root_cert]).ok for pdf in signed)

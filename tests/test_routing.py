@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from signflow import jobs
 from signflow.core.errors import Conflict, InvalidInput
-from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, RequestState, RotaShift, SignatureRequest, User
@@ -48,7 +48,7 @@ def test_two_groups_sign_in_order_and_both_signatures_stay_valid(svc, world, tmp
     with svc.sessions() as s:
         signed = svc.blobs.get(s, s.get(SignatureRequest, rid).signed_sha256)
         assert len(workflow.signatures_of(s, rid)) == 2
-    report = signing.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
+    report = validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
     assert report.ok, report.as_json()
     people = [sig for sig in report.signatures if not sig.is_timestamp]
     assert [p.signer for p in people] == ["Dr Hélène Lefèvre", "Dr Off Duty"]

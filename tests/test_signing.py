@@ -27,6 +27,9 @@ from sqlalchemy.orm import Session
 
 from signflow.core.errors import InvalidDocument, InvalidInput, ServiceUnavailable
 from signflow.core.pades import sign as signing
+from signflow.core.pades import signers as pdf_signers
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
@@ -98,7 +101,7 @@ def _make_world(folder: Path) -> World:
         keys=keys,
         session=session,
         crls=crls,
-        timestamper=signing.make_timestamper(keys, None),
+        timestamper=timestamps.make_timestamper(keys, None),
         ec=world_ec,
         rsa=world_rsa,
         lukasz=lukasz,
@@ -148,8 +151,8 @@ def sign(
     )
 
 
-def validate(world: World, pdf: bytes) -> signing.ValidationReport:
-    return signing.validate_pdf(pdf, trust_roots=[world.keys.root_cert])
+def validate(world: World, pdf: bytes) -> validation.ValidationReport:
+    return validation.validate_pdf(pdf, trust_roots=[world.keys.root_cert])
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +199,7 @@ def test_sign_and_validate_roundtrip(world: World, algorithm: str, level: str) -
 def test_b_lta_file_validates_offline_without_the_crls_given(
     world: World, lta_signed: bytes
 ) -> None:
-    report = signing.validate_pdf(lta_signed, trust_roots=[world.keys.root_cert], crls=[])
+    report = validation.validate_pdf(lta_signed, trust_roots=[world.keys.root_cert], crls=[])
     assert report.ok
     assert report.signatures[0].pades_level == "B-LTA"
 
@@ -206,7 +209,7 @@ def test_timestamp_failure_raises_and_returns_nothing(world: World) -> None:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
     # Nothing listens there any more.
-    dead_tsa = signing.make_timestamper(world.keys, f"http://127.0.0.1:{dead_port}/tsa")
+    dead_tsa = timestamps.make_timestamper(world.keys, f"http://127.0.0.1:{dead_port}/tsa")
     for level in ("B-T", "B-LTA"):
         with pytest.raises(ServiceUnavailable, match="timestamp authority unreachable"):
             sign(world, world.ec, level=level, timestamper=dead_tsa)
@@ -217,7 +220,7 @@ class _TsaHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        reply = signing.tsa_respond(self.keys, body, now=datetime.now(UTC))
+        reply = timestamps.tsa_respond(self.keys, body, now=datetime.now(UTC))
         self.send_response(200)
         self.send_header("Content-Type", "application/timestamp-reply")
         self.send_header("Content-Length", str(len(reply)))
@@ -243,7 +246,7 @@ def http_tsa(world: World) -> Iterator[str]:
 
 def test_signing_through_the_http_tsa_endpoint(world: World, http_tsa: str) -> None:
     signed = sign(
-        world, world.rsa, level="B-LTA", timestamper=signing.make_timestamper(world.keys, http_tsa)
+        world, world.rsa, level="B-LTA", timestamper=timestamps.make_timestamper(world.keys, http_tsa)
     )
     report = validate(world, signed)
     assert report.ok, report.as_json()
@@ -259,7 +262,7 @@ class StatusOnly(core.Sequence):
 def test_tsa_respond_refuses_garbage_and_rejects_weak_digests(world: World) -> None:
     now = datetime.now(UTC)
     with pytest.raises(InvalidInput):
-        signing.tsa_respond(world.keys, b"not a request", now=now)
+        timestamps.tsa_respond(world.keys, b"not a request", now=now)
     md5_request = tsp.TimeStampReq(
         {
             "version": 1,
@@ -270,7 +273,7 @@ def test_tsa_respond_refuses_garbage_and_rejects_weak_digests(world: World) -> N
             "cert_req": True,
         }
     ).dump()
-    reply = StatusOnly.load(signing.tsa_respond(world.keys, md5_request, now=now))
+    reply = StatusOnly.load(timestamps.tsa_respond(world.keys, md5_request, now=now))
     assert reply["status"]["status"].native == "rejection"
     assert reply["status"]["fail_info"].native == {"bad_alg"}
     good = tsp.TimeStampReq(
@@ -284,7 +287,7 @@ def test_tsa_respond_refuses_garbage_and_rejects_weak_digests(world: World) -> N
             "cert_req": True,
         }
     ).dump()
-    granted = tsp.TimeStampResp.load(signing.tsa_respond(world.keys, good, now=now))
+    granted = tsp.TimeStampResp.load(timestamps.tsa_respond(world.keys, good, now=now))
     assert granted["status"]["status"].native == "granted"
     info = granted["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
     assert info["nonce"].native == 42
@@ -426,7 +429,7 @@ def test_signature_made_before_revocation_stays_valid(world: World, tmp_path: Pa
     now = datetime.now(UTC)
     revocation.revoke(local.session, credential, reason="superseded", now=now)
     crls = [revocation.crl(local.session, local.keys, issuer=i, now=now) for i in ("root", "issuing")]
-    before = signing.validate_pdf(signed, trust_roots=[local.keys.root_cert], crls=crls)
+    before = validation.validate_pdf(signed, trust_roots=[local.keys.root_cert], crls=crls)
     assert before.ok and not before.signatures[0].revoked
     # Backdating the timestamp is impossible, so show the other side with a
     # signature timestamped after the revocation: the CRL makes it revoked.
@@ -440,7 +443,7 @@ def test_signature_made_before_revocation_stays_valid(world: World, tmp_path: Pa
         level="B-T",
         crls=crls,
     )
-    after = signing.validate_pdf(later, trust_roots=[local.keys.root_cert], crls=crls)
+    after = validation.validate_pdf(later, trust_roots=[local.keys.root_cert], crls=crls)
     assert after.signatures[0].revoked and not after.ok
 
 
@@ -554,7 +557,7 @@ def test_signing_speed_p256_against_rsa3072(world: World, record_property: objec
     pdf = make_pdf()
     people = {"ec": world.ec, "rsa": world.rsa}
     signers = {
-        label: signing.KeySigner(who.key, who.certificate, [world.keys.issuing_cert])
+        label: pdf_signers.KeySigner(who.key, who.certificate, [world.keys.issuing_cert])
         for label, who in people.items()
     }
     whole_samples: dict[str, list[float]] = {"ec": [], "rsa": []}

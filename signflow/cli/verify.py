@@ -14,7 +14,7 @@ from signflow.cli.context import OPERATOR, CliError, operator_services, settings
 from signflow.config import Settings
 from signflow.core.audit import log as audit
 from signflow.core.clock import utcnow
-from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.core.pki import crl as revocation
 from signflow.core.pki import keyfiles
 
@@ -28,7 +28,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not root_file.is_file():
         raise CliError(f"no hospital root certificate in {config.keys_path} (set SIGNFLOW_KEYS)")
     root = x509.load_pem_x509_certificate(root_file.read_bytes())
-    report = signing.validate_pdf(path.read_bytes(), trust_roots=[root],
+    report = validation.validate_pdf(path.read_bytes(), trust_roots=[root],
                                   crls=_published_crls(config), now=utcnow())
     if args.json:
         print(json.dumps(report.as_json(), indent=2, sort_keys=True))

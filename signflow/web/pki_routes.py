@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, request
 
 from signflow.core.errors import InvalidInput
-from signflow.core.pades import sign as signing
+from signflow.core.pades import timestamps
 from signflow.core.pki import crl as revocation
 from signflow.web import db, now, services
 
@@ -45,5 +45,5 @@ def tsa() -> Response:
     body = request.get_data(cache=False)
     if len(body) > MAX_TSA_REQUEST:
         raise InvalidInput("Time-stamp request too large.")
-    reply = signing.tsa_respond(services().keys, body, now=now())
+    reply = timestamps.tsa_respond(services().keys, body, now=now())
     return Response(reply, mimetype="application/timestamp-reply")

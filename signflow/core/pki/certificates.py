@@ -19,8 +19,6 @@ from cryptography.x509.oid import (
     ObjectIdentifier,
 )
 
-from signflow.core.pki import hsm as hsm
-
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 CERT_VALIDITY = timedelta(days=3 * 365)

@@ -27,6 +27,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import Conflict, CredentialBlocked, Forbidden, InvalidInput, NotFound, WrongPin
 from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
@@ -486,10 +487,10 @@ def current_crls(session: Session, deps: Deps, *, now: datetime) -> list[bytes]:
 
 
 def verify_document(session: Session, deps: Deps, *, user: User, request_id: int,
-                    now: datetime) -> signing.ValidationReport:
+                    now: datetime) -> validation.ValidationReport:
     """Validate the delivered file against the hospital root only."""
     doc = document_for(session, deps, user=user, request_id=request_id, now=now, ip=None)
-    return signing.validate_pdf(doc.data, trust_roots=[deps.keys.root_cert],
+    return validation.validate_pdf(doc.data, trust_roots=[deps.keys.root_cert],
                                 crls=current_crls(session, deps, now=now), now=now)
 
 

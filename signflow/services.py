@@ -22,7 +22,7 @@ from signflow.core.pdf.sandbox import SandboxLimits
 from signflow.core.pki import hsm as hsm
 from signflow.core.pki import keystore as pki
 from signflow.core.pki import seal as seal_module
-from signflow.core.requests.workflow import Deps
+from signflow.core.requests.deps import Deps
 from signflow.core.storage import BlobStore, make_blob_store
 from signflow.db import make_engine, make_session_factory
 

@@ -33,6 +33,7 @@ from signflow.core.pades import sign as signing
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import activation as activation
 from signflow.core.requests import outbox as outbox
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, Job, RequestState, Signature, SignatureRequest, User
 from signflow.services import build_services
@@ -167,9 +168,9 @@ def test_core_faults_at_every_step(svc, world, monkeypatch, settings):
         def attempt() -> object:
             def action(s: Session) -> object:
                 user = s.get(User, world.doc)
-                form = workflow.prepare_signing(s, svc.deps, user=user, request_id=rid,
+                form = request_signing.prepare_signing(s, svc.deps, user=user, request_id=rid,
                                                 now=svc.clock())
-                return workflow.sign_request(s, svc.deps, user=user, request_id=rid, pin=PIN,
+                return request_signing.sign_request(s, svc.deps, user=user, request_id=rid, pin=PIN,
                                              activation_token=form.activation_token,
                                              shown_sha256=form.document_sha256,
                                              now=svc.clock(), ip=None)

@@ -26,7 +26,7 @@ from signflow.core.pki import crl as revocation
 from signflow.core.pki import hsm as hsm
 from signflow.core.pki import keyfiles, tsa
 from signflow.core.pki import keystore as pki
-from signflow.core.requests.workflow import Deps
+from signflow.core.requests.deps import Deps
 from signflow.models import SignatureRequest, SigningCredential, User
 from signflow.services import Services
 from tests.conftest import PIN, TEST_ACTOR, World

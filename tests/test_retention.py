@@ -14,6 +14,7 @@ from signflow.core.errors import NotFound
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
 from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import access
 from signflow.core.requests import workflow as workflow
 from signflow.core.storage import FileBlobStore
 from signflow.models import AuditEntry, Blob, RequestState, SignatureRequest, User
@@ -141,7 +142,7 @@ def test_purge_past_retention_only(svc, world, clock, app):
 
     # The recipient asks for the purged file: a clear 404, from core and over HTTP.
     with svc.sessions() as s, pytest.raises(NotFound, match="retention period"):
-        workflow.document_for(
+        access.document_for(
             s, svc.deps, user=s.get(User, world.recipient), request_id=received, now=clock(), ip=None
         )
     client = app.test_client()

@@ -9,7 +9,8 @@ from flask_login import LoginManager, current_user, logout_user
 from sqlalchemy.orm import Session
 
 from signflow.core.accounts.users import load_session_user
-from signflow.core.requests.workflow import Deps, local_time
+from signflow.core.requests.access import local_time
+from signflow.core.requests.deps import Deps
 from signflow.models import User
 from signflow.services import Services
 

@@ -10,6 +10,8 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import AuthenticationFailed
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import SignatureRequest, User
 from signflow.web import client_ip, commit, db, deps, now
@@ -54,28 +56,28 @@ def _summary(req: SignatureRequest) -> dict[str, Any]:
 @bp.get("/requests")
 @token_required
 def list_requests() -> Response:
-    items = workflow.list_requests(db(), user=api_user(), now=now())
+    items = access.list_requests(db(), user=api_user(), now=now())
     return jsonify({"items": [_summary(r) for r in items]})
 
 
 @bp.get("/requests/<int:request_id>")
 @token_required
 def get_request(request_id: int) -> Response:
-    req = workflow.get_request(db(), user=api_user(), request_id=request_id, now=now())
+    req = access.get_request(db(), user=api_user(), request_id=request_id, now=now())
     return jsonify(_summary(req))
 
 
 @bp.get("/requests/<int:request_id>/verification")
 @token_required
 def verification(request_id: int) -> Response:
-    report = workflow.verify_document(db(), deps(), user=api_user(), request_id=request_id, now=now())
+    report = request_signing.verify_document(db(), deps(), user=api_user(), request_id=request_id, now=now())
     return jsonify(report.as_json())
 
 
 @bp.get("/requests/<int:request_id>/document")
 @token_required
 def document(request_id: int) -> Response:
-    doc = workflow.document_for(db(), deps(), user=api_user(), request_id=request_id, now=now(),
+    doc = access.document_for(db(), deps(), user=api_user(), request_id=request_id, now=now(),
                                 ip=client_ip(), download=True)
     commit()
     resp = attachment(doc.data, doc.filename)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, user
@@ -17,15 +19,15 @@ bp = Blueprint("destination", __name__, url_prefix="/received")
 @bp.get("/")
 @roles(Role.RECIPIENT)
 def inbox() -> str:
-    requests = workflow.list_requests(db(), user=user(), now=now())
+    requests = access.list_requests(db(), user=user(), now=now())
     return render_template("destination/inbox.html", requests=requests)
 
 
 @bp.get("/<int:request_id>")
 @roles(Role.RECIPIENT)
 def detail(request_id: int) -> str:
-    req = workflow.get_request(db(), user=user(), request_id=request_id, now=now())
-    report = workflow.verify_document(db(), deps(), user=user(), request_id=request_id, now=now())
+    req = access.get_request(db(), user=user(), request_id=request_id, now=now())
+    report = request_signing.verify_document(db(), deps(), user=user(), request_id=request_id, now=now())
     return render_template("destination/detail.html", req=req, report=report, form=ConfirmForm(),
                            tz=deps().timezone)
 

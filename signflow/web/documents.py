@@ -7,7 +7,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, request
 
 from signflow.core.errors import NotFound
-from signflow.core.requests import workflow as workflow
+from signflow.core.requests import access
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
 from signflow.web.guards import roles
@@ -24,7 +24,7 @@ def page(request_id: int, page: int) -> Response:
     width = request.args.get("w", type=int) or 800
     if width not in WIDTHS:
         width = 800
-    doc = workflow.document_for(db(), deps(), user=user(), request_id=request_id, now=now(),
+    doc = access.document_for(db(), deps(), user=user(), request_id=request_id, now=now(),
                                 ip=client_ip())
     if page < 1:
         raise NotFound("No such page.")
@@ -49,7 +49,7 @@ def attachment(data: bytes, filename: str, mimetype: str = "application/pdf") ->
 @bp.get("/<int:request_id>/download")
 @roles(*READERS)
 def download(request_id: int) -> Response:
-    doc = workflow.document_for(db(), deps(), user=user(), request_id=request_id, now=now(),
+    doc = access.document_for(db(), deps(), user=user(), request_id=request_id, now=now(),
                                 ip=client_ip(), download=True)
     commit()
     return attachment(doc.data, doc.filename)

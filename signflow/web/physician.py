@@ -8,6 +8,8 @@ from werkzeug.wrappers import Response
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
 from signflow.core.pki import credentials as creds
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import RequestState, Role
 from signflow.web import client_ip, commit, db, deps, now, user
@@ -20,7 +22,7 @@ bp = Blueprint("physician", __name__, url_prefix="/inbox")
 @bp.get("/")
 @roles(Role.PHYSICIAN)
 def inbox() -> str:
-    requests = workflow.list_requests(db(), user=user(), now=now())
+    requests = access.list_requests(db(), user=user(), now=now())
     pending = [r for r in requests if r.state == RequestState.PENDING]
     handled = [r for r in requests if r.state != RequestState.PENDING]
     credential = creds.active_credential(db(), user().id)
@@ -31,7 +33,7 @@ def inbox() -> str:
 @bp.get("/<int:request_id>")
 @roles(Role.PHYSICIAN)
 def review(request_id: int) -> str:
-    view = workflow.review(db(), deps(), user=user(), request_id=request_id, now=now(),
+    view = request_signing.review(db(), deps(), user=user(), request_id=request_id, now=now(),
                            ip=client_ip())
     commit()  # the document.viewed audit entry
     form = decline = delegate = None
@@ -52,7 +54,7 @@ def sign(request_id: int) -> Response | tuple[str, int]:
     form = SignForm()
     if not form.validate_on_submit():
         raise InvalidInput("Enter your signing PIN.")
-    req = workflow.sign_request(
+    req = request_signing.sign_request(
         db(), deps(), user=user(), request_id=request_id, pin=form.pin.data or "",
         activation_token=form.activation.data or "", shown_sha256=form.document_sha256.data or "",
         now=now(), ip=client_ip(),

@@ -8,6 +8,8 @@ from werkzeug.wrappers import Response
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
 from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
@@ -29,14 +31,14 @@ def _upload_form() -> UploadForm:
 @bp.get("/")
 @roles(Role.TECHNICIAN)
 def index() -> str:
-    requests = workflow.list_requests(db(), user=user(), now=now())
+    requests = access.list_requests(db(), user=user(), now=now())
     return render_template("technician/index.html", requests=requests)
 
 
 @bp.get("/status.json")
 @roles(Role.TECHNICIAN)
 def status() -> Response:
-    requests = workflow.list_requests(db(), user=user(), now=now())
+    requests = access.list_requests(db(), user=user(), now=now())
     return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in requests})
 
 
@@ -70,12 +72,12 @@ def new() -> Response | str:
 @bp.get("/<int:request_id>")
 @roles(Role.TECHNICIAN)
 def detail(request_id: int) -> str:
-    req = workflow.get_request(db(), user=user(), request_id=request_id, now=now())
+    req = access.get_request(db(), user=user(), request_id=request_id, now=now())
     groups = {g.id: g.name for g in accounts.directory(db())[0]}
     return render_template("technician/detail.html", req=req, cancel_form=ConfirmForm(),
-                           stamp_form=StampForm(), removed=workflow.removed_content(req),
-                           route=[groups.get(g, "?") for g in workflow.route_of(req)],
-                           signatures=workflow.signatures_of(db(), req.id))
+                           stamp_form=StampForm(), removed=access.removed_content(req),
+                           route=[groups.get(g, "?") for g in access.route_of(req)],
+                           signatures=access.signatures_of(db(), req.id))
 
 
 @bp.post("/<int:request_id>/stamp")
@@ -84,7 +86,7 @@ def stamp(request_id: int) -> Response:
     form = StampForm()
     if not form.validate_on_submit():
         raise InvalidInput("Tap inside a page of the document.")
-    workflow.set_stamp_position(db(), deps(), user=user(), request_id=request_id,
+    request_signing.set_stamp_position(db(), deps(), user=user(), request_id=request_id,
                                 page=form.page.data or 0, fx=form.fx.data or 0.0,
                                 fy=form.fy.data or 0.0, now=now(), ip=client_ip())
     commit()

@@ -32,7 +32,9 @@ from signflow.core.audit import log as audit
 from signflow.core.errors import AuditIntegrityError, Forbidden
 from signflow.core.pades import sign as signing
 from signflow.core.pki.seal import SEAL_NAME, Seal
-from signflow.core.requests import workflow as workflow
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
+from signflow.core.requests.deps import Deps
 from signflow.models import (
     AuditEntry,
     Checkpoint,
@@ -123,7 +125,7 @@ def request_timeline(
     session: Session, *, user: User, request_id: int, now: datetime
 ) -> Timeline:
     """Every entry of one request, oldest first (auditors only)."""
-    req = workflow.get_request(session, user=user, request_id=request_id, now=now)
+    req = access.get_request(session, user=user, request_id=request_id, now=now)
     if user.role != Role.AUDITOR:
         raise Forbidden("Only auditors see a request's audit timeline.")
     entries = session.scalars(
@@ -140,7 +142,7 @@ def request_timeline(
 
 def evidence_report(
     session: Session,
-    deps: workflow.Deps,
+    deps: Deps,
     seal: Seal,
     *,
     user: User,
@@ -153,7 +155,7 @@ def evidence_report(
     (once delivered) or an auditor. Writes a checkpoint covering every entry
     first, and appends `evidence.generated` (with the report's SHA-256) after.
     Only flushes."""
-    req = workflow.get_request(session, user=user, request_id=request_id, now=now)
+    req = access.get_request(session, user=user, request_id=request_id, now=now)
     if user.role not in REPORT_READERS:
         raise Forbidden("Your role does not give access to evidence reports.")
     checkpoint = audit.write_checkpoint(
@@ -222,7 +224,7 @@ def evidence_report(
         ),
         timestamper=deps.timestamper,
         level="B-LTA",
-        crls=workflow.current_crls(session, deps, now=now),
+        crls=request_signing.current_crls(session, deps, now=now),
     )
     audit.append(
         session,
@@ -262,7 +264,7 @@ def _user_label(user: User | None) -> str:
 
 def _facts(session: Session, req: SignatureRequest, tz: str) -> list[tuple[str, str, bool]]:
     """(label, value, is_hash) rows of the request section."""
-    group_ids = workflow.route_of(req)
+    group_ids = access.route_of(req)
     names = {
         gid: name
         for gid, name in session.execute(
@@ -294,7 +296,7 @@ def _facts(session: Session, req: SignatureRequest, tz: str) -> list[tuple[str, 
         rows.append(("Received at", _both(req.acknowledged_at, tz), False))
     if req.failure_reason:
         rows.append(("Failure", req.failure_reason, False))
-    removed = workflow.removed_content(req)
+    removed = access.removed_content(req)
     if removed:
         rows.append(("Removed at upload", ", ".join(removed), False))
     rows.append(("SHA-256 original", req.original_sha256, True))

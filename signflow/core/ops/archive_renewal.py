@@ -27,7 +27,7 @@ from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, InvalidInput
 from signflow.core.pades import timestamps
 from signflow.core.pki import crl as revocation
-from signflow.core.requests.workflow import Deps
+from signflow.core.requests.deps import Deps
 from signflow.models import RequestState, SignatureRequest
 
 log = logging.getLogger(__name__)

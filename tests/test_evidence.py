@@ -24,6 +24,7 @@ from signflow.auditverify import (
     verify_inclusion,
 )
 from signflow.core.audit import evidence as evidence
+from signflow.core.audit import evidence_pdf
 from signflow.core.audit import log as audit
 from signflow.core.errors import ConfigurationError, Forbidden, NotFound
 from signflow.core.pades import validate as validation
@@ -175,7 +176,7 @@ def test_printed_proofs_verify_against_the_printed_checkpoint(app, svc, world, c
     # The attached machine-readable copy says the same, down to the entries' bytes.
     (tmp_path / "attached.pdf").write_bytes(pdf)
     with pikepdf.open(tmp_path / "attached.pdf") as doc:
-        attached = json.loads(doc.attachments[evidence.ATTACHMENT_NAME].get_file().read_bytes())
+        attached = json.loads(doc.attachments[evidence_pdf.ATTACHMENT_NAME].get_file().read_bytes())
     assert attached["checkpoint"]["note"] == note
     assert attached["verifier_key"] == service_vkey
     for item in attached["entries"]:

@@ -18,6 +18,7 @@ from signflow.core.errors import Conflict, InvalidInput
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.ops import backup as backup
 from signflow.core.ops import consistency as consistency
+from signflow.core.ops import restore
 from signflow.core.pades import validate as validation
 from signflow.models import SignatureRequest, User
 from signflow.services import build_services
@@ -136,7 +137,7 @@ def test_backup_then_restore_into_empty_instance(svc, world, settings, clock, tm
 
     target_url = _target_url(target, tmp_path)
     target_settings = make_settings(tmp_path / "restored", tmp_path / "restored-keys", target_url)
-    restored = backup.restore(
+    restored = restore.restore(
         out, database_url=target_url, keys_path=target_settings.keys_path, blob_root=None
     )
     assert restored.rows == result.rows
@@ -145,7 +146,7 @@ def test_backup_then_restore_into_empty_instance(svc, world, settings, clock, tm
 
     # A second restore over the now populated instance is refused.
     with pytest.raises(Conflict, match="not empty"):
-        backup.restore(out, database_url=target_url, keys_path=target_settings.keys_path, blob_root=None)
+        restore.restore(out, database_url=target_url, keys_path=target_settings.keys_path, blob_root=None)
 
 
 def test_public_only_backup_and_refusals(svc, world, settings, clock, tmp_path, keys_dir):
@@ -171,11 +172,11 @@ def test_public_only_backup_and_refusals(svc, world, settings, clock, tmp_path, 
     data[index + 9] ^= 0x01
     corrupted.write_bytes(bytes(data))
     with pytest.raises(InvalidInput, match="corrupted"):
-        backup.restore(corrupted, database_url=target_url, keys_path=target_keys, blob_root=None)
+        restore.restore(corrupted, database_url=target_url, keys_path=target_keys, blob_root=None)
     truncated = tmp_path / "truncated.tar"
     truncated.write_bytes(out.read_bytes()[: len(data) // 2])
     with pytest.raises(InvalidInput):
-        backup.restore(truncated, database_url=target_url, keys_path=target_keys, blob_root=None)
+        restore.restore(truncated, database_url=target_url, keys_path=target_keys, blob_root=None)
     assert not target_keys.exists() or not any(target_keys.iterdir())
     engine = create_engine(target_url)
     assert inspect(engine).get_table_names() == []
@@ -185,13 +186,13 @@ def test_public_only_backup_and_refusals(svc, world, settings, clock, tmp_path, 
     target_keys.mkdir()
     (target_keys / "root.crt").write_text("not our root")
     with pytest.raises(Conflict, match="root.crt"):
-        backup.restore(out, database_url=target_url, keys_path=target_keys, blob_root=None)
+        restore.restore(out, database_url=target_url, keys_path=target_keys, blob_root=None)
     assert sorted(p.name for p in target_keys.iterdir()) == ["root.crt"]
 
     # The private keys kept apart (same files): the public backup completes them.
     shutil.rmtree(target_keys)
     shutil.copytree(keys_dir, target_keys)
-    backup.restore(out, database_url=target_url, keys_path=target_keys, blob_root=None)
+    restore.restore(out, database_url=target_url, keys_path=target_keys, blob_root=None)
     _assert_restored(make_settings(tmp_path / "restored", target_keys, target_url), expected, clock)
 
 
@@ -218,14 +219,14 @@ def test_file_blob_backend_round_trip(svc, world, settings, clock, tmp_path):
     # Into a file-backend instance: the same ciphertext files.
     url = f"sqlite:///{tmp_path / 'to-files.db'}"
     to_files = make_settings(tmp_path / "to-files", tmp_path / "keys-a", url, blob_backend="file")
-    backup.restore(
+    restore.restore(
         out, database_url=url, keys_path=to_files.keys_path, blob_root=to_files.instance_path / "blobs"
     )
     _assert_restored(to_files, expected, clock)
     # Into a database-backend instance: the ciphertext moves into the rows.
     url = f"sqlite:///{tmp_path / 'to-db.db'}"
     to_db = make_settings(tmp_path / "to-db", tmp_path / "keys-b", url)
-    backup.restore(out, database_url=url, keys_path=to_db.keys_path, blob_root=None)
+    restore.restore(out, database_url=url, keys_path=to_db.keys_path, blob_root=None)
     _assert_restored(to_db, expected, clock)
 
 

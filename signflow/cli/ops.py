@@ -10,7 +10,7 @@ from pathlib import Path
 from signflow.cli.context import OPERATOR, operator_services, settings
 from signflow.config import Settings
 from signflow.core.audit import log as audit
-from signflow.core.ops import backup, consistency, retention
+from signflow.core.ops import backup, consistency, restore, retention
 
 BAR_WIDTH = 30
 
@@ -66,7 +66,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     config = settings()
     config.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.keys_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    result = backup.restore(Path(args.archive), database_url=config.database_url,
+    result = restore.restore(Path(args.archive), database_url=config.database_url,
                             keys_path=config.keys_path, blob_root=_blob_root(config),
                             progress=progress_bar("restore"))
     print(f"restored {result.rows} rows, {result.blob_files} blob file(s), "

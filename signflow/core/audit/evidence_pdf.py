@@ -17,11 +17,7 @@ from fpdf.enums import WrapMode, XPos, YPos
 from signflow.core.audit import log as audit
 from signflow.core.pades import sign as signing
 from signflow.core.pki.seal import SEAL_NAME
-from signflow.models import (
-    AuditEntry,
-    Checkpoint,
-    User,
-)
+from signflow.models import AuditEntry, Checkpoint, User
 
 ATTACHMENT_NAME = "evidence.json"
 

@@ -13,11 +13,7 @@ from pyhanko.sign import signers
 from pyhanko.sign.general import SigningError
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from signflow.core.errors import (
-    ConfigurationError,
-    ServiceUnavailable,
-    SignflowError,
-)
+from signflow.core.errors import ConfigurationError, ServiceUnavailable, SignflowError
 from signflow.core.pki import hsm as hsm
 from signflow.core.pki.tsa import to_asn1_cert
 

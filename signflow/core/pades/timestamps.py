@@ -14,11 +14,7 @@ from pyhanko.sign import signers
 from pyhanko.sign.timestamps import HTTPTimeStamper, TimeStamper
 from pyhanko_certvalidator import ValidationContext
 
-from signflow.core.errors import (
-    ConfigurationError,
-    InvalidDocument,
-    SignflowError,
-)
+from signflow.core.errors import ConfigurationError, InvalidDocument, SignflowError
 from signflow.core.pades.sign import run_sync, translate_signing_error
 from signflow.core.pki.keystore import KeyMaterial
 from signflow.core.pki.tsa import ServiceTimeStamper, parse_request, to_asn1_cert

@@ -30,10 +30,7 @@ from pyhanko_certvalidator.context import CertValidationPolicySpec
 from pyhanko_certvalidator.policy_decl import REQUIRE_REVINFO, CertRevTrustPolicy
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
-from signflow.core.errors import (
-    ConfigurationError,
-    InvalidDocument,
-)
+from signflow.core.errors import ConfigurationError, InvalidDocument
 from signflow.core.pades.sign import run_sync
 from signflow.core.pki.tsa import to_asn1_cert
 

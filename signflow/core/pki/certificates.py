@@ -13,11 +13,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import (
-    AuthorityInformationAccessOID,
-    NameOID,
-    ObjectIdentifier,
-)
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID, ObjectIdentifier
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 

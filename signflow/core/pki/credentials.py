@@ -22,18 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.x509.oid import (
-    ExtendedKeyUsageOID,
-)
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from signflow.core.errors import (
-    ConfigurationError,
-    CredentialBlocked,
-    InvalidInput,
-    WrongPin,
-)
+from signflow.core.errors import ConfigurationError, CredentialBlocked, InvalidInput, WrongPin
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import crl as revocation
 from signflow.core.pki import hsm as hsm

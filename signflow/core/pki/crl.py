@@ -11,11 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.errors import (
-    ConfigurationError,
-    InvalidInput,
-    NotFound,
-)
+from signflow.core.errors import ConfigurationError, InvalidInput, NotFound
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import keystore as keystore
 from signflow.models import Setting, SigningCredential

@@ -17,14 +17,7 @@ from signflow.core.audit import log as audit
 from signflow.core.errors import Conflict, Forbidden, NotFound
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests.deps import Deps
-from signflow.models import (
-    OnCallGroup,
-    RequestState,
-    Role,
-    Signature,
-    SignatureRequest,
-    User,
-)
+from signflow.models import OnCallGroup, RequestState, Role, Signature, SignatureRequest, User
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,7 @@ from signflow.core.requests import activation as activation
 from signflow.core.requests import outbox as outbox
 from signflow.core.requests import workflow as workflow
 from signflow.core.requests.deps import Deps
-from signflow.models import (
-    RequestState,
-    Role,
-    Signature,
-    SignatureRequest,
-    User,
-)
+from signflow.models import RequestState, Role, Signature, SignatureRequest, User
 
 SIGN_REASON = "Approved for transplant workflow"
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import ConfigurationError, ServiceUnavailable
@@ -136,7 +137,7 @@ def run_once(svc: Services) -> RunSummary:
         notified += outcome
         failed += not outcome
     with svc.sessions() as session, session.begin():
-        latest = audit.latest_checkpoint(session)
+        latest = checkpoints.latest_checkpoint(session)
         interval = timedelta(seconds=svc.settings.checkpoint_interval_seconds)
         if latest is None or now - latest.created_at >= interval:
             latest = _checkpoint(session, svc, now)
@@ -150,7 +151,7 @@ def run_once(svc: Services) -> RunSummary:
 
 
 def _checkpoint(session: Session, svc: Services, now: datetime) -> Checkpoint:
-    return audit.write_checkpoint(session, signing_key=svc.keys.audit_key,
+    return checkpoints.write_checkpoint(session, signing_key=svc.keys.audit_key,
                                   origin=svc.settings.audit_origin, now=now)
 
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, select
 
 from signflow import jobs
-from signflow.core.audit import log as audit
+from signflow.core.audit import checkpoints
 from signflow.core.errors import Conflict, InvalidInput
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.ops import backup as backup
@@ -72,7 +72,7 @@ def _assert_restored(target_settings, expected: dict[int, str], clock: Clock) ->
     svc = build_services(target_settings, clock=clock, notifier=LogNotifier())
     try:
         with svc.sessions() as s:
-            result = audit.verify_log(
+            result = checkpoints.verify_log(
                 s, public_key=svc.keys.audit_key.public_key(), origin=svc.settings.audit_origin
             )
             assert result.ok, result.line()

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from signflow import jobs
+from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.ops import consistency as consistency
@@ -105,7 +106,7 @@ def _snapshot(svc, *, writes_only: bool = False) -> tuple:
 def _assert_consistent(svc) -> None:
     with svc.sessions() as s:
         assert consistency.check(s, svc.blobs) == []
-        assert audit.verify_log(s, public_key=svc.keys.audit_key.public_key(),
+        assert checkpoints.verify_log(s, public_key=svc.keys.audit_key.public_key(),
                                 origin=svc.settings.audit_origin).ok
 
 
@@ -407,7 +408,7 @@ def test_kill_9_leaves_every_request_consistent(svc, world, settings):
             stuck = s.scalar(select(func.count()).select_from(Job).where(
                 Job.status == "pending", Job.run_at <= svc.clock()))
             assert stuck == 0
-            assert audit.verify_log(s, public_key=svc.keys.audit_key.public_key(),
+            assert checkpoints.verify_log(s, public_key=svc.keys.audit_key.public_key(),
                                     origin=svc.settings.audit_origin).ok
         # Every request can still finish: sign what is pending, acknowledge what is delivered.
         for rid, state in states.items():

@@ -23,9 +23,8 @@ from signflow.auditverify import (
     verifier_key,
     verify_inclusion,
 )
+from signflow.core.audit import checkpoints, evidence_pdf
 from signflow.core.audit import evidence as evidence
-from signflow.core.audit import evidence_pdf
-from signflow.core.audit import log as audit
 from signflow.core.errors import ConfigurationError, Forbidden, NotFound
 from signflow.core.pades import validate as validation
 from signflow.core.pki import certificates as certs
@@ -192,7 +191,7 @@ def test_report_writes_checkpoint_and_audits_itself(app, svc, world, clock, seal
         last_seq = s.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq.desc())).first()
     pdf = make_report(svc, clock, world.recipient, rid)
     with svc.sessions() as s:
-        checkpoint = audit.latest_checkpoint(s)
+        checkpoint = checkpoints.latest_checkpoint(s)
         assert checkpoint.size == last_seq + 1
         generated = s.scalars(select(AuditEntry).where(AuditEntry.action == "evidence.generated")
                               ).one()
@@ -201,7 +200,7 @@ def test_report_writes_checkpoint_and_audits_itself(app, svc, world, clock, seal
         assert data["sha256"] == hashlib.sha256(pdf).hexdigest()
         assert data["checkpoint"] == checkpoint.size
         assert data["actor"]["ip"] == "192.0.2.7"
-        assert audit.verify_log(s, public_key=svc.keys.audit_key.public_key(),
+        assert checkpoints.verify_log(s, public_key=svc.keys.audit_key.public_key(),
                                 origin=svc.settings.audit_origin).ok
     # The next report lists the previous one's generation among the request's events.
     with svc.sessions() as s:

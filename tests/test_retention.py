@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from signflow.core.audit import log as audit
+from signflow.core.audit import checkpoints
 from signflow.core.errors import NotFound
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
@@ -127,7 +127,7 @@ def test_purge_past_retention_only(svc, world, clock, app):
         # Earlier entries stay and the log still verifies.
         actions = s.scalars(select(AuditEntry.action).where(AuditEntry.request_id == received)).all()
         assert {"request.created", "request.signed", "request.received"} <= set(actions)
-        assert audit.verify_log(
+        assert checkpoints.verify_log(
             s, public_key=svc.keys.audit_key.public_key(), origin=svc.settings.audit_origin
         ).ok
         assert consistency.check(s, svc.blobs) == []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from signflow.cli.context import OPERATOR, operator_services, settings
 from signflow.config import Settings
+from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.core.ops import backup, consistency, restore, retention
 
@@ -73,7 +74,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
           f"{len(result.key_files)} key file(s) (schema {result.schema_revision})")
     # The proof a restore worked: the log verifies and every document decrypts.
     with operator_services(config) as svc, svc.sessions() as session, session.begin():
-        verified = audit.verify_log(session, public_key=svc.keys.audit_key.public_key(),
+        verified = checkpoints.verify_log(session, public_key=svc.keys.audit_key.public_key(),
                                     origin=config.audit_origin)
         problems = consistency.check(session, svc.blobs)
         audit.append(session, now=svc.clock(), actor=OPERATOR, action="backup.restored",

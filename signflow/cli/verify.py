@@ -12,7 +12,8 @@ from cryptography import x509
 from signflow import auditverify
 from signflow.cli.context import OPERATOR, CliError, operator_services, settings
 from signflow.config import Settings
-from signflow.core.audit import log as audit
+from signflow.core.audit import checkpoints
+from signflow.core.audit import export as audit_export
 from signflow.core.clock import utcnow
 from signflow.core.pades import validate as validation
 from signflow.core.pki import crl as revocation
@@ -87,7 +88,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with operator_services() as svc:
         if args.audit_command == "verify":
             with svc.sessions() as session:
-                result = audit.verify_log(session, public_key=svc.keys.audit_key.public_key(),
+                result = checkpoints.verify_log(session, public_key=svc.keys.audit_key.public_key(),
                                           origin=svc.settings.audit_origin)
             if result.ok:
                 print(result.line())
@@ -95,7 +96,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(result.line(), file=sys.stderr)
             return 1
         with svc.sessions() as session, session.begin():
-            exported = audit.export_bundle(session, Path(args.out), signing_key=svc.keys.audit_key,
+            exported = audit_export.export_bundle(session, Path(args.out), signing_key=svc.keys.audit_key,
                                            origin=svc.settings.audit_origin, now=svc.clock(),
                                            actor=OPERATOR)
     print(f"exported {exported.size} entries and {exported.checkpoint_count} checkpoint(s) "

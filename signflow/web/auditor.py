@@ -14,8 +14,9 @@ from flask import Blueprint, Response, render_template, request, send_file, url_
 
 from signflow.auditverify import verifier_key
 from signflow.core.accounts.users import actor_of
+from signflow.core.audit import checkpoints
 from signflow.core.audit import evidence as evidence
-from signflow.core.audit import log as audit
+from signflow.core.audit import export as audit_export
 from signflow.models import Role
 from signflow.web import client_ip, commit, db, deps, now, services, user
 from signflow.web.documents import attachment
@@ -38,7 +39,7 @@ def _date(name: str) -> datetime | None:
 @roles(Role.AUDITOR)
 def index() -> str:
     session = db()
-    entries = audit.search(
+    entries = audit_export.search(
         session,
         request_id=request.args.get("request", type=int),
         actor_id=request.args.get("actor", type=int),
@@ -93,12 +94,12 @@ def verify() -> str:
     keys = services().keys
     origin = services().settings.audit_origin
     session = db()
-    result = audit.verify_log(session, public_key=keys.audit_key.public_key(), origin=origin)
+    result = checkpoints.verify_log(session, public_key=keys.audit_key.public_key(), origin=origin)
     return render_template(
         "auditor/verify.html",
         result=result,
         checked_at=now(),
-        checkpoint=audit.latest_checkpoint(session),
+        checkpoint=checkpoints.latest_checkpoint(session),
         vkey=verifier_key(origin, keys.audit_key.public_key()),
     )
 
@@ -120,7 +121,7 @@ def export() -> Response:
     archive = tempfile.TemporaryFile()  # noqa: SIM115 - send_file closes it
     try:
         with tempfile.TemporaryDirectory(prefix="signflow-export-") as work:
-            audit.export_bundle(
+            audit_export.export_bundle(
                 db(),
                 Path(work) / name,
                 signing_key=services().keys.audit_key,

@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session
 
 from signflow.auditverify import parse_canonical_line, verifier_key
 from signflow.core.accounts.users import actor_of
+from signflow.core.audit import checkpoints
+from signflow.core.audit import export as audit_export
 from signflow.core.audit import log as audit
 from signflow.core.audit.evidence_pdf import ProvenEntry, ReportPdf, both_times
 from signflow.core.errors import AuditIntegrityError, Forbidden
@@ -115,16 +117,16 @@ def evidence_report(
     req = access.get_request(session, user=user, request_id=request_id, now=now)
     if user.role not in REPORT_READERS:
         raise Forbidden("Your role does not give access to evidence reports.")
-    checkpoint = audit.write_checkpoint(
+    checkpoint = checkpoints.write_checkpoint(
         session, signing_key=deps.keys.audit_key, origin=origin, now=now
     )
     proven = [
         ProvenEntry(entry=entry, data=parse_canonical_line(entry.line.encode()), proof=tuple(proof))
-        for entry, proof in audit.evidence_for_request(session, req.id)
+        for entry, proof in audit_export.evidence_for_request(session, req.id)
     ]
     # evidence_for_request proves against the latest checkpoint: the head lock
     # taken by write_checkpoint guarantees that is the one just written.
-    latest = audit.latest_checkpoint(session)
+    latest = checkpoints.latest_checkpoint(session)
     if latest is None or latest.id != checkpoint.id:
         raise AuditIntegrityError("the audit checkpoint changed while building the report")
     vkey = verifier_key(origin, deps.keys.audit_key.public_key())

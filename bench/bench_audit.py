@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete, func, insert, select
 
 from signflow import auditverify
+from signflow.core.audit import checkpoints
+from signflow.core.audit import export as audit_export
 from signflow.core.audit import log as audit
 from signflow.db import Base, make_engine, make_session_factory
 from signflow.models import AuditEntry, AuditHead, Checkpoint
@@ -119,38 +121,38 @@ def main() -> None:
             figures,
         )
 
-        timed("search: first page", lambda: audit.search(session), figures)
+        timed("search: first page", lambda: audit_export.search(session), figures)
         timed(
             "search: deep page, action filter",
-            lambda: audit.search(session, action="request.signed", after_seq=n // 10),
+            lambda: audit_export.search(session, action="request.signed", after_seq=n // 10),
             figures,
         )
-        timed("search: request filter", lambda: audit.search(session, request_id=n // 20), figures)
+        timed("search: request filter", lambda: audit_export.search(session, request_id=n // 20), figures)
         timed(
             "search: actor filter, deep",
-            lambda: audit.search(session, actor_id=42, after_seq=n // 7),
+            lambda: audit_export.search(session, actor_id=42, after_seq=n // 7),
             figures,
         )
         since = T0 + timedelta(seconds=3 * n // 3)
         timed(
             "search: time window",
-            lambda: audit.search(session, since=since, until=since + timedelta(hours=1)),
+            lambda: audit_export.search(session, since=since, until=since + timedelta(hours=1)),
             figures,
         )
 
     with sessions() as session, session.begin():
         cp = timed(
             "write_checkpoint (full tree)",
-            lambda: audit.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0),
+            lambda: checkpoints.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0),
             figures,
         )
     with sessions() as session:
         evidence = timed(
-            "evidence_for_request", lambda: audit.evidence_for_request(session, n // 20), figures
+            "evidence_for_request", lambda: audit_export.evidence_for_request(session, n // 20), figures
         )
         result = timed(
             "verify_log",
-            lambda: audit.verify_log(session, public_key=key.public_key(), origin=ORIGIN),
+            lambda: checkpoints.verify_log(session, public_key=key.public_key(), origin=ORIGIN),
             figures,
         )
     assert result.ok, result
@@ -162,7 +164,7 @@ def main() -> None:
     with sessions() as session, session.begin():
         timed(
             "export_bundle",
-            lambda: audit.export_bundle(
+            lambda: audit_export.export_bundle(
                 session, out, signing_key=key, origin=ORIGIN, now=T0, actor=audit.SYSTEM
             ),
             figures,

@@ -20,8 +20,10 @@ from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor  # noqa: E402
 from signflow.core.pades import sign as signing
 from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.pki import credentials as creds
 from signflow.core.pki import keystore as pki
 from signflow.core.pki import seal as seal
+from signflow.core.requests import signing as request_signing  # noqa: E402
 from signflow.core.requests import workflow as workflow  # noqa: E402
 from signflow.migrate import upgrade  # noqa: E402
 from signflow.models import Destination, OnCallGroup, RotaShift, User  # noqa: E402
@@ -74,8 +76,8 @@ def main(rounds: int = 15) -> None:
     from cryptography import x509
 
     with svc.sessions() as s:
-        cred = pki.active_credential(s, ids[1])
-        key = pki.unlock(s, svc.keys, cred, PIN, now=now)
+        cred = creds.active_credential(s, ids[1])
+        key = creds.unlock(s, svc.keys, cred, PIN, now=now)
         cert = x509.load_pem_x509_certificate(cred.certificate_pem.encode())
         s.rollback()
     stamp = signing.Stamp(signer_name="Dr Doc", professional_id="10001234567", reason="bench",
@@ -86,7 +88,7 @@ def main(rounds: int = 15) -> None:
                          timestamper=None, level="B-B", crls=[])
 
     with svc.sessions() as s:
-        crls = workflow.current_crls(s, svc.deps, now=now)
+        crls = request_signing.current_crls(s, svc.deps, now=now)
 
     def lta() -> None:
         signing.sign_pdf(upload.data, key=key, certificate=cert, keys=svc.keys, stamp=stamp,
@@ -101,8 +103,8 @@ def main(rounds: int = 15) -> None:
             rid = req.id
         with svc.sessions() as s, s.begin():
             user = s.get(User, ids[1])
-            form = workflow.prepare_signing(s, svc.deps, user=user, request_id=rid, now=now)
-            workflow.sign_request(s, svc.deps, user=user, request_id=rid, pin=PIN,
+            form = request_signing.prepare_signing(s, svc.deps, user=user, request_id=rid, now=now)
+            request_signing.sign_request(s, svc.deps, user=user, request_id=rid, pin=PIN,
                                   activation_token=form.activation_token,
                                   shown_sha256=form.document_sha256, now=now, ip=None)
 

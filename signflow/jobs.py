@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import ConfigurationError, ServiceUnavailable
@@ -23,7 +24,7 @@ from signflow.core.notify.channels import Message
 from signflow.core.ops import archive_renewal as archive
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import crl as revocation
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests import workflow as workflow
 from signflow.models import Checkpoint, Job, JobKind, JobStatus, Role, Setting, SignatureRequest, User
@@ -136,13 +137,13 @@ def run_once(svc: Services) -> RunSummary:
         notified += outcome
         failed += not outcome
     with svc.sessions() as session, session.begin():
-        latest = audit.latest_checkpoint(session)
+        latest = checkpoints.latest_checkpoint(session)
         interval = timedelta(seconds=svc.settings.checkpoint_interval_seconds)
         if latest is None or now - latest.created_at >= interval:
             latest = _checkpoint(session, svc, now)
         # CRLs are re-signed here before they go stale, not on a relying party's request.
         for issuer in ("root", "issuing"):
-            pki.crl(session, svc.keys, issuer=issuer, now=now)
+            revocation.crl(session, svc.keys, issuer=issuer, now=now)
     renew_archive_timestamps(svc, now=now)
     purge_expired_documents(svc, now=now)
     return RunSummary(escalated=len(escalated), notified=notified, failed=failed,
@@ -150,7 +151,7 @@ def run_once(svc: Services) -> RunSummary:
 
 
 def _checkpoint(session: Session, svc: Services, now: datetime) -> Checkpoint:
-    return audit.write_checkpoint(session, signing_key=svc.keys.audit_key,
+    return checkpoints.write_checkpoint(session, signing_key=svc.keys.audit_key,
                                   origin=svc.settings.audit_origin, now=now)
 
 

@@ -16,13 +16,13 @@ from signflow.config import Settings
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
 from signflow.core.notify.channels import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
-from signflow.core.pades import sign as signing
+from signflow.core.pades import timestamps
 from signflow.core.pdf.preview import PreviewCache
 from signflow.core.pdf.sandbox import SandboxLimits
 from signflow.core.pki import hsm as hsm
 from signflow.core.pki import keystore as pki
 from signflow.core.pki import seal as seal_module
-from signflow.core.requests.workflow import Deps
+from signflow.core.requests.deps import Deps
 from signflow.core.storage import BlobStore, make_blob_store
 from signflow.db import make_engine, make_session_factory
 
@@ -100,7 +100,7 @@ def build_services(
     deps = Deps(
         keys=keys,
         blobs=blobs,
-        timestamper=signing.make_timestamper(keys, settings.tsa_url),
+        timestamper=timestamps.make_timestamper(keys, settings.tsa_url),
         timezone=settings.timezone,
         pades_level=settings.pades_level,
         # Derived, so that the session key and the activation key never coincide.

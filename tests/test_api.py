@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 from sqlalchemy import select
 
 from signflow.core.accounts import users as accounts
-from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.models import ApiToken, AuditEntry, RequestState, User
 from tests.conftest import TEST_ACTOR, login
 from tests.test_access import count, delivered_request, new_request, state_of
@@ -68,7 +68,7 @@ def test_recipient_reads_verifies_downloads_and_acknowledges(app, svc, world, cl
     assert document.headers["Content-Disposition"].startswith("attachment;")
     digest = hashlib.sha256(document.data).hexdigest()
     assert document.headers["Digest"] == f"sha-256={digest}" and digest == one.json["signed_sha256"]
-    assert signing.validate_pdf(document.data, trust_roots=[svc.keys.root_cert]).ok
+    assert validation.validate_pdf(document.data, trust_roots=[svc.keys.root_cert]).ok
     assert count(svc, AuditEntry, AuditEntry.action == "document.downloaded") == downloads + 1
 
     first = api.post(f"/api/v1/requests/{rid}/acknowledge", headers=auth)

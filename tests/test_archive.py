@@ -17,8 +17,11 @@ from sqlalchemy import select
 from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError
 from signflow.core.ops import archive_renewal as archive
-from signflow.core.pades import sign as signing
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
+from signflow.core.pki import tsa
 from signflow.core.pki.tsa import ServiceTimeStamper
 from signflow.models import AuditEntry, SignatureRequest
 from signflow.services import Services
@@ -32,7 +35,7 @@ ACTOR = Actor(id=None, name="test", role="operator")
 def _short_lived_tsa(svc: Services, days: int) -> ServiceTimeStamper:
     """A TSA whose certificate expires in `days`: what an old TSA looks like."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = pki.issue_tsa_certificate(
+    cert = tsa.issue_tsa_certificate(
         svc.keys, key.public_key(), now=svc.clock(), validity=timedelta(days=days)
     )
     return ServiceTimeStamper(cert, key, [svc.keys.issuing_cert], clock=svc.clock)
@@ -71,21 +74,21 @@ def test_renewal_adds_a_verifiable_archive_timestamp(
 ) -> None:
     rid = _signed_request(svc, world, tsa_days=30)
     old_sha, old = _signed_bytes(svc, rid)
-    old_horizon = signing.timestamp_horizon(old)
+    old_horizon = timestamps.timestamp_horizon(old)
     assert old_horizon is not None and old_horizon <= svc.clock() + timedelta(days=31)
 
     assert _renew(svc, 180) == [rid]
     new_sha, new = _signed_bytes(svc, rid)
     assert new_sha != old_sha and new.startswith(old)  # an incremental update
-    assert signing.document_timestamp_count(new) == signing.document_timestamp_count(old) + 1
-    new_horizon = signing.timestamp_horizon(new)
+    assert timestamps.document_timestamp_count(new) == timestamps.document_timestamp_count(old) + 1
+    new_horizon = timestamps.timestamp_horizon(new)
     assert new_horizon is not None
     assert new_horizon == svc.keys.tsa_cert.not_valid_after_utc
 
     with svc.sessions() as s:
-        report = signing.validate_pdf(
+        report = validation.validate_pdf(
             new, trust_roots=[svc.keys.root_cert],
-            crls=[pki.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")],
+            crls=[revocation.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")],
             now=svc.clock(),
         )
         assert svc.blobs.get(s, old_sha) == old  # the old evidence is kept
@@ -142,7 +145,7 @@ def test_renewed_tsa_certificate_extends_the_chain(svc: Services, world: World,
     pki.init_keys(keys_path, passphrase=b"renew-tsa passphrase", now=svc.clock() - timedelta(
         days=1000), base_url="http://127.0.0.1:5000")
     aged = pki.load_keys(keys_path, passphrase=b"renew-tsa passphrase")
-    renewed = pki.renew_tsa_certificate(keys_path, aged, now=svc.clock())
+    renewed = tsa.renew_tsa_certificate(keys_path, aged, now=svc.clock())
     assert renewed.not_valid_after_utc > aged.tsa_cert.not_valid_after_utc
     assert renewed.public_key() == aged.tsa_cert.public_key()
     assert (keys_path / f"tsa-{aged.tsa_cert.serial_number:x}.crt").is_file()

@@ -16,6 +16,8 @@ from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from signflow import auditverify
+from signflow.core.audit import checkpoints
+from signflow.core.audit import export as audit_export
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor
 from signflow.core.errors import AuditIntegrityError, Conflict, InvalidInput
@@ -98,12 +100,12 @@ def fill(sessions: sessionmaker[Session], count: int, start: datetime = T0) -> N
 
 def checkpoint(sessions: sessionmaker[Session], key: Ed25519PrivateKey) -> Checkpoint:
     with sessions() as session, session.begin():
-        return audit.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0)
+        return checkpoints.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0)
 
 
 def verify(sessions: sessionmaker[Session], key: Ed25519PrivateKey) -> auditverify.VerifyResult:
     with sessions() as session:
-        return audit.verify_log(session, public_key=key.public_key(), origin=ORIGIN)
+        return checkpoints.verify_log(session, public_key=key.public_key(), origin=ORIGIN)
 
 
 # --------------------------------------------------------------------------- append
@@ -212,7 +214,7 @@ def test_checkpoint_refuses_to_sign_a_rewritten_history(sessions, key) -> None:
         )
     fill(sessions, 2)
     with pytest.raises(AuditIntegrityError), sessions() as session, session.begin():
-        audit.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0)
+        checkpoints.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0)
 
 
 # --------------------------------------------------------------------------- verify_log
@@ -346,7 +348,7 @@ def test_evidence_for_request_gives_verifiable_inclusion_proofs(sessions, key) -
     cp = checkpoint(sessions, key)
     fill(sessions, 5)  # newer than the checkpoint: left out
     with sessions() as session:
-        evidence = audit.evidence_for_request(session, 102)
+        evidence = audit_export.evidence_for_request(session, 102)
     assert [e.seq for e, _ in evidence] == [s for s in range(37) if s % 5 == 2]
     for entry, proof in evidence:
         assert auditverify.verify_inclusion(
@@ -356,7 +358,7 @@ def test_evidence_for_request_gives_verifiable_inclusion_proofs(sessions, key) -
             entry.leaf_hash, entry.seq ^ 1, cp.size, proof, cp.root_hash
         )
     with sessions() as session:
-        assert audit.evidence_for_request(session, 999) == []
+        assert audit_export.evidence_for_request(session, 999) == []
 
 
 def test_evidence_refuses_a_tampered_log(sessions, key) -> None:
@@ -364,7 +366,7 @@ def test_evidence_refuses_a_tampered_log(sessions, key) -> None:
     checkpoint(sessions, key)
     _tamper(sessions, update(AuditEntry).where(AuditEntry.seq == 1).values(leaf_hash=bytes(32)))
     with pytest.raises(AuditIntegrityError), sessions() as session:
-        audit.evidence_for_request(session, 102)
+        audit_export.evidence_for_request(session, 102)
 
 
 # --------------------------------------------------------------------------- search
@@ -373,28 +375,28 @@ def test_evidence_refuses_a_tampered_log(sessions, key) -> None:
 def test_search_filters_and_keyset_pagination(sessions) -> None:
     fill(sessions, 60)
     with sessions() as session:
-        newest = audit.search(session, limit=5)
+        newest = audit_export.search(session, limit=5)
         assert [e.seq for e in newest] == [59, 58, 57, 56, 55]
         pages, after = [], None
         while True:
-            page = audit.search(session, request_id=103, after_seq=after, limit=4)
+            page = audit_export.search(session, request_id=103, after_seq=after, limit=4)
             if not page:
                 break
             pages.extend(e.seq for e in page)
             after = page[-1].seq
         assert pages == [s for s in range(59, -1, -1) if s % 5 == 3]
-        by_actor = audit.search(session, actor_id=DOCTOR.id, limit=500)
+        by_actor = audit_export.search(session, actor_id=DOCTOR.id, limit=500)
         assert [e.seq for e in by_actor] == [s for s in range(59, -1, -1) if s % 3 == 0]
-        created = audit.search(session, action="request.created", after_seq=20, limit=500)
+        created = audit_export.search(session, action="request.created", after_seq=20, limit=500)
         assert [e.seq for e in created] == [16, 12, 8, 4, 0]
-        window = audit.search(
+        window = audit_export.search(
             session, since=T0 + timedelta(minutes=10), until=T0 + timedelta(minutes=13)
         )
         assert [e.seq for e in window] == [12, 11, 10]
         with pytest.raises(InvalidInput):
-            audit.search(session, limit=0)
+            audit_export.search(session, limit=0)
         with pytest.raises(InvalidInput):
-            audit.search(session, since=datetime(2025, 1, 1))
+            audit_export.search(session, since=datetime(2025, 1, 1))
 
 
 # --------------------------------------------------------------------------- export
@@ -406,7 +408,7 @@ def test_export_bundle_is_complete_and_verifies(sessions, key, tmp_path: Path) -
     fill(sessions, 3)
     out = tmp_path / "bundle"
     with sessions() as session, session.begin():
-        result = audit.export_bundle(
+        result = audit_export.export_bundle(
             session, out, signing_key=key, origin=ORIGIN, now=T0, actor=NURSE
         )
     assert result.size == 16 and result.checkpoint_count == 2
@@ -433,12 +435,12 @@ def test_export_bundle_refuses_a_non_empty_destination(sessions, key, tmp_path: 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(Conflict), sessions() as session, session.begin():
-        audit.export_bundle(session, out, signing_key=key, origin=ORIGIN, now=T0, actor=NURSE)
+        audit_export.export_bundle(session, out, signing_key=key, origin=ORIGIN, now=T0, actor=NURSE)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
     with sessions() as session, session.begin():
-        audit.export_bundle(session, empty, signing_key=key, origin=ORIGIN, now=T0, actor=NURSE)
+        audit_export.export_bundle(session, empty, signing_key=key, origin=ORIGIN, now=T0, actor=NURSE)
     assert auditverify.verify_bundle(empty).ok
 
 
@@ -481,7 +483,7 @@ def _hammer(engine: Engine, key: Ed25519PrivateKey) -> None:
                 start.wait()
                 for _ in range(5):
                     with session.begin():
-                        audit.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0)
+                        checkpoints.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0)
         except BaseException as exc:
             errors.append(exc)
 
@@ -504,9 +506,9 @@ def _hammer(engine: Engine, key: Ed25519PrivateKey) -> None:
         assert seqs == list(range(total))
         assert per_writer == dict.fromkeys(range(WRITERS - 1), PER_WRITER)
     with factory() as session, session.begin():
-        audit.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0)
+        checkpoints.write_checkpoint(session, signing_key=key, origin=ORIGIN, now=T0)
     with factory() as session:
-        result = audit.verify_log(session, public_key=key.public_key(), origin=ORIGIN)
+        result = checkpoints.verify_log(session, public_key=key.public_key(), origin=ORIGIN)
     assert result == auditverify.VerifyResult(ok=True, size=total)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 
 from signflow.auditverify import verifier_key, verify_bundle
 from signflow.core.accounts.users import actor_of
+from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.models import AuditAction, AuditEntry, SignatureRequest, User
 from tests.conftest import T0, login
@@ -143,7 +144,7 @@ def test_timeline_lists_the_request_in_order(app, svc, world, seal, auditor):
 
 def test_verify_now_reports_ok_then_the_tampered_entry(svc, busy_log, auditor):
     with svc.sessions() as s, s.begin():
-        checkpoint = audit.write_checkpoint(s, signing_key=svc.keys.audit_key,
+        checkpoint = checkpoints.write_checkpoint(s, signing_key=svc.keys.audit_key,
                                             origin=svc.settings.audit_origin, now=T0)
         size, root = checkpoint.size, bytes(checkpoint.root_hash).hex()
     body = auditor.get("/audit/verify").get_data(as_text=True)

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from signflow import auditverify as av
+from signflow.core.audit import checkpoints
+from signflow.core.audit import export as audit_export
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.db import Base, make_engine, make_session_factory
@@ -366,13 +368,13 @@ class Log:
 
     def checkpoint(self) -> str:
         with self.sessions() as session, session.begin():
-            cp = audit.write_checkpoint(session, signing_key=self.key, origin=ORIGIN, now=T0)
+            cp = checkpoints.write_checkpoint(session, signing_key=self.key, origin=ORIGIN, now=T0)
             return cp.note
 
     def export(self, name: str) -> Path:
         out = self.root / name
         with self.sessions() as session, session.begin():
-            audit.export_bundle(
+            audit_export.export_bundle(
                 session, out, signing_key=self.key, origin=ORIGIN, now=T0, actor=AUDITOR
             )
         self.count += 1  # the audit.exported entry

@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import create_engine, inspect, select
 
 from signflow import jobs
-from signflow.core.audit import log as audit
+from signflow.core.audit import checkpoints
 from signflow.core.errors import Conflict, InvalidInput
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.ops import backup as backup
 from signflow.core.ops import consistency as consistency
-from signflow.core.pades import sign as signing
+from signflow.core.ops import restore
+from signflow.core.pades import validate as validation
 from signflow.models import SignatureRequest, User
 from signflow.services import build_services
 from tests.conftest import Clock, make_settings, require_postgres, reset_postgres
@@ -71,7 +72,7 @@ def _assert_restored(target_settings, expected: dict[int, str], clock: Clock) ->
     svc = build_services(target_settings, clock=clock, notifier=LogNotifier())
     try:
         with svc.sessions() as s:
-            result = audit.verify_log(
+            result = checkpoints.verify_log(
                 s, public_key=svc.keys.audit_key.public_key(), origin=svc.settings.audit_origin
             )
             assert result.ok, result.line()
@@ -82,7 +83,7 @@ def _assert_restored(target_settings, expected: dict[int, str], clock: Clock) ->
                 assert req.state == state
                 assert svc.blobs.get(s, req.document_sha256)
                 if req.signed_sha256:
-                    report = signing.validate_pdf(
+                    report = validation.validate_pdf(
                         svc.blobs.get(s, req.signed_sha256), trust_roots=[svc.keys.root_cert], now=clock()
                     )
                     assert report.ok, report.as_json()
@@ -136,7 +137,7 @@ def test_backup_then_restore_into_empty_instance(svc, world, settings, clock, tm
 
     target_url = _target_url(target, tmp_path)
     target_settings = make_settings(tmp_path / "restored", tmp_path / "restored-keys", target_url)
-    restored = backup.restore(
+    restored = restore.restore(
         out, database_url=target_url, keys_path=target_settings.keys_path, blob_root=None
     )
     assert restored.rows == result.rows
@@ -145,7 +146,7 @@ def test_backup_then_restore_into_empty_instance(svc, world, settings, clock, tm
 
     # A second restore over the now populated instance is refused.
     with pytest.raises(Conflict, match="not empty"):
-        backup.restore(out, database_url=target_url, keys_path=target_settings.keys_path, blob_root=None)
+        restore.restore(out, database_url=target_url, keys_path=target_settings.keys_path, blob_root=None)
 
 
 def test_public_only_backup_and_refusals(svc, world, settings, clock, tmp_path, keys_dir):
@@ -171,11 +172,11 @@ def test_public_only_backup_and_refusals(svc, world, settings, clock, tmp_path, 
     data[index + 9] ^= 0x01
     corrupted.write_bytes(bytes(data))
     with pytest.raises(InvalidInput, match="corrupted"):
-        backup.restore(corrupted, database_url=target_url, keys_path=target_keys, blob_root=None)
+        restore.restore(corrupted, database_url=target_url, keys_path=target_keys, blob_root=None)
     truncated = tmp_path / "truncated.tar"
     truncated.write_bytes(out.read_bytes()[: len(data) // 2])
     with pytest.raises(InvalidInput):
-        backup.restore(truncated, database_url=target_url, keys_path=target_keys, blob_root=None)
+        restore.restore(truncated, database_url=target_url, keys_path=target_keys, blob_root=None)
     assert not target_keys.exists() or not any(target_keys.iterdir())
     engine = create_engine(target_url)
     assert inspect(engine).get_table_names() == []
@@ -185,13 +186,13 @@ def test_public_only_backup_and_refusals(svc, world, settings, clock, tmp_path, 
     target_keys.mkdir()
     (target_keys / "root.crt").write_text("not our root")
     with pytest.raises(Conflict, match="root.crt"):
-        backup.restore(out, database_url=target_url, keys_path=target_keys, blob_root=None)
+        restore.restore(out, database_url=target_url, keys_path=target_keys, blob_root=None)
     assert sorted(p.name for p in target_keys.iterdir()) == ["root.crt"]
 
     # The private keys kept apart (same files): the public backup completes them.
     shutil.rmtree(target_keys)
     shutil.copytree(keys_dir, target_keys)
-    backup.restore(out, database_url=target_url, keys_path=target_keys, blob_root=None)
+    restore.restore(out, database_url=target_url, keys_path=target_keys, blob_root=None)
     _assert_restored(make_settings(tmp_path / "restored", target_keys, target_url), expected, clock)
 
 
@@ -218,14 +219,14 @@ def test_file_blob_backend_round_trip(svc, world, settings, clock, tmp_path):
     # Into a file-backend instance: the same ciphertext files.
     url = f"sqlite:///{tmp_path / 'to-files.db'}"
     to_files = make_settings(tmp_path / "to-files", tmp_path / "keys-a", url, blob_backend="file")
-    backup.restore(
+    restore.restore(
         out, database_url=url, keys_path=to_files.keys_path, blob_root=to_files.instance_path / "blobs"
     )
     _assert_restored(to_files, expected, clock)
     # Into a database-backend instance: the ciphertext moves into the rows.
     url = f"sqlite:///{tmp_path / 'to-db.db'}"
     to_db = make_settings(tmp_path / "to-db", tmp_path / "keys-b", url)
-    backup.restore(out, database_url=url, keys_path=to_db.keys_path, blob_root=None)
+    restore.restore(out, database_url=url, keys_path=to_db.keys_path, blob_root=None)
     _assert_restored(to_db, expected, clock)
 
 

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.web.headers import CSP
 from tests.conftest import PASSWORD, PIN, login
 from tests.helpers import request_id_from, sign, upload
@@ -143,11 +143,11 @@ class Phone:
         self.context.close()
 
 
-def validate_outside_playwright_loop(pdf: bytes, root: Any) -> signing.ValidationReport:
+def validate_outside_playwright_loop(pdf: bytes, root: Any) -> validation.ValidationReport:
     """validate_pdf from a thread with no running asyncio loop, as the server calls it
     (Playwright's sync API runs one in this thread: see test_validate_pdf_under_a_running_loop)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(signing.validate_pdf, pdf, trust_roots=[root]).result()
+        return pool.submit(validation.validate_pdf, pdf, trust_roots=[root]).result()
 
 
 @pytest.fixture
@@ -298,8 +298,8 @@ def test_validate_pdf_under_a_running_loop(app, svc, world):
     _, signed = signed_request(app, world)
     assert validate_outside_playwright_loop(signed, svc.keys.root_cert).ok
 
-    async def validate_in_async_code() -> signing.ValidationReport:
-        return signing.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
+    async def validate_in_async_code() -> validation.ValidationReport:
+        return validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
 
     report = asyncio.run(validate_in_async_code())
     assert report.ok, report.as_json()

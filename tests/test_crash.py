@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from signflow import jobs
+from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.ops import consistency as consistency
@@ -33,6 +34,7 @@ from signflow.core.pades import sign as signing
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import activation as activation
 from signflow.core.requests import outbox as outbox
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, Job, RequestState, Signature, SignatureRequest, User
 from signflow.services import build_services
@@ -104,7 +106,7 @@ def _snapshot(svc, *, writes_only: bool = False) -> tuple:
 def _assert_consistent(svc) -> None:
     with svc.sessions() as s:
         assert consistency.check(s, svc.blobs) == []
-        assert audit.verify_log(s, public_key=svc.keys.audit_key.public_key(),
+        assert checkpoints.verify_log(s, public_key=svc.keys.audit_key.public_key(),
                                 origin=svc.settings.audit_origin).ok
 
 
@@ -167,9 +169,9 @@ def test_core_faults_at_every_step(svc, world, monkeypatch, settings):
         def attempt() -> object:
             def action(s: Session) -> object:
                 user = s.get(User, world.doc)
-                form = workflow.prepare_signing(s, svc.deps, user=user, request_id=rid,
+                form = request_signing.prepare_signing(s, svc.deps, user=user, request_id=rid,
                                                 now=svc.clock())
-                return workflow.sign_request(s, svc.deps, user=user, request_id=rid, pin=PIN,
+                return request_signing.sign_request(s, svc.deps, user=user, request_id=rid, pin=PIN,
                                              activation_token=form.activation_token,
                                              shown_sha256=form.document_sha256,
                                              now=svc.clock(), ip=None)
@@ -406,7 +408,7 @@ def test_kill_9_leaves_every_request_consistent(svc, world, settings):
             stuck = s.scalar(select(func.count()).select_from(Job).where(
                 Job.status == "pending", Job.run_at <= svc.clock()))
             assert stuck == 0
-            assert audit.verify_log(s, public_key=svc.keys.audit_key.public_key(),
+            assert checkpoints.verify_log(s, public_key=svc.keys.audit_key.public_key(),
                                     origin=svc.settings.audit_origin).ok
         # Every request can still finish: sign what is pending, acknowledge what is delivered.
         for rid, state in states.items():

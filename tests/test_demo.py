@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select
 
 from signflow.config import load_settings
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import credentials as creds
 from signflow.models import User
 from signflow.services import build_services
 
@@ -177,10 +177,10 @@ def assert_pin_unlocks(tmp_path: Path, credential: Credential) -> None:
         with svc.sessions() as session:
             user = session.scalar(select(User).where(User.username == credential.login))
             assert user is not None
-            credential_row = pki.active_credential(session, user.id)
+            credential_row = creds.active_credential(session, user.id)
             assert credential_row is not None
-            key = pki.unlock(session, svc.keys, credential_row, credential.pin, now=svc.clock())
-            cert = pki.credential_certificate(credential_row)
+            key = creds.unlock(session, svc.keys, credential_row, credential.pin, now=svc.clock())
+            cert = creds.credential_certificate(credential_row)
             assert key.public_key() == cert.public_key()
             session.rollback()
     finally:

@@ -7,7 +7,7 @@ import re
 
 from sqlalchemy import select
 
-from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.models import AuditEntry, RequestState, SignatureRequest
 from tests.conftest import PASSWORD, PIN, login
 from tests.helpers import request_id_from, sign, upload
@@ -67,7 +67,7 @@ def test_whole_loop(app, svc, world, tmp_path, keys_dir, caplog):
         assert secret not in lines and secret not in caplog.text
 
     # Independent verifiers: pyHanko through our report, and poppler's pdfsig.
-    report = signing.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
+    report = validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
     assert report.ok, report.as_json()
     assert report.signatures[0].signer.endswith("Lefèvre")
     path = tmp_path / "signed.pdf"
@@ -82,5 +82,5 @@ def test_whole_loop(app, svc, world, tmp_path, keys_dir, caplog):
     tampered[int(first_range.group(1)) // 2] ^= 0x01
     bad = tmp_path / "tampered.pdf"
     bad.write_bytes(bytes(tampered))
-    assert not signing.validate_pdf(bytes(tampered), trust_roots=[svc.keys.root_cert]).ok
+    assert not validation.validate_pdf(bytes(tampered), trust_roots=[svc.keys.root_cert]).ok
     assert "Signature is Valid" not in pdfsig_report(bad, keys_dir, tmp_path)

@@ -23,11 +23,11 @@ from signflow.auditverify import (
     verifier_key,
     verify_inclusion,
 )
+from signflow.core.audit import checkpoints, evidence_pdf
 from signflow.core.audit import evidence as evidence
-from signflow.core.audit import log as audit
 from signflow.core.errors import ConfigurationError, Forbidden, NotFound
-from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
+from signflow.core.pades import validate as validation
+from signflow.core.pki import certificates as certs
 from signflow.core.pki import seal as seal_module
 from signflow.models import AuditEntry, Checkpoint, Signature, SignatureRequest, User
 from tests.conftest import PASSPHRASE, T0, login
@@ -116,7 +116,7 @@ def test_report_is_sealed_and_validates(app, svc, world, clock, seal, tmp_path, 
     rid = received_request(app, world)
     pdf = make_report(svc, clock, world.auditor, rid)
 
-    report = signing.validate_pdf(pdf, trust_roots=[svc.keys.root_cert])
+    report = validation.validate_pdf(pdf, trust_roots=[svc.keys.root_cert])
     assert report.ok, report.as_json()
     assert report.signatures[0].signer == "signflow evidence seal"
 
@@ -130,7 +130,7 @@ def test_report_is_sealed_and_validates(app, svc, world, clock, seal, tmp_path, 
     tampered = bytearray(pdf)
     first_range = re.search(rb"/ByteRange\s*\[\s*0\s+(\d+)", pdf)
     tampered[int(first_range.group(1)) // 2] ^= 0x01
-    assert not signing.validate_pdf(bytes(tampered), trust_roots=[svc.keys.root_cert]).ok
+    assert not validation.validate_pdf(bytes(tampered), trust_roots=[svc.keys.root_cert]).ok
 
 
 def test_printed_proofs_verify_against_the_printed_checkpoint(app, svc, world, clock, seal,
@@ -175,7 +175,7 @@ def test_printed_proofs_verify_against_the_printed_checkpoint(app, svc, world, c
     # The attached machine-readable copy says the same, down to the entries' bytes.
     (tmp_path / "attached.pdf").write_bytes(pdf)
     with pikepdf.open(tmp_path / "attached.pdf") as doc:
-        attached = json.loads(doc.attachments[evidence.ATTACHMENT_NAME].get_file().read_bytes())
+        attached = json.loads(doc.attachments[evidence_pdf.ATTACHMENT_NAME].get_file().read_bytes())
     assert attached["checkpoint"]["note"] == note
     assert attached["verifier_key"] == service_vkey
     for item in attached["entries"]:
@@ -191,7 +191,7 @@ def test_report_writes_checkpoint_and_audits_itself(app, svc, world, clock, seal
         last_seq = s.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq.desc())).first()
     pdf = make_report(svc, clock, world.recipient, rid)
     with svc.sessions() as s:
-        checkpoint = audit.latest_checkpoint(s)
+        checkpoint = checkpoints.latest_checkpoint(s)
         assert checkpoint.size == last_seq + 1
         generated = s.scalars(select(AuditEntry).where(AuditEntry.action == "evidence.generated")
                               ).one()
@@ -200,7 +200,7 @@ def test_report_writes_checkpoint_and_audits_itself(app, svc, world, clock, seal
         assert data["sha256"] == hashlib.sha256(pdf).hexdigest()
         assert data["checkpoint"] == checkpoint.size
         assert data["actor"]["ip"] == "192.0.2.7"
-        assert audit.verify_log(s, public_key=svc.keys.audit_key.public_key(),
+        assert checkpoints.verify_log(s, public_key=svc.keys.audit_key.public_key(),
                                 origin=svc.settings.audit_origin).ok
     # The next report lists the previous one's generation among the request's events.
     with svc.sessions() as s:
@@ -278,7 +278,7 @@ def test_seal_certificate_profile_and_files(svc, tmp_path):
     assert usage.critical and usage.value.digital_signature and usage.value.content_commitment
     assert not usage.value.key_cert_sign
     ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    assert {ExtendedKeyUsageOID.EMAIL_PROTECTION, pki.DOCUMENT_SIGNING_EKU} <= ekus
+    assert {ExtendedKeyUsageOID.EMAIL_PROTECTION, certs.DOCUMENT_SIGNING_EKU} <= ekus
     points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert points[0].full_name[0].value == "http://127.0.0.1:5000/pki/issuing.crl"
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

@@ -19,9 +19,14 @@ from pkcs11 import Attribute, ObjectClass
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import ConfigurationError, WrongPin
 from signflow.core.pades import sign as signing
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import hsm as hsm
+from signflow.core.pki import keyfiles, tsa
 from signflow.core.pki import keystore as pki
-from signflow.core.requests.workflow import Deps
+from signflow.core.requests.deps import Deps
 from signflow.models import SignatureRequest, SigningCredential, User
 from signflow.services import Services
 from tests.conftest import PIN, TEST_ACTOR, World
@@ -103,7 +108,7 @@ def token_deps(svc: Services, token_keys: pki.KeyMaterial) -> Iterator[Deps]:
     """The app's dependencies with the token's keys; svc.deps points at them meanwhile."""
     real = svc.deps
     svc.deps = dataclasses.replace(
-        real, keys=token_keys, timestamper=signing.make_timestamper(token_keys, None)
+        real, keys=token_keys, timestamper=timestamps.make_timestamper(token_keys, None)
     )
     yield svc.deps
     svc.deps = real
@@ -111,7 +116,7 @@ def token_deps(svc: Services, token_keys: pki.KeyMaterial) -> Iterator[Deps]:
 
 def test_migration_leaves_no_key_on_disk(token_keys: pki.KeyMaterial, token_folder: Path) -> None:
     folder = token_folder
-    assert not (folder / pki.ISSUING_KEY).exists() and not (folder / pki.TSA_KEY).exists()
+    assert not (folder / keyfiles.ISSUING_KEY).exists() and not (folder / keyfiles.TSA_KEY).exists()
     assert isinstance(token_keys.issuing_key, hsm.TokenECKey)
     assert isinstance(token_keys.tsa_key, hsm.TokenRSAKey)
     session = hsm.session_for(_token("svc-main").config)
@@ -136,12 +141,12 @@ def test_fresh_init_creates_the_keys_in_the_token(softhsm: Path, tmp_path: Path)
     assert pki.init_keys(tmp_path, passphrase=PASSPHRASE, now=datetime.now(UTC),
                          base_url=BASE_URL, token=token) is True
     names = {p.name for p in tmp_path.iterdir()}
-    assert {pki.ROOT_CERT, pki.ISSUING_CERT, pki.TSA_CERT, pki.MASTER_KEY} <= names
-    assert not names & {pki.ISSUING_KEY, pki.TSA_KEY, pki.PEPPER}
+    assert {keyfiles.ROOT_CERT, keyfiles.ISSUING_CERT, keyfiles.TSA_CERT, keyfiles.MASTER_KEY} <= names
+    assert not names & {keyfiles.ISSUING_KEY, keyfiles.TSA_KEY, keyfiles.PEPPER}
     keys = pki.load_keys(tmp_path, passphrase=PASSPHRASE, token=token)
     assert keys.kdf_params == pki.KDF_PARAMS_TOKEN and keys.pepper == b""
     # A key file next to the token is refused: the copy would defeat the token.
-    (tmp_path / pki.TSA_KEY).write_bytes(b"stale copy")
+    (tmp_path / keyfiles.TSA_KEY).write_bytes(b"stale copy")
     with pytest.raises(ConfigurationError, match="hsm-init"):
         pki.load_keys(tmp_path, passphrase=PASSPHRASE, token=token)
 
@@ -156,13 +161,13 @@ def test_certificates_and_crls_are_signed_by_the_token(
                                       reason="superseded", now=now)
         cred = credentials.set_signing_pin(s, token_keys, user, current_pin=None, new_pin=PIN,
                                            now=now, ip=None)
-        cert = pki.credential_certificate(cred)
-        der = pki.crl(s, token_keys, issuer="issuing", now=now)
+        cert = creds.credential_certificate(cred)
+        der = revocation.crl(s, token_keys, issuer="issuing", now=now)
     cert.verify_directly_issued_by(token_keys.issuing_cert)
     crl = x509.load_der_x509_crl(der)
     assert crl.is_signature_valid(token_keys.issuing_cert.public_key())
     assert isinstance(token_keys.issuing_cert.public_key(), ec.EllipticCurvePublicKey)
-    renewed = pki.issue_tsa_certificate(token_keys, token_keys.tsa_key.public_key(), now=now)
+    renewed = tsa.issue_tsa_certificate(token_keys, token_keys.tsa_key.public_key(), now=now)
     renewed.verify_directly_issued_by(token_keys.issuing_cert)
 
 
@@ -189,8 +194,8 @@ def test_sign_request_end_to_end_with_token_keys(
         req = s.get(SignatureRequest, rid)
         assert req.signed_sha256 is not None
         signed = svc.blobs.get(s, req.signed_sha256)
-        crls = [pki.crl(s, keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
-    report = signing.validate_pdf(signed, trust_roots=[keys.root_cert], crls=crls,
+        crls = [revocation.crl(s, keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
+    report = validation.validate_pdf(signed, trust_roots=[keys.root_cert], crls=crls,
                                   now=svc.clock())
     assert report.ok, report.as_json()
     first = report.signatures[0]
@@ -211,18 +216,18 @@ def test_pepper_needs_the_token(svc: Services, world: World, token_keys: pki.Key
     now = svc.clock()
     with svc.sessions() as s, s.begin():
         cred = s.get(SigningCredential, cred_id)
-        assert pki.unlock(s, token_keys, cred, PIN, now=now) is not None
+        assert creds.unlock(s, token_keys, cred, PIN, now=now) is not None
         # The keys folder, the database row and the PIN, but no token: nothing.
         no_token = dataclasses.replace(token_keys, token=None, pepper=os.urandom(32))
         with pytest.raises(ConfigurationError, match="token"):
-            pki.unlock(s, no_token, cred, PIN, now=now)
+            creds.unlock(s, no_token, cred, PIN, now=now)
         # Another token (same labels, its own secret) does not open it either.
         other = _token("svc-other")
         if not other.has_object(hsm.PEPPER_KEY_LABEL):
             other.generate_hmac_key(hsm.PEPPER_KEY_LABEL)
         with pytest.raises(WrongPin):
-            pki.unlock(s, dataclasses.replace(token_keys, token=other), cred, PIN, now=now)
-        assert pki.unlock(s, token_keys, cred, PIN, now=now) is not None
+            creds.unlock(s, dataclasses.replace(token_keys, token=other), cred, PIN, now=now)
+        assert creds.unlock(s, token_keys, cred, PIN, now=now) is not None
 
 
 # The token outlives the test (SoftHSM2 sees only tokens made before it loads): one
@@ -246,13 +251,13 @@ def test_file_peppered_credentials_move_to_the_token_at_pin_change(
         cred_id = cred.id
     pki.migrate_to_token(folder, passphrase=PASSPHRASE, token=_token("svc-other"))
     moved = pki.load_keys(folder, passphrase=PASSPHRASE, token=_token("svc-other"))
-    assert (folder / pki.PEPPER).is_file()
+    assert (folder / keyfiles.PEPPER).is_file()
     with svc.sessions() as s, s.begin():
         cred = s.get(SigningCredential, cred_id)
-        assert pki.unlock(s, moved, cred, PIN, now=now) is not None  # pepper.key still works
-        pki.change_pin(s, moved, cred, PIN, "582047", now=now)
+        assert creds.unlock(s, moved, cred, PIN, now=now) is not None  # pepper.key still works
+        creds.change_pin(s, moved, cred, PIN, "582047", now=now)
         assert cred.kdf_params == pki.KDF_PARAMS_TOKEN
-        assert pki.unlock(s, moved, cred, "582047", now=now) is not None
+        assert creds.unlock(s, moved, cred, "582047", now=now) is not None
 
 
 def test_eight_threads_sign_through_the_token(
@@ -261,13 +266,13 @@ def test_eight_threads_sign_through_the_token(
     keys = token_deps.keys
     cred_id = _enrol_on_token(svc, world, keys)
     with svc.sessions() as s, s.begin():
-        crls = [pki.crl(s, keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
+        crls = [revocation.crl(s, keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
 
     def sign(n: int) -> bytes:
         with svc.sessions() as s:
             cred = s.get(SigningCredential, cred_id)
-            key = pki.unlock(s, keys, cred, PIN, now=svc.clock())  # pepper HMAC on the token
-            certificate = pki.credential_certificate(cred)
+            key = creds.unlock(s, keys, cred, PIN, now=svc.clock())  # pepper HMAC on the token
+            certificate = creds.credential_certificate(cred)
         return signing.sign_pdf(
             make_pdf(text=f"document {n}"), key=key, certificate=certificate, keys=keys,
             stamp=signing.Stamp(signer_name="Dr Hélène Lefèvre", professional_id="10001234567",
@@ -277,7 +282,7 @@ def test_eight_threads_sign_through_the_token(
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(sign, range(16)))
-    assert all(signing.validate_pdf(r, trust_roots=[keys.root_cert], crls=crls).ok
+    assert all(validation.validate_pdf(r, trust_roots=[keys.root_cert], crls=crls).ok
                for r in results)
 
 
@@ -302,7 +307,7 @@ def test_missing_token_module_or_keys_are_clear_errors(softhsm: Path, tmp_path: 
     # The token exists but was never initialised for signflow.
     folder = tmp_path / "keys"
     pki.init_keys(folder, passphrase=PASSPHRASE, now=datetime.now(UTC), base_url=BASE_URL)
-    for name in (pki.ISSUING_KEY, pki.TSA_KEY):
+    for name in (keyfiles.ISSUING_KEY, keyfiles.TSA_KEY):
         (folder / name).unlink()
     with pytest.raises(ConfigurationError, match="hsm-init"):
         pki.load_keys(folder, passphrase=PASSPHRASE, token=_token("svc-empty"))
@@ -318,7 +323,7 @@ def test_cli_hsm_init_moves_the_keys(softhsm: Path, tmp_path: Path) -> None:
                               env={**env, **extra}, capture_output=True, text=True, timeout=120)
 
     assert run("init").returncode == 0
-    assert (tmp_path / "keys" / pki.ISSUING_KEY).is_file()
+    assert (tmp_path / "keys" / keyfiles.ISSUING_KEY).is_file()
     missing = run("pki", "hsm-init")
     assert missing.returncode == 1 and "no PKCS#11 token configured" in missing.stderr
     token_env = dict(SIGNFLOW_PKCS11_MODULE=MODULE, SIGNFLOW_PKCS11_TOKEN="svc-cli")
@@ -328,7 +333,7 @@ def test_cli_hsm_init_moves_the_keys(softhsm: Path, tmp_path: Path) -> None:
     done = run("pki", "hsm-init", **token_env, SIGNFLOW_PKCS11_PIN_FILE=str(tmp_path / "pin"))
     assert done.returncode == 0, done.stderr
     assert "svc-cli" in done.stdout
-    assert not (tmp_path / "keys" / pki.ISSUING_KEY).exists()
-    assert not (tmp_path / "keys" / pki.TSA_KEY).exists()
+    assert not (tmp_path / "keys" / keyfiles.ISSUING_KEY).exists()
+    assert not (tmp_path / "keys" / keyfiles.TSA_KEY).exists()
     again = run("pki", "hsm-init", **token_env, SIGNFLOW_PKCS11_PIN=TOKENS["svc-cli"])
     assert again.returncode == 0, again.stderr

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from signflow.app import create_app
 from signflow.core.notify.channels import LogNotifier
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import credentials as creds
 from signflow.models import (
     AuditEntry,
     Blob,
@@ -101,7 +101,7 @@ def pending(tech, world) -> int:
 
 def credential_state(svc: Any, user_id: int) -> tuple[int, bool]:
     with svc.sessions() as s:
-        cred = pki.active_credential(s, user_id)
+        cred = creds.active_credential(s, user_id)
         assert cred is not None
         return cred.failed_pins, cred.blocked_at is not None
 

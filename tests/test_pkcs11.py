@@ -16,6 +16,11 @@ from sqlalchemy.orm import Session
 
 from signflow.core.errors import ConfigurationError
 from signflow.core.pades import sign as signing
+from signflow.core.pades import signers as pdf_signers
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import hsm as hsm
 from signflow.core.pki import keystore as pki
 from signflow.db import Base
@@ -64,10 +69,10 @@ def token(
     )
     session.add(user)
     session.flush()
-    credential = pki.enrol(session, keys, user, USER_PIN, now=now, algorithm="ec")
-    key = pki.unlock(session, keys, credential, USER_PIN, now=now)
-    certificate = pki.credential_certificate(credential)
-    crls = [pki.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
+    credential = creds.enrol(session, keys, user, USER_PIN, now=now, algorithm="ec")
+    key = creds.unlock(session, keys, credential, USER_PIN, now=now)
+    certificate = creds.credential_certificate(credential)
+    crls = [revocation.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
 
     # Written in-process: SoftHSM2 does not reliably show this process objects
     # that another process adds to a token after the module was loaded here.
@@ -105,7 +110,7 @@ def _sign(token: dict[str, object], signer: object, text: str) -> bytes:
             when=datetime.now(UTC),
             timezone="Europe/Paris",
         ),
-        timestamper=signing.make_timestamper(keys, None),
+        timestamper=timestamps.make_timestamper(keys, None),
         level="B-LTA",
         crls=token["crls"],  # type: ignore[arg-type]
     )
@@ -114,31 +119,31 @@ def _sign(token: dict[str, object], signer: object, text: str) -> bytes:
 def test_sign_with_a_token_key_and_validate(token: dict[str, object]) -> None:
     keys = token["keys"]
     assert isinstance(keys, pki.KeyMaterial)
-    signer = signing.open_pkcs11_signer(
+    signer = pdf_signers.open_pkcs11_signer(
         MODULE, TOKEN, USER_PIN, LABEL, chain=[keys.issuing_cert, keys.root_cert]
     )
     # One login per process: asking again returns a signer on the same session.
-    again = signing.open_pkcs11_signer(MODULE, TOKEN, USER_PIN, LABEL, chain=[keys.issuing_cert])
+    again = pdf_signers.open_pkcs11_signer(MODULE, TOKEN, USER_PIN, LABEL, chain=[keys.issuing_cert])
     signed = _sign(token, signer, "signed inside the token")
-    report = signing.validate_pdf(signed, trust_roots=[keys.root_cert])
+    report = validation.validate_pdf(signed, trust_roots=[keys.root_cert])
     assert report.ok, report.as_json()
     first = report.signatures[0]
     assert first.signer == "Hélène Lefèvre" and first.pades_level == "B-LTA"
     certificate = token["certificate"]
     assert isinstance(certificate, x509.Certificate)
     assert first.certificate_serial == format(certificate.serial_number, "x")
-    assert signing.validate_pdf(_sign(token, again, "second"), trust_roots=[keys.root_cert]).ok
+    assert validation.validate_pdf(_sign(token, again, "second"), trust_roots=[keys.root_cert]).ok
 
 
 def test_concurrent_token_signatures_are_serialised(token: dict[str, object]) -> None:
     keys = token["keys"]
     assert isinstance(keys, pki.KeyMaterial)
-    signer = signing.open_pkcs11_signer(MODULE, TOKEN, USER_PIN, LABEL, chain=[keys.issuing_cert])
+    signer = pdf_signers.open_pkcs11_signer(MODULE, TOKEN, USER_PIN, LABEL, chain=[keys.issuing_cert])
     with ThreadPoolExecutor(max_workers=6) as pool:
         results = list(pool.map(lambda n: _sign(token, signer, f"document {n}"), range(12)))
-    assert all(signing.validate_pdf(r, trust_roots=[keys.root_cert]).ok for r in results)
+    assert all(validation.validate_pdf(r, trust_roots=[keys.root_cert]).ok for r in results)
 
 
 def test_unknown_token_is_a_configuration_error(token: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError, match="no-such-token"):
-        signing.open_pkcs11_signer(MODULE, "no-such-token", USER_PIN, LABEL)
+        pdf_signers.open_pkcs11_signer(MODULE, "no-such-token", USER_PIN, LABEL)

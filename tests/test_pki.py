@@ -18,6 +18,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from signflow.core.errors import ConfigurationError, CredentialBlocked, InvalidInput, WrongPin
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import SigningCredential, User
@@ -144,8 +146,8 @@ def test_physician_certificate_profile(
     session: Session, keys: pki.KeyMaterial, algorithm: str
 ) -> None:
     user = make_user(session)
-    credential = pki.enrol(session, keys, user, PIN, now=NOW, algorithm=algorithm)
-    cert = pki.credential_certificate(credential)
+    credential = creds.enrol(session, keys, user, PIN, now=NOW, algorithm=algorithm)
+    cert = creds.credential_certificate(credential)
     cert.verify_directly_issued_by(keys.issuing_cert)
     expected_key = ec.EllipticCurvePublicKey if algorithm == "ec" else rsa.RSAPublicKey
     assert isinstance(cert.public_key(), expected_key)
@@ -183,99 +185,99 @@ def test_physician_certificate_profile(
 @pytest.mark.parametrize("pin", ["12345", "111111", "123456", "987654", "121212", "password"])
 def test_weak_pins_are_refused(pin: str) -> None:
     with pytest.raises(InvalidInput):
-        pki.validate_pin_policy(pin)
+        creds.validate_pin_policy(pin)
 
 
 @pytest.mark.parametrize("pin", ["482916", "730514", "correct horse"])
 def test_reasonable_pins_are_accepted(pin: str) -> None:
-    pki.validate_pin_policy(pin)
+    creds.validate_pin_policy(pin)
 
 
 def test_right_pin_unlocks_the_key_of_the_certificate(
     session: Session, keys: pki.KeyMaterial
 ) -> None:
-    credential = pki.enrol(session, keys, make_user(session), PIN, now=NOW)
-    key = pki.unlock(session, keys, credential, PIN, now=NOW)
-    assert key.public_key() == pki.credential_certificate(credential).public_key()
+    credential = creds.enrol(session, keys, make_user(session), PIN, now=NOW)
+    key = creds.unlock(session, keys, credential, PIN, now=NOW)
+    assert key.public_key() == creds.credential_certificate(credential).public_key()
 
 
 def test_wrong_pins_are_counted_and_block_at_five(session: Session, keys: pki.KeyMaterial) -> None:
-    credential = pki.enrol(session, keys, make_user(session), PIN, now=NOW)
-    for attempt in range(1, pki.MAX_PIN_TRIES):
-        with pytest.raises(WrongPin, match=f"{pki.MAX_PIN_TRIES - attempt} tr"):
-            pki.unlock(session, keys, credential, "000000" + str(attempt), now=NOW)
+    credential = creds.enrol(session, keys, make_user(session), PIN, now=NOW)
+    for attempt in range(1, creds.MAX_PIN_TRIES):
+        with pytest.raises(WrongPin, match=f"{creds.MAX_PIN_TRIES - attempt} tr"):
+            creds.unlock(session, keys, credential, "000000" + str(attempt), now=NOW)
         assert credential.failed_pins == attempt
     with pytest.raises(CredentialBlocked):
-        pki.unlock(session, keys, credential, "999999", now=NOW)
+        creds.unlock(session, keys, credential, "999999", now=NOW)
     assert credential.blocked_at == NOW
     # Blocked means blocked: the right PIN no longer helps.
     with pytest.raises(CredentialBlocked):
-        pki.unlock(session, keys, credential, PIN, now=NOW)
+        creds.unlock(session, keys, credential, PIN, now=NOW)
 
 
 def test_a_right_pin_resets_the_counter(session: Session, keys: pki.KeyMaterial) -> None:
-    credential = pki.enrol(session, keys, make_user(session), PIN, now=NOW)
+    credential = creds.enrol(session, keys, make_user(session), PIN, now=NOW)
     with pytest.raises(WrongPin):
-        pki.unlock(session, keys, credential, "000000", now=NOW)
-    pki.unlock(session, keys, credential, PIN, now=NOW)
+        creds.unlock(session, keys, credential, "000000", now=NOW)
+    creds.unlock(session, keys, credential, PIN, now=NOW)
     assert credential.failed_pins == 0
 
 
 def test_database_row_with_pepper_but_without_pin_cannot_unlock(
     session: Session, keys: pki.KeyMaterial
 ) -> None:
-    credential = pki.enrol(session, keys, make_user(session), PIN, now=NOW)
-    key = pki.unlock(session, keys, credential, PIN, now=NOW)
+    credential = creds.enrol(session, keys, make_user(session), PIN, now=NOW)
+    key = creds.unlock(session, keys, credential, PIN, now=NOW)
     secret = key.private_numbers().private_value.to_bytes(32, "big")  # type: ignore[union-attr]
     # The key is not stored in clear, and the pepper alone does not open it.
     assert secret not in credential.wrapped_key
     for guess in ("", "000000", "pepper"):
         with pytest.raises(WrongPin):
-            pki.unlock(session, keys, credential, guess, now=NOW)
+            creds.unlock(session, keys, credential, guess, now=NOW)
 
 
 def test_pin_without_the_server_pepper_cannot_unlock(
     session: Session, keys: pki.KeyMaterial
 ) -> None:
-    credential = pki.enrol(session, keys, make_user(session), PIN, now=NOW)
+    credential = creds.enrol(session, keys, make_user(session), PIN, now=NOW)
     other_server = dataclasses.replace(keys, pepper=os.urandom(32))
     with pytest.raises(WrongPin):
-        pki.unlock(session, other_server, credential, PIN, now=NOW)
+        creds.unlock(session, other_server, credential, PIN, now=NOW)
 
 
 def test_wrapped_key_moved_to_another_credential_does_not_open(
     session: Session, keys: pki.KeyMaterial
 ) -> None:
-    first = pki.enrol(session, keys, make_user(session, "Łukasz Nowak", "1"), PIN, now=NOW)
-    second = pki.enrol(session, keys, make_user(session, "Øyvind Berg", "2"), PIN, now=NOW)
+    first = creds.enrol(session, keys, make_user(session, "Łukasz Nowak", "1"), PIN, now=NOW)
+    second = creds.enrol(session, keys, make_user(session, "Øyvind Berg", "2"), PIN, now=NOW)
     second.wrapped_key = first.wrapped_key
     with pytest.raises(WrongPin):
-        pki.unlock(session, keys, second, PIN, now=NOW)
+        creds.unlock(session, keys, second, PIN, now=NOW)
 
 
 def test_change_pin(session: Session, keys: pki.KeyMaterial) -> None:
-    credential = pki.enrol(session, keys, make_user(session), PIN, now=NOW)
+    credential = creds.enrol(session, keys, make_user(session), PIN, now=NOW)
     with pytest.raises(WrongPin):
-        pki.change_pin(session, keys, credential, "000000", "730514", now=NOW)
+        creds.change_pin(session, keys, credential, "000000", "730514", now=NOW)
     with pytest.raises(InvalidInput):
-        pki.change_pin(session, keys, credential, PIN, "123456", now=NOW)
-    pki.change_pin(session, keys, credential, PIN, "730514", now=NOW)
+        creds.change_pin(session, keys, credential, PIN, "123456", now=NOW)
+    creds.change_pin(session, keys, credential, PIN, "730514", now=NOW)
     with pytest.raises(WrongPin):
-        pki.unlock(session, keys, credential, PIN, now=NOW)
-    key = pki.unlock(session, keys, credential, "730514", now=NOW)
-    assert key.public_key() == pki.credential_certificate(credential).public_key()
+        creds.unlock(session, keys, credential, PIN, now=NOW)
+    key = creds.unlock(session, keys, credential, "730514", now=NOW)
+    assert key.public_key() == creds.credential_certificate(credential).public_key()
 
 
 def test_revoked_or_expired_credentials_cannot_unlock(
     session: Session, keys: pki.KeyMaterial
 ) -> None:
-    credential = pki.enrol(session, keys, make_user(session), PIN, now=NOW)
+    credential = creds.enrol(session, keys, make_user(session), PIN, now=NOW)
     with pytest.raises(CredentialBlocked, match="expired") as expired:
-        pki.unlock(session, keys, credential, PIN, now=credential.not_after)
+        creds.unlock(session, keys, credential, PIN, now=credential.not_after)
     assert expired.value.code == "certificate-expired"
-    pki.revoke(session, credential, reason="key_compromise", now=NOW)
+    revocation.revoke(session, credential, reason="key_compromise", now=NOW)
     with pytest.raises(CredentialBlocked, match="revoked") as revoked:
-        pki.unlock(session, keys, credential, PIN, now=NOW)
+        creds.unlock(session, keys, credential, PIN, now=NOW)
     assert revoked.value.code == "certificate-revoked"
 
 
@@ -283,14 +285,14 @@ def test_re_enrolment_supersedes_the_previous_credential(
     session: Session, keys: pki.KeyMaterial
 ) -> None:
     user = make_user(session)
-    first = pki.enrol(session, keys, user, PIN, now=NOW)
+    first = creds.enrol(session, keys, user, PIN, now=NOW)
     later = NOW + timedelta(hours=1)
-    second = pki.enrol(session, keys, user, "730514", now=later)
+    second = creds.enrol(session, keys, user, "730514", now=later)
     assert first.revoked_at == later and first.revocation_reason == "superseded"
     assert second.revoked_at is None
-    assert pki.active_credential(session, user.id) is second
-    pki.revoke(session, second, reason="cessation_of_operation", now=later)
-    assert pki.active_credential(session, user.id) is None
+    assert creds.active_credential(session, user.id) is second
+    revocation.revoke(session, second, reason="cessation_of_operation", now=later)
+    assert creds.active_credential(session, user.id) is None
 
 
 def test_enrol_refuses_unknown_algorithm_and_weak_pin(
@@ -298,9 +300,9 @@ def test_enrol_refuses_unknown_algorithm_and_weak_pin(
 ) -> None:
     user = make_user(session)
     with pytest.raises(InvalidInput):
-        pki.enrol(session, keys, user, PIN, now=NOW, algorithm="dsa")
+        creds.enrol(session, keys, user, PIN, now=NOW, algorithm="dsa")
     with pytest.raises(InvalidInput):
-        pki.enrol(session, keys, user, "123456", now=NOW)
+        creds.enrol(session, keys, user, "123456", now=NOW)
     assert session.query(SigningCredential).count() == 0
 
 
@@ -313,20 +315,20 @@ def _crl_number(crl: x509.CertificateRevocationList) -> int:
 
 def test_issuing_crl_lists_revoked_credentials(session: Session, keys: pki.KeyMaterial) -> None:
     user = make_user(session)
-    credential = pki.enrol(session, keys, user, PIN, now=NOW)
-    first = x509.load_der_x509_crl(pki.crl(session, keys, issuer="issuing", now=NOW))
+    credential = creds.enrol(session, keys, user, PIN, now=NOW)
+    first = x509.load_der_x509_crl(revocation.crl(session, keys, issuer="issuing", now=NOW))
     assert first.is_signature_valid(keys.issuing_cert.public_key())  # type: ignore[arg-type]
     assert first.next_update_utc == NOW + timedelta(days=7)
     assert first.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
     assert len(first) == 0
 
     # Unchanged revocations, within the refresh period: the very same CRL.
-    again = pki.crl(session, keys, issuer="issuing", now=NOW + timedelta(minutes=5))
+    again = revocation.crl(session, keys, issuer="issuing", now=NOW + timedelta(minutes=5))
     assert again == first.public_bytes(serialization.Encoding.DER)
 
     revoked_at = NOW + timedelta(minutes=10)
-    pki.revoke(session, credential, reason="key_compromise", now=revoked_at)
-    second = x509.load_der_x509_crl(pki.crl(session, keys, issuer="issuing", now=revoked_at))
+    revocation.revoke(session, credential, reason="key_compromise", now=revoked_at)
+    second = x509.load_der_x509_crl(revocation.crl(session, keys, issuer="issuing", now=revoked_at))
     entry = second.get_revoked_certificate_by_serial_number(int(credential.serial, 16))
     assert entry is not None and entry.revocation_date_utc == revoked_at
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == (
@@ -336,13 +338,13 @@ def test_issuing_crl_lists_revoked_credentials(session: Session, keys: pki.KeyMa
 
     # Past the refresh period a new CRL is issued, numbers keep increasing.
     third = x509.load_der_x509_crl(
-        pki.crl(session, keys, issuer="issuing", now=revoked_at + timedelta(hours=2))
+        revocation.crl(session, keys, issuer="issuing", now=revoked_at + timedelta(hours=2))
     )
     assert _crl_number(third) == _crl_number(second) + 1
 
 
 def test_root_crl_is_signed_by_the_root(session: Session, keys: pki.KeyMaterial) -> None:
-    root_crl = x509.load_der_x509_crl(pki.crl(session, keys, issuer="root", now=NOW))
+    root_crl = x509.load_der_x509_crl(revocation.crl(session, keys, issuer="root", now=NOW))
     assert root_crl.issuer == keys.root_cert.subject
     assert root_crl.is_signature_valid(keys.root_cert.public_key())  # type: ignore[arg-type]
     assert len(root_crl) == 0

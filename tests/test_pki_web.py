@@ -14,7 +14,10 @@ from signflow.app import create_app
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import CredentialBlocked
 from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.models import SignatureActivation, SignatureRequest, SigningCredential, User
 from signflow.services import build_services
 from tests.conftest import TEST_ACTOR, login
@@ -39,7 +42,7 @@ def test_certificates_and_crls_are_published(client, svc):
 
 def test_revocation_reaches_the_crl_at_once_and_stops_signing(client, svc, world):
     with svc.sessions() as s, s.begin():
-        serial = pki.active_credential(s, world.doc).serial
+        serial = creds.active_credential(s, world.doc).serial
         credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=world.doc,
                                       reason="key_compromise", now=svc.clock())
     crl = x509.load_der_x509_crl(client.get("/pki/issuing.crl").data)
@@ -63,16 +66,16 @@ def live(app):
 
 def test_own_tsa_serves_others_over_http(live, svc):
     """Another signer uses signflow's /tsa as its RFC 3161 time-stamping authority."""
-    stamper = signing.make_timestamper(svc.keys, f"{live}/tsa")
+    stamper = timestamps.make_timestamper(svc.keys, f"{live}/tsa")
     with svc.sessions() as s:
-        crls = [pki.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
+        crls = [revocation.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
     key, cert = _outsider_free_signer(svc)
     signed = signing.sign_pdf(
         make_pdf(), key=key, certificate=cert, keys=svc.keys,
         stamp=signing.Stamp(signer_name="TSA client", professional_id=None, reason="t",
                             when=svc.clock(), timezone="UTC"),
         timestamper=stamper, level="B-T", crls=crls)
-    report = signing.validate_pdf(signed, trust_roots=[svc.keys.root_cert], crls=crls)
+    report = validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert], crls=crls)
     assert report.ok and report.signatures[0].timestamp_time is not None
 
 
@@ -84,8 +87,8 @@ def _outsider_free_signer(svc):
                     created_at=svc.clock())
         s.add(user)
         s.flush()
-        cred = pki.enrol(s, svc.keys, user, "582914", now=svc.clock())
-        key = pki.unlock(s, svc.keys, cred, "582914", now=svc.clock())
+        cred = creds.enrol(s, svc.keys, user, "582914", now=svc.clock())
+        key = creds.unlock(s, svc.keys, cred, "582914", now=svc.clock())
         return key, x509.load_pem_x509_certificate(cred.certificate_pem.encode())
 
 
@@ -159,7 +162,7 @@ def test_shared_service_timestamper_across_threads(svc, world):
 
     key, cert = _outsider_free_signer(svc)
     with svc.sessions() as s:
-        crls = [pki.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
+        crls = [revocation.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
 
     def one(n: int) -> bytes:
         return signing.sign_pdf(
@@ -170,4 +173,4 @@ def test_shared_service_timestamper_across_threads(svc, world):
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         signed = list(pool.map(one, range(18)))
-    assert all(signing.validate_pdf(pdf, trust_roots=[svc.keys.root_cert]).ok for pdf in signed)
+    assert all(validation.validate_pdf(pdf, trust_roots=[svc.keys.root_cert]).ok for pdf in signed)

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from signflow.core.audit import log as audit
+from signflow.core.audit import checkpoints
 from signflow.core.errors import NotFound
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
 from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import access
 from signflow.core.requests import workflow as workflow
 from signflow.core.storage import FileBlobStore
 from signflow.models import AuditEntry, Blob, RequestState, SignatureRequest, User
@@ -126,7 +127,7 @@ def test_purge_past_retention_only(svc, world, clock, app):
         # Earlier entries stay and the log still verifies.
         actions = s.scalars(select(AuditEntry.action).where(AuditEntry.request_id == received)).all()
         assert {"request.created", "request.signed", "request.received"} <= set(actions)
-        assert audit.verify_log(
+        assert checkpoints.verify_log(
             s, public_key=svc.keys.audit_key.public_key(), origin=svc.settings.audit_origin
         ).ok
         assert consistency.check(s, svc.blobs) == []
@@ -141,7 +142,7 @@ def test_purge_past_retention_only(svc, world, clock, app):
 
     # The recipient asks for the purged file: a clear 404, from core and over HTTP.
     with svc.sessions() as s, pytest.raises(NotFound, match="retention period"):
-        workflow.document_for(
+        access.document_for(
             s, svc.deps, user=s.get(User, world.recipient), request_id=received, now=clock(), ip=None
         )
     client = app.test_client()

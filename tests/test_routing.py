@@ -12,8 +12,10 @@ from sqlalchemy import func, select
 
 from signflow import jobs
 from signflow.core.errors import Conflict, InvalidInput
-from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
 from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, RequestState, RotaShift, SignatureRequest, User
 from tests.conftest import csrf_token, login
@@ -40,15 +42,15 @@ def test_two_groups_sign_in_order_and_both_signatures_stay_valid(svc, world, tmp
 
     # The backup of the first group comes too late: that step is done.
     with svc.sessions() as s, pytest.raises(Conflict, match="Already signed by Dr Hélène Lefèvre"):
-        workflow.prepare_signing(s, svc.deps, user=s.get(User, world.backup), request_id=rid,
+        request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.backup), request_id=rid,
                                  now=svc.clock())
     done = _sign(svc, rid, world.offduty)  # on call for the second group
     assert done.state == RequestState.DELIVERED
 
     with svc.sessions() as s:
         signed = svc.blobs.get(s, s.get(SignatureRequest, rid).signed_sha256)
-        assert len(workflow.signatures_of(s, rid)) == 2
-    report = signing.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
+        assert len(access.signatures_of(s, rid)) == 2
+    report = validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
     assert report.ok, report.as_json()
     people = [sig for sig in report.signatures if not sig.is_timestamp]
     assert [p.signer for p in people] == ["Dr Hélène Lefèvre", "Dr Off Duty"]
@@ -100,9 +102,9 @@ def test_stamp_goes_where_the_technician_tapped(svc, world):
     with svc.sessions() as s, s.begin():
         tech = s.get(User, world.tech)
         with pytest.raises(InvalidInput):
-            workflow.set_stamp_position(s, svc.deps, user=tech, request_id=rid, page=3, fx=0.5,
+            request_signing.set_stamp_position(s, svc.deps, user=tech, request_id=rid, page=3, fx=0.5,
                                         fy=0.5, now=svc.clock(), ip=None)
-        workflow.set_stamp_position(s, svc.deps, user=tech, request_id=rid, page=1, fx=0.25,
+        request_signing.set_stamp_position(s, svc.deps, user=tech, request_id=rid, page=1, fx=0.25,
                                     fy=0.1, now=svc.clock(), ip=None)
     req = _sign(svc, rid, world.doc)
     with svc.sessions() as s:
@@ -115,7 +117,7 @@ def test_stamp_goes_where_the_technician_tapped(svc, world):
     assert abs((x1 + x2) / 2 - 595 * 0.25) < 2 and abs((y1 + y2) / 2 - 842 * 0.9) < 2
     # Once signed, the stamp can no longer move.
     with svc.sessions() as s, pytest.raises(Conflict):
-        workflow.set_stamp_position(s, svc.deps, user=s.get(User, world.tech), request_id=rid,
+        request_signing.set_stamp_position(s, svc.deps, user=s.get(User, world.tech), request_id=rid,
                                     page=1, fx=0.5, fy=0.5, now=svc.clock(), ip=None)
 
 

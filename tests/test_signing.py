@@ -27,6 +27,12 @@ from sqlalchemy.orm import Session
 
 from signflow.core.errors import InvalidDocument, InvalidInput, ServiceUnavailable
 from signflow.core.pades import sign as signing
+from signflow.core.pades import signers as pdf_signers
+from signflow.core.pades import timestamps
+from signflow.core.pades import validate as validation
+from signflow.core.pki import certificates as certs
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import User
@@ -42,7 +48,7 @@ REASON = "Transplant consent approved"
 class Physician:
     name: str
     rpps: str
-    key: pki.PrivateKey
+    key: certs.PrivateKey
     certificate: x509.Certificate
 
 
@@ -72,9 +78,9 @@ def _physician(
     )
     session.add(user)
     session.flush()
-    credential = pki.enrol(session, keys, user, PIN, now=now, algorithm=algorithm)
-    key = pki.unlock(session, keys, credential, PIN, now=now)
-    return Physician(name, rpps, key, pki.credential_certificate(credential))
+    credential = creds.enrol(session, keys, user, PIN, now=now, algorithm=algorithm)
+    key = creds.unlock(session, keys, credential, PIN, now=now)
+    return Physician(name, rpps, key, creds.credential_certificate(credential))
 
 
 def _make_world(folder: Path) -> World:
@@ -88,14 +94,14 @@ def _make_world(folder: Path) -> World:
     world_ec = _physician(session, keys, "Hélène Lefèvre", "10001234567", "ec")
     world_rsa = _physician(session, keys, "Øyvind Berg", "10007654321", "rsa")
     lukasz = _physician(session, keys, "Łukasz Żółkiewski", "10005555555", "ec")
-    crls = [pki.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
+    crls = [revocation.crl(session, keys, issuer=i, now=now) for i in ("root", "issuing")]
     root_pem = folder.parent / "root.pem"
     root_pem.write_bytes(keys.root_cert.public_bytes(serialization.Encoding.PEM))
     return World(
         keys=keys,
         session=session,
         crls=crls,
-        timestamper=signing.make_timestamper(keys, None),
+        timestamper=timestamps.make_timestamper(keys, None),
         ec=world_ec,
         rsa=world_rsa,
         lukasz=lukasz,
@@ -145,8 +151,8 @@ def sign(
     )
 
 
-def validate(world: World, pdf: bytes) -> signing.ValidationReport:
-    return signing.validate_pdf(pdf, trust_roots=[world.keys.root_cert])
+def validate(world: World, pdf: bytes) -> validation.ValidationReport:
+    return validation.validate_pdf(pdf, trust_roots=[world.keys.root_cert])
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +199,7 @@ def test_sign_and_validate_roundtrip(world: World, algorithm: str, level: str) -
 def test_b_lta_file_validates_offline_without_the_crls_given(
     world: World, lta_signed: bytes
 ) -> None:
-    report = signing.validate_pdf(lta_signed, trust_roots=[world.keys.root_cert], crls=[])
+    report = validation.validate_pdf(lta_signed, trust_roots=[world.keys.root_cert], crls=[])
     assert report.ok
     assert report.signatures[0].pades_level == "B-LTA"
 
@@ -203,7 +209,7 @@ def test_timestamp_failure_raises_and_returns_nothing(world: World) -> None:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
     # Nothing listens there any more.
-    dead_tsa = signing.make_timestamper(world.keys, f"http://127.0.0.1:{dead_port}/tsa")
+    dead_tsa = timestamps.make_timestamper(world.keys, f"http://127.0.0.1:{dead_port}/tsa")
     for level in ("B-T", "B-LTA"):
         with pytest.raises(ServiceUnavailable, match="timestamp authority unreachable"):
             sign(world, world.ec, level=level, timestamper=dead_tsa)
@@ -214,7 +220,7 @@ class _TsaHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        reply = signing.tsa_respond(self.keys, body, now=datetime.now(UTC))
+        reply = timestamps.tsa_respond(self.keys, body, now=datetime.now(UTC))
         self.send_response(200)
         self.send_header("Content-Type", "application/timestamp-reply")
         self.send_header("Content-Length", str(len(reply)))
@@ -240,7 +246,7 @@ def http_tsa(world: World) -> Iterator[str]:
 
 def test_signing_through_the_http_tsa_endpoint(world: World, http_tsa: str) -> None:
     signed = sign(
-        world, world.rsa, level="B-LTA", timestamper=signing.make_timestamper(world.keys, http_tsa)
+        world, world.rsa, level="B-LTA", timestamper=timestamps.make_timestamper(world.keys, http_tsa)
     )
     report = validate(world, signed)
     assert report.ok, report.as_json()
@@ -256,7 +262,7 @@ class StatusOnly(core.Sequence):
 def test_tsa_respond_refuses_garbage_and_rejects_weak_digests(world: World) -> None:
     now = datetime.now(UTC)
     with pytest.raises(InvalidInput):
-        signing.tsa_respond(world.keys, b"not a request", now=now)
+        timestamps.tsa_respond(world.keys, b"not a request", now=now)
     md5_request = tsp.TimeStampReq(
         {
             "version": 1,
@@ -267,7 +273,7 @@ def test_tsa_respond_refuses_garbage_and_rejects_weak_digests(world: World) -> N
             "cert_req": True,
         }
     ).dump()
-    reply = StatusOnly.load(signing.tsa_respond(world.keys, md5_request, now=now))
+    reply = StatusOnly.load(timestamps.tsa_respond(world.keys, md5_request, now=now))
     assert reply["status"]["status"].native == "rejection"
     assert reply["status"]["fail_info"].native == {"bad_alg"}
     good = tsp.TimeStampReq(
@@ -281,7 +287,7 @@ def test_tsa_respond_refuses_garbage_and_rejects_weak_digests(world: World) -> N
             "cert_req": True,
         }
     ).dump()
-    granted = tsp.TimeStampResp.load(signing.tsa_respond(world.keys, good, now=now))
+    granted = tsp.TimeStampResp.load(timestamps.tsa_respond(world.keys, good, now=now))
     assert granted["status"]["status"].native == "granted"
     info = granted["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
     assert info["nonce"].native == 42
@@ -418,12 +424,12 @@ def test_signature_made_before_revocation_stays_valid(world: World, tmp_path: Pa
     local = _make_world(folder)
     signed = sign(local, local.ec, level="B-T")
     time.sleep(1.1)  # the revocation must come strictly after the timestamp
-    credential = pki.active_credential(local.session, local.session.query(User).first().id)  # type: ignore[union-attr]
+    credential = creds.active_credential(local.session, local.session.query(User).first().id)  # type: ignore[union-attr]
     assert credential is not None
     now = datetime.now(UTC)
-    pki.revoke(local.session, credential, reason="superseded", now=now)
-    crls = [pki.crl(local.session, local.keys, issuer=i, now=now) for i in ("root", "issuing")]
-    before = signing.validate_pdf(signed, trust_roots=[local.keys.root_cert], crls=crls)
+    revocation.revoke(local.session, credential, reason="superseded", now=now)
+    crls = [revocation.crl(local.session, local.keys, issuer=i, now=now) for i in ("root", "issuing")]
+    before = validation.validate_pdf(signed, trust_roots=[local.keys.root_cert], crls=crls)
     assert before.ok and not before.signatures[0].revoked
     # Backdating the timestamp is impossible, so show the other side with a
     # signature timestamped after the revocation: the CRL makes it revoked.
@@ -437,7 +443,7 @@ def test_signature_made_before_revocation_stays_valid(world: World, tmp_path: Pa
         level="B-T",
         crls=crls,
     )
-    after = signing.validate_pdf(later, trust_roots=[local.keys.root_cert], crls=crls)
+    after = validation.validate_pdf(later, trust_roots=[local.keys.root_cert], crls=crls)
     assert after.signatures[0].revoked and not after.ok
 
 
@@ -546,12 +552,12 @@ def test_pdfsig_accepts_two_sequential_signatures(
 
 
 def test_signing_speed_p256_against_rsa3072(world: World, record_property: object) -> None:
-    """The measurement behind pki.DEFAULT_ALGORITHM: whole PDF signatures (B-B, so the
+    """The measurement behind creds.DEFAULT_ALGORITHM: whole PDF signatures (B-B, so the
     key is all that differs) and the raw private-key operation, interleaved in one run."""
     pdf = make_pdf()
     people = {"ec": world.ec, "rsa": world.rsa}
     signers = {
-        label: signing.KeySigner(who.key, who.certificate, [world.keys.issuing_cert])
+        label: pdf_signers.KeySigner(who.key, who.certificate, [world.keys.issuing_cert])
         for label, who in people.items()
     }
     whole_samples: dict[str, list[float]] = {"ec": [], "rsa": []}
@@ -579,6 +585,6 @@ def test_signing_speed_p256_against_rsa3072(world: World, record_property: objec
     )
     # End to end the key is a small share of a signature (PDF writing, CMS,
     # the stamp dominate); the key operation itself is where P-256 wins.
-    assert pki.DEFAULT_ALGORITHM == "ec"
+    assert creds.DEFAULT_ALGORITHM == "ec"
     assert raw["ec"] * 3 < raw["rsa"]
 

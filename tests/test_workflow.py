@@ -14,6 +14,8 @@ from signflow import jobs
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from signflow.core.notify.channels import Message, ServiceUnavailable, SmtpNotifier, WebhookNotifier
 from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, Job, RequestState, SignatureRequest, User
 from tests.conftest import PIN
@@ -39,8 +41,8 @@ def _state(svc, rid):
 def _sign(svc, rid, user_id, pin=PIN):
     with svc.sessions() as s, s.begin():
         user = s.get(User, user_id)
-        form = workflow.prepare_signing(s, svc.deps, user=user, request_id=rid, now=svc.clock())
-        return workflow.sign_request(s, svc.deps, user=user, request_id=rid, pin=pin,
+        form = request_signing.prepare_signing(s, svc.deps, user=user, request_id=rid, now=svc.clock())
+        return request_signing.sign_request(s, svc.deps, user=user, request_id=rid, pin=pin,
                                      activation_token=form.activation_token,
                                      shown_sha256=form.document_sha256, now=svc.clock(), ip=None)
 
@@ -109,7 +111,7 @@ def test_second_signature_refused_with_who_and_when(svc, world):
     rid = _create(svc, world)
     _sign(svc, rid, world.doc)
     with svc.sessions() as s, pytest.raises(Conflict, match="Already signed by Dr Hélène Lefèvre at"):
-        workflow.prepare_signing(s, svc.deps, user=s.get(User, world.backup), request_id=rid,
+        request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.backup), request_id=rid,
                                  now=svc.clock())
 
 
@@ -133,25 +135,25 @@ def test_decline_and_cancel_rules(svc, world):
         workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech), request_id=rid2,
                                 now=svc.clock(), ip=None)
     with svc.sessions() as s, pytest.raises(Conflict, match="cancelled"):
-        workflow.prepare_signing(s, svc.deps, user=s.get(User, world.doc), request_id=rid2,
+        request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.doc), request_id=rid2,
                                  now=svc.clock())
 
 
 def test_off_duty_physician_cannot_sign(svc, world):
     rid = _create(svc, world)
     with svc.sessions() as s, pytest.raises(NotFound):
-        workflow.prepare_signing(s, svc.deps, user=s.get(User, world.offduty), request_id=rid,
+        request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.offduty), request_id=rid,
                                  now=svc.clock())
 
 
 def test_head_of_department_may_sign_and_shift_end_revokes_access(svc, world, clock):
     rid = _create(svc, world, urgency="routine")
     with svc.sessions() as s:
-        assert workflow.prepare_signing(s, svc.deps, user=s.get(User, world.head), request_id=rid,
+        assert request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.head), request_id=rid,
                                         now=svc.clock()).document_sha256
     clock.advance(days=2)  # the doc's shift is over
     with svc.sessions() as s, pytest.raises(NotFound):
-        workflow.get_request(s, user=s.get(User, world.doc), request_id=rid, now=svc.clock())
+        access.get_request(s, user=s.get(User, world.doc), request_id=rid, now=svc.clock())
 
 
 def test_technician_only_creates(svc, world):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from signflow.cli.context import OPERATOR, operator_services, settings
 from signflow.config import Settings
+from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
-from signflow.core.ops import backup, consistency, retention
+from signflow.core.ops import backup, consistency, restore, retention
 
 BAR_WIDTH = 30
 
@@ -66,14 +67,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     config = settings()
     config.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.keys_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    result = backup.restore(Path(args.archive), database_url=config.database_url,
+    result = restore.restore(Path(args.archive), database_url=config.database_url,
                             keys_path=config.keys_path, blob_root=_blob_root(config),
                             progress=progress_bar("restore"))
     print(f"restored {result.rows} rows, {result.blob_files} blob file(s), "
           f"{len(result.key_files)} key file(s) (schema {result.schema_revision})")
     # The proof a restore worked: the log verifies and every document decrypts.
     with operator_services(config) as svc, svc.sessions() as session, session.begin():
-        verified = audit.verify_log(session, public_key=svc.keys.audit_key.public_key(),
+        verified = checkpoints.verify_log(session, public_key=svc.keys.audit_key.public_key(),
                                     origin=config.audit_origin)
         problems = consistency.check(session, svc.blobs)
         audit.append(session, now=svc.clock(), actor=OPERATOR, action="backup.restored",

@@ -8,7 +8,7 @@ from signflow.cli.context import OPERATOR, operator_services, record_key_event, 
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
 from signflow.core.ops import archive_renewal as archive
-from signflow.core.pki import hsm
+from signflow.core.pki import hsm, tsa
 from signflow.core.pki import keystore as pki
 
 
@@ -38,7 +38,7 @@ def cmd_hsm_init(args: argparse.Namespace) -> int:
 
 def cmd_renew_tsa(args: argparse.Namespace) -> int:
     with operator_services() as svc:
-        cert = pki.renew_tsa_certificate(svc.settings.keys_path, svc.keys, now=svc.clock())
+        cert = tsa.renew_tsa_certificate(svc.settings.keys_path, svc.keys, now=svc.clock())
     record_key_event(svc.settings, "keys.tsa_renewed", serial=f"{cert.serial_number:x}",
                      not_after=cert.not_valid_after_utc.isoformat())
     print(f"new TSA certificate {cert.serial_number:x}, valid until "

@@ -20,6 +20,7 @@ from signflow.core.accounts import users as accounts
 from signflow.core.audit import log as audit
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
+from signflow.core.pki import credentials as creds
 from signflow.core.pki import hsm, seal
 from signflow.core.pki import keystore as pki
 from signflow.core.requests import oncall
@@ -91,7 +92,7 @@ def _demo_pin() -> str:
     while True:
         pin = f"{secrets.randbelow(10**6):06d}"
         try:
-            pki.validate_pin_policy(pin)
+            creds.validate_pin_policy(pin)
             return pin
         except SignflowError:
             continue
@@ -120,7 +121,7 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
             pin = None
             if role == Role.PHYSICIAN:
                 pin = _demo_pin()
-                if pki.active_credential(session, user.id) is not None:
+                if creds.active_credential(session, user.id) is not None:
                     credentials.revoke_credential(session, actor=OPERATOR, user_id=user.id,
                                                   reason="superseded", now=now)
                 credentials.set_signing_pin(session, svc.keys, user, current_pin=None,

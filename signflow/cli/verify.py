@@ -12,10 +12,12 @@ from cryptography import x509
 from signflow import auditverify
 from signflow.cli.context import OPERATOR, CliError, operator_services, settings
 from signflow.config import Settings
-from signflow.core.audit import log as audit
+from signflow.core.audit import checkpoints
+from signflow.core.audit import export as audit_export
 from signflow.core.clock import utcnow
-from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
+from signflow.core.pades import validate as validation
+from signflow.core.pki import crl as revocation
+from signflow.core.pki import keyfiles
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -23,11 +25,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CliError(f"{path}: no such file")
     config = settings()
-    root_file = config.keys_path / pki.ROOT_CERT
+    root_file = config.keys_path / keyfiles.ROOT_CERT
     if not root_file.is_file():
         raise CliError(f"no hospital root certificate in {config.keys_path} (set SIGNFLOW_KEYS)")
     root = x509.load_pem_x509_certificate(root_file.read_bytes())
-    report = signing.validate_pdf(path.read_bytes(), trust_roots=[root],
+    report = validation.validate_pdf(path.read_bytes(), trust_roots=[root],
                                   crls=_published_crls(config), now=utcnow())
     if args.json:
         print(json.dumps(report.as_json(), indent=2, sort_keys=True))
@@ -56,7 +58,7 @@ def _published_crls(config: Settings) -> list[bytes]:
     file's own embedded validation data otherwise."""
     try:
         with operator_services(config) as svc, svc.sessions() as session, session.begin():
-            return [pki.crl(session, svc.keys, issuer=i, now=utcnow()) for i in ("root", "issuing")]
+            return [revocation.crl(session, svc.keys, issuer=i, now=utcnow()) for i in ("root", "issuing")]
     except Exception:  # verify must work from a bare keys folder too
         return []
 
@@ -67,7 +69,7 @@ def _service_verifier_key(config: Settings) -> str | None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    path = config.keys_path / pki.AUDIT_PUB
+    path = config.keys_path / keyfiles.AUDIT_PUB
     if not path.is_file():
         return None
     key = load_pem_public_key(path.read_bytes())
@@ -86,7 +88,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with operator_services() as svc:
         if args.audit_command == "verify":
             with svc.sessions() as session:
-                result = audit.verify_log(session, public_key=svc.keys.audit_key.public_key(),
+                result = checkpoints.verify_log(session, public_key=svc.keys.audit_key.public_key(),
                                           origin=svc.settings.audit_origin)
             if result.ok:
                 print(result.line())
@@ -94,7 +96,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(result.line(), file=sys.stderr)
             return 1
         with svc.sessions() as session, session.begin():
-            exported = audit.export_bundle(session, Path(args.out), signing_key=svc.keys.audit_key,
+            exported = audit_export.export_bundle(session, Path(args.out), signing_key=svc.keys.audit_key,
                                            origin=svc.settings.audit_origin, now=svc.clock(),
                                            actor=OPERATOR)
     print(f"exported {exported.size} entries and {exported.checkpoint_count} checkpoint(s) "

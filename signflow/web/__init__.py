@@ -10,7 +10,7 @@ from flask.typing import RouteCallable
 from flask_login import LoginManager, current_user, logout_user
 
 from signflow.core.accounts.users import load_session_user
-from signflow.core.requests.workflow import local_time
+from signflow.core.requests.access import local_time
 from signflow.models import User
 from signflow.web.context import close_session, current, in_one_transaction
 from signflow.web.context import session as db_session

@@ -10,6 +10,8 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import AuthenticationFailed
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import SignatureRequest
 from signflow.web.context import current
@@ -51,7 +53,7 @@ def _summary(req: SignatureRequest) -> dict[str, Any]:
 @token_required
 def list_requests() -> Response:
     rc = current()
-    items = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
+    items = access.list_requests(rc.session, user=rc.user, now=rc.now)
     return jsonify({"items": [_summary(r) for r in items]})
 
 
@@ -59,7 +61,7 @@ def list_requests() -> Response:
 @token_required
 def get_request(request_id: int) -> Response:
     rc = current()
-    req = workflow.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
+    req = access.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
     return jsonify(_summary(req))
 
 
@@ -67,7 +69,7 @@ def get_request(request_id: int) -> Response:
 @token_required
 def verification(request_id: int) -> Response:
     rc = current()
-    report = workflow.verify_document(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now)
+    report = request_signing.verify_document(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now)
     return jsonify(report.as_json())
 
 
@@ -75,7 +77,7 @@ def verification(request_id: int) -> Response:
 @token_required
 def document(request_id: int) -> Response:
     rc = current()
-    doc = workflow.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+    doc = access.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
                                 ip=rc.ip, download=True)
     resp = attachment(doc.data, doc.filename)
     resp.headers["Digest"] = f"sha-256={doc.sha256}"

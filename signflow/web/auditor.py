@@ -13,8 +13,9 @@ from typing import IO, Any
 from flask import Blueprint, Response, render_template, request, send_file, url_for
 
 from signflow.auditverify import verifier_key
+from signflow.core.audit import checkpoints
 from signflow.core.audit import evidence as evidence
-from signflow.core.audit import log as audit
+from signflow.core.audit import export as audit_export
 from signflow.core.errors import InvalidInput
 from signflow.models import AuditAction, Role
 from signflow.web.context import current
@@ -49,7 +50,7 @@ def _action() -> AuditAction | None:
 def index() -> str:
     rc = current()
     session = rc.session
-    entries = audit.search(
+    entries = audit_export.search(
         session,
         request_id=request.args.get("request", type=int),
         actor_id=request.args.get("actor", type=int),
@@ -106,12 +107,12 @@ def verify() -> str:
     keys = rc.services.keys
     origin = rc.services.settings.audit_origin
     session = rc.session
-    result = audit.verify_log(session, public_key=keys.audit_key.public_key(), origin=origin)
+    result = checkpoints.verify_log(session, public_key=keys.audit_key.public_key(), origin=origin)
     return render_template(
         "auditor/verify.html",
         result=result,
         checked_at=rc.now,
-        checkpoint=audit.latest_checkpoint(session),
+        checkpoint=checkpoints.latest_checkpoint(session),
         vkey=verifier_key(origin, keys.audit_key.public_key()),
     )
 
@@ -134,7 +135,7 @@ def export() -> Response:
     archive = tempfile.TemporaryFile()  # noqa: SIM115 - send_file closes it
     try:
         with tempfile.TemporaryDirectory(prefix="signflow-export-") as work:
-            audit.export_bundle(
+            audit_export.export_bundle(
                 rc.session,
                 Path(work) / name,
                 signing_key=rc.services.keys.audit_key,

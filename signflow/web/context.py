@@ -23,7 +23,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from signflow.config import Settings
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden, SignflowError
-from signflow.core.requests.workflow import Deps
+from signflow.core.requests.deps import Deps
 from signflow.models import User
 from signflow.services import Services
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
 from signflow.web.context import current
@@ -18,7 +20,7 @@ bp = Blueprint("destination", __name__, url_prefix="/received")
 @roles(Role.RECIPIENT)
 def inbox() -> str:
     rc = current()
-    requests = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
+    requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
     return render_template("destination/inbox.html", requests=requests)
 
 
@@ -26,8 +28,8 @@ def inbox() -> str:
 @roles(Role.RECIPIENT)
 def detail(request_id: int) -> str:
     rc = current()
-    req = workflow.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
-    report = workflow.verify_document(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now)
+    req = access.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
+    report = request_signing.verify_document(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now)
     return render_template("destination/detail.html", req=req, report=report, form=ConfirmForm(),
                            tz=rc.deps.timezone)
 

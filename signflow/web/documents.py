@@ -7,7 +7,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, request
 
 from signflow.core.errors import NotFound
-from signflow.core.requests import workflow as workflow
+from signflow.core.requests import access
 from signflow.models import Role
 from signflow.web.context import current
 from signflow.web.guards import roles
@@ -25,7 +25,7 @@ def page(request_id: int, page: int) -> Response:
     width = request.args.get("w", type=int) or 800
     if width not in WIDTHS:
         width = 800
-    doc = workflow.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+    doc = access.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
                                 ip=rc.ip)
     if page < 1:
         raise NotFound("No such page.")
@@ -51,6 +51,6 @@ def attachment(data: bytes, filename: str, mimetype: str = "application/pdf") ->
 @roles(*READERS)
 def download(request_id: int) -> Response:
     rc = current()
-    doc = workflow.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+    doc = access.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
                                 ip=rc.ip, download=True)
     return attachment(doc.data, doc.filename)

@@ -7,7 +7,9 @@ from werkzeug.wrappers import Response
 
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
-from signflow.core.pki import keystore as pki
+from signflow.core.pki import credentials as creds
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import RequestState, Role
 from signflow.web.context import current
@@ -21,10 +23,10 @@ bp = Blueprint("physician", __name__, url_prefix="/inbox")
 @roles(Role.PHYSICIAN)
 def inbox() -> str:
     rc = current()
-    requests = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
+    requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
     pending = [r for r in requests if r.state == RequestState.PENDING]
     handled = [r for r in requests if r.state != RequestState.PENDING]
-    credential = pki.active_credential(rc.session, rc.user.id)
+    credential = creds.active_credential(rc.session, rc.user.id)
     return render_template("physician/inbox.html", pending=pending, handled=handled,
                            credential=credential)
 
@@ -33,7 +35,7 @@ def inbox() -> str:
 @roles(Role.PHYSICIAN)
 def review(request_id: int) -> str:
     rc = current()
-    view = workflow.review(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
+    view = request_signing.review(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
                            ip=rc.ip)
     form = decline = delegate = None
     if view.signing is not None:
@@ -54,7 +56,7 @@ def sign(request_id: int) -> Response | tuple[str, int]:
     form = SignForm()
     if not form.validate_on_submit():
         raise InvalidInput("Enter your signing PIN.")
-    req = workflow.sign_request(
+    req = request_signing.sign_request(
         rc.session, rc.deps, user=rc.user, request_id=request_id, pin=form.pin.data or "",
         activation_token=form.activation.data or "", shown_sha256=form.document_sha256.data or "",
         now=rc.now, ip=rc.ip,
@@ -81,13 +83,12 @@ def decline(request_id: int) -> Response:
 def signing_pin() -> Response | str:
     rc = current()
     form = PinForm()
-    credential = pki.active_credential(rc.session, rc.user.id)
+    credential = creds.active_credential(rc.session, rc.user.id)
     if form.validate_on_submit():
         if form.pin.data != form.confirm.data:
             raise InvalidInput("The two new PINs differ.")
-        credentials.set_signing_pin(rc.session, rc.deps.keys, rc.user,
-                                    current_pin=form.current_pin.data or None,
-                                    new_pin=form.pin.data or "", now=rc.now, ip=rc.ip)
+        credentials.set_signing_pin(rc.session, rc.deps.keys, rc.user, current_pin=form.current_pin.data or None,
+                            new_pin=form.pin.data or "", now=rc.now, ip=rc.ip)
         flash("Your signing PIN is set.", "success")
         return redirect(url_for("physician.inbox"))
     return render_template("physician/pin.html", form=form, credential=credential)

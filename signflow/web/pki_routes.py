@@ -6,8 +6,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, request
 
 from signflow.core.errors import InvalidInput
-from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
+from signflow.core.pades import timestamps
+from signflow.core.pki import crl as revocation
 from signflow.web.context import current
 
 bp = Blueprint("pki", __name__)
@@ -36,7 +36,7 @@ def issuing_cert() -> Response:
 @bp.get("/pki/<any(root, issuing):issuer>.crl")
 def crl(issuer: str) -> Response:
     rc = current()
-    data = pki.crl(rc.session, rc.services.keys, issuer=issuer, now=rc.now)
+    data = revocation.crl(rc.session, rc.services.keys, issuer=issuer, now=rc.now)
     return _der(data, "application/pkix-crl")
 
 
@@ -48,5 +48,5 @@ def tsa() -> Response:
     body = request.get_data(cache=False)
     if len(body) > MAX_TSA_REQUEST:
         raise InvalidInput("Time-stamp request too large.")
-    reply = signing.tsa_respond(rc.services.keys, body, now=rc.now)
+    reply = timestamps.tsa_respond(rc.services.keys, body, now=rc.now)
     return Response(reply, mimetype="application/timestamp-reply")

@@ -8,6 +8,8 @@ from werkzeug.wrappers import Response
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
 from signflow.core.pdf import normalise as pdfcheck
+from signflow.core.requests import access
+from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
 from signflow.web.context import current
@@ -31,7 +33,7 @@ def _upload_form() -> UploadForm:
 @roles(Role.TECHNICIAN)
 def index() -> str:
     rc = current()
-    requests = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
+    requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
     return render_template("technician/index.html", requests=requests)
 
 
@@ -39,7 +41,7 @@ def index() -> str:
 @roles(Role.TECHNICIAN)
 def status() -> Response:
     rc = current()
-    requests = workflow.list_requests(rc.session, user=rc.user, now=rc.now)
+    requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
     return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in requests})
 
 
@@ -74,12 +76,12 @@ def new() -> Response | str:
 @roles(Role.TECHNICIAN)
 def detail(request_id: int) -> str:
     rc = current()
-    req = workflow.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
+    req = access.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
     groups = {g.id: g.name for g in accounts.directory(rc.session)[0]}
     return render_template("technician/detail.html", req=req, cancel_form=ConfirmForm(),
-                           stamp_form=StampForm(), removed=workflow.removed_content(req),
-                           route=[groups.get(g, "?") for g in workflow.route_of(req)],
-                           signatures=workflow.signatures_of(rc.session, req.id))
+                           stamp_form=StampForm(), removed=access.removed_content(req),
+                           route=[groups.get(g, "?") for g in access.route_of(req)],
+                           signatures=access.signatures_of(rc.session, req.id))
 
 
 @bp.post("/<int:request_id>/stamp")
@@ -89,7 +91,7 @@ def stamp(request_id: int) -> Response:
     form = StampForm()
     if not form.validate_on_submit():
         raise InvalidInput("Tap inside a page of the document.")
-    workflow.set_stamp_position(rc.session, rc.deps, user=rc.user, request_id=request_id,
+    request_signing.set_stamp_position(rc.session, rc.deps, user=rc.user, request_id=request_id,
                                 page=form.page.data or 0, fx=form.fx.data or 0.0,
                                 fy=form.fy.data or 0.0, now=rc.now, ip=rc.ip)
     flash("The signature stamp will go where you tapped.", "success")

@@ -14,6 +14,8 @@ from signflow.core.accounts.users import actor_of
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden, InvalidInput, NotFound
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
 from signflow.models import Role, SigningCredential, User
 
@@ -25,20 +27,20 @@ def set_signing_pin(
     """Enrol (no usable credential yet) or change the PIN (re-wraps the same key)."""
     if user.role != Role.PHYSICIAN:
         raise Forbidden("Only physicians hold a signing credential.")
-    pki.validate_pin_policy(new_pin)
+    creds.validate_pin_policy(new_pin)
     actor = actor_of(user, ip)
-    credential = pki.active_credential(session, user.id)
+    credential = creds.active_credential(session, user.id)
     if credential is not None and credential.blocked_at is None:
         if not current_pin:
             raise InvalidInput("Enter your current signing PIN.")
-        pki.change_pin(session, keys, credential, current_pin, new_pin, now=now)
+        creds.change_pin(session, keys, credential, current_pin, new_pin, now=now)
         audit.append(session, now=now, actor=actor, action="credential.pin_changed",
                      credential=credential.serial)
         return credential
     if credential is not None:
         # Blocked: only an administrator's re-enrolment (revocation) reopens enrolment.
         raise Forbidden("Your signing credential is blocked: ask an administrator to re-enrol you.")
-    created = pki.enrol(session, keys, user, new_pin, now=now, algorithm=algorithm)
+    created = creds.enrol(session, keys, user, new_pin, now=now, algorithm=algorithm)
     audit.append(session, now=now, actor=actor, action="credential.enrolled",
                  credential=created.serial, algorithm=created.algorithm,
                  not_after=audit.rfc3339(created.not_after))
@@ -52,10 +54,10 @@ def revoke_credential(
     user = session.get(User, user_id)
     if user is None or user.role != Role.PHYSICIAN:
         raise NotFound("No such physician.")
-    credential = pki.active_credential(session, user.id)
+    credential = creds.active_credential(session, user.id)
     if credential is None:
         raise NotFound("This physician has no active signing credential.")
-    pki.revoke(session, credential, reason=reason, now=now)
+    revocation.revoke(session, credential, reason=reason, now=now)
     audit.append(session, now=now, actor=actor, action="credential.revoked", user=user.id,
                  credential=credential.serial, reason=reason)
     return credential

@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, InvalidInput
-from signflow.core.pades import sign as signing
-from signflow.core.pki import keystore as pki
-from signflow.core.requests.workflow import Deps
+from signflow.core.pades import timestamps
+from signflow.core.pki import crl as revocation
+from signflow.core.requests.deps import Deps
 from signflow.models import RequestState, SignatureRequest
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _due(
     sha = req.signed_sha256
     if sha is None:
         return None
-    horizon = signing.timestamp_horizon(deps.blobs.get(session, sha))
+    horizon = timestamps.timestamp_horizon(deps.blobs.get(session, sha))
     # No document timestamp: a B-T/B-LT file the site chose; it has no chain to extend.
     if horizon is None or horizon > now + window:
         return None
@@ -104,24 +104,24 @@ def renew_due(
     its horizon further (the TSA's own certificate expires no later) is left
     alone and logged. Only flushes; running it again right away renews nothing."""
     window = _check_window(within_days)
-    tsa_horizon = signing.timestamper_horizon(deps.timestamper)
+    tsa_horizon = timestamps.timestamper_horizon(deps.timestamper)
     if tsa_horizon is not None and tsa_horizon <= now + window:
         raise ConfigurationError(
             f"the TSA certificate itself expires within {within_days} days "
             f"({tsa_horizon:%Y-%m-%d}): renew it (`signflow pki renew-tsa`) before "
             "adding archive timestamps"
         )
-    crls = [pki.crl(session, deps.keys, issuer=issuer, now=now) for issuer in ("root", "issuing")]
+    crls = [revocation.crl(session, deps.keys, issuer=issuer, now=now) for issuer in ("root", "issuing")]
     renewed: list[int] = []
     for req in _final_requests(session, lock=True):
         found = _due(session, deps, req, now=now, window=window)
         if found is None:
             continue
         before = deps.blobs.get(session, found.signed_sha256)
-        after = signing.add_archive_timestamp(
+        after = timestamps.add_archive_timestamp(
             before, keys=deps.keys, timestamper=deps.timestamper, crls=crls
         )
-        new_horizon = signing.timestamp_horizon(after)
+        new_horizon = timestamps.timestamp_horizon(after)
         if new_horizon is None or new_horizon <= found.horizon:
             log.warning(
                 "request %s: an archive timestamp from this TSA would not outlive the "

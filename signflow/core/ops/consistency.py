@@ -22,7 +22,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import SignflowError
 from signflow.core.requests import outbox as outbox
-from signflow.core.requests.workflow import Deps
+from signflow.core.requests.deps import Deps
 from signflow.core.storage import BlobStore
 from signflow.models import (
     AuditAction,

@@ -14,7 +14,7 @@ from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
 from signflow.core.ops.consistency import content_hashes
 from signflow.core.pdf.preview import PreviewCache
-from signflow.core.requests.workflow import Deps
+from signflow.core.requests.deps import Deps
 from signflow.models import RequestState, Signature, SignatureRequest
 
 TERMINAL_STATES = (

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from signflow.core.errors import ConfigurationError
+from signflow.core.pki import certificates as certs
+from signflow.core.pki import keyfiles
 from signflow.core.pki import keystore as pki
 
 SEAL_CERT, SEAL_KEY = "seal.crt", "seal.key"
@@ -32,7 +34,7 @@ RENEW_BEFORE = timedelta(days=30)
 
 @dataclass(frozen=True)
 class Seal:
-    key: pki.PrivateKey = field(repr=False)
+    key: certs.PrivateKey = field(repr=False)
     certificate: x509.Certificate
 
 
@@ -56,7 +58,7 @@ def _issue_seal(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(min(now + pki.CERT_VALIDITY, keys.issuing_cert.not_valid_after_utc))
+        .not_valid_after(min(now + certs.CERT_VALIDITY, keys.issuing_cert.not_valid_after_utc))
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(keys.issuing_key.public_key()),
@@ -81,14 +83,14 @@ def _issue_seal(
             x509.ExtendedKeyUsage(
                 [
                     ExtendedKeyUsageOID.EMAIL_PROTECTION,
-                    pki.DOCUMENT_SIGNING_EKU,
-                    pki.ADOBE_AUTHENTIC_DOCUMENTS_EKU,
+                    certs.DOCUMENT_SIGNING_EKU,
+                    certs.ADOBE_AUTHENTIC_DOCUMENTS_EKU,
                 ]
             ),
             critical=False,
         )
     )
-    for extension in pki.ca_links(keys.base_url, "issuing"):
+    for extension in certs.ca_links(keys.base_url, "issuing"):
         builder = builder.add_extension(extension, critical=False)
     return builder.sign(keys.issuing_key, hashes.SHA256())
 
@@ -129,7 +131,7 @@ def ensure_seal(
     certificate = _issue_seal(keys, key, now)
     # Key first: a crash in between leaves a key without certificate, which
     # load_seal reports, never a certificate whose key is gone.
-    pki.write_private(
+    keyfiles.write_private(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -137,7 +139,7 @@ def ensure_seal(
             serialization.BestAvailableEncryption(passphrase),
         ),
     )
-    pki.write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    keyfiles.write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     return True
 
 

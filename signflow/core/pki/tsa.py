@@ -1,4 +1,5 @@
-"""The service's own RFC 3161 time-stamping authority.
+"""The service's own RFC 3161 time-stamping authority, and the issue and renewal of its
+certificate.
 
 Used in-process by the signer (no HTTP round trip) and behind the /tsa HTTP
 endpoint for outside clients. Tokens are signed by the TSA certificate of the
@@ -10,18 +11,24 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from pyhanko.sign.general import as_signing_certificate_v2
 from pyhanko.sign.timestamps import DummyTimeStamper, TimeStamper
 
 from signflow.core.clock import utcnow
-from signflow.core.errors import InvalidInput
+from signflow.core.errors import ConfigurationError, InvalidInput
+from signflow.core.pki import certificates as certs
+from signflow.core.pki.keyfiles import TSA_CERT, write_private
+from signflow.core.pki.keystore import KeyMaterial
 
 # signflow's TSA policy: a UUID-derived OID (ITU-T X.667), no registration needed.
 TSA_POLICY_OID = "2.25.38313387558098281978437526548220561560"
@@ -163,3 +170,54 @@ def parse_request(request_der: bytes) -> tsp.TimeStampReq:
     if req["version"].native != "v1":
         raise InvalidInput("unsupported time-stamp request version")
     return req
+
+
+def issue_tsa_certificate(
+    keys: KeyMaterial,
+    public_key: rsa.RSAPublicKey,
+    *,
+    now: datetime,
+    validity: timedelta = certs.TSA_VALIDITY,
+) -> x509.Certificate:
+    """A TSA certificate (EKU timeStamping, critical, as RFC 3161 requires) for
+    `public_key`, issued by the issuing CA (whose key may be on the token)."""
+    if not keys.base_url:
+        raise ConfigurationError("the PKI base URL is not configured")
+    return certs.issue(
+        subject=certs.subject_name("signflow Time Stamping Authority"),
+        public_key=public_key,
+        issuer_cert=keys.issuing_cert,
+        issuer_key=keys.issuing_key,
+        not_before=now,
+        not_after=now + validity,
+        extensions=[
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (certs.key_usage(signing=True), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
+            *((ext, False) for ext in certs.ca_links(keys.base_url, "issuing")),
+        ],
+    )
+
+
+def renew_tsa_certificate(keys_path: Path, keys: KeyMaterial, *, now: datetime) -> x509.Certificate:
+    """A new TSA certificate for the same TSA key (file or token), valid from `now`.
+
+    Archive timestamps only extend a document's life if their TSA certificate
+    outlives the previous one. The old certificate is kept as
+    tsa-<serial>.crt: earlier tokens still name it. Reload the keys afterwards."""
+    old = keys.tsa_cert
+    certificate = issue_tsa_certificate(keys, keys.tsa_key.public_key(), now=now)
+    if certificate.not_valid_after_utc <= old.not_valid_after_utc:
+        raise ConfigurationError(
+            "a new TSA certificate would not outlive the current one: "
+            "the issuing CA expires first and must be renewed"
+        )
+    archived = keys_path / f"tsa-{old.serial_number:x}.crt"
+    if not archived.exists():
+        write_private(archived, certs.cert_pem(old))
+    staged = keys_path / (TSA_CERT + ".new")
+    staged.unlink(missing_ok=True)
+    write_private(staged, certs.cert_pem(certificate))
+    # Atomic: a crash leaves either the old certificate or the new one.
+    staged.replace(keys_path / TSA_CERT)
+    return certificate

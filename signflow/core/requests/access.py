@@ -1,0 +1,188 @@
+"""Who may see, read and act on a request: the object-level access rule, the
+request lists, the documents a user may read, and the messages of a refused action."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from signflow.core.accounts.users import actor_of
+from signflow.core.audit import log as audit
+from signflow.core.errors import Conflict, Forbidden, NotFound
+from signflow.core.requests import oncall as oncall
+from signflow.core.requests.deps import Deps
+from signflow.models import OnCallGroup, RequestState, Role, Signature, SignatureRequest, User
+
+
+@dataclass(frozen=True)
+class Document:
+    filename: str
+    data: bytes
+    sha256: str
+
+
+def local_time(when: datetime, tz: str) -> str:
+    return when.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def may_view(session: Session, user: User, req: SignatureRequest, now: datetime) -> bool:
+    """The one object-level access rule for requests."""
+    if not user.active:
+        return False
+    match user.role:
+        case Role.TECHNICIAN:
+            return req.technician_id == user.id
+        case Role.PHYSICIAN:
+            return handled_by(session, req, user) or any(
+                oncall.may_act_for_group(session, user, group, now)
+                for group in _route_groups(session, req)
+            )
+        case Role.RECIPIENT:
+            return req.destination_id == user.destination_id and req.state in (
+                RequestState.DELIVERED, RequestState.RECEIVED
+            )
+        case Role.AUDITOR:
+            return True
+        case _:
+            return False
+
+
+def may_read_document(session: Session, user: User, req: SignatureRequest, now: datetime) -> bool:
+    """Auditors see metadata and the audit trail, not medical content; admins see nothing."""
+    return user.role in (Role.TECHNICIAN, Role.PHYSICIAN, Role.RECIPIENT) and may_view(
+        session, user, req, now
+    )
+
+
+def get_request(session: Session, *, user: User, request_id: int, now: datetime,
+                for_update: bool = False) -> SignatureRequest:
+    query = select(SignatureRequest).where(SignatureRequest.id == request_id)
+    if for_update:
+        query = query.with_for_update()
+    req = session.scalar(query)
+    # Someone else's request looks exactly like a missing one.
+    if req is None or not may_view(session, user, req, now):
+        raise NotFound("No such request, or it is not yours to see.")
+    return req
+
+
+def list_requests(session: Session, *, user: User, now: datetime, limit: int = 200) -> list[SignatureRequest]:
+    query = select(SignatureRequest).order_by(SignatureRequest.id.desc()).limit(limit)
+    match user.role:
+        case Role.TECHNICIAN:
+            query = query.where(SignatureRequest.technician_id == user.id)
+        case Role.PHYSICIAN:
+            groups = oncall.groups_on_call(session, user, now)
+            signed = select(Signature.request_id).where(Signature.user_id == user.id)
+            query = query.where(
+                or_(
+                    SignatureRequest.group_id.in_(groups),
+                    SignatureRequest.id.in_(signed),
+                    SignatureRequest.declined_by_id == user.id,
+                )
+            )
+        case Role.RECIPIENT:
+            query = query.where(
+                SignatureRequest.destination_id == user.destination_id,
+                SignatureRequest.state.in_([RequestState.DELIVERED, RequestState.RECEIVED]),
+            )
+        case Role.AUDITOR:
+            pass
+        case _:
+            return []
+    return list(session.scalars(query))
+
+
+def document_for(
+    session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
+    ip: str | None, download: bool = False,
+) -> Document:
+    """The bytes a user may read: the signed file once there is one, else the
+    normalised upload (the exact bytes a physician previews and signs)."""
+    req = get_request(session, user=user, request_id=request_id, now=now)
+    if not may_read_document(session, user, req, now):
+        raise Forbidden("Your role cannot read documents.")
+    if req.purged_at is not None:
+        raise NotFound("This document was removed after its retention period.")
+    sha = req.signed_sha256 or req.document_sha256
+    data = deps.blobs.get(session, sha)
+    if download:
+        audit.append(session, now=now, actor=actor_of(user, ip), action="document.downloaded",
+                     request_id=req.id, sha256=sha)
+    stem = req.filename.removesuffix(".pdf")
+    return Document(filename=f"{stem}-signed.pdf" if req.signed_sha256 else req.filename,
+                    data=data, sha256=sha)
+
+
+def handled_by(session: Session, req: SignatureRequest, user: User) -> bool:
+    if req.declined_by_id == user.id:
+        return True
+    return session.scalar(select(Signature.id).where(
+        Signature.request_id == req.id, Signature.user_id == user.id).limit(1)) is not None
+
+
+def route_of(req: SignatureRequest) -> list[int]:
+    return [int(g) for g in req.route.split(",") if g] or [req.group_id]
+
+
+def _route_groups(session: Session, req: SignatureRequest) -> list[OnCallGroup]:
+    groups = [session.get(OnCallGroup, g) for g in route_of(req)]
+    return [g for g in groups if g is not None]
+
+
+def state_message(req: SignatureRequest, tz: str) -> str:
+    if req.state in (RequestState.SIGNED, RequestState.DELIVERED, RequestState.RECEIVED):
+        who = req.signed_by.display_name if req.signed_by else "another physician"
+        when = local_time(req.signed_at, tz) if req.signed_at else ""
+        return f"Already signed by {who} at {when}."
+    if req.state == RequestState.DECLINED:
+        who = req.declined_by.display_name if req.declined_by else "a physician"
+        return f"Already declined by {who}."
+    return f"This request is {req.state}; it can no longer be signed."
+
+
+def step_message(req: SignatureRequest, tz: str) -> str:
+    who = req.signed_by.display_name if req.signed_by else "another physician"
+    when = local_time(req.signed_at, tz) if req.signed_at else ""
+    return f"Already signed by {who} at {when}; it now awaits {req.group.name}."
+
+
+def require_signer(session: Session, user: User, req: SignatureRequest, now: datetime,
+                    deps: Deps) -> None:
+    if user.role == Role.PHYSICIAN and req.state == RequestState.PENDING:
+        if oncall.may_act_for_group(session, user, req.group, now):
+            return
+        done = _route_groups(session, req)[: req.step]
+        if any(oncall.may_act_for_group(session, user, g, now) for g in done):
+            # Someone of this physician's group signed this step first.
+            raise Conflict(step_message(req, deps.timezone))
+    if user.role == Role.PHYSICIAN and req.state != RequestState.PENDING:
+        raise Conflict(state_message(req, deps.timezone))
+    raise Forbidden("Only a physician on call for this group can act on this request.")
+
+
+def colleagues(session: Session, *, user: User, req: SignatureRequest, now: datetime) -> list[User]:
+    """Physicians a request can be delegated to: on call for its group now, or its head."""
+    people = oncall.on_call(session, req.group_id, now)
+    if req.group.head is not None and req.group.head.active:
+        people.append(req.group.head)
+    return [p for p in dict.fromkeys(people) if p.id != user.id]
+
+
+def signatures_of(session: Session, request_id: int) -> list[Signature]:
+    return list(session.scalars(
+        select(Signature).where(Signature.request_id == request_id).order_by(Signature.id)))
+
+
+def removed_content(req: SignatureRequest) -> Sequence[str]:
+    try:
+        value = json.loads(req.removed_content or "[]")
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []

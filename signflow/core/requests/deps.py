@@ -1,0 +1,25 @@
+"""The adapters and settings the request workflow needs (`Deps`), wired by the app factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from signflow.core.pki import keystore as pki
+from signflow.core.requests import oncall as oncall
+from signflow.core.storage import BlobStore
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Adapters and settings the workflow needs, wired by the app factory."""
+
+    keys: pki.KeyMaterial
+    blobs: BlobStore
+    timestamper: Any
+    timezone: str
+    pades_level: str
+    activation_key: bytes
+    deadline_minutes: Mapping[str, int]
+    escalation_levels: int = oncall.LADDER_LEVELS

@@ -1,0 +1,214 @@
+"""A physician signing a request: the sign form, signing with the PIN-unlocked key,
+the review page, the stamp position, and verifying the delivered file."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pikepdf
+from cryptography import x509
+from sqlalchemy.orm import Session
+
+from signflow.core.accounts.users import actor_of
+from signflow.core.audit import log as audit
+from signflow.core.errors import Conflict, CredentialBlocked, Forbidden, InvalidInput, WrongPin
+from signflow.core.pades import sign as signing
+from signflow.core.pades import validate as validation
+from signflow.core.pki import credentials as creds
+from signflow.core.pki import crl as revocation
+from signflow.core.requests import access as access
+from signflow.core.requests import activation as activation
+from signflow.core.requests import outbox as outbox
+from signflow.core.requests import workflow as workflow
+from signflow.core.requests.deps import Deps
+from signflow.models import RequestState, Role, Signature, SignatureRequest, User
+
+SIGN_REASON = "Approved for transplant workflow"
+
+
+@dataclass(frozen=True)
+class SigningForm:
+    """What the sign page needs: the exact bytes' hash and the activation token."""
+
+    request: SignatureRequest
+    document_sha256: str
+    activation_token: str
+    credential_serial: str
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a physician's page about one request shows."""
+
+    request: SignatureRequest
+    signing: SigningForm | None
+    colleagues: list[User]
+    message: str | None
+    signatures: list[Signature]
+
+
+def prepare_signing(session: Session, deps: Deps, *, user: User, request_id: int,
+                    now: datetime) -> SigningForm:
+    req = access.get_request(session, user=user, request_id=request_id, now=now)
+    access.require_signer(session, user, req, now, deps)
+    credential = creds.active_credential(session, user.id)
+    if credential is None:
+        raise CredentialBlocked("You have no signing credential yet: set your signing PIN first.")
+    creds.check_usable(credential, now=now)
+    token = activation.issue(
+        deps.activation_key, user_id=user.id, request_id=req.id, credential_id=credential.id,
+        document_sha256=req.document_sha256, now=now,
+    )
+    return SigningForm(request=req, document_sha256=req.document_sha256,
+                       activation_token=token, credential_serial=credential.serial)
+
+
+def _parse_position(raw: str | None) -> tuple[int | None, tuple[float, float, float, float] | None]:
+    if not raw:
+        return None, None
+    page, x1, y1, x2, y2 = raw.split(",")
+    return int(page), (float(x1), float(y1), float(x2), float(y2))
+
+
+def sign_request(
+    session: Session, deps: Deps, *, user: User, request_id: int, pin: str,
+    activation_token: str, shown_sha256: str, now: datetime, ip: str | None,
+) -> SignatureRequest:
+    actor = actor_of(user, ip)
+    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    access.require_signer(session, user, req, now, deps)
+    claims = activation.read(deps.activation_key, activation_token, now=now)
+    if claims.user_id != user.id or claims.request_id != req.id:
+        raise Forbidden("This signing form belongs to another request. Reload the document.")
+    if not (shown_sha256 == claims.document_sha256 == req.document_sha256):
+        raise Conflict("The document differs from the one you were shown. Reload it and sign again.")
+    credential = creds.active_credential(session, user.id)
+    if credential is None or credential.id != claims.credential_id:
+        raise Forbidden("Your signing credential changed since you opened the document. Reload it.")
+    try:
+        key = creds.unlock(session, deps.keys, credential, pin, now=now)
+    except (WrongPin, CredentialBlocked) as exc:
+        audit.append(session, now=now, actor=actor, action="signature.pin_rejected",
+                     request_id=req.id, credential=credential.serial, problem=exc.code)
+        raise
+    used = activation.consume(session, claims, now=now)
+    certificate = x509.load_pem_x509_certificate(credential.certificate_pem.encode())
+    document = deps.blobs.get(session, req.document_sha256)
+    page, box = _parse_position(req.stamp_position)
+    stamp = signing.Stamp(
+        signer_name=user.display_name, professional_id=user.professional_id,
+        reason=SIGN_REASON, when=now, timezone=deps.timezone, page=page, box=box,
+    )
+    signed = signing.sign_pdf(
+        document, key=key, certificate=certificate, keys=deps.keys, stamp=stamp,
+        timestamper=deps.timestamper, level=deps.pades_level,
+        crls=current_crls(session, deps, now=now),
+    )
+    signed_sha = deps.blobs.put(session, signed, now=now)
+    session.add(Signature(
+        request_id=req.id, user_id=user.id, credential_id=credential.id,
+        certificate_serial=credential.serial, sha256_before=req.document_sha256,
+        sha256_after=signed_sha, activation_id=used.id, signed_at=now,
+    ))
+    sha_before = req.document_sha256
+    req.signed_sha256, req.signed_by_id, req.signed_at, req.updated_at = signed_sha, user.id, now, now
+    route = access.route_of(req)
+    audit_fields: dict[str, Any] = dict(
+        certificate_serial=credential.serial, sha256_before=sha_before, sha256_after=signed_sha,
+        activation=used.id, level=deps.pades_level, factors=["password", "signing-pin"],
+        group=req.group_id, step=req.step,
+    )
+    # The proof the checkpoint covers this signature should not wait for the next tick.
+    outbox.enqueue(session, "checkpoint", {"reason": "request.signed"}, now=now)
+    if req.step + 1 < len(route):
+        # The next group signs the signed bytes (an approval signature on top).
+        req.step += 1
+        req.group_id = route[req.step]
+        req.document_sha256 = signed_sha
+        req.assignee_id = None
+        req.escalation_level = 0
+        req.deadline_at = workflow.deadline(deps, req.urgency, now)
+        session.flush()
+        audit.append(session, now=now, actor=actor, action="request.signed", request_id=req.id,
+                     next_group=req.group_id, **audit_fields)
+        outbox.enqueue(session, "notify", {"request": req.id, "event": "created", "level": 0},
+                       now=now)
+        return req
+    req.state = RequestState.SIGNED
+    session.flush()
+    audit.append(session, now=now, actor=actor, action="request.signed", request_id=req.id,
+                 **audit_fields)
+    workflow.deliver(session, req, now=now)
+    return req
+
+
+def current_crls(session: Session, deps: Deps, *, now: datetime) -> list[bytes]:
+    return [revocation.crl(session, deps.keys, issuer=i, now=now) for i in ("root", "issuing")]
+
+
+def verify_document(session: Session, deps: Deps, *, user: User, request_id: int,
+                    now: datetime) -> validation.ValidationReport:
+    """Validate the delivered file against the hospital root only."""
+    doc = access.document_for(session, deps, user=user, request_id=request_id, now=now, ip=None)
+    return validation.validate_pdf(doc.data, trust_roots=[deps.keys.root_cert],
+                                crls=current_crls(session, deps, now=now), now=now)
+STAMP_SIZE = (200.0, 70.0)  # points: room for name, ID, date and reason
+
+
+def set_stamp_position(session: Session, deps: Deps, *, user: User, request_id: int, page: int,
+                       fx: float, fy: float, now: datetime, ip: str | None) -> SignatureRequest:
+    """Place the visible stamp where the technician tapped on the preview.
+
+    (fx, fy) are fractions of the rendered page from its top-left corner."""
+    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    if user.role != Role.TECHNICIAN:
+        raise Forbidden("Only the technician who sent a request places its stamp.")
+    if req.state != RequestState.PENDING or req.signed_sha256 is not None:
+        raise Conflict("The stamp can only be placed before the first signature.")
+    if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0) or not 1 <= page <= req.page_count:
+        raise InvalidInput("Tap inside a page of the document.")
+    llx, lly, urx, ury = page_box(deps.blobs.get(session, req.document_sha256), page)
+    width, height = STAMP_SIZE
+    width, height = min(width, urx - llx), min(height, ury - lly)
+    cx = llx + fx * (urx - llx)
+    cy = ury - fy * (ury - lly)  # the preview's y axis points down, PDF's up
+    x1 = min(max(cx - width / 2, llx), urx - width)
+    y1 = min(max(cy - height / 2, lly), ury - height)
+    req.stamp_position = f"{page},{x1:.1f},{y1:.1f},{x1 + width:.1f},{y1 + height:.1f}"
+    req.updated_at = now
+    session.flush()
+    audit.append(session, now=now, actor=actor_of(user, ip), action="request.stamp_placed",
+                 request_id=req.id, position=req.stamp_position)
+    return req
+
+
+def page_box(pdf: bytes, page: int) -> tuple[float, float, float, float]:
+    """The visible area (CropBox, else MediaBox) of a 1-based page, in points."""
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        if not 1 <= page <= len(doc.pages):
+            raise InvalidInput("No such page.")
+        box = doc.pages[page - 1].cropbox
+        x1, y1, x2, y2 = (float(v) for v in box)
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+def review(session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
+           ip: str | None) -> Review:
+    req = access.get_request(session, user=user, request_id=request_id, now=now)
+    form: SigningForm | None = None
+    message: str | None = None
+    if user.role != Role.PHYSICIAN:
+        raise Forbidden("Only physicians review requests for signature.")
+    try:
+        form = prepare_signing(session, deps, user=user, request_id=request_id, now=now)
+    except (Conflict, CredentialBlocked, Forbidden) as exc:
+        message = exc.message
+    audit.append(session, now=now, actor=actor_of(user, ip), action="document.viewed",
+                 request_id=req.id, sha256=req.signed_sha256 or req.document_sha256,
+                 pages=req.page_count)
+    return Review(request=req, signing=form,
+                  colleagues=access.colleagues(session, user=user, req=req, now=now) if form else [],
+                  message=message, signatures=access.signatures_of(session, req.id))

@@ -29,18 +29,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from signflow.auditverify import verifier_key, verify_bundle
-from signflow.core.audit.log import verify_log
+from signflow.core.audit.checkpoints import verify_log
 from signflow.core.notify.channels import LogNotifier
-from signflow.core.ops.backup import reset_sequences
-from signflow.core.pades.sign import validate_pdf
-from signflow.core.requests.workflow import (
-    acknowledge_receipt,
-    current_crls,
-    prepare_signing,
-    route_of,
-    sign_request,
-    signatures_of,
-)
+from signflow.core.ops.restore import reset_sequences
+from signflow.core.pades.validate import validate_pdf
+from signflow.core.requests.access import route_of, signatures_of
+from signflow.core.requests.signing import current_crls, prepare_signing, sign_request
+from signflow.core.requests.workflow import acknowledge_receipt
 from signflow.core.storage import sha256_hex
 from signflow.migrate import alembic_config, upgrade
 from signflow.models import AuditEntry, Checkpoint, Signature, SignatureRequest, User

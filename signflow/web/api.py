@@ -69,7 +69,8 @@ def get_request(request_id: int) -> Response:
 @token_required
 def verification(request_id: int) -> Response:
     rc = current()
-    report = request_signing.verify_document(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now)
+    report = request_signing.verify_document(rc.session, rc.deps, user=rc.user,
+                                             request_id=request_id, now=rc.now)
     return jsonify(report.as_json())
 
 

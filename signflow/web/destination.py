@@ -29,7 +29,8 @@ def inbox() -> str:
 def detail(request_id: int) -> str:
     rc = current()
     req = access.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
-    report = request_signing.verify_document(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now)
+    report = request_signing.verify_document(rc.session, rc.deps, user=rc.user,
+                                             request_id=request_id, now=rc.now)
     return render_template("destination/detail.html", req=req, report=report, form=ConfirmForm(),
                            tz=rc.deps.timezone)
 

@@ -87,8 +87,9 @@ def signing_pin() -> Response | str:
     if form.validate_on_submit():
         if form.pin.data != form.confirm.data:
             raise InvalidInput("The two new PINs differ.")
-        credentials.set_signing_pin(rc.session, rc.deps.keys, rc.user, current_pin=form.current_pin.data or None,
-                            new_pin=form.pin.data or "", now=rc.now, ip=rc.ip)
+        credentials.set_signing_pin(rc.session, rc.deps.keys, rc.user,
+                                    current_pin=form.current_pin.data or None,
+                                    new_pin=form.pin.data or "", now=rc.now, ip=rc.ip)
         flash("Your signing PIN is set.", "success")
         return redirect(url_for("physician.inbox"))
     return render_template("physician/pin.html", form=form, credential=credential)

@@ -86,7 +86,7 @@ def _plan_files(tar: tarfile.TarFile, prefix: str, target: Path, what: str) -> l
     return todo
 
 
-def _reset_sequences(conn: Connection, tables: list[Table]) -> None:
+def reset_sequences(conn: Connection, tables: list[Table]) -> None:
     """Rows came in with their ids: the next insert must not reuse one."""
     if conn.dialect.name != "postgresql":
         return
@@ -168,7 +168,7 @@ def restore(
                         conn.execute(table.insert(), batch)
                         rows += len(batch)
                         tick(len(batch))
-                _reset_sequences(conn, tables)
+                reset_sequences(conn, tables)
         command.upgrade(alembic_config(database_url), "head")
     finally:
         engine.dispose()

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "signflow"
 # Shared ground floor of the domain: the error hierarchy, the clock, blob storage.
 CORE_BASE = {"core.errors", "core.clock", "core.storage"}
 CORE_PACKAGES = {"core.audit", "core.pki", "core.pdf", "core.pades", "core.accounts",
-                 "core.notify", "core.requests", "core.ops"}
+                 "core.notify", "core.requests", "core.evidence", "core.ops"}
 ALL_CORE = CORE_BASE | CORE_PACKAGES | {"core"}
 
 # part -> the other parts it may import (a part may always import itself).
@@ -40,6 +40,8 @@ ALLOWED: dict[str, set[str]] = {
     "core.accounts": CORE_BASE | {"core.audit", "core.pki", "models"},
     "core.requests": CORE_BASE | {"core.audit", "core.pki", "core.pdf", "core.pades",
                                   "core.accounts", "core.notify", "models"},
+    "core.evidence": CORE_BASE | {"core.audit", "core.pki", "core.pades", "core.accounts", "auditverify",
+                                  "core.requests", "models"},
     "core.ops": CORE_BASE | {"core.audit", "core.pki", "core.pdf", "core.pades",
                              "core.accounts", "core.requests", "models", "db", "migrate"},
     "services": ALL_CORE | {"config", "db", "models"},

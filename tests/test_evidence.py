@@ -23,9 +23,10 @@ from signflow.auditverify import (
     verifier_key,
     verify_inclusion,
 )
-from signflow.core.audit import checkpoints, evidence_pdf
-from signflow.core.audit import evidence as evidence
+from signflow.core.audit import checkpoints
 from signflow.core.errors import ConfigurationError, Forbidden, NotFound
+from signflow.core.evidence import pdf as evidence_pdf
+from signflow.core.evidence import report as evidence
 from signflow.core.pades import validate as validation
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import seal as seal_module

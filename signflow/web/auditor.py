@@ -14,9 +14,9 @@ from flask import Blueprint, Response, render_template, request, send_file, url_
 
 from signflow.auditverify import verifier_key
 from signflow.core.audit import checkpoints
-from signflow.core.audit import evidence as evidence
 from signflow.core.audit import export as audit_export
 from signflow.core.errors import InvalidInput
+from signflow.core.evidence import report as evidence
 from signflow.models import AuditAction, Role
 from signflow.web.context import current
 from signflow.web.documents import attachment

@@ -1,4 +1,4 @@
-"""Evidence reports (assembled here, laid out by signflow.core.audit.evidence_pdf) and
+"""Evidence reports (assembled here, laid out by signflow.core.evidence.pdf) and
 the auditor's workspace queries.
 
 An evidence report is a PDF, sealed by the service (PAdES B-LTA, see
@@ -28,8 +28,8 @@ from signflow.core.accounts.users import actor_of
 from signflow.core.audit import checkpoints
 from signflow.core.audit import export as audit_export
 from signflow.core.audit import log as audit
-from signflow.core.audit.evidence_pdf import ProvenEntry, ReportPdf, both_times
 from signflow.core.errors import AuditIntegrityError, Forbidden
+from signflow.core.evidence.pdf import ProvenEntry, ReportPdf, both_times
 from signflow.core.pades import sign as signing
 from signflow.core.pki.seal import SEAL_NAME, Seal
 from signflow.core.requests import access

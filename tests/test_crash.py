@@ -37,11 +37,10 @@ from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, Job, RequestState, Signature, SignatureRequest, User
 from signflow.services import build_services
 from tests.conftest import PASSWORD, PIN, login, make_settings
+from tests.factories import acknowledge_receipt, create_request, create_request_from, sign_request
 from tests.helpers import upload
 from tests.pdfs import make_pdf
-from tests.test_demo import free_port
-from tests.test_retention import _acknowledge, _create_with
-from tests.test_workflow import _create, _sign
+from tests.tools import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -253,11 +252,11 @@ def test_http_faults_then_retry(svc, world, monkeypatch, app, settings):
 
 
 def test_recover_fails_requests_whose_document_is_gone(svc, world):
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     other = pdfcheck.normalise_upload(make_pdf(2, "Another"), max_bytes=10**7, max_pages=5)
-    done = _create_with(svc, world, other)
-    _sign(svc, done, world.doc)
-    _acknowledge(svc, done, world)
+    done = create_request_from(svc, world, other)
+    sign_request(svc, done, world.doc)
+    acknowledge_receipt(svc, done, world)
     with svc.sessions() as s, s.begin():
         assert consistency.recover(s, svc.deps, now=svc.clock()) == []
         req = s.get(SignatureRequest, rid)
@@ -282,8 +281,8 @@ def test_recover_fails_requests_whose_document_is_gone(svc, world):
 
 
 def test_check_finds_disagreements(svc, world):
-    rid = _create(svc, world)
-    _sign(svc, rid, world.doc)
+    rid = create_request(svc, world)
+    sign_request(svc, rid, world.doc)
     with svc.sessions() as s, s.begin():
         req = s.get(SignatureRequest, rid)
         req.state = RequestState.RECEIVED  # no acknowledgement, no audit entry
@@ -411,9 +410,9 @@ def test_kill_9_leaves_every_request_consistent(svc, world, settings):
         # Every request can still finish: sign what is pending, acknowledge what is delivered.
         for rid, state in states.items():
             if state == RequestState.PENDING:
-                _sign(svc, rid, world.doc)
+                sign_request(svc, rid, world.doc)
             if state in (RequestState.PENDING, RequestState.DELIVERED):
-                _acknowledge(svc, rid, world)
+                acknowledge_receipt(svc, rid, world)
         _assert_consistent(svc)
     finally:
         svc.engine.dispose()

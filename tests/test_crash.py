@@ -298,8 +298,11 @@ CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 
 class Browser:
-    def __init__(self, base: str, username: str) -> None:
+    def __init__(self, base: str, username: str,
+                 answered: threading.Semaphore | None = None) -> None:
         self.base = base
+        # Released at every answer, so that the test can kill the server mid-traffic.
+        self.answered = answered or threading.Semaphore(0)
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         page = self.get("/login")
@@ -308,7 +311,9 @@ class Browser:
 
     def get(self, path: str) -> str:
         with self.opener.open(self.base + path, timeout=30) as resp:
-            return resp.read().decode()
+            page = resp.read().decode()
+        self.answered.release()
+        return page
 
     def post(self, path: str, fields: dict[str, str], files: dict[str, bytes] | None = None) -> str:
         if files:
@@ -329,13 +334,16 @@ class Browser:
             request = urllib.request.Request(self.base + path,
                                              data=urllib.parse.urlencode(fields).encode())
         with self.opener.open(request, timeout=60) as resp:
-            return resp.url
+            url = resp.url
+        self.answered.release()
+        return url
 
 
-def _client_loop(base: str, world, stop: threading.Event, rng: random.Random) -> None:
+def _client_loop(base: str, world, stop: threading.Event, rng: random.Random,
+                 answered: threading.Semaphore) -> None:
     """Upload, sign, acknowledge, over and over, until the server dies."""
     try:
-        tech, doc, recipient = (Browser(base, u) for u in ("tech", "doc", "recipient"))
+        tech, doc, recipient = (Browser(base, u, answered) for u in ("tech", "doc", "recipient"))
         while not stop.is_set():
             page = tech.get("/requests/new")
             url = tech.post("/requests/new", {
@@ -380,9 +388,18 @@ def test_kill_9_leaves_every_request_consistent(svc, world, settings):
     for _ in range(4):
         server = _start_server(settings, port)
         stop = threading.Event()
-        client = threading.Thread(target=_client_loop, args=(base, world, stop, rng))
+        answered = threading.Semaphore(0)
+        client = threading.Thread(target=_client_loop, args=(base, world, stop, rng, answered))
         client.start()
-        time.sleep(rng.uniform(1.5, 5.0))
+        # Kill at a random point of the traffic: after a random number of answers (the three
+        # logins are six), then partway into the next request. Counting answers rather than
+        # sleeping a fixed 1.5-5 s spreads the kills over the same loop without waiting on a
+        # slow machine, and there is always traffic to interrupt.
+        wanted, deadline = rng.randint(4, 20), time.monotonic() + 60
+        # A client that stopped (its loop ends on the first refused page) answers no more.
+        while wanted and client.is_alive() and time.monotonic() < deadline:
+            wanted -= answered.acquire(timeout=0.2)
+        time.sleep(rng.uniform(0.0, 0.3))
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
         stop.set()

@@ -23,8 +23,9 @@ def missing(what: str) -> NoReturn:
 
 
 def require_tool(name: str) -> str:
-    """Path of the executable `name` on PATH."""
-    path = shutil.which(name)
+    """Path of the executable `name`: on PATH, or next to this interpreter, where the
+    test extra's commands (pyhanko...) live when the venv is used without activating it."""
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         missing(f"{name} is not installed")
     return path

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import URL, Engine, create_engine, make_url, text
 
 from signflow.app import create_app
 from signflow.config import Settings
@@ -27,6 +27,8 @@ from signflow.core.pki import seal as seal
 from signflow.migrate import upgrade
 from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
 from signflow.services import PASSPHRASE_FILE, Services, build_services
+from tests.softhsm import make_tokens
+from tests.tools import missing
 
 PASSPHRASE = "test-keys-passphrase-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
@@ -62,6 +64,7 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def reset_postgres(url: str) -> None:
+    """Empty the database at `url` (one worker's own: see `postgres_url`)."""
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
@@ -69,12 +72,44 @@ def reset_postgres(url: str) -> None:
     engine.dispose()
 
 
-def require_postgres() -> str:
+def worker_database_url(base_url: str, worker: str) -> URL:
+    """The database of one xdist worker (gw0, gw1... or "main" without xdist): named after
+    the database in SIGNFLOW_TEST_DATABASE_URL, on the same server. That database itself is
+    never touched, so several people may point at one server without resetting each other."""
+    url = make_url(base_url)
+    return url.set(database=f"{url.database}_{worker}")
+
+
+def _maintenance(url: URL) -> Engine:
+    # CREATE/DROP DATABASE cannot run in a transaction nor from inside the database.
+    return create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """This worker's own PostgreSQL database, created empty and dropped at the end of the
+    session: workers run tests in parallel and each test resets the database it uses."""
     if not PG_URL:
-        if os.environ.get("CI") == "true":
-            pytest.fail("SIGNFLOW_TEST_DATABASE_URL is not set in CI")
-        pytest.skip("SIGNFLOW_TEST_DATABASE_URL not set")
-    return PG_URL
+        missing("SIGNFLOW_TEST_DATABASE_URL is not set")
+    url = worker_database_url(PG_URL, os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    admin = _maintenance(url)
+    quoted = admin.dialect.identifier_preparer.quote(url.database or "")
+    with admin.connect() as conn:
+        # A previous session killed before its teardown may have left it behind.
+        conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {quoted}"))
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SoftHSM2 configuration (SOFTHSM2_CONF) holding all of tests.softhsm.TOKENS."""
+    return make_tokens(tmp_path_factory.mktemp("softhsm"))
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +130,7 @@ def fresh_sqlite(template: Path, folder: Path) -> str:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path) -> str:
     if request.param == "sqlite":
         return fresh_sqlite(migrated_sqlite, tmp_path)
-    url = require_postgres()
+    url: str = request.getfixturevalue("postgres_url")
     reset_postgres(url)
     upgrade(url)
     return url

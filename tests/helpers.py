@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Any
 
+from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import PIN, csrf_token
+from tests.conftest import PIN, csrf_token, login
 from tests.pdfs import make_pdf
 
 HIDDEN = re.compile(r'name="(csrf_token|activation|document_sha256)" type="hidden" value="([^"]*)"')
@@ -43,3 +45,21 @@ def sign(client: FlaskClient, request_id: int, pin: str = PIN, **override: str):
     form.update(pin=pin)
     form.update(override)
     return client.post(f"/inbox/{request_id}/sign", data=form)
+
+
+def new_request(client: FlaskClient, world: Any, **kw: Any) -> int:
+    """Upload through the form (as the logged-in technician); returns the new request's id."""
+    resp = upload(client, world, **kw)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    return request_id_from(resp)
+
+
+def delivered_request(app: Flask, world: Any) -> tuple[int, FlaskClient, FlaskClient]:
+    """A request uploaded by tech and signed by doc; returns (id, tech client, doc client)."""
+    tech, doc = app.test_client(), app.test_client()
+    login(tech, "tech")
+    login(doc, "doc")
+    rid = new_request(tech, world)
+    resp = sign(doc, rid)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    return rid, tech, doc

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asn1crypto import tsp
-from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from signflow.models import AuditEntry, RequestState, RotaShift, Signature, SignatureRequest, User
 from tests.conftest import PIN, csrf_token, login
-from tests.helpers import request_id_from, sign, sign_form, upload
+from tests.factories import count, state_of
+from tests.helpers import delivered_request, new_request, sign_form
 
 ROLES = ("anonymous", "technician", "physician", "recipient", "auditor", "admin")
 ACCOUNT = {
@@ -52,35 +52,6 @@ def _timestamp_query() -> bytes:
             "cert_req": True,
         }
     ).dump()
-
-
-def new_request(client: FlaskClient, world: Any, **kw: Any) -> int:
-    resp = upload(client, world, **kw)
-    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
-    return request_id_from(resp)
-
-
-def delivered_request(app: Flask, world: Any) -> tuple[int, FlaskClient, FlaskClient]:
-    """A request uploaded by tech and signed by doc; returns (id, tech client, doc client)."""
-    tech, doc = app.test_client(), app.test_client()
-    login(tech, "tech")
-    login(doc, "doc")
-    rid = new_request(tech, world)
-    resp = sign(doc, rid)
-    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
-    return rid, tech, doc
-
-
-def count(svc: Any, model: Any, *where: Any) -> int:
-    with svc.sessions() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
-
-
-def state_of(svc: Any, rid: int) -> str:
-    with svc.sessions() as s:
-        req = s.get(SignatureRequest, rid)
-        assert req is not None
-        return str(req.state)
 
 
 def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any) -> list[Route]:

@@ -13,7 +13,8 @@ from signflow.core.accounts import users as accounts
 from signflow.core.pades import validate as validation
 from signflow.models import ApiToken, AuditEntry, RequestState, User
 from tests.conftest import TEST_ACTOR, login
-from tests.test_access import count, delivered_request, new_request, state_of
+from tests.factories import count, state_of
+from tests.helpers import delivered_request, new_request
 
 
 def issue_token(svc, user_id: int, clock) -> accounts.IssuedToken:

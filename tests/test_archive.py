@@ -26,8 +26,8 @@ from signflow.core.pki.tsa import ServiceTimeStamper
 from signflow.models import AuditEntry, SignatureRequest
 from signflow.services import Services
 from tests.conftest import World
+from tests.factories import create_request, sign_request
 from tests.pdfsig import pdfsig_report
-from tests.test_workflow import _create, _sign
 
 ACTOR = Actor(id=None, name="test", role="operator")
 
@@ -44,14 +44,14 @@ def _short_lived_tsa(svc: Services, days: int) -> ServiceTimeStamper:
 def _signed_request(svc: Services, world: World, tsa_days: int | None) -> int:
     """A delivered request signed (B-LTA) with a TSA certificate living `tsa_days`
     (None: the service's own TSA)."""
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     if tsa_days is None:
-        _sign(svc, rid, world.doc)
+        sign_request(svc, rid, world.doc)
     else:
         real = svc.deps
         svc.deps = dataclasses.replace(real, timestamper=_short_lived_tsa(svc, tsa_days))
         try:
-            _sign(svc, rid, world.doc)
+            sign_request(svc, rid, world.doc)
         finally:
             svc.deps = real
     return rid

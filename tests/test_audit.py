@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -45,20 +44,10 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _pg_url() -> str:
-    url = os.environ.get("SIGNFLOW_TEST_DATABASE_URL")
-    if not url:
-        message = "SIGNFLOW_TEST_DATABASE_URL is not set"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
-
-
 @pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    """A throw-away schema in the test database, dropped afterwards."""
-    base = make_engine(_pg_url())
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    """A throw-away schema in this worker's database, dropped afterwards."""
+    base = make_engine(postgres_url)
     schema = f"audit_test_{uuid.uuid4().hex[:10]}"
     with base.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))

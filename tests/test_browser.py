@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from signflow.web.headers import CSP
 from tests.conftest import PASSWORD, PIN, login
 from tests.helpers import request_id_from, sign, upload
 from tests.pdfs import make_pdf
+from tests.tools import missing, require_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -72,13 +72,8 @@ PHONE_AUDIT = """
 
 
 def require_chromium() -> str:
-    """Debian's Chromium, never a downloaded one: fail in CI when missing, else skip."""
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return str(CHROMIUM)
+    """Debian's Chromium, never a downloaded one."""
+    return require_file(CHROMIUM, "package chromium")
 
 
 @pytest.fixture
@@ -156,9 +151,7 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("playwright is not installed")
-        pytest.skip("playwright is not installed")
+        missing("playwright is not installed (pip install -e '.[test]')")
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:

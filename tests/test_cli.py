@@ -5,20 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PASSPHRASE
-from tests.test_workflow import _create, _sign
-
-
-def run(args: list[str], env: dict[str, str], *, stdin: str | None = None,
-        timeout: int = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "signflow.cli", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+from tests.factories import create_request, sign_request
+from tests.tools import run_cli
 
 
 def _env(instance: Path, keys: Path, database_url: str | None = None) -> dict[str, str]:
@@ -35,12 +28,12 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def test_init_is_idempotent_and_fails_closed(tmp_path):
     env = _env(tmp_path / "instance", tmp_path / "keys")
-    first = run(["init"], env)
+    first = run_cli(["init"], env)
     assert first.returncode == 0, first.stderr
     keys = _digests(tmp_path / "keys")
     secret = (tmp_path / "instance" / "secret_key").read_text()
     assert oct((tmp_path / "instance" / "secret_key").stat().st_mode)[-3:] == "600"
-    second = run(["init"], env)
+    second = run_cli(["init"], env)
     assert second.returncode == 0, second.stderr
     assert _digests(tmp_path / "keys") == keys
     assert (tmp_path / "instance" / "secret_key").read_text() == secret
@@ -53,7 +46,7 @@ def test_init_is_idempotent_and_fails_closed(tmp_path):
     # Production with no secret key anywhere refuses to serve, in one line.
     bare = _env(tmp_path / "empty", tmp_path / "keys")
     bare["SIGNFLOW_ENV"] = "production"
-    refused = run(["serve", "--port", "1"], bare)
+    refused = run_cli(["serve", "--port", "1"], bare)
     assert refused.returncode != 0
     assert refused.stderr.count("\n") == 1 and "secret key" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -61,30 +54,30 @@ def test_init_is_idempotent_and_fails_closed(tmp_path):
 
 def test_create_user_and_api_tokens(tmp_path):
     env = _env(tmp_path / "instance", tmp_path / "keys")
-    assert run(["init"], env).returncode == 0
+    assert run_cli(["init"], env).returncode == 0
     env_pw = dict(env, SIGNFLOW_NEW_PASSWORD="a sturdy passphrase")
-    made = run(["create-user", "desk", "--role", "recipient", "--destination", "Transplant service"],
+    made = run_cli(["create-user", "desk", "--role", "recipient", "--destination", "Transplant service"],
                env_pw)
     assert made.returncode == 0, made.stderr
     assert "a sturdy passphrase" not in made.stdout + made.stderr
-    weak = run(["create-user", "weak", "--role", "technician"], dict(env, SIGNFLOW_NEW_PASSWORD="123"))
+    weak = run_cli(["create-user", "weak", "--role", "technician"], dict(env, SIGNFLOW_NEW_PASSWORD="123"))
     assert weak.returncode == 1 and "at least 8" in weak.stderr
-    duplicate = run(["create-user", "desk", "--role", "technician"], env_pw)
+    duplicate = run_cli(["create-user", "desk", "--role", "technician"], env_pw)
     assert duplicate.returncode == 1 and "taken" in duplicate.stderr
 
-    token = run(["api-token", "create", "desk", "--name", "lab system"], env)
+    token = run_cli(["api-token", "create", "desk", "--name", "lab system"], env)
     assert token.returncode == 0, token.stderr
     secret = token.stdout.strip().splitlines()[-1]
     assert secret.startswith("sfat_") and len(secret) > 40
     token_id = token.stdout.split()[2]
-    assert run(["api-token", "revoke", token_id], env).returncode == 0
-    unknown = run(["api-token", "create", "nobody"], env)
+    assert run_cli(["api-token", "revoke", token_id], env).returncode == 0
+    unknown = run_cli(["api-token", "create", "nobody"], env)
     assert unknown.returncode == 2 and "no user named" in unknown.stderr
 
 
 def test_verify_signed_tampered_unsigned_and_not_a_pdf(svc, world, settings, tmp_path):
-    rid = _create(svc, world)
-    _sign(svc, rid, world.doc)
+    rid = create_request(svc, world)
+    sign_request(svc, rid, world.doc)
     with svc.sessions() as s:
         from signflow.models import SignatureRequest
 
@@ -94,11 +87,11 @@ def test_verify_signed_tampered_unsigned_and_not_a_pdf(svc, world, settings, tmp
     good = tmp_path / "good.pdf"
     good.write_bytes(signed)
 
-    ok = run(["verify", str(good)], env)
+    ok = run_cli(["verify", str(good)], env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "Dr Hélène Lefèvre" in ok.stdout and "valid" in ok.stdout
 
-    as_json = run(["verify", str(good), "--json"], env)
+    as_json = run_cli(["verify", str(good), "--json"], env)
     assert as_json.returncode == 0
     report = json.loads(as_json.stdout)
     assert report["ok"] is True
@@ -108,50 +101,50 @@ def test_verify_signed_tampered_unsigned_and_not_a_pdf(svc, world, settings, tmp
     data = bytearray(signed)
     data[200] ^= 0x01
     bad.write_bytes(bytes(data))
-    assert run(["verify", str(bad)], env).returncode == 1
+    assert run_cli(["verify", str(bad)], env).returncode == 1
 
     from tests.pdfs import make_pdf
 
     unsigned = tmp_path / "unsigned.pdf"
     unsigned.write_bytes(make_pdf())
-    result = run(["verify", str(unsigned)], env)
+    result = run_cli(["verify", str(unsigned)], env)
     assert result.returncode != 0 and result.stderr.strip().count("\n") == 0
     assert "no signature" in result.stderr
 
     junk = tmp_path / "junk.pdf"
     junk.write_bytes(b"MZ\x90\x00 this is not a PDF")
-    result = run(["verify", str(junk)], env)
+    result = run_cli(["verify", str(junk)], env)
     assert result.returncode != 0 and result.stderr.strip().count("\n") == 0
     assert "Traceback" not in result.stderr
 
-    missing = run(["verify", str(tmp_path / "nope.pdf")], env)
+    missing = run_cli(["verify", str(tmp_path / "nope.pdf")], env)
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_worker_once_and_audit_commands(svc, world, settings, tmp_path):
-    _create(svc, world)
+    create_request(svc, world)
     env = _env(settings.instance_path, settings.keys_path, settings.database_url)
     env["SIGNFLOW_KEYS_PASSPHRASE"] = PASSPHRASE
-    worker = run(["worker", "--once"], env)
+    worker = run_cli(["worker", "--once"], env)
     assert worker.returncode == 0, worker.stderr
     assert "notified=1" in worker.stdout
 
-    live = run(["audit", "verify"], env)
+    live = run_cli(["audit", "verify"], env)
     assert live.returncode == 0, live.stderr
     out = tmp_path / "bundle"
-    exported = run(["audit", "export", str(out)], env)
+    exported = run_cli(["audit", "export", str(out)], env)
     assert exported.returncode == 0, exported.stderr
     assert (out / "entries.jsonl").is_file() and (out / "audit-key.pub").is_file()
     # Offline: no database, no instance, only the bundle (and the service's public key).
     bare = {"PATH": os.environ.get("PATH", ""), "SIGNFLOW_KEYS": str(settings.keys_path)}
-    offline = run(["audit", "verify", str(out)], bare, cwd=tmp_path)
+    offline = run_cli(["audit", "verify", str(out)], bare, cwd=tmp_path)
     assert offline.returncode == 0, offline.stdout + offline.stderr
     assert offline.stdout.startswith("OK")
 
     lines = (out / "entries.jsonl").read_bytes().splitlines(keepends=True)
     (out / "entries.jsonl").write_bytes(b"".join(lines[:1] + lines[2:]))
-    tampered = run(["audit", "verify", str(out)], bare, cwd=tmp_path)
+    tampered = run_cli(["audit", "verify", str(out)], bare, cwd=tmp_path)
     assert tampered.returncode == 1 and "FAILED" in tampered.stdout
 
 
@@ -164,8 +157,8 @@ def test_verify_refuses_a_pdf_signed_by_an_outsider(settings, tmp_path):
     path.write_bytes(outsider_sign(make_pdf()))
     env = _env(settings.instance_path, settings.keys_path, settings.database_url)
     env["SIGNFLOW_KEYS_PASSPHRASE"] = PASSPHRASE
-    result = run(["verify", str(path)], env)
+    result = run_cli(["verify", str(path)], env)
     assert result.returncode == 1
     assert "NOT TRUSTED" in result.stdout and "NOT VALID" in result.stdout
-    as_json = json.loads(run(["verify", str(path), "--json"], env).stdout)
+    as_json = json.loads(run_cli(["verify", str(path), "--json"], env).stdout)
     assert as_json["ok"] is False and as_json["signatures"][0]["trusted"] is False

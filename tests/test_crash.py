@@ -39,11 +39,10 @@ from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, Job, RequestState, Signature, SignatureRequest, User
 from signflow.services import build_services
 from tests.conftest import PASSWORD, PIN, login, make_settings
+from tests.factories import acknowledge_receipt, create_request, create_request_from, sign_request
 from tests.helpers import upload
 from tests.pdfs import make_pdf
-from tests.test_demo import free_port
-from tests.test_retention import _acknowledge, _create_with
-from tests.test_workflow import _create, _sign
+from tests.tools import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -255,11 +254,11 @@ def test_http_faults_then_retry(svc, world, monkeypatch, app, settings):
 
 
 def test_recover_fails_requests_whose_document_is_gone(svc, world):
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     other = pdfcheck.normalise_upload(make_pdf(2, "Another"), max_bytes=10**7, max_pages=5)
-    done = _create_with(svc, world, other)
-    _sign(svc, done, world.doc)
-    _acknowledge(svc, done, world)
+    done = create_request_from(svc, world, other)
+    sign_request(svc, done, world.doc)
+    acknowledge_receipt(svc, done, world)
     with svc.sessions() as s, s.begin():
         assert consistency.recover(s, svc.deps, now=svc.clock()) == []
         req = s.get(SignatureRequest, rid)
@@ -284,8 +283,8 @@ def test_recover_fails_requests_whose_document_is_gone(svc, world):
 
 
 def test_check_finds_disagreements(svc, world):
-    rid = _create(svc, world)
-    _sign(svc, rid, world.doc)
+    rid = create_request(svc, world)
+    sign_request(svc, rid, world.doc)
     with svc.sessions() as s, s.begin():
         req = s.get(SignatureRequest, rid)
         req.state = RequestState.RECEIVED  # no acknowledgement, no audit entry
@@ -301,8 +300,11 @@ CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 
 class Browser:
-    def __init__(self, base: str, username: str) -> None:
+    def __init__(self, base: str, username: str,
+                 answered: threading.Semaphore | None = None) -> None:
         self.base = base
+        # Released at every answer, so that the test can kill the server mid-traffic.
+        self.answered = answered or threading.Semaphore(0)
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         page = self.get("/login")
@@ -311,7 +313,9 @@ class Browser:
 
     def get(self, path: str) -> str:
         with self.opener.open(self.base + path, timeout=30) as resp:
-            return resp.read().decode()
+            page = resp.read().decode()
+        self.answered.release()
+        return page
 
     def post(self, path: str, fields: dict[str, str], files: dict[str, bytes] | None = None) -> str:
         if files:
@@ -332,13 +336,16 @@ class Browser:
             request = urllib.request.Request(self.base + path,
                                              data=urllib.parse.urlencode(fields).encode())
         with self.opener.open(request, timeout=60) as resp:
-            return resp.url
+            url = resp.url
+        self.answered.release()
+        return url
 
 
-def _client_loop(base: str, world, stop: threading.Event, rng: random.Random) -> None:
+def _client_loop(base: str, world, stop: threading.Event, rng: random.Random,
+                 answered: threading.Semaphore) -> None:
     """Upload, sign, acknowledge, over and over, until the server dies."""
     try:
-        tech, doc, recipient = (Browser(base, u) for u in ("tech", "doc", "recipient"))
+        tech, doc, recipient = (Browser(base, u, answered) for u in ("tech", "doc", "recipient"))
         while not stop.is_set():
             page = tech.get("/requests/new")
             url = tech.post("/requests/new", {
@@ -383,9 +390,18 @@ def test_kill_9_leaves_every_request_consistent(svc, world, settings):
     for _ in range(4):
         server = _start_server(settings, port)
         stop = threading.Event()
-        client = threading.Thread(target=_client_loop, args=(base, world, stop, rng))
+        answered = threading.Semaphore(0)
+        client = threading.Thread(target=_client_loop, args=(base, world, stop, rng, answered))
         client.start()
-        time.sleep(rng.uniform(1.5, 5.0))
+        # Kill at a random point of the traffic: after a random number of answers (the three
+        # logins are six), then partway into the next request. Counting answers rather than
+        # sleeping a fixed 1.5-5 s spreads the kills over the same loop without waiting on a
+        # slow machine, and there is always traffic to interrupt.
+        wanted, deadline = rng.randint(4, 20), time.monotonic() + 60
+        # A client that stopped (its loop ends on the first refused page) answers no more.
+        while wanted and client.is_alive() and time.monotonic() < deadline:
+            wanted -= answered.acquire(timeout=0.2)
+        time.sleep(rng.uniform(0.0, 0.3))
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
         stop.set()
@@ -413,9 +429,9 @@ def test_kill_9_leaves_every_request_consistent(svc, world, settings):
         # Every request can still finish: sign what is pending, acknowledge what is delivered.
         for rid, state in states.items():
             if state == RequestState.PENDING:
-                _sign(svc, rid, world.doc)
+                sign_request(svc, rid, world.doc)
             if state in (RequestState.PENDING, RequestState.DELIVERED):
-                _acknowledge(svc, rid, world)
+                acknowledge_receipt(svc, rid, world)
         _assert_consistent(svc)
     finally:
         svc.engine.dispose()

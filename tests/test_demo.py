@@ -8,7 +8,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from signflow.config import load_settings
 from signflow.core.pki import credentials as creds
 from signflow.models import User
 from signflow.services import build_services
+from tests.tools import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 90.0
@@ -42,12 +42,6 @@ class Credential:
     role: str
     pin: str | None
     totp: str | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def signflow_env(tmp_path: Path) -> dict[str, str]:

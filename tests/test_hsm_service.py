@@ -30,57 +30,13 @@ from signflow.core.requests.deps import Deps
 from signflow.models import SignatureRequest, SigningCredential, User
 from signflow.services import Services
 from tests.conftest import PIN, TEST_ACTOR, World
+from tests.factories import create_request, sign_request
 from tests.pdfs import make_pdf
 from tests.pdfsig import pdfsig_report
-from tests.test_workflow import _create, _sign
-from tests.tools import require_tool
+from tests.softhsm import MODULE, TOKENS
 
-MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-SO_PIN = "12345678"
-# Every token the test session uses. SoftHSM2 only sees the tokens that exist
-# when a process first loads it, so they are all created before that.
-TOKENS = {
-    "signflow-test": "482916",  # tests/test_pkcs11.py
-    "svc-main": "731902",
-    "svc-fresh": "731903",
-    "svc-other": "731904",
-    "svc-empty": "731905",
-    "svc-pin": "731906",
-    "svc-cli": "731907",
-}
 PASSPHRASE = b"hsm keys passphrase"
 BASE_URL = "http://127.0.0.1:5000"
-
-
-def _require_module() -> str:
-    if not Path(MODULE).exists():
-        message = f"{MODULE} is not installed (package softhsm2)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return MODULE
-
-
-@pytest.fixture(scope="session")
-def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SoftHSM2 configuration (SOFTHSM2_CONF) holding all of TOKENS."""
-    softhsm_util = require_tool("softhsm2-util")
-    _require_module()
-    folder = tmp_path_factory.mktemp("softhsm")
-    (folder / "tokens").mkdir()
-    conf = folder / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {folder / 'tokens'}\n"
-        "objectstore.backend = file\nlog.level = ERROR\n"
-    )
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    for label, pin in TOKENS.items():
-        subprocess.run(
-            [softhsm_util, "--init-token", "--free", "--label", label, "--so-pin", SO_PIN,
-             "--pin", pin],
-            check=True, capture_output=True,
-        )
-    return conf
 
 
 def _token(label: str, pin: str | None = None) -> hsm.Token:
@@ -188,8 +144,8 @@ def test_sign_request_end_to_end_with_token_keys(
 ) -> None:
     keys = token_deps.keys
     _enrol_on_token(svc, world, keys)
-    rid = _create(svc, world)
-    _sign(svc, rid, world.doc)
+    rid = create_request(svc, world)
+    sign_request(svc, rid, world.doc)
     with svc.sessions() as s:
         req = s.get(SignatureRequest, rid)
         assert req.signed_sha256 is not None

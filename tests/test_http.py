@@ -32,9 +32,9 @@ from signflow.models import (
 )
 from signflow.services import build_services
 from tests.conftest import PASSWORD, PIN, csrf_token, login, make_settings
-from tests.helpers import request_id_from, sign, sign_form, upload
+from tests.factories import count, state_of
+from tests.helpers import new_request, request_id_from, sign, sign_form, upload
 from tests.pdfs import make_pdf
-from tests.test_access import count, new_request, state_of
 
 WRONG_PINS = ("735102", "735103", "735104", "735105", "735106")
 SECRETS = (PIN, PASSWORD, *WRONG_PINS, "wrong horse battery staple")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -26,21 +24,11 @@ from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import User
 from tests.pdfs import make_pdf
-from tests.test_hsm_service import TOKENS, softhsm  # noqa: F401 - shared fixture
+from tests.softhsm import MODULE, TOKENS, require_module
 
-MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN = "signflow-test"
 USER_PIN = TOKENS["signflow-test"]
 LABEL = "physician"
-
-
-def _require_module() -> str:
-    if not Path(MODULE).exists():
-        message = f"{MODULE} is not installed (package softhsm2)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return MODULE
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +36,7 @@ def token(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, object]:
     request.getfixturevalue("softhsm")
-    module = _require_module()
+    module = require_module()
     # The token itself was created by the session-wide `softhsm` fixture.
     folder = tmp_path_factory.mktemp("pkcs11-material")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -21,9 +20,10 @@ from signflow.core.pki import crl as revocation
 from signflow.models import SignatureActivation, SignatureRequest, SigningCredential, User
 from signflow.services import build_services
 from tests.conftest import TEST_ACTOR, login
+from tests.factories import create_request, sign_request
 from tests.helpers import request_id_from, sign, upload
 from tests.pdfs import make_pdf
-from tests.test_workflow import _create, _sign
+from tests.tools import free_port
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -47,13 +47,13 @@ def test_revocation_reaches_the_crl_at_once_and_stops_signing(client, svc, world
                                       reason="key_compromise", now=svc.clock())
     crl = x509.load_der_x509_crl(client.get("/pki/issuing.crl").data)
     assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     with pytest.raises(CredentialBlocked):  # no usable credential until re-enrolment
-        _sign(svc, rid, world.doc)
+        sign_request(svc, rid, world.doc)
     with svc.sessions() as s, s.begin():  # the physician enrols anew with a new PIN
         credentials.set_signing_pin(s, svc.keys, s.get(User, world.doc), current_pin=None,
                                     new_pin="731946", now=svc.clock(), ip=None)
-    assert _sign(svc, rid, world.doc, pin="731946").signed_sha256
+    assert sign_request(svc, rid, world.doc, pin="731946").signed_sha256
 
 
 @pytest.fixture
@@ -98,14 +98,8 @@ def test_tsa_endpoint_refuses_garbage(client):
     assert client.post("/tsa", data=b"x", content_type="text/plain").status_code == 400
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_tsa_down_fails_the_signature_cleanly(settings, clock, world, svc):
-    down = settings.with_overrides(tsa_url=f"http://127.0.0.1:{_closed_port()}/tsa")
+    down = settings.with_overrides(tsa_url=f"http://127.0.0.1:{free_port()}/tsa")
     services = build_services(down, clock=clock)
     app = create_app(down, services=services)
     tech, doc = app.test_client(), app.test_client()

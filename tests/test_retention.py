@@ -19,9 +19,9 @@ from signflow.core.requests import workflow as workflow
 from signflow.core.storage import FileBlobStore
 from signflow.models import AuditEntry, Blob, RequestState, SignatureRequest, User
 from tests.conftest import TEST_ACTOR, login, make_settings
+from tests.factories import acknowledge_receipt, create_request, create_request_from, sign_request
 from tests.pdfs import make_pdf
-from tests.test_cli import run
-from tests.test_workflow import _create, _sign
+from tests.tools import run_cli
 
 
 @pytest.fixture
@@ -30,30 +30,6 @@ def settings(request, tmp_path, keys_dir, database_url):
     return make_settings(
         tmp_path / "instance", keys_dir, database_url, blob_backend=getattr(request, "param", "database")
     )
-
-
-def _create_with(svc, world, upload):
-    with svc.sessions() as s, s.begin():
-        return workflow.create_request(
-            s,
-            svc.deps,
-            user=s.get(User, world.tech),
-            ip=None,
-            now=svc.clock(),
-            upload=upload,
-            filename="consent.pdf",
-            title="Consent",
-            group_id=world.group,
-            destination_id=world.destination,
-            urgency="routine",
-        ).id
-
-
-def _acknowledge(svc, rid, world):
-    with svc.sessions() as s, s.begin():
-        workflow.acknowledge_receipt(
-            s, svc.deps, user=s.get(User, world.recipient), request_id=rid, now=svc.clock(), ip=None
-        )
 
 
 def _cancel(svc, rid, world):
@@ -82,11 +58,11 @@ def _row(svc, rid):
 
 
 def test_purge_past_retention_only(svc, world, clock, app):
-    received = _create(svc, world)
-    _sign(svc, received, world.doc)
-    _acknowledge(svc, received, world)
+    received = create_request(svc, world)
+    sign_request(svc, received, world.doc)
+    acknowledge_receipt(svc, received, world)
     upload = pdfcheck.normalise_upload(make_pdf(1, "Shared"), max_bytes=10**7, max_pages=5)
-    cancelled = _create_with(svc, world, upload)
+    cancelled = create_request_from(svc, world, upload)
     _cancel(svc, cancelled, world)
     old = {rid: _row(svc, rid) for rid in (received, cancelled)}
     # A preview rendered before the purge must not survive it.
@@ -97,8 +73,8 @@ def test_purge_past_retention_only(svc, world, clock, app):
     assert any(preview_folder.iterdir())
 
     clock.advance(days=20)
-    pending = _create_with(svc, world, upload)  # the same bytes: one shared blob
-    recent = _create(svc, world)
+    pending = create_request_from(svc, world, upload)  # the same bytes: one shared blob
+    recent = create_request(svc, world)
     _cancel(svc, recent, world)
     clock.advance(days=15)
 
@@ -153,9 +129,9 @@ def test_purge_past_retention_only(svc, world, clock, app):
 
 
 def test_pending_and_signed_in_flight_never_purged(svc, world, clock):
-    pending = _create(svc, world)
-    delivered = _create(svc, world)
-    _sign(svc, delivered, world.doc)
+    pending = create_request(svc, world)
+    delivered = create_request(svc, world)
+    sign_request(svc, delivered, world.doc)
     clock.advance(days=400)
     assert _purge(svc, days=30) == []
     assert _row(svc, pending).state == RequestState.PENDING
@@ -166,9 +142,9 @@ def test_pending_and_signed_in_flight_never_purged(svc, world, clock):
 @pytest.mark.parametrize("settings", ["file"], indirect=True)
 def test_file_blobs_really_deleted(svc, world, clock):
     assert isinstance(svc.blobs, FileBlobStore)
-    rid = _create(svc, world)
-    _sign(svc, rid, world.doc)
-    _acknowledge(svc, rid, world)
+    rid = create_request(svc, world)
+    sign_request(svc, rid, world.doc)
+    acknowledge_receipt(svc, rid, world)
     with svc.sessions() as s:
         req = s.get(SignatureRequest, rid)
         rows = [s.get(Blob, sha) for sha in (req.document_sha256, req.signed_sha256)]
@@ -185,7 +161,7 @@ def test_file_blobs_really_deleted(svc, world, clock):
 def test_purge_cli(svc, world, clock, settings):
     if not settings.database_url.startswith("sqlite"):
         pytest.skip("the CLI path is the same on PostgreSQL; core is tested on both")
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     _cancel(svc, rid, world)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNFLOW_")}
     env.update(
@@ -196,15 +172,15 @@ def test_purge_cli(svc, world, clock, settings):
         SIGNFLOW_SECRET_KEY="s" * 48,
         SIGNFLOW_RETENTION_DAYS="1",
     )
-    dry = run(["purge", "--dry-run"], env)
+    dry = run_cli(["purge", "--dry-run"], env)
     assert dry.returncode == 0, dry.stderr
     assert "would purge 0 request(s)" in dry.stdout  # closed just now: not yet due
     with svc.sessions() as s, s.begin():
         s.get(SignatureRequest, rid).updated_at = datetime.now(UTC) - timedelta(days=2)
-    done = run(["purge"], env)
+    done = run_cli(["purge"], env)
     assert done.returncode == 0, done.stderr
     assert f"purged 1 request(s) older than 1 days: #{rid}" in done.stdout
     assert _row(svc, rid).purged_at is not None
-    checked = run(["check"], env)
+    checked = run_cli(["check"], env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "consistent" in checked.stdout

@@ -19,9 +19,9 @@ from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, RequestState, RotaShift, SignatureRequest, User
 from tests.conftest import csrf_token, login
+from tests.factories import create_request, sign_request
 from tests.pdfs import make_pdf
 from tests.pdfsig import pdfsig_report
-from tests.test_workflow import _create, _sign
 
 
 def _create_route(svc, world, then=()):
@@ -36,7 +36,7 @@ def _create_route(svc, world, then=()):
 
 def test_two_groups_sign_in_order_and_both_signatures_stay_valid(svc, world, tmp_path, keys_dir):
     rid = _create_route(svc, world, then=[world.other_group])
-    first = _sign(svc, rid, world.doc)
+    first = sign_request(svc, rid, world.doc)
     assert first.state == RequestState.PENDING and first.step == 1
     assert first.group_id == world.other_group and first.document_sha256 == first.signed_sha256
 
@@ -44,7 +44,7 @@ def test_two_groups_sign_in_order_and_both_signatures_stay_valid(svc, world, tmp
     with svc.sessions() as s, pytest.raises(Conflict, match="Already signed by Dr Hélène Lefèvre"):
         request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.backup), request_id=rid,
                                  now=svc.clock())
-    done = _sign(svc, rid, world.offduty)  # on call for the second group
+    done = sign_request(svc, rid, world.offduty)  # on call for the second group
     assert done.state == RequestState.DELIVERED
 
     with svc.sessions() as s:
@@ -67,7 +67,7 @@ def test_route_rejects_repeats(svc, world):
 
 
 def test_take_and_delegate(svc, world):
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     with svc.sessions() as s, s.begin():
         doc = s.get(User, world.doc)
         workflow.take_request(s, svc.deps, user=doc, request_id=rid, now=svc.clock(), ip=None)
@@ -106,7 +106,7 @@ def test_stamp_goes_where_the_technician_tapped(svc, world):
                                         fy=0.5, now=svc.clock(), ip=None)
         request_signing.set_stamp_position(s, svc.deps, user=tech, request_id=rid, page=1, fx=0.25,
                                     fy=0.1, now=svc.clock(), ip=None)
-    req = _sign(svc, rid, world.doc)
+    req = sign_request(svc, rid, world.doc)
     with svc.sessions() as s:
         signed = svc.blobs.get(s, req.signed_sha256)
     rects = _signature_rects(signed)
@@ -123,7 +123,7 @@ def test_stamp_goes_where_the_technician_tapped(svc, world):
 
 def test_stamp_defaults_to_last_page(svc, world):
     rid = _create_route(svc, world)
-    req = _sign(svc, rid, world.doc)
+    req = sign_request(svc, rid, world.doc)
     with svc.sessions() as s:
         assert [page for page, _ in _signature_rects(svc.blobs.get(s, req.signed_sha256))] == [2]
 

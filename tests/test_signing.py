@@ -4,7 +4,6 @@ cross-checked with poppler's pdfsig (NSS) and the pyHanko CLI."""
 from __future__ import annotations
 
 import io
-import socket
 import statistics
 import subprocess
 import threading
@@ -37,7 +36,7 @@ from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import User
 from tests.pdfs import make_pdf, make_pdf_with_empty_sig_field
-from tests.tools import require_tool
+from tests.tools import free_port, require_tool
 
 PASSPHRASE = b"keys passphrase for tests"
 PIN = "482916"
@@ -205,10 +204,7 @@ def test_b_lta_file_validates_offline_without_the_crls_given(
 
 
 def test_timestamp_failure_raises_and_returns_nothing(world: World) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
-    # Nothing listens there any more.
+    dead_port = free_port()  # nothing listens there any more
     dead_tsa = timestamps.make_timestamper(world.keys, f"http://127.0.0.1:{dead_port}/tsa")
     for level in ("B-T", "B-LTA"):
         with pytest.raises(ServiceUnavailable, match="timestamp authority unreachable"):

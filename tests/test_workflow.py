@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -13,23 +12,12 @@ from sqlalchemy import func, select
 from signflow import jobs
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from signflow.core.notify.channels import Message, ServiceUnavailable, SmtpNotifier, WebhookNotifier
-from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import AuditEntry, Job, RequestState, SignatureRequest, User
-from tests.conftest import PIN
-from tests.pdfs import make_pdf
-
-
-def _create(svc, world, *, urgency="urgent", user_id=None):
-    upload = pdfcheck.normalise_upload(make_pdf(1, "Donor consent"), max_bytes=10**7, max_pages=50)
-    with svc.sessions() as s, s.begin():
-        req = workflow.create_request(
-            s, svc.deps, user=s.get(User, user_id or world.tech), ip="10.0.0.1", now=svc.clock(),
-            upload=upload, filename="consent.pdf", title="Donor consent (Mme X)",
-            group_id=world.group, destination_id=world.destination, urgency=urgency)
-        return req.id
+from tests.factories import create_request, sign_request
+from tests.tools import free_port
 
 
 def _state(svc, rid):
@@ -38,17 +26,8 @@ def _state(svc, rid):
         return req.state, req.escalation_level
 
 
-def _sign(svc, rid, user_id, pin=PIN):
-    with svc.sessions() as s, s.begin():
-        user = s.get(User, user_id)
-        form = request_signing.prepare_signing(s, svc.deps, user=user, request_id=rid, now=svc.clock())
-        return request_signing.sign_request(s, svc.deps, user=user, request_id=rid, pin=pin,
-                                     activation_token=form.activation_token,
-                                     shown_sha256=form.document_sha256, now=svc.clock(), ip=None)
-
-
 def test_escalation_ladder_then_expiry(svc, world, clock):
-    rid = _create(svc, world, urgency="urgent")
+    rid = create_request(svc, world, urgency="urgent")
     jobs.run_once(svc)
     told = [m.to_name for m in svc.notifier.sent]
     assert told == ["Dr Hélène Lefèvre"]  # primary only at level 0
@@ -81,7 +60,7 @@ def test_escalation_ladder_then_expiry(svc, world, clock):
 
 
 def test_notifications_carry_a_link_and_no_content(svc, world):
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     jobs.run_once(svc)
     message = svc.notifier.sent[0]
     assert message.link == f"http://127.0.0.1:5000/inbox/{rid}"
@@ -93,8 +72,8 @@ def test_notifications_carry_a_link_and_no_content(svc, world):
 
 
 def test_sign_then_deliver_then_acknowledge(svc, world):
-    rid = _create(svc, world)
-    req = _sign(svc, rid, world.doc)
+    rid = create_request(svc, world)
+    req = sign_request(svc, rid, world.doc)
     assert req.state == RequestState.DELIVERED and req.signed_sha256 != req.document_sha256
     with svc.sessions() as s, s.begin():
         recipient = s.get(User, world.recipient)
@@ -108,15 +87,15 @@ def test_sign_then_deliver_then_acknowledge(svc, world):
 
 
 def test_second_signature_refused_with_who_and_when(svc, world):
-    rid = _create(svc, world)
-    _sign(svc, rid, world.doc)
+    rid = create_request(svc, world)
+    sign_request(svc, rid, world.doc)
     with svc.sessions() as s, pytest.raises(Conflict, match="Already signed by Dr Hélène Lefèvre at"):
         request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.backup), request_id=rid,
                                  now=svc.clock())
 
 
 def test_decline_and_cancel_rules(svc, world):
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     with svc.sessions() as s, s.begin():
         with pytest.raises(InvalidInput):
             workflow.decline_request(s, svc.deps, user=s.get(User, world.doc), request_id=rid,
@@ -130,7 +109,7 @@ def test_decline_and_cancel_rules(svc, world):
         with pytest.raises(NotFound):  # another technician's request does not exist for them
             workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech2), request_id=rid,
                                     now=svc.clock(), ip=None)
-    rid2 = _create(svc, world)
+    rid2 = create_request(svc, world)
     with svc.sessions() as s, s.begin():
         workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech), request_id=rid2,
                                 now=svc.clock(), ip=None)
@@ -140,14 +119,14 @@ def test_decline_and_cancel_rules(svc, world):
 
 
 def test_off_duty_physician_cannot_sign(svc, world):
-    rid = _create(svc, world)
+    rid = create_request(svc, world)
     with svc.sessions() as s, pytest.raises(NotFound):
         request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.offduty), request_id=rid,
                                  now=svc.clock())
 
 
 def test_head_of_department_may_sign_and_shift_end_revokes_access(svc, world, clock):
-    rid = _create(svc, world, urgency="routine")
+    rid = create_request(svc, world, urgency="routine")
     with svc.sessions() as s:
         assert request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.head), request_id=rid,
                                         now=svc.clock()).document_sha256
@@ -158,13 +137,7 @@ def test_head_of_department_may_sign_and_shift_end_revokes_access(svc, world, cl
 
 def test_technician_only_creates(svc, world):
     with pytest.raises(Forbidden):
-        _create(svc, world, user_id=world.doc)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        create_request(svc, world, user_id=world.doc)
 
 
 MESSAGE = Message(to_name="Dr Lefèvre", to_email="doc@hospital.example", to_phone="+33600000000",
@@ -182,7 +155,7 @@ def test_smtp_notifier_against_a_real_smtp_server():
         def handle_message(self, message):
             received.append(message)
 
-    port = _free_port()
+    port = free_port()
     controller = Controller(Collect(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -198,7 +171,7 @@ def test_smtp_notifier_against_a_real_smtp_server():
 
 def test_smtp_down_is_a_clear_failure():
     with pytest.raises(ServiceUnavailable, match="e-mail"):
-        SmtpNotifier("127.0.0.1", _free_port(), "x@y.z", timeout=2).send(MESSAGE)
+        SmtpNotifier("127.0.0.1", free_port(), "x@y.z", timeout=2).send(MESSAGE)
 
 
 def test_webhook_notifier_posts_json_to_a_real_server():
@@ -230,7 +203,7 @@ def test_failed_notification_is_retried_then_audited(svc, world, clock):
             raise ServiceUnavailable("gateway down")
 
     svc.notifier = Down()
-    rid = _create(svc, world, urgency="routine")
+    rid = create_request(svc, world, urgency="routine")
     jobs.run_once(svc)
     with svc.sessions() as s:
         job = s.scalar(select(Job))

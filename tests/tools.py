@@ -1,19 +1,52 @@
-"""Shared test helper: external tools are required in CI, optional elsewhere."""
+"""Shared test plumbing: what a test needs from the machine (tools, files, ports,
+the `signflow` command), with the one rule for what is missing."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 
+def missing(what: str) -> NoReturn:
+    """Something a test needs is absent. CI (CI=true) installs everything, so there it
+    is a failure; on a developer's machine the test is skipped with the reason."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} (CI=true: everything the tests need must be installed)")
+    pytest.skip(what)
+
+
 def require_tool(name: str) -> str:
-    """Path of the executable `name`; fail in CI (CI=true) when missing, else skip."""
-    path = shutil.which(name)
+    """Path of the executable `name`: on PATH, or next to this interpreter, where the
+    test extra's commands (pyhanko...) live when the venv is used without activating it."""
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
-        message = f"{name} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not installed")
     return path
+
+
+def require_file(path: Path | str, why: str) -> str:
+    """`path` (a shared library, a browser...) must exist; `why` names its package."""
+    if not Path(path).exists():
+        missing(f"{path} is not installed ({why})")
+    return str(path)
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1, for servers that cannot be given port 0."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(args: list[str], env: dict[str, str], *, stdin: str | None = None,
+            timeout: int = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`signflow ARGS` as a real subprocess of this interpreter."""
+    return subprocess.run([sys.executable, "-m", "signflow.cli", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)

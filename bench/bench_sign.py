@@ -69,7 +69,7 @@ def main(rounds: int = 15) -> None:
                                    professional_id="10001234567")
         s.add(RotaShift(group_id=group.id, user_id=doc.id, level=0, starts_at=now,
                         ends_at=now.replace(year=now.year + 1)))
-        credentials.set_signing_pin(s, svc.keys, doc, current_pin=None, new_pin=PIN, now=now, ip=None)
+        credentials.set_signing_pin(s, svc.keys, actor=Actor.of(doc), current_pin=None, new_pin=PIN, now=now)
         ids = (tech.id, doc.id, group.id, dest.id)
     pdf = make_pdf(3, "Benchmark consent")
     upload = pdfcheck.normalise_upload(pdf, max_bytes=10**7, max_pages=100)
@@ -97,16 +97,16 @@ def main(rounds: int = 15) -> None:
     def full_request() -> None:
         with svc.sessions() as s, s.begin():
             user = s.get(User, ids[0])
-            req = workflow.create_request(s, svc.deps, user=user, ip=None, now=now, upload=upload,
+            req = workflow.create_request(s, svc.deps, actor=Actor.of(user), now=now, upload=upload,
                                           filename="b.pdf", title="b", group_id=ids[2],
                                           destination_id=ids[3], urgency="urgent")
             rid = req.id
         with svc.sessions() as s, s.begin():
             user = s.get(User, ids[1])
             form = request_signing.prepare_signing(s, svc.deps, user=user, request_id=rid, now=now)
-            request_signing.sign_request(s, svc.deps, user=user, request_id=rid, pin=PIN,
+            request_signing.sign_request(s, svc.deps, actor=Actor.of(user), request_id=rid, pin=PIN,
                                   activation_token=form.activation_token,
-                                  shown_sha256=form.document_sha256, now=now, ip=None)
+                                  shown_sha256=form.document_sha256, now=now)
 
     def normalise() -> None:
         pdfcheck.normalise_upload(pdf, max_bytes=10**7, max_pages=100)

@@ -27,7 +27,18 @@ from signflow.core.ops import retention as retention
 from signflow.core.pki import crl as revocation
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests import workflow as workflow
-from signflow.models import Checkpoint, Job, JobKind, JobStatus, Role, Setting, SignatureRequest, User
+from signflow.models import (
+    AuditAction,
+    Checkpoint,
+    Job,
+    JobKind,
+    JobStatus,
+    NotifyEvent,
+    Role,
+    Setting,
+    SignatureRequest,
+    User,
+)
 from signflow.services import Services
 
 log = logging.getLogger("signflow.worker")
@@ -42,31 +53,33 @@ class RunSummary:
     checkpoint_size: int | None
 
 
-def _recipients(session: Session, req: SignatureRequest, event: str, level: int,
+def _recipients(session: Session, req: SignatureRequest, event: NotifyEvent, level: int,
                 now: datetime) -> list[User]:
-    if event in ("created", "escalated"):
+    if event in (NotifyEvent.CREATED, NotifyEvent.ESCALATED):
         return oncall.recipients_for_level(session, req.group, level, now)
-    if event == "delegated":
+    if event == NotifyEvent.DELEGATED:
         return [req.assignee] if req.assignee is not None else []
-    if event == "delivered":
+    if event == NotifyEvent.DELIVERED:
         return list(session.scalars(select(User).where(
             User.role == Role.RECIPIENT, User.destination_id == req.destination_id,
             User.active.is_(True))))
     return [req.technician]
 
 
-_SUBJECTS = {
-    "created": "Signature needed ({urgency}): request #{id}",
-    "escalated": "ESCALATED signature needed ({urgency}): request #{id}",
-    "delegated": "Signature needed ({urgency}): request #{id} was delegated to you",
-    "delivered": "Signed document delivered: request #{id}",
-    "declined": "Request #{id} was declined",
-    "expired": "Request #{id} expired unsigned",
-    "received": "Request #{id} was received",
-    "failed": "Request #{id} failed: open signflow to see why",
+_SUBJECTS: dict[NotifyEvent, str] = {
+    NotifyEvent.CREATED: "Signature needed ({urgency}): request #{id}",
+    NotifyEvent.ESCALATED: "ESCALATED signature needed ({urgency}): request #{id}",
+    NotifyEvent.DELEGATED: "Signature needed ({urgency}): request #{id} was delegated to you",
+    NotifyEvent.DELIVERED: "Signed document delivered: request #{id}",
+    NotifyEvent.DECLINED: "Request #{id} was declined",
+    NotifyEvent.EXPIRED: "Request #{id} expired unsigned",
+    NotifyEvent.RECEIVED: "Request #{id} was received",
+    NotifyEvent.FAILED: "Request #{id} failed: open signflow to see why",
 }
-_PATHS = {"created": "/inbox/{id}", "escalated": "/inbox/{id}", "delegated": "/inbox/{id}",
-          "delivered": "/received/{id}"}
+_PATHS: dict[NotifyEvent, str] = {
+    NotifyEvent.CREATED: "/inbox/{id}", NotifyEvent.ESCALATED: "/inbox/{id}",
+    NotifyEvent.DELEGATED: "/inbox/{id}", NotifyEvent.DELIVERED: "/received/{id}",
+}
 
 
 def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[Message]:
@@ -74,7 +87,7 @@ def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[
     req = session.get(SignatureRequest, int(payload["request"]))
     if req is None:
         return []
-    event = str(payload["event"])
+    event = NotifyEvent(payload["event"])
     # Only an identifier and a link leave the hospital: never a title, a note or the file.
     subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id)
     link = svc.settings.base_url.rstrip("/") + _PATHS.get(event, "/requests/{id}").format(id=req.id)
@@ -108,12 +121,12 @@ def run_job(svc: Services, *, now: datetime) -> bool | None:
             try:
                 channel = svc.notifier.send(message)
                 sent += 1
-                audit.append(session, now=now, actor=SYSTEM, action="notification.sent",
+                audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
                              request_id=json.loads(job.payload)["request"], to=message.to_name,
                              channel=channel, subject=message.subject)
             except ServiceUnavailable as exc:
                 errors.append(exc.message)
-                audit.append(session, now=now, actor=SYSTEM, action="notification.failed",
+                audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
                              request_id=json.loads(job.payload)["request"], to=message.to_name,
                              problem=exc.message)
         if errors and job.attempts < MAX_ATTEMPTS and sent == 0:

@@ -246,8 +246,8 @@ def world(svc: Services, clock: Clock, password_hash: str) -> World:
             RotaShift(group_id=other_group.id, user_id=offduty.id, level=0, **shift),
         ])
         for physician in (doc, backup, head, offduty):
-            credentials.set_signing_pin(s, svc.keys, physician, current_pin=None, new_pin=PIN,
-                                        now=now, ip=None)
+            credentials.set_signing_pin(s, svc.keys, actor=Actor.of(physician), current_pin=None, new_pin=PIN,
+                                        now=now)
         return World(
             tech=tech.id, tech2=tech2.id, doc=doc.id, backup=backup.id, head=head.id,
             offduty=offduty.id, recipient=recipient.id, other_recipient=other_recipient.id,

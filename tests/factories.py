@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from signflow.core.audit.log import Actor
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow
@@ -23,7 +24,7 @@ def create_request(svc: Any, world: Any, *, urgency: str = "urgent", user_id: in
     upload = pdfcheck.normalise_upload(make_pdf(1, "Donor consent"), max_bytes=10**7, max_pages=50)
     with svc.sessions() as s, s.begin():
         req = workflow.create_request(
-            s, svc.deps, user=s.get(User, user_id or world.tech), ip="10.0.0.1", now=svc.clock(),
+            s, svc.deps, actor=Actor.of(s.get(User, user_id or world.tech), "10.0.0.1"), now=svc.clock(),
             upload=upload, filename="consent.pdf", title="Donor consent (Mme X)",
             group_id=world.group, destination_id=world.destination, urgency=urgency)
         return int(req.id)
@@ -33,10 +34,9 @@ def create_request_from(svc: Any, world: Any, upload: pdfcheck.NormalisedPdf) ->
     """A routine request for an upload the test normalised itself; returns its id."""
     with svc.sessions() as s, s.begin():
         return int(workflow.create_request(
-            s, svc.deps, user=s.get(User, world.tech), ip=None, now=svc.clock(), upload=upload,
+            s, svc.deps, actor=Actor.of(s.get(User, world.tech)), now=svc.clock(), upload=upload,
             filename="consent.pdf", title="Consent", group_id=world.group,
-            destination_id=world.destination, urgency="routine",
-        ).id)
+            destination_id=world.destination, urgency="routine",).id)
 
 
 def sign_request(svc: Any, rid: int, user_id: int, pin: str = PIN) -> Any:
@@ -44,17 +44,16 @@ def sign_request(svc: Any, rid: int, user_id: int, pin: str = PIN) -> Any:
     with svc.sessions() as s, s.begin():
         user = s.get(User, user_id)
         form = request_signing.prepare_signing(s, svc.deps, user=user, request_id=rid, now=svc.clock())
-        return request_signing.sign_request(s, svc.deps, user=user, request_id=rid, pin=pin,
+        return request_signing.sign_request(s, svc.deps, actor=Actor.of(user), request_id=rid, pin=pin,
                                      activation_token=form.activation_token,
-                                     shown_sha256=form.document_sha256, now=svc.clock(), ip=None)
+                                     shown_sha256=form.document_sha256, now=svc.clock())
 
 
 def acknowledge_receipt(svc: Any, rid: int, world: Any) -> None:
     """The destination's recipient acknowledges the delivered request."""
     with svc.sessions() as s, s.begin():
         workflow.acknowledge_receipt(
-            s, svc.deps, user=s.get(User, world.recipient), request_id=rid, now=svc.clock(), ip=None
-        )
+            s, svc.deps, actor=Actor.of(s.get(User, world.recipient)), request_id=rid, now=svc.clock())
 
 
 def count(svc: Any, model: Any, *where: Any) -> int:

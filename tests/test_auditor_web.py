@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select, text
 
 from signflow.auditverify import verifier_key, verify_bundle
-from signflow.core.accounts.users import actor_of
 from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.models import AuditAction, AuditEntry, SignatureRequest, User
 from tests.conftest import T0, login
 from tests.helpers import request_id_from, sign, upload
@@ -39,7 +39,7 @@ def busy_log(svc, world):
         tech, doc = s.get(User, world.tech), s.get(User, world.doc)
         for i in range(SYNTHETIC):
             audit.append(s, now=T0 + timedelta(minutes=i + 1),
-                         actor=actor_of(tech if i % 2 else doc, "198.51.100.1"),
+                         actor=Actor.of(tech if i % 2 else doc, "198.51.100.1"),
                          action="document.viewed" if i % 3 else "document.downloaded",
                          request_id=9001 + i % 2, n=i)
 

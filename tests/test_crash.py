@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from signflow import jobs
 from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.ops import consistency as consistency
 from signflow.core.pades import sign as signing
@@ -159,7 +160,7 @@ def test_core_faults_at_every_step(svc, world, monkeypatch, settings):
     def create() -> int:
         def action(s: Session) -> int:
             return workflow.create_request(
-                s, svc.deps, user=s.get(User, world.tech), ip=None, now=svc.clock(),
+                s, svc.deps, actor=Actor.of(s.get(User, world.tech)), now=svc.clock(),
                 upload=normalised, filename="c.pdf", title="Crash", group_id=world.group,
                 destination_id=world.destination, urgency="urgent").id
         return int(_in_transaction(svc, action))  # type: ignore[call-overload]
@@ -170,17 +171,17 @@ def test_core_faults_at_every_step(svc, world, monkeypatch, settings):
                 user = s.get(User, world.doc)
                 form = request_signing.prepare_signing(s, svc.deps, user=user, request_id=rid,
                                                 now=svc.clock())
-                return request_signing.sign_request(s, svc.deps, user=user, request_id=rid, pin=PIN,
+                return request_signing.sign_request(s, svc.deps, actor=Actor.of(user), request_id=rid,
+                                                    pin=PIN,
                                              activation_token=form.activation_token,
                                              shown_sha256=form.document_sha256,
-                                             now=svc.clock(), ip=None)
+                                             now=svc.clock())
             return _in_transaction(svc, action)
         return attempt
 
     def acknowledger(rid: int) -> Callable[[], object]:
         return lambda: _in_transaction(svc, lambda s: workflow.acknowledge_receipt(
-            s, svc.deps, user=s.get(User, world.recipient), request_id=rid, now=svc.clock(),
-            ip=None))
+            s, svc.deps, actor=Actor.of(s.get(User, world.recipient)), request_id=rid, now=svc.clock()))
 
     covered: dict[str, int] = {}
     for point in CORE_POINTS:

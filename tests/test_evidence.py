@@ -24,6 +24,7 @@ from signflow.auditverify import (
     verify_inclusion,
 )
 from signflow.core.audit import checkpoints
+from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, Forbidden, NotFound
 from signflow.core.evidence import pdf as evidence_pdf
 from signflow.core.evidence import report as evidence
@@ -62,9 +63,9 @@ def received_request(app, world) -> int:
 def make_report(svc, clock, user_id: int, rid: int) -> bytes:
     with svc.sessions() as s:
         pdf = evidence.evidence_report(
-            s, svc.deps, svc.seal, user=s.get(User, user_id), request_id=rid, now=clock(),
-            origin=svc.settings.audit_origin, ip="192.0.2.7",
-        )
+            s, svc.deps, svc.seal, actor=Actor.of(s.get(User, user_id), "192.0.2.7"), request_id=rid,
+                now=clock(),
+            origin=svc.settings.audit_origin,)
         s.commit()
     return pdf
 
@@ -205,7 +206,7 @@ def test_report_writes_checkpoint_and_audits_itself(app, svc, world, clock, seal
                                 origin=svc.settings.audit_origin).ok
     # The next report lists the previous one's generation among the request's events.
     with svc.sessions() as s:
-        again = evidence.evidence_report(s, svc.deps, seal, user=s.get(User, world.auditor),
+        again = evidence.evidence_report(s, svc.deps, seal, actor=Actor.of(s.get(User, world.auditor)),
                                          request_id=rid, now=clock(),
                                          origin=svc.settings.audit_origin)
         assert s.scalars(select(Checkpoint).order_by(Checkpoint.id.desc())).first().size \
@@ -238,11 +239,11 @@ def test_report_access_by_role_and_object(app, svc, world, clock, seal):
     with svc.sessions() as s:
         assert reports_generated(s) == len(allowed)
         with pytest.raises(Forbidden):
-            evidence.evidence_report(s, svc.deps, seal, user=s.get(User, world.doc),
+            evidence.evidence_report(s, svc.deps, seal, actor=Actor.of(s.get(User, world.doc)),
                                      request_id=rid, now=clock(), origin="x")
         s.rollback()
         with pytest.raises(NotFound):
-            evidence.evidence_report(s, svc.deps, seal, user=s.get(User, world.admin),
+            evidence.evidence_report(s, svc.deps, seal, actor=Actor.of(s.get(User, world.admin)),
                                      request_id=rid, now=clock(), origin="x")
         s.rollback()
         assert reports_generated(s) == len(allowed)

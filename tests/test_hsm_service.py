@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, ObjectClass
 
 from signflow.core.accounts import signing_pin as credentials
+from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, WrongPin
 from signflow.core.pades import sign as signing
 from signflow.core.pades import timestamps
@@ -115,8 +116,8 @@ def test_certificates_and_crls_are_signed_by_the_token(
         user = s.get(User, world.doc)
         credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
                                       reason="superseded", now=now)
-        cred = credentials.set_signing_pin(s, token_keys, user, current_pin=None, new_pin=PIN,
-                                           now=now, ip=None)
+        cred = credentials.set_signing_pin(s, token_keys, actor=Actor.of(user), current_pin=None, new_pin=PIN,
+                                           now=now)
         cert = creds.credential_certificate(cred)
         der = revocation.crl(s, token_keys, issuer="issuing", now=now)
     cert.verify_directly_issued_by(token_keys.issuing_cert)
@@ -133,8 +134,8 @@ def _enrol_on_token(svc: Services, world: World, keys: pki.KeyMaterial) -> int:
         user = s.get(User, world.doc)
         credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
                                       reason="superseded", now=now)
-        cred = credentials.set_signing_pin(s, keys, user, current_pin=None, new_pin=PIN, now=now,
-                                           ip=None)
+        cred = credentials.set_signing_pin(s, keys, actor=Actor.of(user), current_pin=None, new_pin=PIN,
+                                           now=now)
         assert cred.kdf_params == pki.KDF_PARAMS_TOKEN
         return cred.id
 
@@ -201,8 +202,8 @@ def test_file_peppered_credentials_move_to_the_token_at_pin_change(
         user = s.get(User, world.doc)
         credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
                                       reason="superseded", now=now)
-        cred = credentials.set_signing_pin(s, file_keys, user, current_pin=None, new_pin=PIN,
-                                           now=now, ip=None)
+        cred = credentials.set_signing_pin(s, file_keys, actor=Actor.of(user), current_pin=None, new_pin=PIN,
+                                           now=now)
         assert cred.kdf_params == pki.KDF_PARAMS
         cred_id = cred.id
     pki.migrate_to_token(folder, passphrase=PASSPHRASE, token=_token("svc-other"))

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from signflow.auditverify import verifier_key, verify_bundle
 from signflow.core.audit.checkpoints import verify_log
+from signflow.core.audit.log import Actor
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.ops.restore import reset_sequences
 from signflow.core.pades.validate import validate_pdf
@@ -40,7 +41,7 @@ from signflow.core.storage import sha256_hex
 from signflow.migrate import alembic_config, upgrade
 from signflow.models import AuditEntry, Checkpoint, Signature, SignatureRequest, User
 from signflow.services import PASSPHRASE_FILE, Services, build_services
-from tests.conftest import make_settings, require_postgres
+from tests.conftest import make_settings
 
 FIXTURE = Path(__file__).parent / "vectors" / "release_0_1"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text("utf-8"))
@@ -113,9 +114,9 @@ def copy_rows(source_url: str, target_url: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def postgres_server() -> Iterator[str]:
+def postgres_server(postgres_url: str) -> Iterator[str]:
     """A database of this module's own, `<base>_mig_<random>`, dropped at the end."""
-    base = make_url(require_postgres())
+    base = make_url(postgres_url)
     name = f"{base.database}_mig_{secrets.token_hex(4)}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     try:
@@ -259,15 +260,15 @@ def test_upgraded_database_takes_new_actions(svc):
     with svc.sessions() as s, s.begin():
         head = s.get(User, users["head"])
         form = prepare_signing(s, svc.deps, user=head, request_id=pending["id"], now=svc.clock())
-        req = sign_request(s, svc.deps, user=head, request_id=pending["id"], pin=EXPECTED["pin"],
+        req = sign_request(s, svc.deps, actor=Actor.of(head), request_id=pending["id"], pin=EXPECTED["pin"],
                            activation_token=form.activation_token,
-                           shown_sha256=form.document_sha256, now=svc.clock(), ip=None)
+                           shown_sha256=form.document_sha256, now=svc.clock())
         assert req.state == "delivered" and req.signed_sha256
         signed = req.signed_sha256
     # ...and the destination acknowledges a document the old release delivered.
     with svc.sessions() as s, s.begin():
-        ack = acknowledge_receipt(s, svc.deps, user=s.get(User, users["recipient"]),
-                                  request_id=delivered["id"], now=svc.clock(), ip=None)
+        ack = acknowledge_receipt(s, svc.deps, actor=Actor.of(s.get(User, users["recipient"])),
+                                  request_id=delivered["id"], now=svc.clock())
         assert ack.state == "received"
     with svc.sessions() as s, s.begin():
         report = _validate(svc, s, svc.blobs.get(s, signed))
@@ -280,3 +281,33 @@ def test_upgraded_database_takes_new_actions(svc):
                             origin=svc.settings.audit_origin)
         assert result.ok, result.line()
         assert _count(s, AuditEntry) > EXPECTED["counts"]["audit_entries"]
+
+
+# -- a backup written by release 0.1 --------------------------------------------
+
+
+def test_a_release_0_1_backup_restores_into_the_current_schema(tmp_path):
+    """`backup.tar` was written by release 0.1's own `signflow backup` from the fixture
+    database (schema 0001, routes as text); restoring it today must keep every route."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from signflow.core.ops.restore import restore
+
+    url = f"sqlite:///{tmp_path / 'restored.db'}"
+    result = restore(FIXTURE / "backup.tar", database_url=url, keys_path=tmp_path / "keys",
+                     blob_root=None)
+    assert result.schema_revision == PREVIOUS_REVISION
+    engine = create_engine(url)
+    try:
+        with Session(engine) as s:
+            assert s.scalar(select(func.count()).select_from(SignatureRequest)) \
+                == EXPECTED["counts"]["requests"]
+            for name, want in EXPECTED["requests"].items():
+                req = s.get(SignatureRequest, want["id"])
+                assert req is not None, name
+                assert (route_of(req), req.state, req.step) \
+                    == (want["route"], want["state"], want["step"]), name
+            audit_key = load_pem_public_key((tmp_path / "keys" / "audit.pub").read_bytes())
+            assert verify_log(s, public_key=audit_key, origin=EXPECTED["audit_origin"]).ok  # type: ignore[arg-type]
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ from werkzeug.serving import make_server
 
 from signflow.app import create_app
 from signflow.core.accounts import signing_pin as credentials
+from signflow.core.audit.log import Actor
 from signflow.core.errors import CredentialBlocked
 from signflow.core.pades import sign as signing
 from signflow.core.pades import timestamps
@@ -51,8 +52,8 @@ def test_revocation_reaches_the_crl_at_once_and_stops_signing(client, svc, world
     with pytest.raises(CredentialBlocked):  # no usable credential until re-enrolment
         sign_request(svc, rid, world.doc)
     with svc.sessions() as s, s.begin():  # the physician enrols anew with a new PIN
-        credentials.set_signing_pin(s, svc.keys, s.get(User, world.doc), current_pin=None,
-                                    new_pin="731946", now=svc.clock(), ip=None)
+        credentials.set_signing_pin(s, svc.keys, actor=Actor.of(s.get(User, world.doc)), current_pin=None,
+                                    new_pin="731946", now=svc.clock())
     assert sign_request(svc, rid, world.doc, pin="731946").signed_sha256
 
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from signflow.core.audit import checkpoints
+from signflow.core.audit.log import Actor
 from signflow.core.errors import NotFound
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
@@ -35,8 +36,7 @@ def settings(request, tmp_path, keys_dir, database_url):
 def _cancel(svc, rid, world):
     with svc.sessions() as s, s.begin():
         workflow.cancel_request(
-            s, svc.deps, user=s.get(User, world.tech), request_id=rid, now=svc.clock(), ip=None
-        )
+            s, svc.deps, actor=Actor.of(s.get(User, world.tech)), request_id=rid, now=svc.clock())
 
 
 def _purge(svc, *, days=30, dry_run=False):
@@ -119,8 +119,7 @@ def test_purge_past_retention_only(svc, world, clock, app):
     # The recipient asks for the purged file: a clear 404, from core and over HTTP.
     with svc.sessions() as s, pytest.raises(NotFound, match="retention period"):
         access.document_for(
-            s, svc.deps, user=s.get(User, world.recipient), request_id=received, now=clock(), ip=None
-        )
+            s, svc.deps, actor=Actor.of(s.get(User, world.recipient)), request_id=received, now=clock())
     client = app.test_client()
     login(client, "recipient")
     resp = client.get(f"/documents/{received}/download")

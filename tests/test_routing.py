@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from signflow import jobs
+from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, InvalidInput
 from signflow.core.pades import validate as validation
 from signflow.core.pdf import normalise as pdfcheck
@@ -28,7 +29,7 @@ def _create_route(svc, world, then=()):
     upload = pdfcheck.normalise_upload(make_pdf(2, "Liver graft"), max_bytes=10**7, max_pages=50)
     with svc.sessions() as s, s.begin():
         req = workflow.create_request(
-            s, svc.deps, user=s.get(User, world.tech), ip=None, now=svc.clock(), upload=upload,
+            s, svc.deps, actor=Actor.of(s.get(User, world.tech)), now=svc.clock(), upload=upload,
             filename="graft.pdf", title="Graft", group_id=world.group, destination_id=world.destination,
             urgency="urgent", then_group_ids=list(then))
         return req.id
@@ -70,12 +71,12 @@ def test_take_and_delegate(svc, world):
     rid = create_request(svc, world)
     with svc.sessions() as s, s.begin():
         doc = s.get(User, world.doc)
-        workflow.take_request(s, svc.deps, user=doc, request_id=rid, now=svc.clock(), ip=None)
+        workflow.take_request(s, svc.deps, actor=Actor.of(doc), request_id=rid, now=svc.clock())
         with pytest.raises(InvalidInput):  # not on call for this group
-            workflow.delegate_request(s, svc.deps, user=doc, request_id=rid,
-                                      to_user_id=world.offduty, now=svc.clock(), ip=None)
-        workflow.delegate_request(s, svc.deps, user=doc, request_id=rid, to_user_id=world.backup,
-                                  now=svc.clock(), ip=None)
+            workflow.delegate_request(s, svc.deps, actor=Actor.of(doc), request_id=rid,
+                                      to_user_id=world.offduty, now=svc.clock())
+        workflow.delegate_request(s, svc.deps, actor=Actor.of(doc), request_id=rid, to_user_id=world.backup,
+                                  now=svc.clock())
     jobs.run_once(svc)
     assert any(m.to_name == "Dr Łukasz Nowak" and "delegated to you" in m.subject
                for m in svc.notifier.sent)
@@ -102,10 +103,11 @@ def test_stamp_goes_where_the_technician_tapped(svc, world):
     with svc.sessions() as s, s.begin():
         tech = s.get(User, world.tech)
         with pytest.raises(InvalidInput):
-            request_signing.set_stamp_position(s, svc.deps, user=tech, request_id=rid, page=3, fx=0.5,
-                                        fy=0.5, now=svc.clock(), ip=None)
-        request_signing.set_stamp_position(s, svc.deps, user=tech, request_id=rid, page=1, fx=0.25,
-                                    fy=0.1, now=svc.clock(), ip=None)
+            request_signing.set_stamp_position(s, svc.deps, actor=Actor.of(tech), request_id=rid,
+                                               page=3, fx=0.5,
+                                        fy=0.5, now=svc.clock())
+        request_signing.set_stamp_position(s, svc.deps, actor=Actor.of(tech), request_id=rid, page=1, fx=0.25,
+                                    fy=0.1, now=svc.clock())
     req = sign_request(svc, rid, world.doc)
     with svc.sessions() as s:
         signed = svc.blobs.get(s, req.signed_sha256)
@@ -117,8 +119,9 @@ def test_stamp_goes_where_the_technician_tapped(svc, world):
     assert abs((x1 + x2) / 2 - 595 * 0.25) < 2 and abs((y1 + y2) / 2 - 842 * 0.9) < 2
     # Once signed, the stamp can no longer move.
     with svc.sessions() as s, pytest.raises(Conflict):
-        request_signing.set_stamp_position(s, svc.deps, user=s.get(User, world.tech), request_id=rid,
-                                    page=1, fx=0.5, fy=0.5, now=svc.clock(), ip=None)
+        request_signing.set_stamp_position(s, svc.deps, actor=Actor.of(s.get(User, world.tech)),
+                                           request_id=rid,
+                                    page=1, fx=0.5, fy=0.5, now=svc.clock())
 
 
 def test_stamp_defaults_to_last_page(svc, world):

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from signflow import jobs
+from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from signflow.core.notify.channels import Message, ServiceUnavailable, SmtpNotifier, WebhookNotifier
 from signflow.core.requests import access
@@ -77,9 +78,9 @@ def test_sign_then_deliver_then_acknowledge(svc, world):
     assert req.state == RequestState.DELIVERED and req.signed_sha256 != req.document_sha256
     with svc.sessions() as s, s.begin():
         recipient = s.get(User, world.recipient)
-        workflow.acknowledge_receipt(s, svc.deps, user=recipient, request_id=rid, now=svc.clock(), ip=None)
+        workflow.acknowledge_receipt(s, svc.deps, actor=Actor.of(recipient), request_id=rid, now=svc.clock())
         # A double submit is not an error and writes nothing more.
-        workflow.acknowledge_receipt(s, svc.deps, user=recipient, request_id=rid, now=svc.clock(), ip=None)
+        workflow.acknowledge_receipt(s, svc.deps, actor=Actor.of(recipient), request_id=rid, now=svc.clock())
     with svc.sessions() as s:
         assert s.get(SignatureRequest, rid).state == RequestState.RECEIVED
         assert s.scalar(select(func.count()).select_from(AuditEntry)
@@ -98,21 +99,21 @@ def test_decline_and_cancel_rules(svc, world):
     rid = create_request(svc, world)
     with svc.sessions() as s, s.begin():
         with pytest.raises(InvalidInput):
-            workflow.decline_request(s, svc.deps, user=s.get(User, world.doc), request_id=rid,
-                                     reason="  ", now=svc.clock(), ip=None)
-        workflow.decline_request(s, svc.deps, user=s.get(User, world.doc), request_id=rid,
-                                 reason="Wrong patient", now=svc.clock(), ip=None)
+            workflow.decline_request(s, svc.deps, actor=Actor.of(s.get(User, world.doc)), request_id=rid,
+                                     reason="  ", now=svc.clock())
+        workflow.decline_request(s, svc.deps, actor=Actor.of(s.get(User, world.doc)), request_id=rid,
+                                 reason="Wrong patient", now=svc.clock())
     with svc.sessions() as s:
         with pytest.raises(Conflict, match="declined"):
-            workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech), request_id=rid,
-                                    now=svc.clock(), ip=None)
+            workflow.cancel_request(s, svc.deps, actor=Actor.of(s.get(User, world.tech)), request_id=rid,
+                                    now=svc.clock())
         with pytest.raises(NotFound):  # another technician's request does not exist for them
-            workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech2), request_id=rid,
-                                    now=svc.clock(), ip=None)
+            workflow.cancel_request(s, svc.deps, actor=Actor.of(s.get(User, world.tech2)), request_id=rid,
+                                    now=svc.clock())
     rid2 = create_request(svc, world)
     with svc.sessions() as s, s.begin():
-        workflow.cancel_request(s, svc.deps, user=s.get(User, world.tech), request_id=rid2,
-                                now=svc.clock(), ip=None)
+        workflow.cancel_request(s, svc.deps, actor=Actor.of(s.get(User, world.tech)), request_id=rid2,
+                                now=svc.clock())
     with svc.sessions() as s, pytest.raises(Conflict, match="cancelled"):
         request_signing.prepare_signing(s, svc.deps, user=s.get(User, world.doc), request_id=rid2,
                                  now=svc.clock())

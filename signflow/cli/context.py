@@ -17,10 +17,10 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.clock import utcnow
 from signflow.db import make_engine, make_session_factory
-from signflow.models import User
+from signflow.models import AuditAction, ServiceRole, User
 from signflow.services import Services, build_services
 
-OPERATOR = Actor(id=None, name="cli", role="operator")
+OPERATOR = Actor(id=None, name="cli", role=ServiceRole.OPERATOR)
 
 
 class CliError(Exception):
@@ -42,7 +42,7 @@ def operator_services(config: Settings | None = None) -> Iterator[Services]:
         svc.engine.dispose()
 
 
-def record_key_event(config: Settings, action: str, **details: Any) -> None:
+def record_key_event(config: Settings, action: AuditAction, **details: Any) -> None:
     """Key material changed outside any request: audited in a transaction of its own."""
     engine = make_engine(config.database_url)
     try:

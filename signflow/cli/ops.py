@@ -12,6 +12,7 @@ from signflow.config import Settings
 from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.core.ops import backup, consistency, restore, retention
+from signflow.models import AuditAction
 
 BAR_WIDTH = 30
 
@@ -53,7 +54,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             progress=progress_bar("backup"),
         )
         with svc.sessions() as session, session.begin():
-            audit.append(session, now=svc.clock(), actor=OPERATOR, action="backup.created",
+            audit.append(session, now=svc.clock(), actor=OPERATOR, action=AuditAction.BACKUP_CREATED,
                          sha256=result.sha256, rows=result.rows,
                          private_keys=args.include_private_keys)
     private = "with" if args.include_private_keys else "without"
@@ -77,7 +78,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         verified = checkpoints.verify_log(session, public_key=svc.keys.audit_key.public_key(),
                                     origin=config.audit_origin)
         problems = consistency.check(session, svc.blobs)
-        audit.append(session, now=svc.clock(), actor=OPERATOR, action="backup.restored",
+        audit.append(session, now=svc.clock(), actor=OPERATOR, action=AuditAction.BACKUP_RESTORED,
                      rows=result.rows)
     print(verified.line())
     for problem in problems:

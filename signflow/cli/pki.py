@@ -10,6 +10,7 @@ from signflow.core.errors import ConfigurationError
 from signflow.core.ops import archive_renewal as archive
 from signflow.core.pki import hsm, tsa
 from signflow.core.pki import keystore as pki
+from signflow.models import AuditAction
 
 
 def cmd_hsm_init(args: argparse.Namespace) -> int:
@@ -28,7 +29,7 @@ def cmd_hsm_init(args: argparse.Namespace) -> int:
     pki.init_keys(config.keys_path, passphrase=passphrase, now=utcnow(),
                   base_url=config.base_url, token=token)
     pki.load_keys(config.keys_path, passphrase=passphrase, token=token)
-    record_key_event(config, "keys.moved_to_token", token=token.label, moved=list(moved))
+    record_key_event(config, AuditAction.KEYS_MOVED_TO_TOKEN, token=token.label, moved=list(moved))
     for line in moved:
         print(line)
     print(f"service keys are on PKCS#11 token {token.label!r}; certificates stay in "
@@ -39,7 +40,7 @@ def cmd_hsm_init(args: argparse.Namespace) -> int:
 def cmd_renew_tsa(args: argparse.Namespace) -> int:
     with operator_services() as svc:
         cert = tsa.renew_tsa_certificate(svc.settings.keys_path, svc.keys, now=svc.clock())
-    record_key_event(svc.settings, "keys.tsa_renewed", serial=f"{cert.serial_number:x}",
+    record_key_event(svc.settings, AuditAction.KEYS_TSA_RENEWED, serial=f"{cert.serial_number:x}",
                      not_after=cert.not_valid_after_utc.isoformat())
     print(f"new TSA certificate {cert.serial_number:x}, valid until "
           f"{cert.not_valid_after_utc:%Y-%m-%d}; restart the service to use it")

@@ -18,13 +18,14 @@ from signflow.core.accounts import mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import hsm, seal
 from signflow.core.pki import keystore as pki
 from signflow.core.requests import oncall
-from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
+from signflow.models import AuditAction, Destination, OnCallGroup, Role, RotaShift, User
 from signflow.services import PASSPHRASE_FILE, Services, build_services, require_notification_channel
 
 Row = TypeVar("Row", Destination, OnCallGroup)
@@ -53,7 +54,7 @@ def init_instance(config: Settings) -> Settings:
     sealed = seal.ensure_seal(config.keys_path, keys, passphrase=passphrase, now=utcnow())
     upgrade(config.database_url)
     if created or sealed:
-        record_key_event(config, "keys.created", root=f"{keys.root_cert.serial_number:x}",
+        record_key_event(config, AuditAction.KEYS_CREATED, root=f"{keys.root_cert.serial_number:x}",
                          issuing=f"{keys.issuing_cert.serial_number:x}",
                          tsa=f"{keys.tsa_cert.serial_number:x}", on_token=token is not None)
     return config
@@ -124,8 +125,8 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
                 if creds.active_credential(session, user.id) is not None:
                     credentials.revoke_credential(session, actor=OPERATOR, user_id=user.id,
                                                   reason="superseded", now=now)
-                credentials.set_signing_pin(session, svc.keys, user, current_pin=None,
-                                            new_pin=pin, now=now, ip=None)
+                credentials.set_signing_pin(session, svc.keys, actor=Actor.of(user), current_pin=None,
+                                            new_pin=pin, now=now)
             totp = None
             if mfa.required_for(user, svc.settings.mfa_roles):
                 totp = mfa.new_secret()
@@ -142,7 +143,7 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
                 session.add(RotaShift(group_id=group.id, user_id=users[username].id, level=level,
                                       starts_at=now - timedelta(hours=1),
                                       ends_at=now + timedelta(days=7)))
-        audit.append(session, now=now, actor=OPERATOR, action="demo.seeded")
+        audit.append(session, now=now, actor=OPERATOR, action=AuditAction.DEMO_SEEDED)
     return printed
 
 

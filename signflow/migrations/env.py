@@ -26,9 +26,21 @@ def run_migrations_online() -> None:
         return
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+        if raw is not None:
+            # SQLite drops a column by rebuilding the table (batch mode); with foreign
+            # keys on, dropping the old table fails while other tables point at it.
+            # Off for the migration (outside any transaction, as SQLite requires),
+            # and every reference is checked before they go back on.
+            raw.execute("PRAGMA foreign_keys=OFF")
         context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
+        if raw is not None:
+            broken = raw.execute("PRAGMA foreign_key_check").fetchall()
+            raw.execute("PRAGMA foreign_keys=ON")
+            if broken:
+                raise RuntimeError(f"migration left {len(broken)} broken foreign key(s): {broken[:5]}")
     engine.dispose()
     _ = pool
 

@@ -1,6 +1,15 @@
 """The ORM tables and the enums their typed columns hold."""
 
-from signflow.models.enums import AuditAction, JobKind, JobStatus, RequestState, Role, Urgency
+from signflow.models.enums import (
+    AuditAction,
+    JobKind,
+    JobStatus,
+    NotifyEvent,
+    RequestState,
+    Role,
+    ServiceRole,
+    Urgency,
+)
 from signflow.models.tables import (
     ApiToken,
     AuditEntry,
@@ -11,6 +20,7 @@ from signflow.models.tables import (
     Job,
     OnCallGroup,
     RotaShift,
+    RouteStep,
     Setting,
     Signature,
     SignatureActivation,
@@ -22,8 +32,30 @@ from signflow.models.tables import (
 )
 
 __all__ = [
-    "ApiToken", "AuditAction", "AuditEntry", "AuditHead", "Blob", "Checkpoint", "Destination",
-    "Job", "JobKind", "JobStatus", "OnCallGroup", "RequestState", "Role", "RotaShift", "Setting",
-    "Signature", "SignatureActivation", "SignatureRequest", "SigningCredential", "TextEnum",
-    "UTCDateTime", "Urgency", "User",
+    "ApiToken",
+    "AuditAction",
+    "AuditEntry",
+    "AuditHead",
+    "Blob",
+    "Checkpoint",
+    "Destination",
+    "Job",
+    "JobKind",
+    "JobStatus",
+    "NotifyEvent",
+    "OnCallGroup",
+    "RequestState",
+    "Role",
+    "RotaShift",
+    "RouteStep",
+    "ServiceRole",
+    "Setting",
+    "Signature",
+    "SignatureActivation",
+    "SignatureRequest",
+    "SigningCredential",
+    "TextEnum",
+    "UTCDateTime",
+    "Urgency",
+    "User",
 ]

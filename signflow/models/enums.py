@@ -14,6 +14,15 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class ServiceRole(StrEnum):
+    """Who acts when no user does: the service itself, an operator at the command
+    line, an unidentified caller (a login attempt)."""
+
+    SYSTEM = "system"
+    OPERATOR = "operator"
+    ANONYMOUS = "anonymous"
+
+
 class RequestState(StrEnum):
     PENDING = "pending"
     SIGNED = "signed"
@@ -38,6 +47,19 @@ class Urgency(StrEnum):
 class JobKind(StrEnum):
     NOTIFY = "notify"
     CHECKPOINT = "checkpoint"
+
+
+class NotifyEvent(StrEnum):
+    """What a notification job tells its recipients about a request."""
+
+    CREATED = "created"
+    ESCALATED = "escalated"
+    DELEGATED = "delegated"
+    DELIVERED = "delivered"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    RECEIVED = "received"
+    FAILED = "failed"
 
 
 class JobStatus(StrEnum):

@@ -158,7 +158,6 @@ class SignatureRequest(Base):
     # The group whose signature is awaited now: route[step] (a request may need
     # signatures from several groups, in order).
     group_id: Mapped[int] = mapped_column(ForeignKey("oncall_groups.id"))
-    route: Mapped[str] = mapped_column(String(200), default="")
     step: Mapped[int] = mapped_column(Integer, default=0)
     # The physician who took the request (or was delegated it) at this step.
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
@@ -195,6 +194,19 @@ class SignatureRequest(Base):
     declined_by: Mapped[User | None] = relationship(foreign_keys=[declined_by_id])
     acknowledged_by: Mapped[User | None] = relationship(foreign_keys=[acknowledged_by_id])
     assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id])
+    route: Mapped[list[RouteStep]] = relationship(
+        order_by="RouteStep.position", cascade="all, delete-orphan", lazy="selectin")
+
+
+class RouteStep(Base):
+    """One group of a request's route, in signing order (position 0 signs first)."""
+
+    __tablename__ = "request_route"
+
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("oncall_groups.id"))
 
 
 class Signature(Base):

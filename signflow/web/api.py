@@ -78,8 +78,8 @@ def verification(request_id: int) -> Response:
 @token_required
 def document(request_id: int) -> Response:
     rc = current()
-    doc = access.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
-                                ip=rc.ip, download=True)
+    doc = access.document_for(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now,
+                              download=True)
     resp = attachment(doc.data, doc.filename)
     resp.headers["Digest"] = f"sha-256={doc.sha256}"
     return resp
@@ -89,8 +89,8 @@ def document(request_id: int) -> Response:
 @token_required
 def acknowledge(request_id: int) -> Response:
     rc = current()
-    req = workflow.acknowledge_receipt(rc.session, rc.deps, user=rc.user, request_id=request_id,
-                                       now=rc.now, ip=rc.ip)
+    req = workflow.acknowledge_receipt(rc.session, rc.deps, actor=rc.actor, request_id=request_id,
+                                       now=rc.now)
     return jsonify(_summary(req))
 
 

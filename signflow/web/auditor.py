@@ -91,12 +91,10 @@ def evidence_pdf(request_id: int) -> Response:
         rc.session,
         rc.deps,
         rc.services.seal,
-        user=rc.user,
+        actor=rc.actor,
         request_id=request_id,
         now=rc.now,
-        origin=rc.services.settings.audit_origin,
-        ip=rc.ip,
-    )
+        origin=rc.services.settings.audit_origin,)
     return attachment(data, f"evidence-request-{request_id}.pdf")
 
 

@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response
 
 from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import users as accounts
+from signflow.core.audit.log import Actor
 from signflow.models import Role, User
 from signflow.web.context import current
 from signflow.web.forms import CodeForm, ConfirmForm, LoginForm
@@ -78,8 +79,9 @@ def second_factor() -> Response | str:
         return redirect(url_for("auth.login"))
     form = CodeForm()
     if form.validate_on_submit():
-        mfa.verify(rc.session, rc.services.keys.master_key, user=account, code=form.code.data or "",
-                   now=rc.now, ip=rc.ip)
+        mfa.verify(rc.session, rc.services.keys.master_key, actor=Actor.of(account, rc.ip),
+                   code=form.code.data or "",
+                   now=rc.now)
         target = session.get("mfa_next") or url_for("auth.home")
         session.clear()
         _start_session(account)
@@ -99,8 +101,8 @@ def setup_mfa() -> Response | str:
     form = CodeForm()
     if form.validate_on_submit() and "mfa_setup" in session:
         sealed = base64.b64decode(session["mfa_setup"])
-        mfa.enable(rc.session, master_key, user=account, sealed_secret=sealed,
-                   code=form.code.data or "", now=rc.now, ip=rc.ip)
+        mfa.enable(rc.session, master_key, actor=Actor.of(account, rc.ip), sealed_secret=sealed,
+                   code=form.code.data or "", now=rc.now)
         session.pop("mfa_setup", None)
         flash("Two-factor authentication is on.", "success")
         return redirect(url_for("auth.home"))
@@ -129,7 +131,7 @@ def logout() -> Response:
     rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
-        accounts.logout(rc.session, user=rc.user, now=rc.now, ip=rc.ip)
+        accounts.logout(rc.session, actor=rc.actor, now=rc.now)
         logout_user()
         session.clear()
     return redirect(url_for("auth.login"))

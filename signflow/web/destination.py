@@ -41,7 +41,6 @@ def acknowledge(request_id: int) -> Response:
     rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
-        workflow.acknowledge_receipt(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
-                                     ip=rc.ip)
+        workflow.acknowledge_receipt(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
         flash("Receipt acknowledged: the technician sees it.", "success")
     return redirect(url_for("destination.detail", request_id=request_id))

@@ -25,8 +25,7 @@ def page(request_id: int, page: int) -> Response:
     width = request.args.get("w", type=int) or 800
     if width not in WIDTHS:
         width = 800
-    doc = access.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
-                                ip=rc.ip)
+    doc = access.document_for(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
     if page < 1:
         raise NotFound("No such page.")
     png = rc.services.previews.get_or_render(lambda: doc.data, doc.sha256, page - 1, width)
@@ -51,6 +50,6 @@ def attachment(data: bytes, filename: str, mimetype: str = "application/pdf") ->
 @roles(*READERS)
 def download(request_id: int) -> Response:
     rc = current()
-    doc = access.document_for(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
-                                ip=rc.ip, download=True)
+    doc = access.document_for(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now,
+                              download=True)
     return attachment(doc.data, doc.filename)

@@ -35,8 +35,7 @@ def inbox() -> str:
 @roles(Role.PHYSICIAN)
 def review(request_id: int) -> str:
     rc = current()
-    view = request_signing.review(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
-                           ip=rc.ip)
+    view = request_signing.review(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
     form = decline = delegate = None
     if view.signing is not None:
         form = SignForm(activation=view.signing.activation_token,
@@ -57,10 +56,9 @@ def sign(request_id: int) -> Response | tuple[str, int]:
     if not form.validate_on_submit():
         raise InvalidInput("Enter your signing PIN.")
     req = request_signing.sign_request(
-        rc.session, rc.deps, user=rc.user, request_id=request_id, pin=form.pin.data or "",
+        rc.session, rc.deps, actor=rc.actor, request_id=request_id, pin=form.pin.data or "",
         activation_token=form.activation.data or "", shown_sha256=form.document_sha256.data or "",
-        now=rc.now, ip=rc.ip,
-    )
+        now=rc.now,)
     flash(f"Signed and delivered to {req.destination.name}.", "success")
     return redirect(url_for("physician.review", request_id=request_id))
 
@@ -72,8 +70,8 @@ def decline(request_id: int) -> Response:
     form = DeclineForm()
     if not form.validate_on_submit():
         raise InvalidInput("Say why you decline, for the technician.")
-    workflow.decline_request(rc.session, rc.deps, user=rc.user, request_id=request_id,
-                             reason=form.reason.data or "", now=rc.now, ip=rc.ip)
+    workflow.decline_request(rc.session, rc.deps, actor=rc.actor, request_id=request_id,
+                             reason=form.reason.data or "", now=rc.now)
     flash("Declined: the technician is notified.", "success")
     return redirect(url_for("physician.inbox"))
 
@@ -87,9 +85,9 @@ def signing_pin() -> Response | str:
     if form.validate_on_submit():
         if form.pin.data != form.confirm.data:
             raise InvalidInput("The two new PINs differ.")
-        credentials.set_signing_pin(rc.session, rc.deps.keys, rc.user,
+        credentials.set_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
                                     current_pin=form.current_pin.data or None,
-                                    new_pin=form.pin.data or "", now=rc.now, ip=rc.ip)
+                                    new_pin=form.pin.data or "", now=rc.now)
         flash("Your signing PIN is set.", "success")
         return redirect(url_for("physician.inbox"))
     return render_template("physician/pin.html", form=form, credential=credential)
@@ -101,7 +99,7 @@ def take(request_id: int) -> Response:
     rc = current()
     if not ConfirmForm().validate_on_submit():
         raise InvalidInput("The form expired. Reload the page.")
-    workflow.take_request(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now, ip=rc.ip)
+    workflow.take_request(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
     flash("Colleagues and the technician see that you are on it.", "success")
     return redirect(url_for("physician.review", request_id=request_id))
 
@@ -113,8 +111,8 @@ def delegate(request_id: int) -> Response:
     form = DelegateForm()
     if not form.validate_on_submit():
         raise InvalidInput("Choose a colleague.")
-    target = workflow.delegate_request(rc.session, rc.deps, user=rc.user, request_id=request_id,
-                                       to_user_id=form.to.data, now=rc.now, ip=rc.ip)
+    target = workflow.delegate_request(rc.session, rc.deps, actor=rc.actor, request_id=request_id,
+                                       to_user_id=form.to.data, now=rc.now)
     flash(f"Delegated to {target.assignee.display_name if target.assignee else 'a colleague'}.",
           "success")
     return redirect(url_for("physician.inbox"))

@@ -60,13 +60,12 @@ def new() -> Response | str:
             limits=rc.services.sandbox,
         )
         req = workflow.create_request(
-            rc.session, rc.deps, user=rc.user, ip=rc.ip, now=rc.now, upload=normalised,
+            rc.session, rc.deps, actor=rc.actor, now=rc.now, upload=normalised,
             filename=pdfcheck.sanitize_filename(upload.filename or "document.pdf"),
             title=form.title.data or "", group_id=form.group.data, destination_id=form.destination.data,
             urgency=form.urgency.data, note=form.note.data or "",
             stamp_position=form.stamp_position.data or None,
-            then_group_ids=[form.then_group.data] if form.then_group.data else [],
-        )
+            then_group_ids=[form.then_group.data] if form.then_group.data else [],)
         flash("Sent for signature: the physicians on call are being notified.", "success")
         return redirect(url_for("technician.detail", request_id=req.id))
     return render_template("technician/new.html", form=form), 400 if form.errors else 200  # type: ignore[return-value]
@@ -91,9 +90,9 @@ def stamp(request_id: int) -> Response:
     form = StampForm()
     if not form.validate_on_submit():
         raise InvalidInput("Tap inside a page of the document.")
-    request_signing.set_stamp_position(rc.session, rc.deps, user=rc.user, request_id=request_id,
+    request_signing.set_stamp_position(rc.session, rc.deps, actor=rc.actor, request_id=request_id,
                                 page=form.page.data or 0, fx=form.fx.data or 0.0,
-                                fy=form.fy.data or 0.0, now=rc.now, ip=rc.ip)
+                                fy=form.fy.data or 0.0, now=rc.now)
     flash("The signature stamp will go where you tapped.", "success")
     return redirect(url_for("technician.detail", request_id=request_id))
 
@@ -104,7 +103,6 @@ def cancel(request_id: int) -> Response:
     rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
-        workflow.cancel_request(rc.session, rc.deps, user=rc.user, request_id=request_id, now=rc.now,
-                                ip=rc.ip)
+        workflow.cancel_request(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
         flash("Request cancelled.", "success")
     return redirect(url_for("technician.detail", request_id=request_id))

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 import pyotp
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts.users import actor_of, throttle_delay
+from signflow.core.accounts.users import acting_user, throttle_delay
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, Throttled
 from signflow.core.storage import decrypt_secret, encrypt_secret
-from signflow.models import User
+from signflow.models import AuditAction, User
 
 STEP_SECONDS = 30
 ISSUER = "signflow"
@@ -55,8 +55,9 @@ def _matching_step(secret: str, code: str, now: datetime, after: int | None) -> 
     return None
 
 
-def enable(session: Session, master_key: bytes, *, user: User, sealed_secret: bytes, code: str,
-           now: datetime, ip: str | None) -> None:
+def enable(session: Session, master_key: bytes, *, actor: Actor, sealed_secret: bytes, code: str,
+           now: datetime) -> None:
+    user = acting_user(session, actor)
     if user.totp_secret_enc is not None:
         raise Conflict("Two-factor authentication is already on.")
     secret = decrypt_secret(master_key, sealed_secret, purpose=_purpose(user)).decode()
@@ -66,19 +67,19 @@ def enable(session: Session, master_key: bytes, *, user: User, sealed_secret: by
     user.totp_secret_enc = sealed_secret
     user.totp_last_step = step
     session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="mfa.enabled", method="totp")
+    audit.append(session, now=now, actor=actor, action=AuditAction.MFA_ENABLED, method="totp")
 
 
-def verify(session: Session, master_key: bytes, *, user: User, code: str, now: datetime,
-           ip: str | None) -> None:
+def verify(session: Session, master_key: bytes, *, actor: Actor, code: str, now: datetime) -> None:
     """Second factor at login. Failures count with the password's throttle."""
+    user = acting_user(session, actor)
     if user.totp_secret_enc is None:
         raise NotFound("Two-factor authentication is not set up.")
     if user.failed_logins and user.last_failed_login_at is not None:
         wait = throttle_delay(user.failed_logins)
         remaining = (user.last_failed_login_at + timedelta(seconds=wait) - now).total_seconds()
         if remaining > 0:
-            audit.append(session, now=now, actor=actor_of(user, ip), action="login.throttled",
+            audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_THROTTLED,
                          factor="totp")
             raise Throttled("Too many failed attempts: wait a moment and try again.",
                             retry_after=int(remaining) + 1)
@@ -87,14 +88,14 @@ def verify(session: Session, master_key: bytes, *, user: User, code: str, now: d
     if step is None:
         user.failed_logins += 1
         user.last_failed_login_at = now
-        audit.append(session, now=now, actor=actor_of(user, ip),
-                     action="login.second_factor_failed", factor="totp")
+        audit.append(session, now=now, actor=actor,
+                     action=AuditAction.LOGIN_SECOND_FACTOR_FAILED, factor="totp")
         raise AuthenticationFailed("Wrong or already used code.")
     user.totp_last_step = step
     user.failed_logins = 0
     user.last_failed_login_at = None
     session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="login.succeeded",
+    audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_SUCCEEDED,
                  factors=["password", "totp"])
 
 
@@ -107,5 +108,5 @@ def reset(session: Session, *, actor: Actor, user_id: int, now: datetime) -> Use
     user.totp_last_step = None
     user.session_version += 1
     session.flush()
-    audit.append(session, now=now, actor=actor, action="mfa.reset", user=user.id)
+    audit.append(session, now=now, actor=actor, action=AuditAction.MFA_RESET, user=user.id)
     return user

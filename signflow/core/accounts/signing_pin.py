@@ -10,38 +10,38 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts.users import actor_of
+from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden, InvalidInput, NotFound
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
-from signflow.models import Role, SigningCredential, User
+from signflow.models import AuditAction, Role, SigningCredential, User
 
 
 def set_signing_pin(
-    session: Session, keys: pki.KeyMaterial, user: User, *, current_pin: str | None,
-    new_pin: str, now: datetime, ip: str | None, algorithm: str = "ec",
+    session: Session, keys: pki.KeyMaterial, actor: Actor, *, current_pin: str | None,
+    new_pin: str, now: datetime, algorithm: str = "ec",
 ) -> SigningCredential:
     """Enrol (no usable credential yet) or change the PIN (re-wraps the same key)."""
+    user = acting_user(session, actor)
     if user.role != Role.PHYSICIAN:
         raise Forbidden("Only physicians hold a signing credential.")
     creds.validate_pin_policy(new_pin)
-    actor = actor_of(user, ip)
     credential = creds.active_credential(session, user.id)
     if credential is not None and credential.blocked_at is None:
         if not current_pin:
             raise InvalidInput("Enter your current signing PIN.")
         creds.change_pin(session, keys, credential, current_pin, new_pin, now=now)
-        audit.append(session, now=now, actor=actor, action="credential.pin_changed",
+        audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_PIN_CHANGED,
                      credential=credential.serial)
         return credential
     if credential is not None:
         # Blocked: only an administrator's re-enrolment (revocation) reopens enrolment.
         raise Forbidden("Your signing credential is blocked: ask an administrator to re-enrol you.")
     created = creds.enrol(session, keys, user, new_pin, now=now, algorithm=algorithm)
-    audit.append(session, now=now, actor=actor, action="credential.enrolled",
+    audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_ENROLLED,
                  credential=created.serial, algorithm=created.algorithm,
                  not_after=audit.rfc3339(created.not_after))
     return created
@@ -58,6 +58,6 @@ def revoke_credential(
     if credential is None:
         raise NotFound("This physician has no active signing credential.")
     revocation.revoke(session, credential, reason=reason, now=now)
-    audit.append(session, now=now, actor=actor, action="credential.revoked", user=user.id,
+    audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_REVOKED, user=user.id,
                  credential=credential.serial, reason=reason)
     return credential

@@ -22,7 +22,7 @@ from signflow.core.errors import (
     NotFound,
     Throttled,
 )
-from signflow.models import ApiToken, Destination, OnCallGroup, Role, User
+from signflow.models import ApiToken, AuditAction, Destination, OnCallGroup, Role, ServiceRole, User
 
 # ASVS 11.4.2 example parameters: 46 MiB, one pass, one lane.
 _HASHER = PasswordHasher(time_cost=1, memory_cost=47104, parallelism=1)
@@ -42,8 +42,13 @@ _COMMON_PASSWORDS = frozenset(
 )
 
 
-def actor_of(user: User, ip: str | None = None) -> Actor:
-    return Actor(id=user.id, name=user.username, role=user.role, ip=ip)
+def acting_user(session: Session, actor: Actor) -> User:
+    """The active user behind `actor`: what an operation that needs a person checks
+    (the service and operators act as no user)."""
+    user = session.get(User, actor.id) if actor.id is not None else None
+    if user is None or not user.active:
+        raise Forbidden("Log in first.")
+    return user
 
 
 def hash_password(password: str) -> str:
@@ -103,7 +108,7 @@ def create_user(
     session.add(user)
     session.flush()
     audit.append(
-        session, now=now, actor=actor, action="user.created",
+        session, now=now, actor=actor, action=AuditAction.USER_CREATED,
         user=user.id, username=user.username, role=user.role,
     )
     return user
@@ -123,7 +128,8 @@ def set_user_active(session: Session, *, actor: Actor, user_id: int, active: boo
     session.flush()
     audit.append(
         session, now=now, actor=actor,
-        action="user.enabled" if active else "user.disabled", user=user.id, username=user.username,
+        action=AuditAction.USER_ENABLED if active else AuditAction.USER_DISABLED,
+        user=user.id, username=user.username,
     )
     return user
 
@@ -146,8 +152,8 @@ def authenticate(
         remaining = (user.last_failed_login_at + timedelta(seconds=wait) - now).total_seconds()
         if remaining > 0:
             audit.append(
-                session, now=now, actor=Actor(None, username[:80], "anonymous", ip),
-                action="login.throttled", user=user.id,
+                session, now=now, actor=Actor(None, username[:80], ServiceRole.ANONYMOUS, ip),
+                action=AuditAction.LOGIN_THROTTLED, user=user.id,
             )
             raise Throttled("Too many failed attempts: wait a moment and try again.",
                             retry_after=int(remaining) + 1)
@@ -157,19 +163,19 @@ def authenticate(
             user.failed_logins += 1
             user.last_failed_login_at = now
         audit.append(
-            session, now=now, actor=Actor(None, username[:80], "anonymous", ip),
-            action="login.failed", user=user.id if user else None,
+            session, now=now, actor=Actor(None, username[:80], ServiceRole.ANONYMOUS, ip),
+            action=AuditAction.LOGIN_FAILED, user=user.id if user else None,
         )
         raise AuthenticationFailed("Wrong user name or password.")
     if _HASHER.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     if user.totp_secret_enc is not None:
         # The failure counter resets only once the second factor is right too.
-        audit.append(session, now=now, actor=actor_of(user, ip), action="login.password_accepted")
+        audit.append(session, now=now, actor=Actor.of(user, ip), action=AuditAction.LOGIN_PASSWORD_ACCEPTED)
         return user
     user.failed_logins = 0
     user.last_failed_login_at = None
-    audit.append(session, now=now, actor=actor_of(user, ip), action="login.succeeded",
+    audit.append(session, now=now, actor=Actor.of(user, ip), action=AuditAction.LOGIN_SUCCEEDED,
                  factors=["password"])
     return user
 
@@ -181,10 +187,11 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-def logout(session: Session, *, user: User, now: datetime, ip: str | None) -> None:
+def logout(session: Session, *, actor: Actor, now: datetime) -> None:
+    user = acting_user(session, actor)
     user.session_version += 1
     session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="logout")
+    audit.append(session, now=now, actor=actor, action=AuditAction.LOGOUT)
 
 
 def load_session_user(session: Session, session_id: str) -> User | None:
@@ -225,7 +232,7 @@ def create_api_token(
     )
     session.add(row)
     session.flush()
-    audit.append(session, now=now, actor=actor, action="api_token.created",
+    audit.append(session, now=now, actor=actor, action=AuditAction.API_TOKEN_CREATED,
                  token=row.id, user=user.id, name=row.name)
     return IssuedToken(token=token, token_id=row.id)
 
@@ -237,7 +244,7 @@ def revoke_api_token(session: Session, *, actor: Actor, token_id: int, now: date
     if row.revoked_at is None:
         row.revoked_at = now
         session.flush()
-        audit.append(session, now=now, actor=actor, action="api_token.revoked",
+        audit.append(session, now=now, actor=actor, action=AuditAction.API_TOKEN_REVOKED,
                      token=row.id, user=row.user_id)
     return row
 

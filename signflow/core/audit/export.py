@@ -28,7 +28,7 @@ from signflow.auditverify import (
 from signflow.core.audit.checkpoints import latest_checkpoint, write_checkpoint
 from signflow.core.audit.log import STREAM_BATCH, Actor, append, require_aware, stream_leaves
 from signflow.core.errors import AuditIntegrityError, Conflict, InvalidInput
-from signflow.models import AuditEntry, Checkpoint
+from signflow.models import AuditAction, AuditEntry, Checkpoint
 
 MAX_PAGE = 500
 
@@ -150,7 +150,7 @@ def export_bundle(
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise Conflict("the export destination already exists and is not empty")
-    append(session, now=now, actor=actor, action="audit.exported", bundle=out.name)
+    append(session, now=now, actor=actor, action=AuditAction.AUDIT_EXPORTED, bundle=out.name)
     checkpoint = write_checkpoint(session, signing_key=signing_key, origin=origin, now=now)
     public_key = signing_key.public_key()
     vkey = verifier_key(origin, public_key)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from signflow.auditverify import canonical_json
 from signflow.auditverify import hash_leaf as leaf_hash
 from signflow.core.errors import AuditIntegrityError, InvalidInput
-from signflow.models import AuditEntry, AuditHead
+from signflow.models import AuditAction, AuditEntry, AuditHead, Role, ServiceRole, User
 
 __all__ = [
     "SYSTEM",
@@ -47,18 +47,23 @@ log = logging.getLogger("signflow.audit")
 
 @dataclass(frozen=True)
 class Actor:
-    """Who did it, from where. `id` None means the service itself."""
+    """Who did it, from where: the first argument of every core operation, and the
+    `actor` of its audit entry. `id` None means the service or an operator, not a user."""
 
     id: int | None
     name: str
-    role: str
+    role: Role | ServiceRole
     ip: str | None = None
 
+    @classmethod
+    def of(cls, user: User, ip: str | None = None) -> Actor:
+        return cls(id=user.id, name=user.username, role=user.role, ip=ip)
+
     def as_json(self) -> dict[str, JsonValue]:
-        return {"id": self.id, "name": self.name, "role": self.role, "ip": self.ip}
+        return {"id": self.id, "name": self.name, "role": str(self.role), "ip": self.ip}
 
 
-SYSTEM = Actor(id=None, name="signflow", role="system")
+SYSTEM = Actor(id=None, name="signflow", role=ServiceRole.SYSTEM)
 
 
 def rfc3339(when: datetime) -> str:
@@ -100,7 +105,7 @@ def append(
     *,
     now: datetime,
     actor: Actor,
-    action: str,
+    action: AuditAction,
     request_id: int | None = None,
     **details: JsonValue,
 ) -> AuditEntry:

@@ -24,10 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.auditverify import parse_canonical_line, verifier_key
-from signflow.core.accounts.users import actor_of
+from signflow.core.accounts.users import acting_user
 from signflow.core.audit import checkpoints
 from signflow.core.audit import export as audit_export
 from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import AuditIntegrityError, Forbidden
 from signflow.core.evidence.pdf import ProvenEntry, ReportPdf, both_times
 from signflow.core.pades import sign as signing
@@ -36,6 +37,7 @@ from signflow.core.requests import access
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests.deps import Deps
 from signflow.models import (
+    AuditAction,
     AuditEntry,
     Destination,
     OnCallGroup,
@@ -46,7 +48,7 @@ from signflow.models import (
 )
 
 REPORT_READERS = frozenset({Role.TECHNICIAN, Role.RECIPIENT, Role.AUDITOR})
-REPORT_ACTION = "evidence.generated"
+REPORT_ACTION = AuditAction.EVIDENCE_GENERATED
 
 
 @dataclass(frozen=True)
@@ -88,16 +90,16 @@ def evidence_report(
     deps: Deps,
     seal: Seal,
     *,
-    user: User,
+    actor: Actor,
     request_id: int,
     now: datetime,
     origin: str,
-    ip: str | None = None,
 ) -> bytes:
     """The sealed evidence PDF of one request, for its technician, its recipient
     (once delivered) or an auditor. Writes a checkpoint covering every entry
     first, and appends `evidence.generated` (with the report's SHA-256) after.
     Only flushes."""
+    user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now)
     if user.role not in REPORT_READERS:
         raise Forbidden("Your role does not give access to evidence reports.")
@@ -172,7 +174,7 @@ def evidence_report(
     audit.append(
         session,
         now=now,
-        actor=actor_of(user, ip),
+        actor=actor,
         action=REPORT_ACTION,
         request_id=req.id,
         sha256=hashlib.sha256(sealed).hexdigest(),

@@ -28,11 +28,11 @@ from signflow.core.errors import ConfigurationError, InvalidInput
 from signflow.core.pades import timestamps
 from signflow.core.pki import crl as revocation
 from signflow.core.requests.deps import Deps
-from signflow.models import RequestState, SignatureRequest
+from signflow.models import AuditAction, RequestState, SignatureRequest
 
 log = logging.getLogger(__name__)
 
-AUDIT_ACTION = "document.archive_timestamped"
+AUDIT_ACTION = AuditAction.DOCUMENT_ARCHIVE_TIMESTAMPED
 # Requests whose signed file is final: mid-route files are still being signed,
 # and the next physician's activation is bound to their exact bytes.
 FINAL_STATES = (RequestState.SIGNED, RequestState.DELIVERED, RequestState.RECEIVED)

@@ -18,10 +18,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import SignflowError
-from signflow.core.requests import outbox as outbox
+from signflow.core.requests import workflow
 from signflow.core.requests.deps import Deps
 from signflow.core.storage import BlobStore
 from signflow.models import (
@@ -30,6 +29,7 @@ from signflow.models import (
     Job,
     JobKind,
     JobStatus,
+    NotifyEvent,
     RequestState,
     Signature,
     SignatureRequest,
@@ -211,18 +211,9 @@ def recover(session: Session, deps: Deps, *, now: datetime, limit: int = 200) ->
         if missing is None:
             continue
         previous = req.state
-        req.state, req.failure_reason, req.updated_at = RequestState.FAILED, reason, now
-        session.flush()
-        audit.append(
-            session,
-            now=now,
-            actor=SYSTEM,
-            action="request.failed",
-            request_id=req.id,
-            previous_state=previous,
-            missing_sha256=missing,
-            reason=reason,
-        )
-        outbox.enqueue(session, "notify", {"request": req.id, "event": "failed"}, now=now)
+        req.state, req.failure_reason = RequestState.FAILED, reason
+        workflow.record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_FAILED,
+                        notify=NotifyEvent.FAILED, previous_state=previous,
+                        missing_sha256=missing, reason=reason)
         failed.append(req.id)
     return failed

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
-from sqlalchemy import Connection, Engine, Integer, Table, inspect, text
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, inspect, text
 
 from signflow.core.errors import Conflict, InvalidInput
 from signflow.core.ops.backup_format import (
@@ -25,11 +25,10 @@ from signflow.core.ops.backup_format import (
     ProgressCounter,
     decode_row,
     open_archive,
-    tables_in,
     verify_archive,
 )
 from signflow.core.storage import write_atomically
-from signflow.db import make_engine
+from signflow.db import Base, make_engine
 from signflow.migrate import alembic_config
 from signflow.models import AuditEntry, Blob, SignatureRequest, User
 
@@ -111,6 +110,29 @@ def reset_sequences(conn: Connection, tables: list[Table]) -> None:
         )
 
 
+def _tables_at_backup_revision(conn: Connection) -> list[Table]:
+    """The tables as the backup's schema revision has them (a backup of an older
+    release keeps columns a later migration moves, e.g. the route of 0.1), typed like
+    the models wherever a column still exists, so that values decode the same way."""
+    reflected = MetaData()
+    reflected.reflect(conn)
+    current = Base.metadata.tables
+    shaped = MetaData()
+    tables: list[Table] = []
+    for table in reflected.sorted_tables:
+        if table.name == "alembic_version":
+            continue
+        model = current.get(table.name)
+        tables.append(Table(table.name, shaped, *(
+            Column(column.name,
+                   model.c[column.name].type if model is not None and column.name in model.c
+                   else column.type,
+                   primary_key=column.primary_key)
+            for column in table.columns
+        )))
+    return tables
+
+
 def restore(
     archive: Path,
     *,
@@ -142,7 +164,7 @@ def restore(
             command.upgrade(alembic_config(database_url), manifest.schema_revision or "head")
             rows = 0
             with engine.begin() as conn:
-                tables = tables_in(conn)
+                tables = _tables_at_backup_revision(conn)
                 for table in reversed(tables):
                     conn.execute(table.delete())  # seed rows of the migrations (audit head...)
                 by_name = {t.name: t for t in tables}

@@ -15,7 +15,7 @@ from signflow.core.errors import InvalidInput
 from signflow.core.ops.consistency import content_hashes
 from signflow.core.pdf.preview import PreviewCache
 from signflow.core.requests.deps import Deps
-from signflow.models import RequestState, Signature, SignatureRequest
+from signflow.models import AuditAction, RequestState, Signature, SignatureRequest
 
 TERMINAL_STATES = (
     RequestState.RECEIVED,
@@ -80,7 +80,7 @@ def purge(
             session,
             now=now,
             actor=actor,
-            action="document.purged",
+            action=AuditAction.DOCUMENT_PURGED,
             request_id=req.id,
             removed_sha256=removed,
             kept_sha256=[h for h in hashes if h in still_needed],

@@ -12,12 +12,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts.users import actor_of
+from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, NotFound
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests.deps import Deps
-from signflow.models import OnCallGroup, RequestState, Role, Signature, SignatureRequest, User
+from signflow.models import AuditAction, OnCallGroup, RequestState, Role, Signature, SignatureRequest, User
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,11 @@ def list_requests(session: Session, *, user: User, now: datetime, limit: int = 2
 
 
 def document_for(
-    session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
-    ip: str | None, download: bool = False,
+    session: Session, deps: Deps, *, actor: Actor, request_id: int, now: datetime, download: bool = False,
 ) -> Document:
     """The bytes a user may read: the signed file once there is one, else the
     normalised upload (the exact bytes a physician previews and signs)."""
+    user = acting_user(session, actor)
     req = get_request(session, user=user, request_id=request_id, now=now)
     if not may_read_document(session, user, req, now):
         raise Forbidden("Your role cannot read documents.")
@@ -113,7 +114,7 @@ def document_for(
     sha = req.signed_sha256 or req.document_sha256
     data = deps.blobs.get(session, sha)
     if download:
-        audit.append(session, now=now, actor=actor_of(user, ip), action="document.downloaded",
+        audit.append(session, now=now, actor=actor, action=AuditAction.DOCUMENT_DOWNLOADED,
                      request_id=req.id, sha256=sha)
     stem = req.filename.removesuffix(".pdf")
     return Document(filename=f"{stem}-signed.pdf" if req.signed_sha256 else req.filename,
@@ -128,7 +129,7 @@ def handled_by(session: Session, req: SignatureRequest, user: User) -> bool:
 
 
 def route_of(req: SignatureRequest) -> list[int]:
-    return [int(g) for g in req.route.split(",") if g] or [req.group_id]
+    return [step.group_id for step in req.route] or [req.group_id]
 
 
 def _route_groups(session: Session, req: SignatureRequest) -> list[OnCallGroup]:

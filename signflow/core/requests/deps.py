@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from pyhanko.sign.timestamps import TimeStamper
 
 from signflow.core.pki import keystore as pki
 from signflow.core.requests import oncall as oncall
@@ -17,7 +18,7 @@ class Deps:
 
     keys: pki.KeyMaterial
     blobs: BlobStore
-    timestamper: Any
+    timestamper: TimeStamper
     timezone: str
     pades_level: str
     activation_key: bytes

@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from signflow.models import Job
+from signflow.models import Job, JobKind, JobStatus
 
 
-def enqueue(session: Session, kind: str, payload: dict[str, Any], *, now: datetime) -> Job:
-    job = Job(kind=kind, payload=json.dumps(payload, sort_keys=True), status="pending",
+def enqueue(session: Session, kind: JobKind, payload: dict[str, Any], *, now: datetime) -> Job:
+    job = Job(kind=kind, payload=json.dumps(payload, sort_keys=True), status=JobStatus.PENDING,
               run_at=now, attempts=0, created_at=now)
     session.add(job)
     session.flush()

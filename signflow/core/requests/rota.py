@@ -11,7 +11,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, InvalidInput, NotFound
 from signflow.core.requests.oncall import BACKUP, PRIMARY
-from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
+from signflow.models import AuditAction, Destination, OnCallGroup, Role, RotaShift, User
 
 MAX_SHIFT = timedelta(days=31)
 
@@ -34,7 +34,7 @@ def create_group(session: Session, *, actor: Actor, name: str, head_user_id: int
     group = OnCallGroup(name=name, head_user_id=head.id if head else None)
     session.add(group)
     session.flush()
-    audit.append(session, now=now, actor=actor, action="rota.group_created", group=group.id,
+    audit.append(session, now=now, actor=actor, action=AuditAction.ROTA_GROUP_CREATED, group=group.id,
                  name=name, head=group.head_user_id)
     return group
 
@@ -49,7 +49,7 @@ def create_destination(session: Session, *, actor: Actor, name: str, email: str 
     destination = Destination(name=name, email=email or None)
     session.add(destination)
     session.flush()
-    audit.append(session, now=now, actor=actor, action="destination.created",
+    audit.append(session, now=now, actor=actor, action=AuditAction.DESTINATION_CREATED,
                  destination=destination.id, name=name)
     return destination
 
@@ -72,7 +72,7 @@ def add_shift(session: Session, *, actor: Actor, group_id: int, user_id: int, le
                       ends_at=ends_at)
     session.add(shift)
     session.flush()
-    audit.append(session, now=now, actor=actor, action="rota.shift_added", shift=shift.id,
+    audit.append(session, now=now, actor=actor, action=AuditAction.ROTA_SHIFT_ADDED, shift=shift.id,
                  group=group.id, user=user.id, level=level, starts_at=audit.rfc3339(starts_at),
                  ends_at=audit.rfc3339(ends_at))
     return shift
@@ -82,7 +82,7 @@ def remove_shift(session: Session, *, actor: Actor, shift_id: int, now: datetime
     shift = session.get(RotaShift, shift_id)
     if shift is None:
         raise NotFound("No such shift.")
-    audit.append(session, now=now, actor=actor, action="rota.shift_removed", shift=shift.id,
+    audit.append(session, now=now, actor=actor, action=AuditAction.ROTA_SHIFT_REMOVED, shift=shift.id,
                  group=shift.group_id, user=shift.user_id)
     session.delete(shift)
     session.flush()

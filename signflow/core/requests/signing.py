@@ -12,8 +12,9 @@ import pikepdf
 from cryptography import x509
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts.users import actor_of
+from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, CredentialBlocked, Forbidden, InvalidInput, WrongPin
 from signflow.core.pades import sign as signing
 from signflow.core.pades import validate as validation
@@ -24,7 +25,16 @@ from signflow.core.requests import activation as activation
 from signflow.core.requests import outbox as outbox
 from signflow.core.requests import workflow as workflow
 from signflow.core.requests.deps import Deps
-from signflow.models import RequestState, Role, Signature, SignatureRequest, User
+from signflow.models import (
+    AuditAction,
+    JobKind,
+    NotifyEvent,
+    RequestState,
+    Role,
+    Signature,
+    SignatureRequest,
+    User,
+)
 
 SIGN_REASON = "Approved for transplant workflow"
 
@@ -74,10 +84,10 @@ def _parse_position(raw: str | None) -> tuple[int | None, tuple[float, float, fl
 
 
 def sign_request(
-    session: Session, deps: Deps, *, user: User, request_id: int, pin: str,
-    activation_token: str, shown_sha256: str, now: datetime, ip: str | None,
+    session: Session, deps: Deps, *, actor: Actor, request_id: int, pin: str,
+    activation_token: str, shown_sha256: str, now: datetime,
 ) -> SignatureRequest:
-    actor = actor_of(user, ip)
+    user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
     access.require_signer(session, user, req, now, deps)
     claims = activation.read(deps.activation_key, activation_token, now=now)
@@ -91,7 +101,7 @@ def sign_request(
     try:
         key = creds.unlock(session, deps.keys, credential, pin, now=now)
     except (WrongPin, CredentialBlocked) as exc:
-        audit.append(session, now=now, actor=actor, action="signature.pin_rejected",
+        audit.append(session, now=now, actor=actor, action=AuditAction.SIGNATURE_PIN_REJECTED,
                      request_id=req.id, credential=credential.serial, problem=exc.code)
         raise
     used = activation.consume(session, claims, now=now)
@@ -114,7 +124,7 @@ def sign_request(
         sha256_after=signed_sha, activation_id=used.id, signed_at=now,
     ))
     sha_before = req.document_sha256
-    req.signed_sha256, req.signed_by_id, req.signed_at, req.updated_at = signed_sha, user.id, now, now
+    req.signed_sha256, req.signed_by_id, req.signed_at = signed_sha, user.id, now
     route = access.route_of(req)
     audit_fields: dict[str, Any] = dict(
         certificate_serial=credential.serial, sha256_before=sha_before, sha256_after=signed_sha,
@@ -122,7 +132,7 @@ def sign_request(
         group=req.group_id, step=req.step,
     )
     # The proof the checkpoint covers this signature should not wait for the next tick.
-    outbox.enqueue(session, "checkpoint", {"reason": "request.signed"}, now=now)
+    outbox.enqueue(session, JobKind.CHECKPOINT, {"reason": AuditAction.REQUEST_SIGNED}, now=now)
     if req.step + 1 < len(route):
         # The next group signs the signed bytes (an approval signature on top).
         req.step += 1
@@ -131,16 +141,13 @@ def sign_request(
         req.assignee_id = None
         req.escalation_level = 0
         req.deadline_at = workflow.deadline(deps, req.urgency, now)
-        session.flush()
-        audit.append(session, now=now, actor=actor, action="request.signed", request_id=req.id,
-                     next_group=req.group_id, **audit_fields)
-        outbox.enqueue(session, "notify", {"request": req.id, "event": "created", "level": 0},
-                       now=now)
+        workflow.record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_SIGNED,
+                        notify=NotifyEvent.CREATED, ladder_level=0, next_group=req.group_id,
+                        **audit_fields)
         return req
     req.state = RequestState.SIGNED
-    session.flush()
-    audit.append(session, now=now, actor=actor, action="request.signed", request_id=req.id,
-                 **audit_fields)
+    workflow.record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_SIGNED,
+                    **audit_fields)
     workflow.deliver(session, req, now=now)
     return req
 
@@ -152,17 +159,18 @@ def current_crls(session: Session, deps: Deps, *, now: datetime) -> list[bytes]:
 def verify_document(session: Session, deps: Deps, *, user: User, request_id: int,
                     now: datetime) -> validation.ValidationReport:
     """Validate the delivered file against the hospital root only."""
-    doc = access.document_for(session, deps, user=user, request_id=request_id, now=now, ip=None)
+    doc = access.document_for(session, deps, actor=Actor.of(user), request_id=request_id, now=now)
     return validation.validate_pdf(doc.data, trust_roots=[deps.keys.root_cert],
                                 crls=current_crls(session, deps, now=now), now=now)
 STAMP_SIZE = (200.0, 70.0)  # points: room for name, ID, date and reason
 
 
-def set_stamp_position(session: Session, deps: Deps, *, user: User, request_id: int, page: int,
-                       fx: float, fy: float, now: datetime, ip: str | None) -> SignatureRequest:
+def set_stamp_position(session: Session, deps: Deps, *, actor: Actor, request_id: int, page: int,
+                       fx: float, fy: float, now: datetime) -> SignatureRequest:
     """Place the visible stamp where the technician tapped on the preview.
 
     (fx, fy) are fractions of the rendered page from its top-left corner."""
+    user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
     if user.role != Role.TECHNICIAN:
         raise Forbidden("Only the technician who sent a request places its stamp.")
@@ -178,10 +186,8 @@ def set_stamp_position(session: Session, deps: Deps, *, user: User, request_id: 
     x1 = min(max(cx - width / 2, llx), urx - width)
     y1 = min(max(cy - height / 2, lly), ury - height)
     req.stamp_position = f"{page},{x1:.1f},{y1:.1f},{x1 + width:.1f},{y1 + height:.1f}"
-    req.updated_at = now
-    session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="request.stamp_placed",
-                 request_id=req.id, position=req.stamp_position)
+    workflow.record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_STAMP_PLACED,
+                    position=req.stamp_position)
     return req
 
 
@@ -195,8 +201,8 @@ def page_box(pdf: bytes, page: int) -> tuple[float, float, float, float]:
     return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
 
 
-def review(session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
-           ip: str | None) -> Review:
+def review(session: Session, deps: Deps, *, actor: Actor, request_id: int, now: datetime) -> Review:
+    user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now)
     form: SigningForm | None = None
     message: str | None = None
@@ -206,7 +212,7 @@ def review(session: Session, deps: Deps, *, user: User, request_id: int, now: da
         form = prepare_signing(session, deps, user=user, request_id=request_id, now=now)
     except (Conflict, CredentialBlocked, Forbidden) as exc:
         message = exc.message
-    audit.append(session, now=now, actor=actor_of(user, ip), action="document.viewed",
+    audit.append(session, now=now, actor=actor, action=AuditAction.DOCUMENT_VIEWED,
                  request_id=req.id, sha256=req.signed_sha256 or req.document_sha256,
                  pages=req.page_count)
     return Review(request=req, signing=form,

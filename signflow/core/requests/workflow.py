@@ -16,22 +16,25 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts.users import actor_of
+from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
-from signflow.core.audit.log import SYSTEM
+from signflow.core.audit.log import SYSTEM, Actor, JsonValue
 from signflow.core.errors import Conflict, Forbidden, InvalidInput
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
 from signflow.core.requests import outbox as outbox
 from signflow.core.requests.deps import Deps
 from signflow.models import (
+    AuditAction,
     Destination,
+    JobKind,
+    NotifyEvent,
     OnCallGroup,
     RequestState,
     Role,
+    RouteStep,
     SignatureRequest,
     Urgency,
-    User,
 )
 
 MAX_NOTE = 2000
@@ -44,12 +47,13 @@ def deadline(deps: Deps, urgency: str, now: datetime) -> datetime:
 
 
 def create_request(
-    session: Session, deps: Deps, *, user: User, ip: str | None, now: datetime,
+    session: Session, deps: Deps, *, actor: Actor, now: datetime,
     upload: NormalisedPdf, filename: str, title: str, group_id: int, destination_id: int,
     urgency: str, note: str = "", stamp_position: str | None = None,
     then_group_ids: Sequence[int] = (),
 ) -> SignatureRequest:
     """`then_group_ids`: groups that sign after `group_id`, in order."""
+    user = acting_user(session, actor)
     if user.role != Role.TECHNICIAN:
         raise Forbidden("Only technicians send documents for signature.")
     if urgency not in {u.value for u in Urgency}:
@@ -70,7 +74,8 @@ def create_request(
     title = " ".join(title.split())[:200] or filename
     stored = deps.blobs.put(session, upload.data, now=now)
     req = SignatureRequest(
-        technician_id=user.id, group_id=group.id, route=",".join(map(str, route)), step=0,
+        technician_id=user.id, group_id=group.id, step=0,
+        route=[RouteStep(position=i, group_id=g) for i, g in enumerate(route)],
         destination_id=destination.id,
         title=title, urgency=urgency, note=note.strip(), state=RequestState.PENDING,
         escalation_level=0, deadline_at=deadline(deps, urgency, now), filename=filename,
@@ -79,15 +84,30 @@ def create_request(
         stamp_position=stamp_position, created_at=now, updated_at=now,
     )
     session.add(req)
-    session.flush()
-    audit.append(
-        session, now=now, actor=actor_of(user, ip), action="request.created", request_id=req.id,
-        group=group.id, route=route, destination=destination.id, urgency=urgency,
-        original_sha256=upload.original_sha256, document_sha256=stored,
-        removed=list(upload.removed), pages=upload.page_count,
-    )
-    outbox.enqueue(session, "notify", {"request": req.id, "event": "created", "level": 0}, now=now)
+    record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_CREATED,
+           notify=NotifyEvent.CREATED, ladder_level=0,
+           group=group.id, route=list(route), destination=destination.id, urgency=urgency,
+           original_sha256=upload.original_sha256, document_sha256=stored,
+           removed=list(upload.removed), pages=upload.page_count)
     return req
+
+
+def record(
+    session: Session, req: SignatureRequest, *, actor: Actor, now: datetime, action: AuditAction,
+    notify: NotifyEvent | None = None, ladder_level: int | None = None, **details: JsonValue,
+) -> None:
+    """The tail of every transition, in the caller's transaction: the request's new
+    state is flushed, its audit entry appended and, when someone must be told, the
+    notification job enqueued (`ladder_level`: which rung of the on-call ladder to
+    page). Either all of it commits or none of it does."""
+    req.updated_at = now
+    session.flush()
+    audit.append(session, now=now, actor=actor, action=action, request_id=req.id, **details)
+    if notify is not None:
+        payload: dict[str, JsonValue] = {"request": req.id, "event": notify}
+        if ladder_level is not None:
+            payload["level"] = ladder_level
+        outbox.enqueue(session, JobKind.NOTIFY, payload, now=now)
 
 
 def _require_pending(req: SignatureRequest, deps: Deps) -> None:
@@ -97,15 +117,13 @@ def _require_pending(req: SignatureRequest, deps: Deps) -> None:
 
 def deliver(session: Session, req: SignatureRequest, *, now: datetime) -> None:
     req.state = RequestState.DELIVERED
-    req.updated_at = now
-    session.flush()
-    audit.append(session, now=now, actor=SYSTEM, action="request.delivered", request_id=req.id,
-                 destination=req.destination_id, sha256=req.signed_sha256)
-    outbox.enqueue(session, "notify", {"request": req.id, "event": "delivered"}, now=now)
+    record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_DELIVERED,
+           notify=NotifyEvent.DELIVERED, destination=req.destination_id, sha256=req.signed_sha256)
 
 
-def decline_request(session: Session, deps: Deps, *, user: User, request_id: int, reason: str,
-                    now: datetime, ip: str | None) -> SignatureRequest:
+def decline_request(session: Session, deps: Deps, *, actor: Actor, request_id: int, reason: str,
+                    now: datetime) -> SignatureRequest:
+    user = acting_user(session, actor)
     reason = reason.strip()
     if not reason:
         raise InvalidInput("Say why you decline, for the technician.")
@@ -113,32 +131,29 @@ def decline_request(session: Session, deps: Deps, *, user: User, request_id: int
         raise InvalidInput(f"The reason is limited to {MAX_REASON} characters.")
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
     access.require_signer(session, user, req, now, deps)
-    req.state, req.declined_by_id, req.decline_reason, req.updated_at = (
-        RequestState.DECLINED, user.id, reason, now)
-    session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="request.declined",
-                 request_id=req.id, reason=reason)
-    outbox.enqueue(session, "notify", {"request": req.id, "event": "declined"}, now=now)
+    req.state, req.declined_by_id, req.decline_reason = RequestState.DECLINED, user.id, reason
+    record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_DECLINED,
+           notify=NotifyEvent.DECLINED, reason=reason)
     return req
 
 
-def cancel_request(session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
-                   ip: str | None) -> SignatureRequest:
+def cancel_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
+                   now: datetime) -> SignatureRequest:
+    user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
     if user.role != Role.TECHNICIAN:
         raise Forbidden("Only the technician who sent a request can cancel it.")
     if req.state == RequestState.CANCELLED:
         return req
     _require_pending(req, deps)
-    req.state, req.updated_at = RequestState.CANCELLED, now
-    session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="request.cancelled",
-                 request_id=req.id)
+    req.state = RequestState.CANCELLED
+    record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_CANCELLED)
     return req
 
 
-def acknowledge_receipt(session: Session, deps: Deps, *, user: User, request_id: int,
-                        now: datetime, ip: str | None) -> SignatureRequest:
+def acknowledge_receipt(session: Session, deps: Deps, *, actor: Actor, request_id: int,
+                        now: datetime) -> SignatureRequest:
+    user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
     if user.role != Role.RECIPIENT:
         raise Forbidden("Only the destination service acknowledges receipt.")
@@ -146,12 +161,9 @@ def acknowledge_receipt(session: Session, deps: Deps, *, user: User, request_id:
         return req  # a double submit is not an error
     if req.state != RequestState.DELIVERED:
         raise Conflict(f"This request is {req.state}; there is nothing to acknowledge.")
-    req.state, req.acknowledged_by_id, req.acknowledged_at, req.updated_at = (
-        RequestState.RECEIVED, user.id, now, now)
-    session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="request.received",
-                 request_id=req.id, sha256=req.signed_sha256)
-    outbox.enqueue(session, "notify", {"request": req.id, "event": "received"}, now=now)
+    req.state, req.acknowledged_by_id, req.acknowledged_at = RequestState.RECEIVED, user.id, now
+    record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_RECEIVED,
+           notify=NotifyEvent.RECEIVED, sha256=req.signed_sha256)
     return req
 
 
@@ -168,51 +180,44 @@ def escalate_due(session: Session, deps: Deps, *, now: datetime, limit: int = 10
     touched: list[int] = []
     for req in due:
         if req.escalation_level + 1 >= deps.escalation_levels:
-            req.state, req.updated_at = RequestState.EXPIRED, now
+            req.state = RequestState.EXPIRED
             req.failure_reason = "Nobody signed before the last escalation deadline."
-            session.flush()
-            audit.append(session, now=now, actor=SYSTEM, action="request.expired", request_id=req.id,
-                         level=req.escalation_level)
-            outbox.enqueue(session, "notify", {"request": req.id, "event": "expired"}, now=now)
+            record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_EXPIRED,
+                   notify=NotifyEvent.EXPIRED, level=req.escalation_level)
         else:
             req.escalation_level += 1
             req.deadline_at = deadline(deps, req.urgency, now)
-            req.updated_at = now
-            session.flush()
-            audit.append(session, now=now, actor=SYSTEM, action="request.escalated",
-                         request_id=req.id, level=req.escalation_level)
-            outbox.enqueue(session, "notify",
-                           {"request": req.id, "event": "escalated", "level": req.escalation_level},
-                           now=now)
+            record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_ESCALATED,
+                   notify=NotifyEvent.ESCALATED, ladder_level=req.escalation_level,
+                   level=req.escalation_level)
         touched.append(req.id)
     return touched
 
 
-def take_request(session: Session, deps: Deps, *, user: User, request_id: int, now: datetime,
-                 ip: str | None) -> SignatureRequest:
+def take_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
+                 now: datetime) -> SignatureRequest:
     """'I am on it': the technician and colleagues see who is handling it."""
+    user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
     access.require_signer(session, user, req, now, deps)
     if req.assignee_id == user.id:
         return req
-    req.assignee_id, req.updated_at = user.id, now
-    session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="request.taken",
-                 request_id=req.id, group=req.group_id, step=req.step)
+    req.assignee_id = user.id
+    record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_TAKEN,
+           group=req.group_id, step=req.step)
     return req
 
 
-def delegate_request(session: Session, deps: Deps, *, user: User, request_id: int,
-                     to_user_id: int, now: datetime, ip: str | None) -> SignatureRequest:
+def delegate_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
+                     to_user_id: int, now: datetime) -> SignatureRequest:
+    user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
     access.require_signer(session, user, req, now, deps)
     target = next((c for c in access.colleagues(session, user=user, req=req, now=now)
                    if c.id == to_user_id), None)
     if target is None:
         raise InvalidInput("Delegate to a colleague on call for this group.")
-    req.assignee_id, req.updated_at = target.id, now
-    session.flush()
-    audit.append(session, now=now, actor=actor_of(user, ip), action="request.delegated",
-                 request_id=req.id, to=target.id, group=req.group_id, step=req.step)
-    outbox.enqueue(session, "notify", {"request": req.id, "event": "delegated"}, now=now)
+    req.assignee_id = target.id
+    record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_DELEGATED,
+           notify=NotifyEvent.DELEGATED, to=target.id, group=req.group_id, step=req.step)
     return req

@@ -532,8 +532,24 @@ class VerifyResult:
         return f"FAILED{where}: {self.problem}: {self.detail or ''}".rstrip(": ")
 
 
-def _fail(size: int, problem: str, detail: str, seq: int | None = None) -> VerifyResult:
+def failure(size: int, problem: str, detail: str, seq: int | None = None) -> VerifyResult:
     return VerifyResult(ok=False, size=size, first_bad_seq=seq, problem=problem, detail=detail)
+
+
+def modified_prefix(walker: TreeWalker, signed_roots: dict[int, bytes], count: int) -> VerifyResult | None:
+    """The first checkpoint whose signed root the entries no longer hash to, as a failure
+    naming the range that changed; None when every signed prefix still matches."""
+    verified_below = 0
+    for size in sorted(signed_roots):
+        if walker.range_hash(0, size) != signed_roots[size]:
+            return failure(
+                count,
+                "entry-modified",
+                f"seq {verified_below}..{size - 1} differ from what checkpoint {size} signed",
+                verified_below,
+            )
+        verified_below = size
+    return None
 
 
 ENTRIES_FILE = "entries.jsonl"
@@ -587,22 +603,22 @@ def verify_bundle(
     cp_dir = path / CHECKPOINTS_DIR
     key_path = path / KEY_FILE
     if not entries_path.is_file() or not cp_dir.is_dir() or not key_path.is_file():
-        return _fail(
+        return failure(
             0, "malformed-bundle", f"missing {ENTRIES_FILE}, {CHECKPOINTS_DIR}/ or {KEY_FILE}"
         )
 
     try:
         vkey, public_key = read_key_file(key_path)
     except (NoteError, ValueError) as exc:
-        return _fail(0, "malformed-bundle", f"{KEY_FILE}: {exc}")
+        return failure(0, "malformed-bundle", f"{KEY_FILE}: {exc}")
     name = vkey.split("+", 1)[0]
     if trusted_key is not None:
         try:
             trusted_name, trusted_public = parse_verifier_key(_trusted_vkey(trusted_key))
         except (NoteError, ValueError) as exc:
-            return _fail(0, "untrusted-key", f"trusted key is not a verifier key: {exc}")
+            return failure(0, "untrusted-key", f"trusted key is not a verifier key: {exc}")
         if trusted_name != name or _raw_public(trusted_public) != _raw_public(public_key):
-            return _fail(
+            return failure(
                 0, "untrusted-key", "the bundle is signed by a key other than the trusted one"
             )
 
@@ -611,21 +627,21 @@ def verify_bundle(
         try:
             checkpoints.append(open_checkpoint(cp_file.read_text("utf-8"), name, public_key))
         except (NoteError, ValueError) as exc:
-            return _fail(0, "checkpoint-signature", f"{CHECKPOINTS_DIR}/{cp_file.name}: {exc}")
+            return failure(0, "checkpoint-signature", f"{CHECKPOINTS_DIR}/{cp_file.name}: {exc}")
     if not checkpoints:
-        return _fail(0, "malformed-bundle", "the bundle has no checkpoint")
+        return failure(0, "malformed-bundle", "the bundle has no checkpoint")
     kept: list[SignedCheckpoint] = []
     for number, note in enumerate(retained, start=1):
         try:
             kept.append(open_checkpoint(note, name, public_key))
         except (NoteError, ValueError) as exc:
-            return _fail(0, "checkpoint-signature", f"retained checkpoint {number}: {exc}")
+            return failure(0, "checkpoint-signature", f"retained checkpoint {number}: {exc}")
 
     by_size: dict[int, bytes] = {}
     for cp in [*checkpoints, *kept]:
         seen = by_size.setdefault(cp.size, cp.root)
         if seen != cp.root:
-            return _fail(0, "fork", f"two checkpoints of size {cp.size} sign different roots")
+            return failure(0, "fork", f"two checkpoints of size {cp.size} sign different roots")
 
     sizes = sorted(by_size)
     latest = max(cp.size for cp in checkpoints)
@@ -640,7 +656,7 @@ def verify_bundle(
         index = count
         seq_or_problem = _check_line(raw, index)
         if isinstance(seq_or_problem, str):
-            return _fail(index, "entry-malformed", seq_or_problem, index)
+            return failure(index, "entry-malformed", seq_or_problem, index)
         if seq_or_problem != index:
             misplaced[index] = seq_or_problem
         if index < latest:
@@ -650,32 +666,25 @@ def verify_bundle(
         return _sequence_problem(count, misplaced)
 
     if latest > count:
-        return _fail(
+        return failure(
             count, "truncated", f"checkpoint covers {latest} entries, bundle has {count}", count
         )
     if latest < count:
-        return _fail(
+        return failure(
             count,
             "uncovered",
             f"entries from seq {latest} on are not covered by a checkpoint",
             latest,
         )
 
-    verified_below = 0
-    for size in sorted(cp.size for cp in checkpoints):
-        if walker.range_hash(0, size) != by_size[size]:
-            return _fail(
-                count,
-                "entry-modified",
-                f"seq {verified_below}..{size - 1} differ from what checkpoint {size} signed",
-                verified_below,
-            )
-        verified_below = size
+    changed = modified_prefix(walker, {cp.size: by_size[cp.size] for cp in checkpoints}, count)
+    if changed is not None:
+        return changed
 
     latest_root = by_size[latest]
     for cp in kept:
         if cp.size > count:
-            return _fail(
+            return failure(
                 count,
                 "truncated",
                 f"a retained checkpoint covers {cp.size} entries, bundle has {count}",
@@ -683,7 +692,7 @@ def verify_bundle(
             )
         proof = [walker.range_hash(a, b) for a, b in consistency_ranges(cp.size, latest)]
         if not verify_consistency(cp.size, latest, cp.root, latest_root, proof):
-            return _fail(
+            return failure(
                 count,
                 "rollback",
                 f"the log no longer extends the retained checkpoint of size {cp.size}",
@@ -712,14 +721,14 @@ def _sequence_problem(count: int, misplaced: dict[int, int]) -> VerifyResult:
     for seq in misplaced.values():
         # A seq written twice, or also sitting correctly on its own line.
         if seq in seen or (seq < count and seq not in misplaced):
-            return _fail(count, "inserted", f"seq {seq} appears twice", seq)
+            return failure(count, "inserted", f"seq {seq} appears twice", seq)
         seen.add(seq)
     holes = set(misplaced) - seen
     if holes:
         missing = min(holes)
-        return _fail(count, "gap", f"the entry with seq {missing} is missing", missing)
+        return failure(count, "gap", f"the entry with seq {missing} is missing", missing)
     first = min(misplaced)
-    return _fail(count, "reordered", f"line {first + 1} holds seq {misplaced[first]}", first)
+    return failure(count, "reordered", f"line {first + 1} holds seq {misplaced[first]}", first)
 
 
 # --------------------------------------------------------------------------

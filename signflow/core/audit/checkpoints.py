@@ -19,6 +19,8 @@ from signflow.auditverify import (
     TreeWalker,
     VerifyResult,
     checkpoint_body,
+    failure,
+    modified_prefix,
     open_checkpoint,
     parse_canonical_line,
     sign_note,
@@ -74,10 +76,6 @@ def write_checkpoint(
     return checkpoint
 
 
-def _fail(size: int, problem: str, detail: str, seq: int | None = None) -> VerifyResult:
-    return VerifyResult(ok=False, size=size, first_bad_seq=seq, problem=problem, detail=detail)
-
-
 def verify_log(session: Session, *, public_key: Ed25519PublicKey, origin: str) -> VerifyResult:
     """Check the live log: entries, seq, leaf hashes, and every stored checkpoint.
 
@@ -94,13 +92,13 @@ def verify_log(session: Session, *, public_key: Ed25519PublicKey, origin: str) -
         try:
             opened = open_checkpoint(cp.note, origin, public_key)
         except NoteError as exc:
-            return _fail(0, "checkpoint-signature", f"checkpoint {cp.id}: {exc}")
+            return failure(0, "checkpoint-signature", f"checkpoint {cp.id}: {exc}")
         if opened.size != cp.size or opened.root != bytes(cp.root_hash):
-            return _fail(0, "checkpoint-modified", f"checkpoint {cp.id} differs from its note")
+            return failure(0, "checkpoint-modified", f"checkpoint {cp.id} differs from its note")
         if signed.setdefault(opened.size, opened.root) != opened.root:
-            return _fail(0, "fork", f"two checkpoints of size {opened.size} differ")
+            return failure(0, "fork", f"two checkpoints of size {opened.size} differ")
         if opened.size < largest:
-            return _fail(0, "rollback", f"checkpoint {cp.id} is smaller than an earlier one")
+            return failure(0, "rollback", f"checkpoint {cp.id} is smaller than an earlier one")
         largest = opened.size
 
     walker = TreeWalker(wanted_nodes((0, s) for s in signed))
@@ -112,17 +110,17 @@ def verify_log(session: Session, *, public_key: Ed25519PublicKey, origin: str) -
     count = 0
     for seq, line, stored_leaf in rows:
         if seq != count:
-            return _fail(count, "gap", f"the entry with seq {count} is missing", count)
+            return failure(count, "gap", f"the entry with seq {count} is missing", count)
         raw = line.encode()
         leaf = leaf_hash(raw)
         if leaf != bytes(stored_leaf):
-            return _fail(count, "entry-modified", "the entry differs from its leaf hash", seq)
+            return failure(count, "entry-modified", "the entry differs from its leaf hash", seq)
         try:
             written_seq = parse_canonical_line(raw).get("seq")
         except (ValueError, TypeError) as exc:
-            return _fail(count, "entry-malformed", str(exc), seq)
+            return failure(count, "entry-malformed", str(exc), seq)
         if written_seq != seq:
-            return _fail(count, "reordered", f"row {seq} holds the entry of seq {written_seq}", seq)
+            return failure(count, "reordered", f"row {seq} holds the entry of seq {written_seq}", seq)
         walker.add(leaf)
         count += 1
 
@@ -130,17 +128,7 @@ def verify_log(session: Session, *, public_key: Ed25519PublicKey, origin: str) -
     head_size = 0 if head is None else head.size
     if head_size > count or largest > count:
         claimed = max(head_size, largest)
-        return _fail(count, "truncated", f"{claimed} entries were written, {count} remain", count)
+        return failure(count, "truncated", f"{claimed} entries were written, {count} remain", count)
     if head_size < count:
-        return _fail(count, "head-mismatch", f"the head says {head_size} entries", head_size)
-    verified_below = 0
-    for size in sorted(signed):
-        if walker.range_hash(0, size) != signed[size]:
-            return _fail(
-                count,
-                "entry-modified",
-                f"seq {verified_below}..{size - 1} differ from what checkpoint {size} signed",
-                verified_below,
-            )
-        verified_below = size
-    return VerifyResult(ok=True, size=count)
+        return failure(count, "head-mismatch", f"the head says {head_size} entries", head_size)
+    return modified_prefix(walker, signed, count) or VerifyResult(ok=True, size=count)

@@ -87,8 +87,7 @@ def sign_request(
     session: Session, deps: Deps, *, actor: Actor, request_id: int, pin: str,
     activation_token: str, shown_sha256: str, now: datetime,
 ) -> SignatureRequest:
-    user = acting_user(session, actor)
-    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    user, req = workflow.locked_for(session, actor, request_id, now)
     access.require_signer(session, user, req, now, deps)
     claims = activation.read(deps.activation_key, activation_token, now=now)
     if claims.user_id != user.id or claims.request_id != req.id:
@@ -170,10 +169,9 @@ def set_stamp_position(session: Session, deps: Deps, *, actor: Actor, request_id
     """Place the visible stamp where the technician tapped on the preview.
 
     (fx, fy) are fractions of the rendered page from its top-left corner."""
-    user = acting_user(session, actor)
-    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
-    if user.role != Role.TECHNICIAN:
-        raise Forbidden("Only the technician who sent a request places its stamp.")
+    _user, req = workflow.locked_for(
+        session, actor, request_id, now, role=Role.TECHNICIAN,
+        refusal="Only the technician who sent a request places its stamp.")
     if req.state != RequestState.PENDING or req.signed_sha256 is not None:
         raise Conflict("The stamp can only be placed before the first signature.")
     if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0) or not 1 <= page <= req.page_count:

@@ -35,6 +35,7 @@ from signflow.models import (
     RouteStep,
     SignatureRequest,
     Urgency,
+    User,
 )
 
 MAX_NOTE = 2000
@@ -110,6 +111,17 @@ def record(
         outbox.enqueue(session, JobKind.NOTIFY, payload, now=now)
 
 
+def locked_for(session: Session, actor: Actor, request_id: int, now: datetime, *,
+               role: Role | None = None, refusal: str = "") -> tuple[User, SignatureRequest]:
+    """The acting user and the request, locked for the transition; Forbidden with
+    `refusal` when the user's role is not `role`."""
+    user = acting_user(session, actor)
+    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    if role is not None and user.role != role:
+        raise Forbidden(refusal)
+    return user, req
+
+
 def _require_pending(req: SignatureRequest, deps: Deps) -> None:
     if req.state != RequestState.PENDING:
         raise Conflict(access.state_message(req, deps.timezone))
@@ -139,10 +151,8 @@ def decline_request(session: Session, deps: Deps, *, actor: Actor, request_id: i
 
 def cancel_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
                    now: datetime) -> SignatureRequest:
-    user = acting_user(session, actor)
-    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
-    if user.role != Role.TECHNICIAN:
-        raise Forbidden("Only the technician who sent a request can cancel it.")
+    _user, req = locked_for(session, actor, request_id, now, role=Role.TECHNICIAN,
+                            refusal="Only the technician who sent a request can cancel it.")
     if req.state == RequestState.CANCELLED:
         return req
     _require_pending(req, deps)
@@ -153,10 +163,8 @@ def cancel_request(session: Session, deps: Deps, *, actor: Actor, request_id: in
 
 def acknowledge_receipt(session: Session, deps: Deps, *, actor: Actor, request_id: int,
                         now: datetime) -> SignatureRequest:
-    user = acting_user(session, actor)
-    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
-    if user.role != Role.RECIPIENT:
-        raise Forbidden("Only the destination service acknowledges receipt.")
+    user, req = locked_for(session, actor, request_id, now, role=Role.RECIPIENT,
+                           refusal="Only the destination service acknowledges receipt.")
     if req.state == RequestState.RECEIVED:
         return req  # a double submit is not an error
     if req.state != RequestState.DELIVERED:
@@ -197,8 +205,7 @@ def escalate_due(session: Session, deps: Deps, *, now: datetime, limit: int = 10
 def take_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
                  now: datetime) -> SignatureRequest:
     """'I am on it': the technician and colleagues see who is handling it."""
-    user = acting_user(session, actor)
-    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    user, req = locked_for(session, actor, request_id, now)
     access.require_signer(session, user, req, now, deps)
     if req.assignee_id == user.id:
         return req
@@ -210,8 +217,7 @@ def take_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
 
 def delegate_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
                      to_user_id: int, now: datetime) -> SignatureRequest:
-    user = acting_user(session, actor)
-    req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
+    user, req = locked_for(session, actor, request_id, now)
     access.require_signer(session, user, req, now, deps)
     target = next((c for c in access.colleagues(session, user=user, req=req, now=now)
                    if c.id == to_user_id), None)

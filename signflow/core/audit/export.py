@@ -26,7 +26,7 @@ from signflow.auditverify import (
     wanted_nodes,
 )
 from signflow.core.audit.checkpoints import latest_checkpoint, write_checkpoint
-from signflow.core.audit.log import STREAM_BATCH, Actor, append, require_aware, stream_leaves
+from signflow.core.audit.log import Actor, append, require_aware, stream_column, stream_leaves
 from signflow.core.errors import AuditIntegrityError, Conflict, InvalidInput
 from signflow.models import AuditAction, AuditEntry, Checkpoint
 
@@ -191,18 +191,6 @@ def export_bundle(
 
 
 def _write_entries(session: Session, path: Path, size: int) -> None:
-    rows = session.connection().execute(
-        select(AuditEntry.seq, AuditEntry.line)
-        .where(AuditEntry.seq < size)
-        .order_by(AuditEntry.seq)
-        .execution_options(yield_per=STREAM_BATCH)
-    )
-    expected = 0
     with path.open("wb") as f:
-        for seq, line in rows:
-            if seq != expected:
-                raise AuditIntegrityError(f"the audit log has no entry {expected}")
+        for line in stream_column(session, AuditEntry.line, size):
             f.write(line.encode() + b"\n")
-            expected += 1
-    if expected != size:
-        raise AuditIntegrityError(f"the audit log has no entry {expected}")

@@ -14,17 +14,19 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from signflow.auditverify import canonical_json
 from signflow.auditverify import hash_leaf as leaf_hash
 from signflow.core.errors import AuditIntegrityError, InvalidInput
 from signflow.models import AuditAction, AuditEntry, AuditHead, Role, ServiceRole, User
+
+T = TypeVar("T")
 
 __all__ = [
     "SYSTEM",
@@ -143,19 +145,25 @@ def append(
     return entry
 
 
-def stream_leaves(session: Session, size: int) -> Iterator[bytes]:
-    """Leaf hashes of seq 0..size-1 in order; AuditIntegrityError on a gap."""
+def stream_column(session: Session, column: InstrumentedAttribute[T], size: int) -> Iterator[T]:
+    """`column` of entries 0..size-1, in seq order, in batches; AuditIntegrityError
+    on a gap (a deleted entry must not pass unnoticed)."""
     rows = session.connection().execute(
-        select(AuditEntry.seq, AuditEntry.leaf_hash)
+        select(AuditEntry.seq, column)
         .where(AuditEntry.seq < size)
         .order_by(AuditEntry.seq)
         .execution_options(yield_per=STREAM_BATCH)
     )
     expected = 0
-    for seq, leaf in rows:
+    for seq, value in rows:
         if seq != expected:
             raise AuditIntegrityError(f"the audit log has no entry {expected}")
         expected += 1
-        yield bytes(leaf)
+        yield value
     if expected != size:
         raise AuditIntegrityError(f"the audit log has no entry {expected}")
+
+
+def stream_leaves(session: Session, size: int) -> Iterator[bytes]:
+    """Leaf hashes of seq 0..size-1 in order; AuditIntegrityError on a gap."""
+    return (bytes(leaf) for leaf in stream_column(session, AuditEntry.leaf_hash, size))

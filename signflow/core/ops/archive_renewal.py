@@ -27,6 +27,7 @@ from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, InvalidInput
 from signflow.core.pades import timestamps
 from signflow.core.pki import crl as revocation
+from signflow.core.requests import workflow
 from signflow.core.requests.deps import Deps
 from signflow.models import AuditAction, RequestState, SignatureRequest
 
@@ -132,18 +133,9 @@ def renew_due(
             continue
         after_sha = deps.blobs.put(session, after, now=now)
         req.signed_sha256 = after_sha
-        req.updated_at = now
-        session.flush()
-        audit.append(
-            session,
-            now=now,
-            actor=actor,
-            action=AUDIT_ACTION,
-            request_id=req.id,
-            sha256_before=found.signed_sha256,
-            sha256_after=after_sha,
-            horizon_before=audit.rfc3339(found.horizon),
-            horizon_after=audit.rfc3339(new_horizon),
-        )
+        workflow.record(session, req, actor=actor, now=now, action=AUDIT_ACTION,
+                        sha256_before=found.signed_sha256, sha256_after=after_sha,
+                        horizon_before=audit.rfc3339(found.horizon),
+                        horizon_after=audit.rfc3339(new_horizon))
         renewed.append(req.id)
     return renewed

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
 from signflow.core.ops.consistency import content_hashes
 from signflow.core.pdf.preview import PreviewCache
+from signflow.core.requests import workflow
 from signflow.core.requests.deps import Deps
 from signflow.models import AuditAction, RequestState, Signature, SignatureRequest
 
@@ -75,17 +75,9 @@ def purge(
                 deps.blobs.delete(session, sha)
                 deleted.add(sha)
         req.purged_at = now
-        session.flush()
-        audit.append(
-            session,
-            now=now,
-            actor=actor,
-            action=AuditAction.DOCUMENT_PURGED,
-            request_id=req.id,
-            removed_sha256=removed,
-            kept_sha256=[h for h in hashes if h in still_needed],
-            retention_days=retention_days,
-        )
+        workflow.record(session, req, actor=actor, now=now, action=AuditAction.DOCUMENT_PURGED,
+                        removed_sha256=removed, kept_sha256=[h for h in hashes if h in still_needed],
+                        retention_days=retention_days)
     if previews is not None:
         _purge_previews_after_commit(session, previews, sorted(deleted))
     return [r.id for r in due]

@@ -107,3 +107,30 @@ def issue(
 
 def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def issue_ca(
+    name: str,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    *,
+    issuer_cert: x509.Certificate | None,
+    issuer_key: PrivateKey,
+    now: datetime,
+    years: int,
+    path_length: int,
+    links: Iterable[x509.ExtensionType] = (),
+) -> x509.Certificate:
+    """A CA certificate: self-signed when `issuer_cert` is None (the root)."""
+    return issue(
+        subject=subject_name(name),
+        public_key=public_key,
+        issuer_cert=issuer_cert,
+        issuer_key=issuer_key,
+        not_before=now,
+        not_after=now + timedelta(days=years * 365),
+        extensions=[
+            (x509.BasicConstraints(ca=True, path_length=path_length), True),
+            (key_usage(ca=True), True),
+            *((link, False) for link in links),
+        ],
+    )

@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -133,18 +133,8 @@ def init_keys(
         root_key = as_ca_key(load_pem_key(keys_path / ROOT_KEY, passphrase), ROOT_KEY)
     else:
         root_key = ec.generate_private_key(ec.SECP256R1())
-        root_cert = certs.issue(
-            subject=certs.subject_name("signflow Root CA"),
-            public_key=root_key.public_key(),
-            issuer_cert=None,
-            issuer_key=root_key,
-            not_before=now,
-            not_after=now + timedelta(days=20 * 365),
-            extensions=[
-                (x509.BasicConstraints(ca=True, path_length=1), True),
-                (certs.key_usage(ca=True), True),
-            ],
-        )
+        root_cert = certs.issue_ca("signflow Root CA", root_key.public_key(), issuer_cert=None,
+                                   issuer_key=root_key, now=now, years=20, path_length=1)
         write_private(keys_path / ROOT_KEY, pem_key(root_key, passphrase))
         write_private(keys_path / ROOT_CERT, certs.cert_pem(root_cert))
         created = True
@@ -156,19 +146,10 @@ def init_keys(
         )
     else:
         issuing_key = ec.generate_private_key(ec.SECP256R1())
-        issuing_cert = certs.issue(
-            subject=certs.subject_name("signflow Issuing CA"),
-            public_key=issuing_key.public_key(),
-            issuer_cert=root_cert,
-            issuer_key=root_key,
-            not_before=now,
-            not_after=now + timedelta(days=10 * 365),
-            extensions=[
-                (x509.BasicConstraints(ca=True, path_length=0), True),
-                (certs.key_usage(ca=True), True),
-                *((ext, False) for ext in certs.ca_links(base_url, "root")),
-            ],
-        )
+        issuing_cert = certs.issue_ca("signflow Issuing CA", issuing_key.public_key(),
+                                      issuer_cert=root_cert, issuer_key=root_key, now=now,
+                                      years=10, path_length=0,
+                                      links=certs.ca_links(base_url, "root"))
         _store_service_key(keys_path, ISSUING_KEY, hsm.ISSUING_KEY_LABEL, issuing_key,
                            passphrase, token)
         write_private(keys_path / ISSUING_CERT, certs.cert_pem(issuing_cert))

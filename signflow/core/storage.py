@@ -139,6 +139,12 @@ class _EnvelopeStore:
         _check_address(sha256)
         return session.get(Blob, sha256)
 
+    def _stored(self, session: Session, sha256: str) -> Blob:
+        row = self._row(session, sha256)
+        if row is None:
+            raise NotFound("document not found")
+        return row
+
     def _insert(self, session: Session, sha256: str, size: int, wrapped_key: bytes, nonce: bytes,
                 ciphertext: bytes | None, *, now: datetime) -> None:
         """`ciphertext` None: the file backend holds it."""
@@ -164,9 +170,7 @@ class DatabaseBlobStore(_EnvelopeStore):
         return sha256
 
     def get(self, session: Session, sha256: str) -> bytes:
-        row = self._row(session, sha256)
-        if row is None:
-            raise NotFound("document not found")
+        row = self._stored(session, sha256)
         if row.ciphertext is None:
             raise StorageCorrupted("stored document is missing")
         return self._open(row, row.ciphertext)
@@ -209,9 +213,7 @@ class FileBlobStore(_EnvelopeStore):
         return sha256
 
     def get(self, session: Session, sha256: str) -> bytes:
-        row = self._row(session, sha256)
-        if row is None:
-            raise NotFound("document not found")
+        row = self._stored(session, sha256)
         try:
             ciphertext = self.path_for(sha256, row.nonce).read_bytes()
         except FileNotFoundError:

@@ -18,7 +18,7 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import pkcs11
 from cryptography.hazmat.primitives import hashes, serialization
@@ -288,12 +288,17 @@ def _token_only(what: str) -> ConfigurationError:
     return ConfigurationError(f"{what} is not possible: the key never leaves the PKCS#11 token")
 
 
-class _OnToken:
+PublicT = TypeVar("PublicT", ec.EllipticCurvePublicKey, rsa.RSAPublicKey)
+
+
+class _OnToken(Generic[PublicT]):
     """What every token-held key refuses or shares: it cannot be exported, and a
     copy is the same handle."""
 
-    _token: Token
-    _label: str
+    def __init__(self, token: Token, label: str, public_key: PublicT) -> None:
+        self._token: Token = token
+        self._label: str = label
+        self._public: PublicT = public_key
 
     def private_bytes(
         self,
@@ -313,14 +318,11 @@ class _OnToken:
         return f"{type(self).__name__}({self._token.label}/{self._label})"
 
 
-class TokenECKey(_OnToken, ec.EllipticCurvePrivateKey):
+class TokenECKey(_OnToken[ec.EllipticCurvePublicKey], ec.EllipticCurvePrivateKey):
     """An EC private key whose signatures are computed by the token.
 
     cryptography (>= 42) accepts such objects in CertificateBuilder.sign and
     CertificateRevocationListBuilder.sign: it only calls sign() and public_key()."""
-
-    def __init__(self, token: Token, label: str, public_key: ec.EllipticCurvePublicKey) -> None:
-        self._token, self._label, self._public = token, label, public_key
 
     def sign(
         self,
@@ -357,11 +359,8 @@ class TokenECKey(_OnToken, ec.EllipticCurvePrivateKey):
 
 
 
-class TokenRSAKey(_OnToken, rsa.RSAPrivateKey):
+class TokenRSAKey(_OnToken[rsa.RSAPublicKey], rsa.RSAPrivateKey):
     """An RSA private key (PKCS#1 v1.5 signatures only) held by the token."""
-
-    def __init__(self, token: Token, label: str, public_key: rsa.RSAPublicKey) -> None:
-        self._token, self._label, self._public = token, label, public_key
 
     def sign(
         self,

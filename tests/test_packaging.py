@@ -44,7 +44,8 @@ def test_wheel_contains_what_the_app_reads(wheel):
                      "signflow/static/favicon.svg", "signflow/fonts/NotoSans-Regular.ttf",
                      "signflow/migrations/env.py", "signflow/migrations/script.py.mako",
                      "signflow/migrations/versions/0001_initial_schema.py",
-                     "signflow/auditverify.py"):
+                     "signflow/auditverify.py", "signflow/core/pdf/sandbox_child/__main__.py",
+                     "signflow/core/pdf/sandbox_child/tasks.py"):
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "signflow = signflow.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

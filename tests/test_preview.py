@@ -14,7 +14,7 @@ from signflow.core.errors import InvalidDocument, InvalidInput, NotFound, Storag
 from signflow.core.pdf.normalise import normalise_upload
 from signflow.core.pdf.preview import PNG_MAGIC, PreviewCache, page_count, render_page_info
 from signflow.core.pdf.sandbox import DEFAULT_LIMITS
-from signflow.core.pdf.sandbox_child import MAX_RENDER_PIXELS, MAX_RENDER_SIDE
+from signflow.core.pdf.sandbox_child.wire import MAX_RENDER_PIXELS, MAX_RENDER_SIDE
 from tests.hostile import simple
 from tests.pdfs import make_pdf
 

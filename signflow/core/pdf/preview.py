@@ -71,7 +71,7 @@ def render_page_info(
     pdf: bytes, page_index: int, *, width_px: int = 1000, limits: SandboxLimits = DEFAULT_LIMITS
 ) -> RenderedPage:
     """Render one page (0-based) to PNG at about `width_px` wide; odd page shapes
-    are scaled down so the bitmap stays within sandbox_child.MAX_RENDER_PIXELS."""
+    are scaled down so the bitmap stays within sandbox_child.wire.MAX_RENDER_PIXELS."""
     if not MIN_WIDTH_PX <= width_px <= MAX_WIDTH_PX:
         raise InvalidInput(f"preview width must be between {MIN_WIDTH_PX} and {MAX_WIDTH_PX}")
     if page_index < 0:

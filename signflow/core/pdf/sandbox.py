@@ -4,7 +4,7 @@ the parent side: `run_task`, its limits, results and errors.
 Parsers (qpdf through pikepdf, PDFium through pypdfium2, pyHanko) are large C
 and Python code bases fed with hostile input. A memory bomb, a parser loop or
 an exploited bug must cost one short-lived process, never a web worker. So the
-parent (`run_task`) starts `python -I sandbox_child.py` with an empty environment
+parent (`run_task`) starts `python -I sandbox_child/` with an empty environment
 (no SIGNFLOW_* secrets), the child (signflow.core.pdf.sandbox_child) caps its own
 address space, CPU time, file writes and process creation *before* importing
 any parser or reading a byte of input, and the parent kills it at the
@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from signflow.core.pdf import sandbox_child
-from signflow.core.pdf.sandbox_child import MiB, frame, unframe
+from signflow.core.pdf.sandbox_child.wire import MiB, frame, unframe
 
 log = logging.getLogger("signflow.sandbox")
 
-# Started by path: the child must not import the signflow package.
-CHILD_PROGRAM = Path(sandbox_child.__file__).resolve()
+# Started by path (a directory with __main__.py): the child must not load the app.
+CHILD_PROGRAM = Path(sandbox_child.__file__).resolve().parent
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,162 @@
+"""The tasks the child runs on one PDF: normalise (check and rewrite), render one
+page to PNG, count pages. Parsers are imported inside the tasks, after the limits."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
+from signflow.core.pdf.sandbox_child.inspection import Inspector, check_sizes, has_signature
+from signflow.core.pdf.sandbox_child.objects import is_dictlike
+from signflow.core.pdf.sandbox_child.wire import (
+    MAX_RENDER_PIXELS,
+    MAX_RENDER_SIDE,
+    UNREADABLE,
+    Refuse,
+)
+
+
+def check_readers(data: bytes, page_count: int) -> None:
+    """The bytes we hand on must read the same in the three engines that will see them."""
+    import pikepdf
+    import pypdfium2
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    with pikepdf.open(io.BytesIO(data), attempt_recovery=False) as again:
+        if len(again.pages) != page_count:
+            raise Refuse(UNREADABLE)
+    reader = PdfFileReader(io.BytesIO(data), strict=True)
+    if int(reader.root["/Pages"]["/Count"]) != page_count or "/ID" not in reader.trailer:
+        raise Refuse(UNREADABLE)
+    reader.find_page_for_modification(page_count - 1)  # type: ignore[no-untyped-call]
+    document = pypdfium2.PdfDocument(data)
+    try:
+        if len(document) != page_count:
+            raise Refuse(UNREADABLE)
+    finally:
+        document.close()
+
+
+def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+    import pikepdf
+
+    max_pages = int(params["max_pages"])
+    refuse_active = params["active_content"] == "refuse"
+    allow_signed = bool(params["allow_signed"])
+    try:
+        pdf = pikepdf.open(io.BytesIO(data))
+    except pikepdf.PasswordError:
+        raise Refuse("the PDF is encrypted") from None
+    except (pikepdf.PdfError, ValueError, RuntimeError):
+        raise Refuse(UNREADABLE) from None
+    with pdf:
+        if pdf.is_encrypted or "/Encrypt" in pdf.trailer:
+            raise Refuse("the PDF is encrypted")
+        try:
+            root = pdf.Root
+            page_count = len(pdf.pages)
+        except (pikepdf.PdfError, AttributeError, ValueError, RuntimeError):
+            raise Refuse(UNREADABLE) from None
+        if not is_dictlike(root):
+            raise Refuse(UNREADABLE)
+        if page_count == 0:
+            # Pages lost to damage are not the same as a document without any.
+            raise Refuse(UNREADABLE if pdf.get_warnings() else "the PDF has no pages")
+        if page_count > max_pages:
+            raise Refuse(f"the PDF has more than {max_pages} pages")
+        signed = has_signature(pdf)
+        if signed and not allow_signed:
+            raise Refuse("the PDF already carries a signature")
+        # A signed file cannot be cleaned without voiding its signatures.
+        inspector = Inspector(pdf, strip=not (refuse_active or signed))
+        inspector.walk()
+        if inspector.found and not inspector.strip:
+            what = (
+                "JavaScript"
+                if "JavaScript" in inspector.found
+                else "active content (" + ", ".join(inspector.removed()) + ")"
+            )
+            suffix = " and already carries a signature" if signed else ""
+            raise Refuse(f"the PDF contains {what}{suffix}")
+        check_sizes(inspector.streams)
+        removed = inspector.removed()
+        if pdf.get_warnings():
+            removed.append("damaged file structure (repaired)")
+        if signed:
+            # Counter-signing appends to the exact bytes received.
+            if not data.startswith(b"%PDF-") or removed:
+                raise Refuse("the PDF already carries a signature and needs repairs")
+            out = data
+        else:
+            buffer = io.BytesIO()
+            pdf.save(
+                buffer,
+                linearize=False,
+                object_stream_mode=pikepdf.ObjectStreamMode.generate,
+                compress_streams=True,
+                deterministic_id=True,
+                fix_metadata_version=False,
+            )
+            out = buffer.getvalue()
+    check_readers(out, page_count)
+    return {"page_count": page_count, "removed": removed, "passthrough": signed}, out
+
+
+def _render(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+    import pypdfium2
+
+    page_index = int(params["page_index"])
+    width_px = int(params["width_px"])
+    try:
+        document = pypdfium2.PdfDocument(data)
+    except pypdfium2.PdfiumError:
+        raise Refuse(UNREADABLE) from None
+    try:
+        page_count = len(document)
+        if not 0 <= page_index < page_count:
+            raise Refuse("no such page", kind="not-found")
+        document.init_forms()
+        page = document[page_index]
+        # PDFium reports the size as displayed, /Rotate already applied.
+        width_pt, height_pt = page.get_size()
+        if width_pt <= 0 or height_pt <= 0:
+            raise Refuse(UNREADABLE)
+        scale = width_px / width_pt
+        # Clamp the bitmap, not the request: a 60000 pt square or a 1 x 50000
+        # strip still renders into a few megabytes.
+        area = width_pt * scale * height_pt * scale
+        if area > MAX_RENDER_PIXELS:
+            scale *= math.sqrt(MAX_RENDER_PIXELS / area)
+        longest = max(width_pt, height_pt) * scale
+        if longest > MAX_RENDER_SIDE:
+            scale *= MAX_RENDER_SIDE / longest
+        scale = max(scale, 1e-3)
+        bitmap = page.render(scale=scale, may_draw_forms=True, draw_annots=True)
+        image = bitmap.to_pil()
+        out = io.BytesIO()
+        image.save(out, format="PNG", compress_level=6)
+        meta = {"page_count": page_count, "width": image.width, "height": image.height}
+        return meta, out.getvalue()
+    finally:
+        document.close()
+
+
+def _count(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+    import pypdfium2
+
+    try:
+        document = pypdfium2.PdfDocument(data)
+    except pypdfium2.PdfiumError:
+        raise Refuse(UNREADABLE) from None
+    try:
+        return {"page_count": len(document)}, b""
+    finally:
+        document.close()
+
+
+Task = Callable[[dict[str, Any], bytes], tuple[dict[str, Any], bytes]]
+TASKS: dict[str, Task] = {"normalise": _normalise, "render": _render, "count": _count}
+
+

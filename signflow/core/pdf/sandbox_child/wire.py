@@ -1,0 +1,57 @@
+"""What parent and child agree on: the frame format, the limits, the refusal.
+
+Standard library only: the parent imports this module, and the child imports it
+before its resource limits are set.
+
+Wire format, both directions: 4-byte big-endian header length, a JSON header,
+then the raw payload (PDF bytes in, normalised PDF or PNG out).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+MiB = 1024 * 1024
+# A decoded stream pyHanko would refuse anyway (its 0.38 per-stream default).
+MAX_STREAM_DECODED = 256 * MiB
+MAX_TOTAL_DECODED = 1024 * MiB
+# An A3 page scanned at 600 dpi is ~70 Mpx; a declared 60000x60000 image is 3.6 Gpx.
+MAX_IMAGE_PIXELS = 100_000_000
+# Rendered previews: a 1000 px wide A4 page is 1.4 Mpx; this bounds odd shapes.
+MAX_RENDER_PIXELS = 8_000_000
+MAX_RENDER_SIDE = 16_384
+
+
+
+def frame(header: dict[str, Any], payload: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack(">I", len(raw)) + raw + payload
+
+
+def unframe(data: bytes) -> tuple[dict[str, Any], bytes]:
+    if len(data) < 4:
+        raise ValueError("short frame")
+    (size,) = struct.unpack(">I", data[:4])
+    if size > len(data) - 4:
+        raise ValueError("bad frame length")
+    header = json.loads(data[4 : 4 + size])
+    if not isinstance(header, dict):
+        raise ValueError("bad frame header")
+    return header, data[4 + size :]
+
+
+class Refuse(Exception):
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+UNREADABLE = "the PDF could not be read"
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    # qpdf reports a failed allocation as a decoding error carrying std::bad_alloc.
+    return isinstance(exc, MemoryError) or "bad_alloc" in str(exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ from signflow.web.headers import CSP
 from tests.conftest import PASSWORD, PIN, login
 from tests.helpers import request_id_from, sign, upload
 from tests.pdfs import make_pdf
-from tests.tools import missing, require_file
+from tests.tools import missing, require_file, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -79,14 +78,8 @@ def require_chromium() -> str:
 @pytest.fixture
 def live_url(app: Flask) -> Iterator[str]:
     # Port 0: the kernel picks a free port, no race with other test runs.
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serving(make_server("127.0.0.1", 0, app, threaded=True)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 class Phone:

@@ -128,7 +128,8 @@ def test_certificates_and_crls_are_signed_by_the_token(
     renewed.verify_directly_issued_by(token_keys.issuing_cert)
 
 
-def _enrol_on_token(svc: Services, world: World, keys: pki.KeyMaterial) -> int:
+def _re_enrol(svc: Services, world: World, keys: pki.KeyMaterial, kdf_params: str) -> int:
+    """Dr Lefèvre's credential, revoked and enrolled anew under `keys`."""
     now = svc.clock()
     with svc.sessions() as s, s.begin():
         user = s.get(User, world.doc)
@@ -136,8 +137,12 @@ def _enrol_on_token(svc: Services, world: World, keys: pki.KeyMaterial) -> int:
                                       reason="superseded", now=now)
         cred = credentials.set_signing_pin(s, keys, actor=Actor.of(user), current_pin=None, new_pin=PIN,
                                            now=now)
-        assert cred.kdf_params == pki.KDF_PARAMS_TOKEN
+        assert cred.kdf_params == kdf_params
         return cred.id
+
+
+def _enrol_on_token(svc: Services, world: World, keys: pki.KeyMaterial) -> int:
+    return _re_enrol(svc, world, keys, pki.KDF_PARAMS_TOKEN)
 
 
 def test_sign_request_end_to_end_with_token_keys(
@@ -197,15 +202,8 @@ def test_file_peppered_credentials_move_to_the_token_at_pin_change(
     pki.init_keys(folder, passphrase=PASSPHRASE, now=svc.clock() - timedelta(days=1),
                   base_url=BASE_URL)
     file_keys = pki.load_keys(folder, passphrase=PASSPHRASE)
+    cred_id = _re_enrol(svc, world, file_keys, pki.KDF_PARAMS)
     now = svc.clock()
-    with svc.sessions() as s, s.begin():
-        user = s.get(User, world.doc)
-        credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
-                                      reason="superseded", now=now)
-        cred = credentials.set_signing_pin(s, file_keys, actor=Actor.of(user), current_pin=None, new_pin=PIN,
-                                           now=now)
-        assert cred.kdf_params == pki.KDF_PARAMS
-        cred_id = cred.id
     pki.migrate_to_token(folder, passphrase=PASSPHRASE, token=_token("svc-other"))
     moved = pki.load_keys(folder, passphrase=PASSPHRASE, token=_token("svc-other"))
     assert (folder / keyfiles.PEPPER).is_file()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import statistics
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from signflow.core.pki import keystore as pki
 from signflow.db import Base
 from signflow.models import User
 from tests.pdfs import make_pdf, make_pdf_with_empty_sig_field
-from tests.tools import free_port, require_tool
+from tests.tools import free_port, require_tool, serving
 
 PASSPHRASE = b"keys passphrase for tests"
 PIN = "482916"
@@ -230,14 +229,8 @@ class _TsaHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def http_tsa(world: World) -> Iterator[str]:
     handler = type("Handler", (_TsaHandler,), {"keys": world.keys})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/tsa"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as port:
+        yield f"http://127.0.0.1:{port}/tsa"
 
 
 def test_signing_through_the_http_tsa_endpoint(world: World, http_tsa: str) -> None:

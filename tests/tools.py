@@ -8,7 +8,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from socketserver import BaseServer
 from typing import NoReturn
 
 import pytest
@@ -50,3 +54,17 @@ def run_cli(args: list[str], env: dict[str, str], *, stdin: str | None = None,
     """`signflow ARGS` as a real subprocess of this interpreter."""
     return subprocess.run([sys.executable, "-m", "signflow.cli", *args], env=env, input=stdin,
                           capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+@contextmanager
+def serving(server: BaseServer) -> Iterator[int]:
+    """Serve `server` (bound to port 0: the kernel picks a free port) in a thread;
+    yields its port, shuts it down after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])  # type: ignore[index]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

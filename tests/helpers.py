@@ -54,6 +54,16 @@ def new_request(client: FlaskClient, world: Any, **kw: Any) -> int:
     return request_id_from(resp)
 
 
+def pending_request_seen_by(app: Flask, world: Any,
+                            username: str) -> tuple[int, FlaskClient, FlaskClient]:
+    """A request uploaded by tech; returns (id, tech's client, a client logged in as `username`)."""
+    tech, other = app.test_client(), app.test_client()
+    login(tech, "tech")
+    rid = new_request(tech, world)
+    login(other, username)
+    return rid, tech, other
+
+
 def delivered_request(app: Flask, world: Any) -> tuple[int, FlaskClient, FlaskClient]:
     """A request uploaded by tech and signed by doc; returns (id, tech client, doc client)."""
     tech, doc = app.test_client(), app.test_client()

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from signflow.models import AuditEntry, RequestState, RotaShift, Signature, SignatureRequest, User
 from tests.conftest import PIN, csrf_token, login
 from tests.factories import count, state_of
-from tests.helpers import delivered_request, new_request, sign_form
+from tests.helpers import delivered_request, new_request, pending_request_seen_by, sign_form
 
 ROLES = ("anonymous", "technician", "physician", "recipient", "auditor", "admin")
 ACCOUNT = {
@@ -342,11 +342,7 @@ def test_admin_cannot_read_documents_or_sign(app, svc, world):
 
 
 def test_other_technician_cannot_see_cancel_or_download(app, svc, world):
-    tech = app.test_client()
-    login(tech, "tech")
-    rid = new_request(tech, world)
-    tech2 = app.test_client()
-    login(tech2, "tech2")
+    rid, tech, tech2 = pending_request_seen_by(app, world, "tech2")
     audit_before = count(svc, AuditEntry)
     assert tech2.get(f"/requests/{rid}").status_code == 404
     assert tech2.get(f"/documents/{rid}/download").status_code == 404
@@ -399,11 +395,7 @@ def test_other_destination_cannot_see_download_or_acknowledge(app, svc, world):
 
 
 def test_recipient_cannot_see_a_request_before_delivery(app, svc, world):
-    tech = app.test_client()
-    login(tech, "tech")
-    rid = new_request(tech, world)
-    recipient = app.test_client()
-    login(recipient, "recipient")
+    rid, _tech, recipient = pending_request_seen_by(app, world, "recipient")
     audit_before = count(svc, AuditEntry)
     assert recipient.get(f"/received/{rid}").status_code == 404
     assert recipient.get(f"/documents/{rid}/download").status_code == 404

@@ -181,8 +181,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "\nauthenticator app (or: python -c \"import pyotp; print(pyotp.TOTP('SECRET').now())\")."
           "\nThe PIN unlocks the physician's own signing key. Dr Lefèvre is on call now"
           "\n(Dr Nowak backup, Pr Berg head of department). Ctrl-C stops.\n", flush=True)
-    start_in_thread(svc, interval=5)
-    _serve(lambda: create_app(config), args.host, args.port, workers=1)
+    # SQLite (like a PKCS#11 session) must not be open across gunicorn's fork: the
+    # worker inherits the parent's lock bookkeeping and its own writes wait forever.
+    # So the parent lets go of the database, and the job thread runs in the worker.
+    svc.engine.dispose()
+
+    def demo_app() -> Any:
+        app = create_app(config)
+        start_in_thread(app.extensions["signflow"], interval=5)
+        return app
+
+    _serve(demo_app, args.host, args.port, workers=1)
     return 0
 
 

@@ -209,6 +209,17 @@ class RouteStep(Base):
     group_id: Mapped[int] = mapped_column(ForeignKey("oncall_groups.id"))
 
 
+class LoginThrottle(Base):
+    """Failed logins counted per (account name, source address), per source and per
+    known device; `key` is a keyed hash, so the table names no one."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Signature(Base):
     """One signature applied to a request's document (a request may need several)."""
 

@@ -8,7 +8,9 @@ from datetime import timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from signflow.models import AuditEntry
 from tests.conftest import PASSWORD, Clock, World, csrf_token
 
 ATTACKER = "203.0.113.9"
@@ -96,3 +98,14 @@ def test_unknown_and_known_names_get_the_same_answers(app: Flask, world: World) 
         answers[name] = seen
     assert answers["doc"] == answers["dr.nobody"]
     assert [status for status, _, _ in answers["doc"]] == [401] * 5 + [429] * 2
+
+
+def test_a_failed_login_keeps_a_typed_name_only_when_it_is_an_account(app, svc, world) -> None:
+    client = _from(app, ATTACKER)
+    assert _try(client, "Correct.Horse-2024", "whatever").status_code == 401  # a password typed as name
+    assert _try(client, "tech", "wrong password").status_code == 401
+    with svc.sessions() as s:
+        lines = s.scalars(select(AuditEntry.line).where(AuditEntry.action == "login.failed")).all()
+    assert len(lines) == 2
+    assert not any("correct.horse" in line.lower() for line in lines)
+    assert any('"unknown:' in line for line in lines) and any('"tech"' in line for line in lines)

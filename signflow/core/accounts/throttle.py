@@ -50,6 +50,11 @@ class Attempt:
                 (self._digest("source", source), FREE_PER_SOURCE)]
 
 
+def name_digest(key: bytes, username: str) -> str:
+    """A keyed hash of a typed user name (for the audit log, when it is no account)."""
+    return hmac.new(key, b"name\0" + username.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
 def delay(failures: int, free: int) -> int:
     """Seconds to wait after `failures` failures: none for the first `free`, then
     doubling from 5 s, capped."""

@@ -145,9 +145,13 @@ def authenticate(
     attempt = throttle.Attempt(throttle_key, username, ip, device)
     user = session.scalar(select(User).where(User.username == username.strip().lower()))
     wait = throttle.remaining(session, attempt, now=now)
+    # The signed audit log keeps a typed name only when it is an account: people
+    # type passwords into the user name field. Otherwise a keyed hash (correlates, names no one).
+    typed = user.username if user is not None else "unknown:" + throttle.name_digest(
+        throttle_key, username)[:16]
     if wait:
         audit.append(
-            session, now=now, actor=Actor(None, username[:80], ServiceRole.ANONYMOUS, ip),
+            session, now=now, actor=Actor(None, typed, ServiceRole.ANONYMOUS, ip),
             action=AuditAction.LOGIN_THROTTLED, user=user.id if user else None,
         )
         raise Throttled("Too many failed attempts: wait a moment and try again.", retry_after=wait)
@@ -155,7 +159,7 @@ def authenticate(
     if user is None or not ok or not user.active:
         throttle.record_failure(session, attempt, now=now)
         audit.append(
-            session, now=now, actor=Actor(None, username[:80], ServiceRole.ANONYMOUS, ip),
+            session, now=now, actor=Actor(None, typed, ServiceRole.ANONYMOUS, ip),
             action=AuditAction.LOGIN_FAILED, user=user.id if user else None,
         )
         raise AuthenticationFailed("Wrong user name or password.")

@@ -13,7 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.cli.context import OPERATOR, record_key_event, settings, write_secret
-from signflow.config import SECRET_KEY_FILE, Settings, load_settings, require_secret_key
+from signflow.config import (
+    SECRET_KEY_FILE,
+    Settings,
+    load_settings,
+    require_public_base_url,
+    require_secret_key,
+)
 from signflow.core.accounts import mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
@@ -201,6 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = settings()
     require_secret_key(config)
     require_notification_channel(config)
+    require_public_base_url(config)
     if hsm.config_from(config.pkcs11_module, config.pkcs11_token, config.pkcs11_pin,
                        config.pkcs11_pin_file) is None:
         # Fail now, in the foreground, on a bad configuration. Not with a token: a PKCS#11

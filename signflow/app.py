@@ -12,8 +12,9 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from signflow import logs
-from signflow.config import Settings, load_settings, require_secret_key
+from signflow.config import Settings, load_settings, require_public_base_url, require_secret_key
 from signflow.services import Services, build_services, require_notification_channel
+from signflow.web.ids import IdConverter
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -32,6 +33,7 @@ def create_app(
     settings = settings or load_settings(**overrides)
     secret_key = require_secret_key(settings)
     require_notification_channel(settings)
+    require_public_base_url(settings)
     services = services or build_services(settings)
 
     app = Flask(
@@ -40,6 +42,8 @@ def create_app(
         static_folder=str(PACKAGE_DIR / "static"),
         instance_path=str(settings.instance_path),
     )
+    # Before any blueprint: every `<int:...>` route takes ids a table can hold only.
+    app.url_map.converters["int"] = IdConverter
     production = settings.production
     app.config.update(
         SECRET_KEY=secret_key,

@@ -14,6 +14,7 @@ from typing import Any
 
 from signflow.core.errors import ConfigurationError
 
+DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 CONFIG_FILE = "signflow.toml"
 ENVIRONMENTS = ("production", "development", "testing")
@@ -26,7 +27,7 @@ class Settings:
     keys_path: Path = Path("keys")
     database_url: str = ""
     secret_key: str | None = None
-    base_url: str = "http://127.0.0.1:5000"
+    base_url: str = DEFAULT_BASE_URL
     timezone: str = "Europe/Paris"
     max_upload_mb: int = 25
     max_pages: int = 500
@@ -141,6 +142,21 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("SIGNFLOW_PADES_LEVEL must be B-T, B-LT or B-LTA")
     if settings.key_algorithm not in ("ec", "rsa"):
         raise ConfigurationError("SIGNFLOW_KEY_ALGORITHM must be 'ec' or 'rsa'")
+
+
+def require_public_base_url(settings: Settings) -> None:
+    """In production the base URL goes into certificates (CRL, TSA) and every link a
+    physician is sent: the development default (or any loopback address) is refused."""
+    if not settings.production:
+        return
+    from urllib.parse import urlsplit
+
+    host = urlsplit(settings.base_url).hostname or ""
+    if settings.base_url.rstrip("/") == DEFAULT_BASE_URL or host in ("localhost", "::1") \
+            or host.startswith("127."):
+        raise ConfigurationError(
+            "SIGNFLOW_BASE_URL is the development default: set the address users reach this site at"
+        )
 
 
 def require_secret_key(settings: Settings) -> str:

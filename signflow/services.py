@@ -105,6 +105,7 @@ def build_services(
         pades_level=settings.pades_level,
         # Derived, so that the session key and the activation key never coincide.
         activation_key=hmac.new(secret, b"signflow/activation", hashlib.sha256).digest(),
+        login_key=hmac.new(secret, b"signflow/login", hashlib.sha256).digest(),
         deadline_minutes=settings.deadline_minutes,
         escalation_levels=settings.escalation_levels,
     )

@@ -103,6 +103,8 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("POST", f"/inbox/{delegate}/delegate", phys, 302, lambda _: {"to": str(world.backup)}),
         Route("GET", "/inbox/signing-pin", phys, 200),
         Route("POST", "/inbox/signing-pin", phys, 200),  # empty form: shown again
+        Route("GET", "/inbox/signing-pin/unblock", phys, 200),
+        Route("POST", "/inbox/signing-pin/unblock", phys, 200),  # empty form: shown again
         Route("GET", "/received/", recip, 200),
         Route("GET", f"/received/{main}", recip, 200),
         Route("POST", f"/received/{main}/acknowledge", recip, 302),

@@ -114,3 +114,15 @@ def test_log_lines_cannot_be_forged():
                                "refused %s", ("/x\n2026-01-01 INFO forged: admin logged in",), None)
     line = OneLineUTCFormatter("%(asctime)sZ %(message)s").format(record)
     assert "\n" not in line and "\\n2026-01-01 INFO forged" in line
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:5000", "http://localhost:8000/"])
+def test_production_refuses_the_default_base_url(tmp_path, base_url):
+    production = Settings(env="production", instance_path=tmp_path, secret_key="s" * 40,
+                          smtp_host="smtp.hospital.example", base_url=base_url)
+    with pytest.raises(ConfigurationError, match="SIGNFLOW_BASE_URL"):
+        create_app(production)  # refused before anything is built
+    from signflow.config import require_public_base_url
+
+    require_public_base_url(production.with_overrides(base_url="https://signflow.hospital.example"))
+    require_public_base_url(production.with_overrides(env="development"))

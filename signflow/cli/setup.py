@@ -13,7 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.cli.context import OPERATOR, record_key_event, settings, write_secret
-from signflow.config import SECRET_KEY_FILE, Settings, load_settings, require_secret_key
+from signflow.config import (
+    SECRET_KEY_FILE,
+    Settings,
+    load_settings,
+    require_public_base_url,
+    require_secret_key,
+)
 from signflow.core.accounts import mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
@@ -181,8 +187,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "\nauthenticator app (or: python -c \"import pyotp; print(pyotp.TOTP('SECRET').now())\")."
           "\nThe PIN unlocks the physician's own signing key. Dr Lefèvre is on call now"
           "\n(Dr Nowak backup, Pr Berg head of department). Ctrl-C stops.\n", flush=True)
-    start_in_thread(svc, interval=5)
-    _serve(lambda: create_app(config), args.host, args.port, workers=1)
+    # SQLite (like a PKCS#11 session) must not be open across gunicorn's fork: the
+    # worker inherits the parent's lock bookkeeping and its own writes wait forever.
+    # So the parent lets go of the database, and the job thread runs in the worker.
+    svc.engine.dispose()
+
+    def demo_app() -> Any:
+        app = create_app(config)
+        start_in_thread(app.extensions["signflow"], interval=5)
+        return app
+
+    _serve(demo_app, args.host, args.port, workers=1)
     return 0
 
 
@@ -192,6 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = settings()
     require_secret_key(config)
     require_notification_channel(config)
+    require_public_base_url(config)
     if hsm.config_from(config.pkcs11_module, config.pkcs11_token, config.pkcs11_pin,
                        config.pkcs11_pin_file) is None:
         # Fail now, in the foreground, on a bad configuration. Not with a token: a PKCS#11

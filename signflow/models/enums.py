@@ -80,6 +80,8 @@ class AuditAction(StrEnum):
     CREDENTIAL_ENROLLED = "credential.enrolled"
     CREDENTIAL_PIN_CHANGED = "credential.pin_changed"
     CREDENTIAL_REVOKED = "credential.revoked"
+    CREDENTIAL_UNBLOCK_FAILED = "credential.unblock_failed"
+    CREDENTIAL_UNBLOCKED = "credential.unblocked"
     DEMO_SEEDED = "demo.seeded"
     DESTINATION_CREATED = "destination.created"
     DOCUMENT_ARCHIVE_TIMESTAMPED = "document.archive_timestamped"

@@ -209,6 +209,17 @@ class RouteStep(Base):
     group_id: Mapped[int] = mapped_column(ForeignKey("oncall_groups.id"))
 
 
+class LoginThrottle(Base):
+    """Failed logins counted per (account name, source address), per source and per
+    known device; `key` is a keyed hash, so the table names no one."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Signature(Base):
     """One signature applied to a request's document (a request may need several)."""
 
@@ -240,6 +251,12 @@ class SigningCredential(Base):
     kdf_params: Mapped[str] = mapped_column(String(200))
     failed_pins: Mapped[int] = mapped_column(Integer, default=0)
     blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The unblock code (PUK) given once at enrolment: its argon2id hash, and the
+    # private key wrapped under it too (KDF parameters, NUL, wrapped key), so the
+    # physician alone can re-wrap it under a new PIN once blocked.
+    puk_hash: Mapped[str | None] = mapped_column(String(255))
+    puk_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    failed_puks: Mapped[int] = mapped_column(Integer, default=0)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revocation_reason: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -21,6 +21,7 @@ from signflow.models import AuditAction, Role
 from signflow.web.context import current
 from signflow.web.documents import attachment
 from signflow.web.guards import roles
+from signflow.web.ids import id_arg
 
 bp = Blueprint("auditor", __name__, url_prefix="/audit")
 PAGE = 50
@@ -52,12 +53,12 @@ def index() -> str:
     session = rc.session
     entries = audit_export.search(
         session,
-        request_id=request.args.get("request", type=int),
-        actor_id=request.args.get("actor", type=int),
+        request_id=id_arg("request"),
+        actor_id=id_arg("actor"),
         action=_action(),
         since=_date("since"),
         until=_date("until"),
-        after_seq=request.args.get("before", type=int),
+        after_seq=id_arg("before"),
         limit=PAGE,
     )
     rows = [(e, json.loads(e.line)) for e in entries]

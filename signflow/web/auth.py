@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import secrets
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
@@ -18,6 +21,10 @@ from signflow.web.guards import login_required, safe_next
 
 bp = Blueprint("auth", __name__)
 MFA_WINDOW_SECONDS = 300
+# OWASP "device cookies": a browser that completed a full login for an account
+# carries `name:nonce:hmac`; the throttle then counts it apart from strangers.
+DEVICE_COOKIE = "signflow_device"
+DEVICE_COOKIE_DAYS = 365
 
 HOME = {
     Role.TECHNICIAN: "technician.index",
@@ -40,9 +47,11 @@ def login() -> Response | str:
     rc = current()
     form = LoginForm()
     if form.validate_on_submit():
+        username = form.username.data or ""
+        device = _known_device(username)
         account = accounts.authenticate(
-            rc.session, username=form.username.data or "", password=form.password.data or "",
-            now=rc.now, ip=rc.ip,
+            rc.session, username=username, password=form.password.data or "",
+            now=rc.now, ip=rc.ip, throttle_key=rc.deps.login_key, device=device,
         )
         # A fresh session at login: nothing from before survives (fixation).
         session.clear()
@@ -51,10 +60,42 @@ def login() -> Response | str:
             session["mfa_pending"] = account.get_id()
             session["mfa_started"] = rc.now.timestamp()
             session["mfa_next"] = target
+            if device:
+                session["mfa_device"] = device
             return redirect(url_for("auth.second_factor"))
         _start_session(account)
-        return redirect(target)
+        return _remember_device(redirect(target), account)
     return render_template("auth/login.html", form=form)
+
+
+def _device_signature(username: str, nonce: str) -> str:
+    key = hmac.new(current().deps.login_key, b"device-cookie", hashlib.sha256).digest()
+    return hmac.new(key, f"{username}:{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def _known_device(typed_username: str) -> str | None:
+    """The device id of a valid device cookie issued for `typed_username`, if any."""
+    raw = request.cookies.get(DEVICE_COOKIE, "")
+    parts = raw.split(":")
+    if len(parts) != 3:
+        return None
+    username, nonce, signature = parts
+    if username != typed_username.strip().lower() or not nonce:
+        return None
+    if not hmac.compare_digest(signature, _device_signature(username, nonce)):
+        return None
+    return nonce
+
+
+def _remember_device(resp: Response, account: User) -> Response:
+    """After a full login: this browser is now a known device for `account`."""
+    nonce = secrets.token_urlsafe(18)
+    resp.set_cookie(
+        DEVICE_COOKIE, f"{account.username}:{nonce}:{_device_signature(account.username, nonce)}",
+        max_age=DEVICE_COOKIE_DAYS * 86400, path="/login", httponly=True, samesite="Lax",
+        secure=current().settings.production,
+    )
+    return resp
 
 
 def _start_session(account: User) -> None:
@@ -74,18 +115,18 @@ def second_factor() -> Response | str:
     account = accounts.load_session_user(rc.session, pending) if pending else None
     if account is None or rc.now.timestamp() - started > MFA_WINDOW_SECONDS:
         # Only the half-finished login is dropped: a cross-site GET must not log anyone out.
-        for key in ("mfa_pending", "mfa_started", "mfa_next"):
+        for key in ("mfa_pending", "mfa_started", "mfa_next", "mfa_device"):
             session.pop(key, None)
         return redirect(url_for("auth.login"))
     form = CodeForm()
     if form.validate_on_submit():
         mfa.verify(rc.session, rc.services.keys.master_key, actor=Actor.of(account, rc.ip),
-                   code=form.code.data or "",
-                   now=rc.now)
+                   code=form.code.data or "", now=rc.now, throttle_key=rc.deps.login_key,
+                   device=session.get("mfa_device"))
         target = session.get("mfa_next") or url_for("auth.home")
         session.clear()
         _start_session(account)
-        return redirect(safe_next(target) or url_for("auth.home"))
+        return _remember_device(redirect(safe_next(target) or url_for("auth.home")), account)
     return render_template("auth/code.html", form=form)
 
 

@@ -77,7 +77,12 @@ def _http_error(exc: HTTPException) -> Response:
     detail = exc.description or ""
     if status == 413:
         detail = "The file is larger than this site accepts."
-    return render_error(status, _TITLES.get(status, exc.name), detail)
+    resp = render_error(status, _TITLES.get(status, exc.name), detail)
+    # What the exception says about the response (405's Allow, 416's Content-Range...).
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            resp.headers[name] = value
+    return resp
 
 
 def _csrf_error(exc: CSRFError) -> Response:

@@ -73,6 +73,12 @@ class PinForm(FlaskForm):
     confirm = PasswordField("New signing PIN again", validators=[DataRequired(), Length(max=64)])
 
 
+class UnblockForm(FlaskForm):
+    puk = PasswordField("Unblock code", validators=[DataRequired(), Length(max=64)])
+    pin = PasswordField("New signing PIN", validators=[DataRequired(), Length(min=6, max=64)])
+    confirm = PasswordField("New signing PIN again", validators=[DataRequired(), Length(max=64)])
+
+
 class UserForm(FlaskForm):
     username = StringField("User name", validators=[DataRequired(), Length(max=80)])
     display_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])

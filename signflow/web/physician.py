@@ -13,7 +13,7 @@ from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import RequestState, Role
 from signflow.web.context import current
-from signflow.web.forms import ConfirmForm, DeclineForm, DelegateForm, PinForm, SignForm
+from signflow.web.forms import ConfirmForm, DeclineForm, DelegateForm, PinForm, SignForm, UnblockForm
 from signflow.web.guards import roles
 
 bp = Blueprint("physician", __name__, url_prefix="/inbox")
@@ -85,12 +85,34 @@ def signing_pin() -> Response | str:
     if form.validate_on_submit():
         if form.pin.data != form.confirm.data:
             raise InvalidInput("The two new PINs differ.")
+        enrolling = credential is None or credential.revoked_at is not None
+        # Shown once, on this page only (never in the session cookie or a flash).
+        puk = creds.new_puk() if enrolling else None
         credentials.set_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
                                     current_pin=form.current_pin.data or None,
-                                    new_pin=form.pin.data or "", now=rc.now)
+                                    new_pin=form.pin.data or "", now=rc.now, puk=puk)
+        if puk is not None:
+            return render_template("physician/puk.html", puk=puk)
         flash("Your signing PIN is set.", "success")
         return redirect(url_for("physician.inbox"))
     return render_template("physician/pin.html", form=form, credential=credential)
+
+
+@bp.route("/signing-pin/unblock", methods=["GET", "POST"])
+@roles(Role.PHYSICIAN)
+def unblock_pin() -> Response | str:
+    rc = current()
+    form = UnblockForm()
+    if form.validate_on_submit():
+        if form.pin.data != form.confirm.data:
+            raise InvalidInput("The two new PINs differ.")
+        credentials.unblock_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
+                                        puk=form.puk.data or "", new_pin=form.pin.data or "",
+                                        now=rc.now)
+        flash("Your signing key is unblocked and your new PIN is set.", "success")
+        return redirect(url_for("physician.inbox"))
+    credential = creds.active_credential(rc.session, rc.user.id)
+    return render_template("physician/unblock.html", form=form, credential=credential)
 
 
 @bp.post("/<int:request_id>/take")

@@ -3,12 +3,13 @@ each code accepted once."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pyotp
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts.users import acting_user, throttle_delay
+from signflow.core.accounts import throttle
+from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, Throttled
@@ -70,31 +71,28 @@ def enable(session: Session, master_key: bytes, *, actor: Actor, sealed_secret: 
     audit.append(session, now=now, actor=actor, action=AuditAction.MFA_ENABLED, method="totp")
 
 
-def verify(session: Session, master_key: bytes, *, actor: Actor, code: str, now: datetime) -> None:
-    """Second factor at login. Failures count with the password's throttle."""
+def verify(session: Session, master_key: bytes, *, actor: Actor, code: str, now: datetime,
+           throttle_key: bytes, device: str | None = None) -> None:
+    """Second factor at login. Failures count with the password's throttle (per
+    account and source, or per known device: see `throttle`)."""
     user = acting_user(session, actor)
     if user.totp_secret_enc is None:
         raise NotFound("Two-factor authentication is not set up.")
-    if user.failed_logins and user.last_failed_login_at is not None:
-        wait = throttle_delay(user.failed_logins)
-        remaining = (user.last_failed_login_at + timedelta(seconds=wait) - now).total_seconds()
-        if remaining > 0:
-            audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_THROTTLED,
-                         factor="totp")
-            raise Throttled("Too many failed attempts: wait a moment and try again.",
-                            retry_after=int(remaining) + 1)
+    attempt = throttle.Attempt(throttle_key, user.username, actor.ip, device)
+    wait = throttle.remaining(session, attempt, now=now)
+    if wait:
+        audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_THROTTLED,
+                     factor="totp")
+        raise Throttled("Too many failed attempts: wait a moment and try again.", retry_after=wait)
     secret = decrypt_secret(master_key, user.totp_secret_enc, purpose=_purpose(user)).decode()
     step = _matching_step(secret, code, now, user.totp_last_step)
     if step is None:
-        user.failed_logins += 1
-        user.last_failed_login_at = now
+        throttle.record_failure(session, attempt, now=now)
         audit.append(session, now=now, actor=actor,
                      action=AuditAction.LOGIN_SECOND_FACTOR_FAILED, factor="totp")
         raise AuthenticationFailed("Wrong or already used code.")
     user.totp_last_step = step
-    user.failed_logins = 0
-    user.last_failed_login_at = None
-    session.flush()
+    throttle.record_success(session, attempt)
     audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_SUCCEEDED,
                  factors=["password", "totp"])
 

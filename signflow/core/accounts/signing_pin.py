@@ -1,6 +1,7 @@
 """The lifecycle of a physician's signing credential, audited.
 
-The physician chooses the PIN; an administrator can only revoke (forcing a
+The physician chooses the PIN, and unblocks a blocked key alone with the unblock
+code (PUK) shown once at enrolment; an administrator can only revoke (forcing a
 re-enrolment), never set a PIN or unlock a key.
 """
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
-from signflow.core.errors import Forbidden, InvalidInput, NotFound
+from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound, WrongPin
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
@@ -22,9 +23,10 @@ from signflow.models import AuditAction, Role, SigningCredential, User
 
 def set_signing_pin(
     session: Session, keys: pki.KeyMaterial, actor: Actor, *, current_pin: str | None,
-    new_pin: str, now: datetime, algorithm: str = "ec",
+    new_pin: str, now: datetime, algorithm: str = "ec", puk: str | None = None,
 ) -> SigningCredential:
-    """Enrol (no usable credential yet) or change the PIN (re-wraps the same key)."""
+    """Enrol (no usable credential yet) or change the PIN (re-wraps the same key).
+    `puk`: at enrolment, the unblock code the physician is shown (once)."""
     user = acting_user(session, actor)
     if user.role != Role.PHYSICIAN:
         raise Forbidden("Only physicians hold a signing credential.")
@@ -38,9 +40,10 @@ def set_signing_pin(
                      credential=credential.serial)
         return credential
     if credential is not None:
-        # Blocked: only an administrator's re-enrolment (revocation) reopens enrolment.
-        raise Forbidden("Your signing credential is blocked: ask an administrator to re-enrol you.")
-    created = creds.enrol(session, keys, user, new_pin, now=now, algorithm=algorithm)
+        # Blocked: the physician's unblock code (`unblock_signing_pin`), else an
+        # administrator's re-enrolment (revocation) reopens enrolment.
+        raise Forbidden("Your signing credential is blocked: unblock it with your unblock code.")
+    created = creds.enrol(session, keys, user, new_pin, now=now, algorithm=algorithm, puk=puk)
     audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_ENROLLED,
                  credential=created.serial, algorithm=created.algorithm,
                  not_after=audit.rfc3339(created.not_after))
@@ -60,4 +63,31 @@ def revoke_credential(
     revocation.revoke(session, credential, reason=reason, now=now)
     audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_REVOKED, user=user.id,
                  credential=credential.serial, reason=reason)
+    return credential
+
+
+def unblock_signing_pin(
+    session: Session, keys: pki.KeyMaterial, actor: Actor, *, puk: str, new_pin: str,
+    now: datetime,
+) -> SigningCredential:
+    """The physician, logged in with a second factor, unblocks their own blocked key
+    with the unblock code given at enrolment and chooses a new PIN. No admin needed."""
+    user = acting_user(session, actor)
+    if user.role != Role.PHYSICIAN:
+        raise Forbidden("Only physicians hold a signing credential.")
+    if user.totp_secret_enc is None:
+        raise Forbidden("Turn on two-factor authentication before unblocking your signing key.")
+    credential = creds.active_credential(session, user.id)
+    if credential is None:
+        raise NotFound("You have no signing credential.")
+    if credential.blocked_at is None:
+        raise Conflict("Your signing key is not blocked.")
+    try:
+        creds.unblock(session, keys, credential, puk, new_pin, now=now)
+    except WrongPin:
+        audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_UNBLOCK_FAILED,
+                     credential=credential.serial, failures=credential.failed_puks)
+        raise
+    audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_UNBLOCKED,
+                 credential=credential.serial)
     return credential

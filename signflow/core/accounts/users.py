@@ -1,17 +1,18 @@
-"""Users, passwords (argon2id), login throttling, API tokens."""
+"""Users, passwords (argon2id), password login (throttled: see `throttle`), API tokens."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from signflow.core.accounts import throttle
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import (
@@ -30,8 +31,6 @@ _HASHER = PasswordHasher(time_cost=1, memory_cost=47104, parallelism=1)
 _DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
 
 MIN_PASSWORD_LENGTH = 8
-FREE_FAILURES = 5
-MAX_DELAY_SECONDS = 300
 _COMMON_PASSWORDS = frozenset(
     {
         "password", "password1", "password123", "12345678", "123456789", "1234567890",
@@ -134,36 +133,33 @@ def set_user_active(session: Session, *, actor: Actor, user_id: int, active: boo
     return user
 
 
-def throttle_delay(failures: int) -> int:
-    """Seconds to wait after `failures` consecutive failures: none for the first few,
-    then doubling, capped so an attacker can slow but never lock out a physician."""
-    if failures < FREE_FAILURES:
-        return 0
-    return int(min(MAX_DELAY_SECONDS, 2 ** (failures - FREE_FAILURES) * 5))
-
-
 def authenticate(
-    session: Session, *, username: str, password: str, now: datetime, ip: str | None
+    session: Session, *, username: str, password: str, now: datetime, ip: str | None,
+    throttle_key: bytes, device: str | None = None,
 ) -> User:
-    """Check a password login. Failures are recorded (the caller commits them)."""
+    """Check a password login. Failures are recorded (the caller commits them).
+
+    `device`: the id of a device cookie the caller verified for this very user name
+    (see `throttle`). An unknown name and a known one get the same answer, throttling
+    included, and the same work (a dummy hash is verified)."""
+    attempt = throttle.Attempt(throttle_key, username, ip, device)
     user = session.scalar(select(User).where(User.username == username.strip().lower()))
-    if user is not None and user.failed_logins and user.last_failed_login_at is not None:
-        wait = throttle_delay(user.failed_logins)
-        remaining = (user.last_failed_login_at + timedelta(seconds=wait) - now).total_seconds()
-        if remaining > 0:
-            audit.append(
-                session, now=now, actor=Actor(None, username[:80], ServiceRole.ANONYMOUS, ip),
-                action=AuditAction.LOGIN_THROTTLED, user=user.id,
-            )
-            raise Throttled("Too many failed attempts: wait a moment and try again.",
-                            retry_after=int(remaining) + 1)
+    wait = throttle.remaining(session, attempt, now=now)
+    # The signed audit log keeps a typed name only when it is an account: people
+    # type passwords into the user name field. Otherwise a keyed hash (correlates, names no one).
+    typed = user.username if user is not None else "unknown:" + throttle.name_digest(
+        throttle_key, username)[:16]
+    if wait:
+        audit.append(
+            session, now=now, actor=Actor(None, typed, ServiceRole.ANONYMOUS, ip),
+            action=AuditAction.LOGIN_THROTTLED, user=user.id if user else None,
+        )
+        raise Throttled("Too many failed attempts: wait a moment and try again.", retry_after=wait)
     ok = _verify(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok or not user.active:
-        if user is not None:
-            user.failed_logins += 1
-            user.last_failed_login_at = now
+        throttle.record_failure(session, attempt, now=now)
         audit.append(
-            session, now=now, actor=Actor(None, username[:80], ServiceRole.ANONYMOUS, ip),
+            session, now=now, actor=Actor(None, typed, ServiceRole.ANONYMOUS, ip),
             action=AuditAction.LOGIN_FAILED, user=user.id if user else None,
         )
         raise AuthenticationFailed("Wrong user name or password.")
@@ -173,8 +169,7 @@ def authenticate(
         # The failure counter resets only once the second factor is right too.
         audit.append(session, now=now, actor=Actor.of(user, ip), action=AuditAction.LOGIN_PASSWORD_ACCEPTED)
         return user
-    user.failed_logins = 0
-    user.last_failed_login_at = None
+    throttle.record_success(session, attempt)
     audit.append(session, now=now, actor=Actor.of(user, ip), action=AuditAction.LOGIN_SUCCEEDED,
                  factors=["password"])
     return user

@@ -12,8 +12,11 @@ token (see signflow.core.pki.keystore).
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import datetime
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import Type as Argon2Type
 from argon2.low_level import hash_secret_raw
 from cryptography import x509
@@ -34,6 +37,10 @@ from signflow.core.pki import keystore as keystore
 from signflow.models import SigningCredential, User
 
 MAX_PIN_TRIES = 5
+# Wrong unblock codes before only an administrator's re-enrolment helps.
+MAX_PUK_TRIES = 10
+PUK_GROUPS = 4
+_PUK_HASHER = PasswordHasher(time_cost=1, memory_cost=47104, parallelism=1)
 PIN_MIN_LENGTH = 6
 ALGORITHMS = ("ec", "rsa")
 # P-256 signs ~4x faster than RSA-3072 (see tests/test_signing.py::test_signing_speed).
@@ -147,8 +154,10 @@ def enrol(
     *,
     now: datetime,
     algorithm: str = DEFAULT_ALGORITHM,
+    puk: str | None = None,
 ) -> SigningCredential:
-    """New key pair and certificate for `user`, key wrapped under PIN + pepper.
+    """New key pair and certificate for `user`, key wrapped under PIN + pepper (and
+    under the unblock code `puk`, when given).
 
     Any earlier credential of the user is revoked (superseded). Only flushes."""
     if algorithm not in ALGORITHMS:
@@ -215,10 +224,65 @@ def enrol(
         blocked_at=None,
         revoked_at=None,
         created_at=now,
+        failed_puks=0,
     )
+    if puk is not None:
+        credential.puk_hash = _PUK_HASHER.hash(_normal_puk(puk))
+        credential.puk_wrapped_key = (keys.kdf_params.encode() + b"\0"
+                                      + _wrap(private_key, _normal_puk(puk), keys, serial + ":puk"))
     session.add(credential)
     session.flush()
     return credential
+
+
+def new_puk() -> str:
+    """An unblock code: 16 random digits in groups of four."""
+    digits = "".join(secrets.choice("0123456789") for _ in range(4 * PUK_GROUPS))
+    return "-".join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
+def _normal_puk(puk: str) -> str:
+    return "".join(c for c in puk if c.isdigit())
+
+
+def unblock(
+    session: Session, keys: keystore.KeyMaterial, credential: SigningCredential, puk: str,
+    new_pin: str, *, now: datetime,
+) -> None:
+    """With the unblock code: the key re-wrapped under `new_pin`, the PIN counter reset.
+    A wrong code is counted (flushed; the caller commits) and raises WrongPin."""
+    validate_pin_policy(new_pin)
+    if credential.puk_hash is None or credential.puk_wrapped_key is None:
+        raise CredentialBlocked("this signing key has no unblock code: ask an administrator "
+                                "to re-enrol you")
+    if credential.failed_puks >= MAX_PUK_TRIES:
+        raise CredentialBlocked("too many wrong unblock codes: ask an administrator to re-enrol you")
+    code = _normal_puk(puk)
+    ok: bool
+    try:
+        ok = _PUK_HASHER.verify(credential.puk_hash, code)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        ok = False
+    params, _, wrapped = credential.puk_wrapped_key.partition(b"\0")
+    key = _unwrap(wrapped, code, keys, credential.serial + ":puk", params.decode()) if ok else None
+    if key is None:
+        session.execute(
+            update(SigningCredential)
+            .where(SigningCredential.id == credential.id)
+            .values(failed_puks=SigningCredential.failed_puks + 1)
+            .execution_options(synchronize_session=False)
+        )
+        session.refresh(credential, ["failed_puks"])
+        left = MAX_PUK_TRIES - credential.failed_puks
+        raise WrongPin(f"wrong unblock code: {max(left, 0)} {'try' if left == 1 else 'tries'} left")
+    if key.public_key() != credential_certificate(credential).public_key():
+        raise ConfigurationError("signing credential does not match its certificate")
+    credential.wrapped_key = _wrap(key, new_pin, keys, credential.serial)
+    credential.kdf_params = keys.kdf_params
+    credential.failed_pins = 0
+    credential.failed_puks = 0
+    credential.blocked_at = None
+    session.flush()
 
 
 def active_credential(session: Session, user_id: int) -> SigningCredential | None:
@@ -280,7 +344,7 @@ def unlock(
             credential.blocked_at = now
             session.flush()
             raise CredentialBlocked(
-                "wrong PIN: your signing key is now blocked; ask an administrator to re-enrol you"
+                "wrong PIN: your signing key is now blocked; unblock it with your unblock code"
             )
         session.flush()
         left = MAX_PIN_TRIES - credential.failed_pins

@@ -22,5 +22,7 @@ class Deps:
     timezone: str
     pades_level: str
     activation_key: bytes
+    # Keys the login throttle's counters and the device cookies (see accounts.throttle).
+    login_key: bytes
     deadline_minutes: Mapping[str, int]
     escalation_levels: int = oncall.LADDER_LEVELS

@@ -1,0 +1,39 @@
+"""Out-of-range ids are 404 everywhere, API and filters included; 405 says what is
+allowed (issue 10, the small ones)."""
+
+from __future__ import annotations
+
+import pytest
+
+from signflow.core.accounts import users as accounts
+from signflow.models import User
+from tests.conftest import TEST_ACTOR, login
+
+HUGE = str(2**63)
+BAD_IDS = (HUGE, "99999999999999999999999999", "-1")
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_out_of_range_ids_are_404_on_pages_filters_and_api(app, svc, world, clock, bad):
+    auditor = app.test_client()
+    login(auditor, "auditor")
+    for path in (f"/audit/requests/{bad}", f"/audit/?request={bad}", f"/audit/?actor={bad}",
+                 f"/audit/?before={bad}"):
+        assert auditor.get(path).status_code == 404, path
+    assert auditor.get("/audit/?request=").status_code == 200  # an empty filter is no filter
+    doc = app.test_client()
+    login(doc, "doc")
+    assert doc.get(f"/inbox/{bad}").status_code == 404
+    with svc.sessions() as s, s.begin():
+        token = accounts.create_api_token(s, actor=TEST_ACTOR, user=s.get(User, world.recipient),
+                                          name="his", now=clock()).token
+    resp = app.test_client().get(f"/api/v1/requests/{bad}",
+                                 headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 404
+    assert resp.mimetype == "application/problem+json"
+
+
+def test_405_carries_allow(app, world):
+    resp = app.test_client().get("/logout")
+    assert resp.status_code == 405
+    assert "POST" in resp.headers["Allow"]

@@ -75,6 +75,34 @@ def user_unit(page: Any) -> float:
     return unit if math.isfinite(unit) and 0 < unit <= 75_000 else 1.0
 
 
+BOX_KEYS = ("/MediaBox", "/CropBox", "/BleedBox", "/TrimBox", "/ArtBox")
+
+
+def direct_boxes(pdf: Any) -> None:
+    """Page boxes written on each page as plain arrays.
+
+    qpdf, when it lists the pages, copies attributes inherited from the page tree
+    onto every page as one *shared indirect* object; written out like that, a
+    change to one page's box would move all of them, and readers that expect an
+    array meet a reference (fpdf2 writes its MediaBox that way too). A box of
+    four numbers is the same box written directly."""
+    import pikepdf
+
+    for page in pdf.pages:
+        for key in BOX_KEYS:
+            value = page.obj.get(key)
+            if isinstance(value, pikepdf.Array) and value.is_indirect and len(value) == 4:
+                items = list(value)
+                if all(isinstance(item, int | float) or _is_real(item) for item in items):
+                    page.obj[key] = pikepdf.Array(items)
+
+
+def _is_real(value: Any) -> bool:
+    from decimal import Decimal
+
+    return isinstance(value, Decimal)
+
+
 def geometry(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
     import pikepdf
 

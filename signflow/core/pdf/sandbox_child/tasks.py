@@ -10,7 +10,7 @@ from typing import Any
 
 from signflow.core.pdf.sandbox_child.inspection import Inspector, check_sizes, has_signature
 from signflow.core.pdf.sandbox_child.objects import is_dictlike
-from signflow.core.pdf.sandbox_child.pages import geometry
+from signflow.core.pdf.sandbox_child.pages import direct_boxes, geometry
 from signflow.core.pdf.sandbox_child.wire import (
     MAX_RENDER_PIXELS,
     MAX_RENDER_SIDE,
@@ -91,6 +91,7 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
                 raise Refuse("the PDF already carries a signature and needs repairs")
             out = data
         else:
+            direct_boxes(pdf)
             buffer = io.BytesIO()
             pdf.save(
                 buffer,

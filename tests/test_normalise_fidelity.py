@@ -13,7 +13,7 @@ from pyhanko.pdf_utils.generic import ArrayObject
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 from signflow.core.pdf.normalise import normalise_upload
-from tests.test_page_geometry import fpdf2_form
+from tests.pdfs import fpdf2_form
 
 
 def nested_tree() -> bytes:

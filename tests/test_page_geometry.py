@@ -10,7 +10,6 @@ import subprocess
 import pikepdf
 import pypdfium2
 import pytest
-from fpdf import FPDF
 from PIL import Image, ImageChops, ImageStat
 from pyhanko.pdf_utils.reader import PdfFileReader
 
@@ -19,6 +18,7 @@ from signflow.core.pdf.geometry import PageGeometry, stamp_box
 from signflow.models import SignatureRequest
 from tests.conftest import csrf_token, login
 from tests.helpers import new_request, sign
+from tests.pdfs import fpdf2_form
 from tests.pdfsig import pdfsig_report
 from tests.tools import require_tool
 
@@ -59,20 +59,6 @@ def pikepdf_page(*, rotate: int = 0, inherited: bool = False, indirect: bool = F
     out = io.BytesIO()
     pdf.save(out)
     return out.getvalue()
-
-
-def fpdf2_form() -> bytes:
-    """A one-page lab form as fpdf2 writes it (MediaBox inherited from the page tree)."""
-    doc = FPDF()
-    doc.add_page()
-    doc.set_font("helvetica", size=14)
-    doc.cell(text="Laboratory report - cross-match")
-    doc.ln(12)
-    doc.set_font("helvetica", size=11)
-    for line in ("Patient: 1234567", "Donor: 7654321", "Result: negative"):
-        doc.cell(text=line)
-        doc.ln(8)
-    return bytes(doc.output())
 
 
 def render(data: bytes) -> Image.Image:

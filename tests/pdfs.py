@@ -1,10 +1,11 @@
-"""Tiny builders of real PDF files for tests (pikepdf, no fixtures on disk)."""
+"""Tiny builders of real PDF files for tests (pikepdf, fpdf2; no fixtures on disk)."""
 
 from __future__ import annotations
 
 import io
 
 import pikepdf
+from fpdf import FPDF
 
 A4 = (595, 842)
 
@@ -71,3 +72,17 @@ def make_pdf_with_empty_sig_field(
     # Uncompressed: tests can find (and flip) the page text in the raw bytes.
     pdf.save(out, compress_streams=False)
     return out.getvalue()
+
+
+def fpdf2_form() -> bytes:
+    """A one-page lab form as fpdf2 writes it (MediaBox inherited from the page tree)."""
+    doc = FPDF()
+    doc.add_page()
+    doc.set_font("helvetica", size=14)
+    doc.cell(text="Laboratory report - cross-match")
+    doc.ln(12)
+    doc.set_font("helvetica", size=11)
+    for line in ("Patient: 1234567", "Donor: 7654321", "Result: negative"):
+        doc.cell(text=line)
+        doc.ln(8)
+    return bytes(doc.output())

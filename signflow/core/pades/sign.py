@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,14 +20,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.layout import BoxConstraints
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.sign import fields, signers
 from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko.sign.timestamps import TimeStamper, TimestampRequestError
-from pyhanko.stamp import TextStampStyle
+from pyhanko.stamp import TextStamp, TextStampStyle
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError, ValidationError
 
@@ -38,6 +41,7 @@ from signflow.core.errors import (
     SignflowError,
 )
 from signflow.core.pades.signers import KeySigner, LockedPKCS11Signer, SigningKey
+from signflow.core.pdf.geometry import PageGeometry, page_geometry, stamp_box
 from signflow.core.pki.keystore import KeyMaterial
 from signflow.core.pki.tsa import to_asn1_cert
 
@@ -85,11 +89,48 @@ def _font() -> GlyphAccumulatorFactory:
         return _font_factory
 
 
-def _stamp_style() -> TextStampStyle:
-    return TextStampStyle(
+# The appearance is laid out upright, then turned against the page's /Rotate so
+# that the reader's turn of the page brings it back upright: a form XObject's
+# /Matrix maps its BBox before it is fitted to the widget's /Rect (ISO 32000-1,
+# 12.5.5). pyHanko draws every stamp as if the page were never rotated.
+_COUNTER_ROTATION = {90: (0, 1, -1, 0), 180: (-1, 0, 0, -1), 270: (0, -1, 1, 0)}
+
+
+class _UprightTextStamp(TextStamp):
+    def __init__(self, rotate: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rotate = rotate
+
+    def as_form_xobject(self) -> generic.StreamObject:
+        xobject = super().as_form_xobject()
+        if self.rotate in _COUNTER_ROTATION:
+            xobject["/Matrix"] = generic.ArrayObject(
+                [generic.NumberObject(v) for v in (*_COUNTER_ROTATION[self.rotate], 0, 0)]  # type: ignore[no-untyped-call]
+            )
+        return xobject
+
+
+@dataclass(frozen=True)
+class _UprightTextStampStyle(TextStampStyle):
+    page_rotation: int = 0
+
+    def create_stamp(
+        self, writer: Any, box: BoxConstraints, text_params: dict[str, Any]
+    ) -> TextStamp:
+        if self.page_rotation in (90, 270):
+            # The widget's /Rect is the stamp as it lies on the unrotated page.
+            box = BoxConstraints(width=box.height, height=box.width)
+        return _UprightTextStamp(
+            self.page_rotation, writer=writer, style=self, box=box, text_params=text_params
+        )
+
+
+def _stamp_style(page_rotation: int = 0) -> TextStampStyle:
+    return _UprightTextStampStyle(
         stamp_text="%(signer)s\n%(professional_id)s%(when)s\n%(reason)s",
         text_box_style=TextBoxStyle(font=_font(), font_size=10, leading=13),
         border_width=1,
+        page_rotation=page_rotation,
     )
 
 
@@ -122,17 +163,18 @@ def _open_writer(pdf: bytes) -> IncrementalPdfFileWriter:
 
 
 def _field_placement(
-    writer: IncrementalPdfFileWriter, stamp: Stamp, field_name: str | None
-) -> tuple[str, fields.SigFieldSpec | None]:
-    """Field to sign: (name, spec of a new field) or (existing empty field, None)."""
+    pdf: bytes, writer: IncrementalPdfFileWriter, stamp: Stamp, field_name: str | None
+) -> tuple[str, fields.SigFieldSpec | None, int]:
+    """Field to sign: (name, spec of a new field, page rotation) or (existing empty
+    field, None, 0)."""
     existing = list(fields.enumerate_sig_fields(writer.prev, filled_status=None))
     taken = {name for name, _, _ in existing}
     empty = [name for name, value, _ in existing if value is None]
     if stamp.box is None and stamp.page is None:
         if field_name is not None and field_name in empty:
-            return field_name, None
+            return field_name, None, 0
         if field_name is None and empty:
-            return empty[0], None
+            return empty[0], None, 0
     name = field_name or next(
         f"Signature{n}" for n in range(1, 1000) if f"Signature{n}" not in taken
     )
@@ -142,20 +184,29 @@ def _field_placement(
     if stamp.page is not None and not 1 <= stamp.page <= page_count:
         raise InvalidInput(f"page {stamp.page} does not exist (the document has {page_count})")
     page_index = (stamp.page - 1) if stamp.page is not None else page_count - 1
+    # Read in the sandbox as a reader resolves it: inherited, indirect, cropped, rotated.
+    geometry = page_geometry(pdf, page_index + 1)
     if stamp.box is not None:
         x1, y1, x2, y2 = stamp.box
-        if x2 - x1 < 40 or y2 - y1 < 20:
+        box = (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+        shown_w, shown_h = geometry.shown_size_of(box)
+        if shown_w < 40 or shown_h < 20:
             raise InvalidInput("the stamp area is too small")
-        box = (int(x1), int(y1), int(x2), int(y2))
+        if not geometry.contains(box):
+            raise InvalidInput("the stamp area lies outside the visible part of the page")
     else:
-        page = writer.find_page_for_modification(page_index)[0]  # type: ignore[no-untyped-call]
-        media = page.get_object().get("/MediaBox") or (0, 0, 595, 842)
-        right = float(media[2])
-        width, height = STAMP_SIZE
-        left = max(float(media[0]) + STAMP_MARGIN, right - STAMP_MARGIN - width)
-        bottom = float(media[1]) + STAMP_MARGIN
-        box = (int(left), int(bottom), int(left + width), int(bottom + height))
-    return name, fields.SigFieldSpec(sig_field_name=name, on_page=page_index, box=box)
+        box = stamp_box(geometry, STAMP_SIZE, margin_pt=STAMP_MARGIN, page=page_index + 1)
+    spec = fields.SigFieldSpec(sig_field_name=name, on_page=page_index, box=_inside(box, geometry))
+    return name, spec, geometry.rotate
+
+
+def _inside(box: tuple[float, float, float, float],
+            geometry: PageGeometry) -> tuple[int, int, int, int]:
+    """Rounded inwards, then clipped: the widget never reaches outside the visible area."""
+    vx1, vy1, vx2, vy2 = geometry.visible
+    x1, y1 = max(math.ceil(box[0]), math.ceil(vx1)), max(math.ceil(box[1]), math.ceil(vy1))
+    x2, y2 = min(math.floor(box[2]), math.floor(vx2)), min(math.floor(box[3]), math.floor(vy2))
+    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
 
 
 def sign_pdf(
@@ -180,7 +231,7 @@ def sign_pdf(
     if level != "B-B" and timestamper is None:
         raise ConfigurationError(f"PAdES {level} needs a timestamp authority")
     writer = _open_writer(pdf)
-    name, new_field = _field_placement(writer, stamp, field_name)
+    name, new_field, rotation = _field_placement(pdf, writer, stamp, field_name)
     chain = [keys.issuing_cert, keys.root_cert]
     signer = key if isinstance(key, signers.Signer) else KeySigner(key, certificate, chain)
     long_term = level in ("B-LT", "B-LTA")
@@ -211,7 +262,7 @@ def sign_pdf(
         meta,
         signer=signer,
         timestamper=timestamper if level != "B-B" else None,
-        stamp_style=_stamp_style(),
+        stamp_style=_stamp_style(rotation),
         new_field_spec=new_field,
     )
     out = io.BytesIO()

@@ -3,12 +3,10 @@ the review page, the stamp position, and verifying the delivered file."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pikepdf
 from cryptography import x509
 from sqlalchemy.orm import Session
 
@@ -18,6 +16,7 @@ from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, CredentialBlocked, Forbidden, InvalidInput, WrongPin
 from signflow.core.pades import sign as signing
 from signflow.core.pades import validate as validation
+from signflow.core.pdf.geometry import page_geometry, stamp_box
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.core.requests import access as access
@@ -176,27 +175,14 @@ def set_stamp_position(session: Session, deps: Deps, *, actor: Actor, request_id
         raise Conflict("The stamp can only be placed before the first signature.")
     if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0) or not 1 <= page <= req.page_count:
         raise InvalidInput("Tap inside a page of the document.")
-    llx, lly, urx, ury = page_box(deps.blobs.get(session, req.document_sha256), page)
-    width, height = STAMP_SIZE
-    width, height = min(width, urx - llx), min(height, ury - lly)
-    cx = llx + fx * (urx - llx)
-    cy = ury - fy * (ury - lly)  # the preview's y axis points down, PDF's up
-    x1 = min(max(cx - width / 2, llx), urx - width)
-    y1 = min(max(cy - height / 2, lly), ury - height)
-    req.stamp_position = f"{page},{x1:.1f},{y1:.1f},{x1 + width:.1f},{y1 + height:.1f}"
+    # The preview shows the page as a reader does (cropped, rotated): the tap maps
+    # back through that to the page's own coordinates.
+    geometry = page_geometry(deps.blobs.get(session, req.document_sha256), page)
+    x1, y1, x2, y2 = stamp_box(geometry, STAMP_SIZE, margin_pt=0.0, at=(fx, fy), page=page)
+    req.stamp_position = f"{page},{x1:.1f},{y1:.1f},{x2:.1f},{y2:.1f}"
     workflow.record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_STAMP_PLACED,
                     position=req.stamp_position)
     return req
-
-
-def page_box(pdf: bytes, page: int) -> tuple[float, float, float, float]:
-    """The visible area (CropBox, else MediaBox) of a 1-based page, in points."""
-    with pikepdf.open(io.BytesIO(pdf)) as doc:
-        if not 1 <= page <= len(doc.pages):
-            raise InvalidInput("No such page.")
-        box = doc.pages[page - 1].cropbox
-        x1, y1, x2, y2 = (float(v) for v in box)
-    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
 
 
 def review(session: Session, deps: Deps, *, actor: Actor, request_id: int, now: datetime) -> Review:

@@ -10,6 +10,7 @@ from typing import Any
 
 from signflow.core.pdf.sandbox_child.inspection import Inspector, check_sizes, has_signature
 from signflow.core.pdf.sandbox_child.objects import is_dictlike
+from signflow.core.pdf.sandbox_child.pages import direct_boxes, geometry
 from signflow.core.pdf.sandbox_child.wire import (
     MAX_RENDER_PIXELS,
     MAX_RENDER_SIDE,
@@ -90,6 +91,7 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
                 raise Refuse("the PDF already carries a signature and needs repairs")
             out = data
         else:
+            direct_boxes(pdf)
             buffer = io.BytesIO()
             pdf.save(
                 buffer,
@@ -157,6 +159,8 @@ def _count(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 Task = Callable[[dict[str, Any], bytes], tuple[dict[str, Any], bytes]]
-TASKS: dict[str, Task] = {"normalise": _normalise, "render": _render, "count": _count}
+TASKS: dict[str, Task] = {
+    "normalise": _normalise, "render": _render, "count": _count, "geometry": geometry,
+}
 
 

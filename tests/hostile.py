@@ -497,8 +497,11 @@ def _cases() -> list[Case]:
         ),
         Case("thousands-of-pages", lambda: many_pages(3000), refuse="more than 500 pages"),
         # --- encryption and signatures
-        Case("encrypted-user-password", lambda: encrypted("user", "owner"), refuse="encrypted"),
-        Case("encrypted-owner-only", lambda: encrypted("", "owner"), refuse="encrypted"),
+        Case("encrypted-user-password", lambda: encrypted("user", "owner"),
+             refuse="protected by a password. Ask the sender for a copy without a password"),
+        # Permissions only (opens without a password): accepted, decrypted, signed plain.
+        Case("encrypted-owner-only", lambda: encrypted("", "owner"),
+             present=(b"signflow",), removed=("copy and print restrictions",)),
         Case("already-signed", signed, refuse="already carries a signature"),
         Case(
             "docmdp-perms",

@@ -263,3 +263,15 @@ def test_sanitize_filename_properties(name: str) -> None:
     assert not clean.startswith((".", " ", "-"))
     assert clean[:-4].strip("_ ")
     assert sanitize_filename(clean) == clean
+
+
+def test_a_permissions_only_file_comes_out_unencrypted_and_a_password_file_says_what_to_do() -> None:
+    from tests.hostile import encrypted
+
+    result = _normalise(encrypted("", "owner"))
+    with pikepdf.open(io.BytesIO(result.data)) as pdf:
+        assert not pdf.is_encrypted and "/Encrypt" not in pdf.trailer
+    assert any("restrictions" in item for item in result.removed)
+    with pytest.raises(InvalidDocument) as caught:
+        _normalise(encrypted("user", "owner"))
+    assert "password" in caught.value.message and "upload that copy" in caught.value.message

@@ -18,6 +18,12 @@ from signflow.core.pdf.sandbox_child.wire import (
     Refuse,
 )
 
+LOCKED_FILE = (
+    "the PDF is protected by a password. Ask the sender for a copy without a password, "
+    "or open it with its password and save (or print to PDF) a copy without protection, "
+    "then upload that copy"
+)
+
 
 def check_readers(data: bytes, page_count: int) -> None:
     """The bytes we hand on must read the same in the three engines that will see them."""
@@ -49,12 +55,14 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
     try:
         pdf = pikepdf.open(io.BytesIO(data))
     except pikepdf.PasswordError:
-        raise Refuse("the PDF is encrypted") from None
+        raise Refuse(LOCKED_FILE) from None
     except (pikepdf.PdfError, ValueError, RuntimeError):
         raise Refuse(UNREADABLE) from None
     with pdf:
-        if pdf.is_encrypted or "/Encrypt" in pdf.trailer:
-            raise Refuse("the PDF is encrypted")
+        # Opened without a password: only permission flags (no copying, no
+        # printing...) protect it, which any reader may ignore; the rewrite is
+        # saved unencrypted, so the signed file opens everywhere.
+        restricted = pdf.is_encrypted or "/Encrypt" in pdf.trailer
         try:
             root = pdf.Root
             page_count = len(pdf.pages)
@@ -70,6 +78,10 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         signed = has_signature(pdf)
         if signed and not allow_signed:
             raise Refuse("the PDF already carries a signature")
+        if signed and restricted:
+            raise Refuse("the PDF is encrypted and already carries a signature: removing the "
+                         "encryption would void that signature; ask the sender for a copy "
+                         "without protection")
         # A signed file cannot be cleaned without voiding its signatures.
         inspector = Inspector(pdf, strip=not (refuse_active or signed))
         inspector.walk()
@@ -83,6 +95,8 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
             raise Refuse(f"the PDF contains {what}{suffix}")
         check_sizes(inspector.streams)
         removed = inspector.removed()
+        if restricted:
+            removed.append("copy and print restrictions (the file opened without a password)")
         if pdf.get_warnings():
             removed.append("damaged file structure (repaired)")
         if signed:
@@ -99,6 +113,7 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
                 object_stream_mode=pikepdf.ObjectStreamMode.generate,
                 compress_streams=True,
                 deterministic_id=True,
+                encryption=False,
                 fix_metadata_version=False,
             )
             out = buffer.getvalue()

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from signflow.core.errors import ConfigurationError, CredentialBlocked, InvalidInput, WrongPin
 from signflow.core.pki import certificates as certs
@@ -266,14 +266,7 @@ def unblock(
     params, _, wrapped = credential.puk_wrapped_key.partition(b"\0")
     key = _unwrap(wrapped, code, keys, credential.serial + ":puk", params.decode()) if ok else None
     if key is None:
-        session.execute(
-            update(SigningCredential)
-            .where(SigningCredential.id == credential.id)
-            .values(failed_puks=SigningCredential.failed_puks + 1)
-            .execution_options(synchronize_session=False)
-        )
-        session.refresh(credential, ["failed_puks"])
-        left = MAX_PUK_TRIES - credential.failed_puks
+        left = MAX_PUK_TRIES - _count_failure(session, credential, SigningCredential.failed_puks)
         raise WrongPin(f"wrong unblock code: {max(left, 0)} {'try' if left == 1 else 'tries'} left")
     if key.public_key() != credential_certificate(credential).public_key():
         raise ConfigurationError("signing credential does not match its certificate")
@@ -314,6 +307,21 @@ def check_usable(credential: SigningCredential, *, now: datetime) -> None:
         )
 
 
+
+def _count_failure(session: Session, credential: SigningCredential,
+                   counter: InstrumentedAttribute[int]) -> int:
+    """One more wrong guess, counted atomically in the database (two concurrent
+    guesses both count); returns the new count."""
+    session.execute(
+        update(SigningCredential)
+        .where(SigningCredential.id == credential.id)
+        .values({counter: counter + 1})
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(credential, [counter.key])
+    count: int = getattr(credential, counter.key)
+    return count
+
 def unlock(
     session: Session,
     keys: keystore.KeyMaterial,
@@ -332,15 +340,7 @@ def unlock(
         credential.wrapped_key, pin, keys, credential.serial, credential.kdf_params
     )
     if key is None:
-        # Atomic increment: two concurrent guesses both count.
-        session.execute(
-            update(SigningCredential)
-            .where(SigningCredential.id == credential.id)
-            .values(failed_pins=SigningCredential.failed_pins + 1)
-            .execution_options(synchronize_session=False)
-        )
-        session.refresh(credential, ["failed_pins"])
-        if credential.failed_pins >= MAX_PIN_TRIES:
+        if _count_failure(session, credential, SigningCredential.failed_pins) >= MAX_PIN_TRIES:
             credential.blocked_at = now
             session.flush()
             raise CredentialBlocked(

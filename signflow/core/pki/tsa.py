@@ -167,7 +167,7 @@ def rejection_of(req: tsp.TimeStampReq) -> tuple[str, str] | None:
     for extension in req["extensions"] or []:
         if extension["critical"].native:
             return (f"unsupported critical extension {extension['extn_id'].dotted}",
-                    "unaccepted_extension")
+                    "unaccepted_extensions")
     return None
 
 

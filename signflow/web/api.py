@@ -42,7 +42,7 @@ def list_requests() -> Response:
 
 def _form_id(name: str) -> int:
     raw = request.form.get(name, "")
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidInput(f"'{name}' must be an id (a positive integer).")
     return int(raw)
 

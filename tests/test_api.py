@@ -19,7 +19,6 @@ from tests.conftest import TEST_ACTOR, login
 from tests.factories import count, integration_token, state_of
 from tests.helpers import delivered_request, new_request
 
-
 RECEIVER = ("read", "download", "acknowledge")
 
 

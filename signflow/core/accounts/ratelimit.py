@@ -25,7 +25,8 @@ def hit(session: Session, key: str, *, limit: int, window: timedelta, now: datet
         .on_conflict_do_nothing(index_elements=["key"])
     )
     row = session.get(RateLimit, key[:64], with_for_update=True, populate_existing=True)
-    assert row is not None  # inserted just above, or already there
+    if row is None:  # inserted just above, or already there: cannot happen
+        raise RuntimeError("rate limit row vanished")
     if now - row.window_start >= window or now < row.window_start:
         row.window_start, row.calls = now, 0
     row.calls += 1

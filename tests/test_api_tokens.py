@@ -73,6 +73,19 @@ def test_people_get_no_tokens_and_their_old_tokens_are_refused(app, svc, world, 
     assert resp.status_code == 401 and web.get("/received/").status_code == 302
 
 
+def test_a_web_admin_cannot_create_an_integration_account(app, svc, world):
+    admin = app.test_client()
+    login(admin, "admin")
+    resp = admin.post("/admin/users", data={
+        "username": "sneaky", "display_name": "Sneaky", "role": "integration",
+        "password": "a long enough passphrase", "destination": str(world.destination),
+        "csrf_token": csrf_token(admin, "/admin/users")})
+    assert resp.status_code == 403
+    assert "signflow command" in resp.get_data(as_text=True)
+    with svc.sessions() as s:
+        assert s.scalar(select(User).where(User.username == "sneaky")) is None
+
+
 def test_missing_scope_is_403_and_changes_nothing(app, svc, world, delivered):
     rid, _tech = delivered
     read_only = integration_token(svc, name="his", destination_id=world.destination, scopes=("read",))

@@ -89,6 +89,10 @@ def create_user(
     if destination_id is not None and session.get(Destination, destination_id) is None:
         raise InvalidInput("Unknown destination service.")
     if role == Role.INTEGRATION:
+        # Its tokens read documents or submit them: only the operator (the command
+        # line, the break-glass path) creates one, never a web administrator alone.
+        if actor.role != ServiceRole.OPERATOR:
+            raise Forbidden("Integration accounts are created with the signflow command.")
         if destination_id is not None and submit_group_id is not None:
             raise InvalidInput("An integration account is bound to one destination or one group.")
         if submit_group_id is not None and session.get(OnCallGroup, submit_group_id) is None:

@@ -1,0 +1,420 @@
+"""Generators of the PDF corpus (issue 9): files as hospital software really writes them,
+made here by the real producers (fpdf2, reportlab, img2pdf, libtiff's tiff2pdf,
+Ghostscript, LibreOffice, Chromium, pikepdf), never stored on disk. A helper module,
+not a test module: tests/test_corpus.py drives each file through the whole loop.
+
+Each generator takes a private work folder and returns the PDF's bytes. Tools are
+found through tests/tools.py (`require_tool`): missing, they skip locally and fail
+under CI=true."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pikepdf
+from PIL import Image, ImageDraw, ImageFont
+
+from tests.tools import require_file, require_tool
+
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+LINES = ("Anaesthesia - pre-operative assessment", "Patient: 1234567  Donor: 7654321",
+         "Cross-match: negative", "ASA class II, fit for surgery")
+TIMEOUT = 120
+
+
+def _run(args: list[str], cwd: Path) -> None:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, f"{args[0]} failed: {result.stdout[-800:]}{result.stderr[-800:]}"
+
+
+def _saved(pdf: pikepdf.Pdf, **kw: object) -> bytes:
+    out = io.BytesIO()
+    pdf.save(out, **kw)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+# --- Python libraries ---------------------------------------------------------------------------
+
+def fpdf2_report(work: Path) -> bytes:
+    """A two-page lab report as fpdf2 writes it (boxes on the page tree, an OpenAction)."""
+    from fpdf import FPDF
+
+    doc = FPDF()
+    for number in (1, 2):
+        doc.add_page()
+        doc.set_font("helvetica", size=14)
+        doc.cell(text=f"Laboratory report - cross-match, page {number}")
+        doc.ln(12)
+        doc.set_font("helvetica", size=11)
+        for line in LINES:
+            doc.cell(text=line)
+            doc.ln(8)
+    return bytes(doc.output())
+
+
+def _reportlab(work: Path, *, landscape: bool = False, rotate: int = 0) -> bytes:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.pagesizes import landscape as turned
+    from reportlab.pdfgen import canvas
+
+    out = io.BytesIO()
+    size = turned(A4) if landscape else A4
+    page = canvas.Canvas(out, pagesize=size)
+    page.setTitle("Lab system report")
+    if rotate:
+        page.setPageRotation(rotate)
+    page.setFont("Helvetica-Bold", 16)
+    page.drawString(60, size[1] - 80, "Histocompatibility laboratory")
+    page.setFont("Helvetica", 11)
+    for row, line in enumerate(LINES):
+        page.drawString(60, size[1] - 120 - 18 * row, line)
+    page.rect(55, size[1] - 220, 300, 40)
+    page.showPage()
+    page.save()
+    return out.getvalue()
+
+
+def reportlab_report(work: Path) -> bytes:
+    return _reportlab(work)
+
+
+def reportlab_landscape(work: Path) -> bytes:
+    return _reportlab(work, landscape=True)
+
+
+def reportlab_rotated(work: Path) -> bytes:
+    """A portrait page the lab system turns for the reader (/Rotate 90)."""
+    return _reportlab(work, rotate=90)
+
+
+def _scan(size: tuple[int, int], mode: str, dpi: int) -> Image.Image:
+    """A page of text as a scanner or fax sees it, drawn with Pillow."""
+    font = ImageFont.truetype(require_file(DEJAVU, "package fonts-dejavu-core"), dpi // 5)
+    image = Image.new(mode, size, "white" if mode != "1" else 1)
+    draw = ImageDraw.Draw(image)
+    ink = "black" if mode != "1" else 0
+    for row, line in enumerate(LINES):
+        draw.text((dpi // 2, dpi // 2 + row * dpi // 3), line, fill=ink, font=font)
+    draw.rectangle((dpi // 2, size[1] // 2, size[0] - dpi // 2, size[1] // 2 + dpi), outline=ink,
+                   width=max(1, dpi // 50))
+    return image
+
+
+def img2pdf_png(work: Path) -> bytes:
+    import img2pdf
+
+    out = io.BytesIO()
+    _scan((1240, 1754), "L", 150).save(out, format="PNG", dpi=(150, 150))
+    return bytes(img2pdf.convert(out.getvalue()))
+
+
+def img2pdf_jpeg(work: Path) -> bytes:
+    import img2pdf
+
+    out = io.BytesIO()
+    _scan((1240, 1754), "RGB", 150).save(out, format="JPEG", quality=80, dpi=(150, 150))
+    return bytes(img2pdf.convert(out.getvalue()))
+
+
+def img2pdf_jpeg_exif_rotated(work: Path) -> bytes:
+    """A phone photo of a form held sideways: EXIF orientation 6, which img2pdf turns into
+    /Rotate 90 on the page."""
+    import img2pdf
+
+    image = _scan((1240, 1754), "RGB", 150).rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=80, dpi=(150, 150), exif=exif.tobytes())
+    return bytes(img2pdf.convert(out.getvalue(), rotation=img2pdf.Rotation.ifvalid))
+
+
+# --- Debian tools -------------------------------------------------------------------------------
+
+def tiff2pdf_fax(work: Path) -> bytes:
+    """A fax: 1-bit CCITT group 4 TIFF at fax resolution, wrapped by libtiff's tiff2pdf."""
+    tool = require_tool("tiff2pdf")
+    tiff = work / "fax.tif"
+    _scan((1728, 2200), "1", 200).save(tiff, compression="group4", dpi=(204, 196))
+    _run([tool, "-o", str(work / "fax.pdf"), str(tiff)], work)
+    return (work / "fax.pdf").read_bytes()
+
+
+def _ghostscript(work: Path, *extra: str, name: str) -> bytes:
+    gs = require_tool("gs")
+    source = work / "gs-source.pdf"
+    source.write_bytes(_reportlab(work))
+    target = work / name
+    _run([gs, "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-sDEVICE=pdfwrite", *extra,
+          f"-sOutputFile={target}", str(source)], work)
+    return target.read_bytes()
+
+
+def ghostscript_pdfwrite(work: Path) -> bytes:
+    return _ghostscript(work, name="gs.pdf")
+
+
+def ghostscript_pdfa(work: Path) -> bytes:
+    """PDF/A-2b as a document-management system archives it."""
+    return _ghostscript(work, "-dPDFA=2", "-dPDFACompatibilityPolicy=1",
+                        "-sColorConversionStrategy=RGB", name="gs-pdfa.pdf")
+
+
+FODT = """<?xml version="1.0" encoding="UTF-8"?>
+<office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+ xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+ xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0"
+ office:version="1.2" office:mimetype="application/vnd.oasis.opendocument.text">
+ <office:body><office:text>
+  <text:h text:outline-level="1">Transplant consent - Mme X</text:h>
+  {paragraphs}
+  <table:table table:name="Results"><table:table-column table:number-columns-repeated="2"/>
+   <table:table-row><table:table-cell><text:p>Cross-match</text:p></table:table-cell>
+    <table:table-cell><text:p>negative</text:p></table:table-cell></table:table-row>
+  </table:table>
+ </office:text></office:body>
+</office:document>
+"""
+
+
+def libreoffice_writer(work: Path) -> bytes:
+    """A Writer document (flat ODT with a heading and a table) exported headless, with a
+    private profile so that parallel runs do not share one."""
+    soffice = require_tool("soffice")
+    source = work / "consent.fodt"
+    paragraphs = "".join(f"<text:p>{line}</text:p>" for line in LINES)
+    source.write_text(FODT.replace("{paragraphs}", paragraphs), encoding="utf-8")
+    profile = work / "lo-profile"
+    _run([soffice, f"-env:UserInstallation=file://{profile}", "--headless", "--norestore",
+          "--convert-to", "pdf", "--outdir", str(work), str(source)], work)
+    return (work / "consent.pdf").read_bytes()
+
+
+HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Discharge letter</title>
+<style>body {{ font-family: DejaVu Sans, sans-serif; margin: 2cm; }} td {{ border: 1px solid; }}</style>
+</head><body><h1>Discharge letter</h1>{paragraphs}
+<table><tr><td>Cross-match</td><td>negative</td></tr></table>
+<p><a href="https://hospital.example/records/1234567">Patient record</a></p></body></html>
+"""
+
+
+def chromium_print(work: Path) -> bytes:
+    """A web portal's page printed to PDF by headless Chromium (Debian's, never downloaded)."""
+    chromium = require_file("/usr/bin/chromium", "package chromium")
+    page = work / "letter.html"
+    page.write_text(HTML.format(paragraphs="".join(f"<p>{line}</p>" for line in LINES)),
+                    encoding="utf-8")
+    target = work / "letter.pdf"
+    _run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
+          f"--user-data-dir={work / 'chromium-profile'}", f"--print-to-pdf={target}",
+          page.as_uri()], work)
+    return target.read_bytes()
+
+
+# --- Forms and encryption -------------------------------------------------------------------------
+
+VISIBLE_FIELD = (320.0, 60.0, 560.0, 140.0)
+
+
+def _form_with_sig_fields(fields: list[tuple[str, tuple[float, ...], int]]) -> bytes:
+    """A reportlab form (a filled text field) plus empty signature fields (name, /Rect,
+    annotation flags) added with pikepdf, as form designers write them."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    out = io.BytesIO()
+    page = canvas.Canvas(out, pagesize=A4)
+    page.setFont("Helvetica", 12)
+    page.drawString(60, 780, "Consent for organ retrieval - signature of the physician below")
+    page.acroForm.textfield(name="patient", value="1234567", x=60, y=700, width=200, height=20)
+    page.drawString(60, 150, "Physician's signature:")
+    page.showPage()
+    page.save()
+    pdf = pikepdf.open(io.BytesIO(out.getvalue()))
+    target = pdf.pages[0]
+    for name, rect, flags in fields:
+        widget = pdf.make_indirect(pikepdf.Dictionary(
+            Type=pikepdf.Name.Annot, Subtype=pikepdf.Name.Widget, FT=pikepdf.Name.Sig,
+            T=pikepdf.String(name), Rect=list(rect), F=flags, P=target.obj))
+        if "/Annots" not in target.obj:
+            target.obj.Annots = pdf.make_indirect(pikepdf.Array())
+        target.obj.Annots.append(widget)
+        pdf.Root.AcroForm.Fields.append(widget)
+    return _saved(pdf)
+
+
+def acroform_visible_field(work: Path) -> bytes:
+    return _form_with_sig_fields([("PhysicianSignature", VISIBLE_FIELD, 4)])
+
+
+def acroform_hidden_field(work: Path) -> bytes:
+    # /F 2: Hidden. A designer's spare field, never to be shown.
+    return _form_with_sig_fields([("Spare", VISIBLE_FIELD, 2)])
+
+
+def acroform_zero_size_field(work: Path) -> bytes:
+    # An invisible signature field (Rect of zero size), as some tools add for approval.
+    return _form_with_sig_fields([("Invisible", (0.0, 0.0, 0.0, 0.0), 4)])
+
+
+def acroform_all_fields(work: Path) -> bytes:
+    """Hidden and zero-size fields listed before the one meant for the physician."""
+    return _form_with_sig_fields([("Spare", (60.0, 400.0, 300.0, 480.0), 2),
+                                  ("Invisible", (0.0, 0.0, 0.0, 0.0), 4),
+                                  ("PhysicianSignature", VISIBLE_FIELD, 4)])
+
+
+def permissions_only(work: Path, *, aes256: bool = True) -> bytes:
+    """Opens without a password; the owner password forbids copying, changing, annotating."""
+    pdf = pikepdf.open(io.BytesIO(_reportlab(work)))
+    allow = pikepdf.Permissions(extract=False, modify_annotation=False, modify_assembly=False,
+                                modify_form=False, modify_other=False)
+    encryption = (pikepdf.Encryption(owner="owner-secret", user="", R=6, allow=allow) if aes256
+                  else pikepdf.Encryption(owner="owner-secret", user="", R=3, allow=allow, aes=False,
+                                     metadata=False))
+    return _saved(pdf, encryption=encryption)
+
+
+def permissions_only_rc4(work: Path) -> bytes:
+    return permissions_only(work, aes256=False)
+
+
+# --- pikepdf geometry -------------------------------------------------------------------------------
+
+A4_BOX = (0.0, 0.0, 595.0, 842.0)
+OFFSET_MEDIA = (-100.0, -50.0, 700.0, 900.0)
+OFFSET_CROP = (50.0, 60.0, 560.0, 800.0)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    rotate: int
+    inherited: bool
+    indirect: bool
+    crop: bool
+
+    @property
+    def name(self) -> str:
+        parts = [f"rotate{self.rotate}", "inherited" if self.inherited else "on-page",
+                 "indirect" if self.indirect else "direct", "crop-offset" if self.crop else "no-crop"]
+        return "pikepdf-" + "-".join(parts)
+
+
+GEOMETRIES = [Geometry(r, i, d, c) for r in (0, 90, 180, 270) for i in (False, True)
+              for d in (False, True) for c in (False, True)]
+
+
+def geometry_page(geometry: Geometry) -> bytes:
+    """One page of text whose boxes and rotation sit on the page or on the page tree, as
+    direct or indirect objects, with a CropBox that does not start at 0,0 or none."""
+    pdf = pikepdf.new()
+    media = OFFSET_MEDIA if geometry.crop else A4_BOX
+    visible = OFFSET_CROP if geometry.crop else A4_BOX
+    font = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1,
+                                                BaseFont=pikepdf.Name.Helvetica))
+    text = " ".join(f"BT /F1 12 Tf {visible[0] + 40} {visible[3] - 60 - 16 * n} Td ({line}) Tj ET"
+                    for n, line in enumerate(LINES))
+    page = pikepdf.Dictionary(Type=pikepdf.Name.Page, Contents=pdf.make_stream(text.encode()),
+                              Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)))
+    attrs: dict[str, pikepdf.Object] = {"/MediaBox": pikepdf.Array(media)}
+    if geometry.crop:
+        attrs["/CropBox"] = pikepdf.Array(OFFSET_CROP)
+    if geometry.rotate:
+        attrs["/Rotate"] = geometry.rotate
+    if geometry.indirect:
+        attrs = {key: pdf.make_indirect(value) for key, value in attrs.items()}
+    pdf.pages.append(pikepdf.Page(page))
+    holder = pdf.Root.Pages if geometry.inherited else pdf.pages[0].obj
+    if geometry.inherited and "/MediaBox" in pdf.pages[0].obj:
+        del pdf.pages[0].obj["/MediaBox"]
+    for key, value in attrs.items():
+        holder[key] = value
+    return _saved(pdf)
+
+
+# --- the catalogue ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Generator:
+    name: str
+    make: Callable[[Path], bytes]
+    # Where the stamp must go: "corner" (bottom right of the last page as shown) or
+    # "field" (the document's own visible signature field, VISIBLE_FIELD).
+    stamp: str = "corner"
+    # A message the technician must be shown after the upload, if any.
+    told: str | None = None
+
+
+GENERATORS = [
+    Generator("fpdf2", fpdf2_report),
+    Generator("reportlab", reportlab_report),
+    Generator("reportlab-landscape", reportlab_landscape),
+    Generator("reportlab-rotate90", reportlab_rotated),
+    Generator("img2pdf-png", img2pdf_png),
+    Generator("img2pdf-jpeg", img2pdf_jpeg),
+    Generator("img2pdf-jpeg-exif-rotated", img2pdf_jpeg_exif_rotated),
+    Generator("tiff2pdf-ccitt-g4-fax", tiff2pdf_fax),
+    Generator("ghostscript-pdfwrite", ghostscript_pdfwrite),
+    Generator("ghostscript-pdfa2", ghostscript_pdfa),
+    Generator("libreoffice-writer", libreoffice_writer),
+    Generator("chromium-print", chromium_print),
+    Generator("acroform-visible-sig-field", acroform_visible_field, stamp="field"),
+    Generator("acroform-hidden-sig-field", acroform_hidden_field),
+    Generator("acroform-zero-size-sig-field", acroform_zero_size_field),
+    Generator("acroform-hidden-zero-visible-fields", acroform_all_fields, stamp="field"),
+    Generator("encrypted-permissions-aes256", permissions_only, told="restrictions"),
+    Generator("encrypted-permissions-rc4", permissions_only_rc4, told="restrictions"),
+]
+GENERATORS += [Generator(g.name, lambda work, g=g: geometry_page(g)) for g in GEOMETRIES]
+BY_NAME = {g.name: g for g in GENERATORS}
+
+
+# --- the one line per generated file --------------------------------------------------------------
+
+CORPUS_PROPERTY = "corpus"  # user property: the generated file's name
+STEP_PROPERTY = "corpus_step"  # user property: each step reached, in order
+
+
+class Summary:
+    """Collects the corpus tests' reports (on the xdist controller too: user properties
+    travel with the reports) and writes one line per generated file at the end."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, str] = {}
+
+    def collect(self, report: object) -> None:
+        properties = dict(getattr(report, "user_properties", ()) or ())
+        name = properties.get(CORPUS_PROPERTY)
+        when = getattr(report, "when", None)
+        if name is None or (when != "call" and not getattr(report, "failed", False)
+                            and not getattr(report, "skipped", False)):
+            return
+        steps = [value for key, value in getattr(report, "user_properties", ()) if key == STEP_PROPERTY]
+        reached = steps[-1] if steps else "start"
+        if hasattr(report, "wasxfail"):
+            line = f"known failure at {reached} ({report.wasxfail})"
+        elif getattr(report, "passed", False):
+            line = "ok: " + ", ".join(steps)
+        elif getattr(report, "skipped", False):
+            longrepr = getattr(report, "longrepr", None)
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            line = f"skipped ({reason})"
+        else:
+            line = f"FAILED after {reached}"
+        self.lines[str(name)] = line
+
+    def write(self, terminal: object) -> None:
+        if not self.lines:
+            return
+        write_line = terminal.write_line  # type: ignore[attr-defined]
+        terminal.write_sep("-", "PDF corpus (issue 9): one line per generated file")  # type: ignore[attr-defined]
+        width = max(len(name) for name in self.lines)
+        for name in sorted(self.lines):
+            write_line(f"{name:<{width}}  {self.lines[name]}")
+
+
+SUMMARY = Summary()

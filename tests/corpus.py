@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tests.tools import require_file, require_tool
 
+GS_SRGB = Path("/usr/share/color/icc/ghostscript/srgb.icc")
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 LINES = ("Anaesthesia - pre-operative assessment", "Patient: 1234567  Donor: 7654321",
          "Cross-match: negative", "ASA class II, fit for surgery")
@@ -144,13 +145,14 @@ def tiff2pdf_fax(work: Path) -> bytes:
     return (work / "fax.pdf").read_bytes()
 
 
-def _ghostscript(work: Path, *extra: str, name: str) -> bytes:
+def _ghostscript(work: Path, *extra: str, name: str, prelude: Path | None = None) -> bytes:
     gs = require_tool("gs")
     source = work / "gs-source.pdf"
     source.write_bytes(_reportlab(work))
     target = work / name
+    inputs = [str(prelude), str(source)] if prelude else [str(source)]
     _run([gs, "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-sDEVICE=pdfwrite", *extra,
-          f"-sOutputFile={target}", str(source)], work)
+          f"-sOutputFile={target}", *inputs], work)
     return target.read_bytes()
 
 
@@ -159,9 +161,17 @@ def ghostscript_pdfwrite(work: Path) -> bytes:
 
 
 def ghostscript_pdfa(work: Path) -> bytes:
-    """PDF/A-2b as a document-management system archives it."""
+    """PDF/A-2b as a document-management system archives it: Ghostscript's own PDFA_def.ps
+    pointed at its sRGB profile, so the file carries the OutputIntent PDF/A requires."""
+    profile = Path(require_file(GS_SRGB, "package ghostscript"))
+    template = next(Path("/usr/share/ghostscript").glob("*/lib/PDFA_def.ps"), None)
+    if template is None:
+        require_file("/usr/share/ghostscript/VERSION/lib/PDFA_def.ps", "package ghostscript")
+    prelude = work / "PDFA_def.ps"
+    prelude.write_text(template.read_text().replace("(srgb.icc)", f"({profile})"))  # type: ignore[union-attr]
     return _ghostscript(work, "-dPDFA=2", "-dPDFACompatibilityPolicy=1",
-                        "-sColorConversionStrategy=RGB", name="gs-pdfa.pdf")
+                        "-sColorConversionStrategy=RGB", f"--permit-file-read={profile}",
+                        name="gs-pdfa.pdf", prelude=prelude)
 
 
 FODT = """<?xml version="1.0" encoding="UTF-8"?>
@@ -336,6 +346,59 @@ def geometry_page(geometry: Geometry) -> bytes:
     return _saved(pdf)
 
 
+def _text_page(pdf: pikepdf.Pdf, origin: tuple[float, float], size: float = 12) -> pikepdf.Dictionary:
+    font = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1,
+                                                BaseFont=pikepdf.Name.Helvetica))
+    text = " ".join(f"BT /F1 {size} Tf {origin[0]} {origin[1] - size * 1.4 * n} Td ({line}) Tj ET"
+                    for n, line in enumerate(LINES))
+    return pikepdf.Dictionary(Type=pikepdf.Name.Page, Contents=pdf.make_stream(text.encode()),
+                              Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)))
+
+
+def nested_tree_rotated(work: Path) -> bytes:
+    """Two pages under an intermediate /Pages node that carries an indirect MediaBox and
+    /Rotate 90: the page inherits from its parent, not from the root."""
+    pdf = pikepdf.new()
+    pages = [_text_page(pdf, (40, 780)) for _ in range(2)]
+    middle = pdf.make_indirect(pikepdf.Dictionary(
+        Type=pikepdf.Name.Pages, Count=2, Rotate=90,
+        MediaBox=pdf.make_indirect(pikepdf.Array([0, 0, 595, 842]))))
+    kids = [pdf.make_indirect(page) for page in pages]
+    for kid in kids:
+        kid.Parent = middle
+    middle.Kids = pikepdf.Array(kids)
+    root_pages = pdf.Root.Pages
+    middle.Parent = root_pages
+    root_pages.Kids = pikepdf.Array([middle])
+    root_pages.Count = 2
+    return _saved(pdf)
+
+
+def small_page(work: Path) -> bytes:
+    """An A7 label (74 x 105 mm): the stamp must shrink to fit, still readable."""
+    pdf = pikepdf.new()
+    page = _text_page(pdf, (12, 280), size=6)
+    page.MediaBox = pikepdf.Array([0, 0, 210, 298])
+    pdf.pages.append(pikepdf.Page(page))
+    return _saved(pdf)
+
+
+def user_unit_page(work: Path) -> bytes:
+    """A poster in units of 10 pt (/UserUnit 10): the stamp keeps its real size."""
+    pdf = pikepdf.new()
+    page = _text_page(pdf, (5, 90), size=1.2)
+    page.MediaBox = pikepdf.Array([0, 0, 200, 100])
+    page.UserUnit = 10
+    pdf.pages.append(pikepdf.Page(page))
+    return _saved(pdf)
+
+
+def password_protected(work: Path) -> bytes:
+    """Needs a password to open: refused, with what to do."""
+    pdf = pikepdf.open(io.BytesIO(_reportlab(work)))
+    return _saved(pdf, encryption=pikepdf.Encryption(owner="owner-secret", user="patient-dob", R=6))
+
+
 # --- the catalogue ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -370,7 +433,14 @@ GENERATORS = [
     Generator("encrypted-permissions-rc4", permissions_only_rc4, told="restrictions"),
 ]
 GENERATORS += [Generator(g.name, lambda work, g=g: geometry_page(g)) for g in GEOMETRIES]
-BY_NAME = {g.name: g for g in GENERATORS}
+GENERATORS += [
+    Generator("pikepdf-nested-page-tree-rotate90", nested_tree_rotated),
+    Generator("pikepdf-small-page-a7", small_page),
+    Generator("pikepdf-user-unit-10", user_unit_page),
+]
+# Not a corpus case (it never reaches signing): refused at upload.
+OTHERS = [Generator("encrypted-user-password", password_protected)]
+BY_NAME = {g.name: g for g in GENERATORS + OTHERS}
 
 
 # --- the one line per generated file --------------------------------------------------------------

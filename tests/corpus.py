@@ -134,6 +134,18 @@ def img2pdf_jpeg_exif_rotated(work: Path) -> bytes:
     return bytes(img2pdf.convert(out.getvalue(), rotation=img2pdf.Rotation.ifvalid))
 
 
+def img2pdf_mixed_scan(work: Path) -> bytes:
+    """A copier's multi-page scan: a portrait page, then a landscape one (the last)."""
+    import img2pdf
+
+    pages = []
+    for image in (_scan((1240, 1754), "L", 150), _scan((1754, 1240), "L", 150)):
+        out = io.BytesIO()
+        image.save(out, format="PNG", dpi=(150, 150))
+        pages.append(out.getvalue())
+    return bytes(img2pdf.convert(pages))
+
+
 # --- Debian tools -------------------------------------------------------------------------------
 
 def tiff2pdf_fax(work: Path) -> bytes:
@@ -393,6 +405,22 @@ def user_unit_page(work: Path) -> bytes:
     return _saved(pdf)
 
 
+def odd_page(*, media: tuple[float, ...] = A4_BOX, crop: tuple[float, ...] | None = None,
+             rotate: int | float | None = None) -> bytes:
+    """What the specification allows and some producers write: a /Rotate of -90 or 450, a
+    MediaBox given corner to corner the other way round, a CropBox reaching past the MediaBox."""
+    pdf = pikepdf.new()
+    x, y = min(media[0], media[2]), max(media[1], media[3])
+    page = _text_page(pdf, (x + 40, y - 60))
+    page.MediaBox = pikepdf.Array(media)
+    if crop is not None:
+        page.CropBox = pikepdf.Array(crop)
+    if rotate is not None:
+        page.Rotate = rotate
+    pdf.pages.append(pikepdf.Page(page))
+    return _saved(pdf)
+
+
 def password_protected(work: Path) -> bytes:
     """Needs a password to open: refused, with what to do."""
     pdf = pikepdf.open(io.BytesIO(_reportlab(work)))
@@ -420,6 +448,7 @@ GENERATORS = [
     Generator("img2pdf-png", img2pdf_png),
     Generator("img2pdf-jpeg", img2pdf_jpeg),
     Generator("img2pdf-jpeg-exif-rotated", img2pdf_jpeg_exif_rotated),
+    Generator("img2pdf-two-page-mixed-orientation", img2pdf_mixed_scan),
     Generator("tiff2pdf-ccitt-g4-fax", tiff2pdf_fax),
     Generator("ghostscript-pdfwrite", ghostscript_pdfwrite),
     Generator("ghostscript-pdfa2", ghostscript_pdfa),
@@ -437,6 +466,11 @@ GENERATORS += [
     Generator("pikepdf-nested-page-tree-rotate90", nested_tree_rotated),
     Generator("pikepdf-small-page-a7", small_page),
     Generator("pikepdf-user-unit-10", user_unit_page),
+    Generator("pikepdf-rotate-minus90", lambda work: odd_page(rotate=-90)),
+    Generator("pikepdf-rotate450", lambda work: odd_page(rotate=450)),
+    Generator("pikepdf-reversed-mediabox", lambda work: odd_page(media=(595, 842, 0, 0))),
+    Generator("pikepdf-cropbox-beyond-mediabox",
+              lambda work: odd_page(crop=(-50, -50, 700, 900), rotate=90)),
 ]
 # Not a corpus case (it never reaches signing): refused at upload.
 OTHERS = [Generator("encrypted-user-password", password_protected)]

@@ -130,11 +130,16 @@ class Shown:
         return (height, width) if self.rotate in (90, 270) else (width, height)
 
 
+def _ordered(box: Box) -> Box:
+    return min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])
+
+
 def shown_page(data: bytes, index: int) -> Shown:
     document = pypdfium2.PdfDocument(data)
     try:
         page = document[index]
-        crop, media = page.get_cropbox(), page.get_mediabox()
+        # Corner to corner either way round, as the specification allows.
+        crop, media = (_ordered(box) for box in (page.get_cropbox(), page.get_mediabox()))
         visible = (max(crop[0], media[0]), max(crop[1], media[1]),
                    min(crop[2], media[2]), min(crop[3], media[3]))
         return Shown(visible=visible, rotate=page.get_rotation())

@@ -500,7 +500,7 @@ class Summary:
         steps = [value for key, value in getattr(report, "user_properties", ()) if key == STEP_PROPERTY]
         reached = steps[-1] if steps else "start"
         if hasattr(report, "wasxfail"):
-            line = f"known failure at {reached} ({report.wasxfail})"
+            line = f"known failure after {reached} ({report.wasxfail})"
         elif getattr(report, "passed", False):
             line = "ok: " + ", ".join(steps)
         elif getattr(report, "skipped", False):

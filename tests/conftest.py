@@ -289,12 +289,12 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # The PDF corpus prints one line per generated file (tests/corpus.py: Summary).
-    from tests.corpus import SUMMARY
+    from tests.corpus_summary import SUMMARY
 
     SUMMARY.collect(report)
 
 
 def pytest_terminal_summary(terminalreporter: object) -> None:
-    from tests.corpus import SUMMARY
+    from tests.corpus_summary import SUMMARY
 
     SUMMARY.write(terminalreporter)

@@ -18,24 +18,26 @@ from pathlib import Path
 import pikepdf
 from PIL import Image, ImageDraw, ImageFont
 
+from tests.corpus_pages import (
+    GEOMETRIES,
+    LINES,
+    geometry_page,
+    nested_tree_rotated,
+    odd_page,
+    saved,
+    small_page,
+    user_unit_page,
+)
 from tests.tools import require_file, require_tool
 
 GS_SRGB = Path("/usr/share/color/icc/ghostscript/srgb.icc")
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-LINES = ("Anaesthesia - pre-operative assessment", "Patient: 1234567  Donor: 7654321",
-         "Cross-match: negative", "ASA class II, fit for surgery")
 TIMEOUT = 120
 
 
 def _run(args: list[str], cwd: Path) -> None:
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, f"{args[0]} failed: {result.stdout[-800:]}{result.stderr[-800:]}"
-
-
-def _saved(pdf: pikepdf.Pdf, **kw: object) -> bytes:
-    out = io.BytesIO()
-    pdf.save(out, **kw)  # type: ignore[arg-type]
-    return out.getvalue()
 
 
 # --- Python libraries ---------------------------------------------------------------------------
@@ -266,7 +268,7 @@ def _form_with_sig_fields(fields: list[tuple[str, tuple[float, ...], int]]) -> b
             target.obj.Annots = pdf.make_indirect(pikepdf.Array())
         target.obj.Annots.append(widget)
         pdf.Root.AcroForm.Fields.append(widget)
-    return _saved(pdf)
+    return saved(pdf)
 
 
 def acroform_visible_field(work: Path) -> bytes:
@@ -298,133 +300,17 @@ def permissions_only(work: Path, *, aes256: bool = True) -> bytes:
     encryption = (pikepdf.Encryption(owner="owner-secret", user="", R=6, allow=allow) if aes256
                   else pikepdf.Encryption(owner="owner-secret", user="", R=3, allow=allow, aes=False,
                                      metadata=False))
-    return _saved(pdf, encryption=encryption)
+    return saved(pdf, encryption=encryption)
 
 
 def permissions_only_rc4(work: Path) -> bytes:
     return permissions_only(work, aes256=False)
 
 
-# --- pikepdf geometry -------------------------------------------------------------------------------
-
-A4_BOX = (0.0, 0.0, 595.0, 842.0)
-OFFSET_MEDIA = (-100.0, -50.0, 700.0, 900.0)
-OFFSET_CROP = (50.0, 60.0, 560.0, 800.0)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    rotate: int
-    inherited: bool
-    indirect: bool
-    crop: bool
-
-    @property
-    def name(self) -> str:
-        parts = [f"rotate{self.rotate}", "inherited" if self.inherited else "on-page",
-                 "indirect" if self.indirect else "direct", "crop-offset" if self.crop else "no-crop"]
-        return "pikepdf-" + "-".join(parts)
-
-
-GEOMETRIES = [Geometry(r, i, d, c) for r in (0, 90, 180, 270) for i in (False, True)
-              for d in (False, True) for c in (False, True)]
-
-
-def geometry_page(geometry: Geometry) -> bytes:
-    """One page of text whose boxes and rotation sit on the page or on the page tree, as
-    direct or indirect objects, with a CropBox that does not start at 0,0 or none."""
-    pdf = pikepdf.new()
-    media = OFFSET_MEDIA if geometry.crop else A4_BOX
-    visible = OFFSET_CROP if geometry.crop else A4_BOX
-    font = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1,
-                                                BaseFont=pikepdf.Name.Helvetica))
-    text = " ".join(f"BT /F1 12 Tf {visible[0] + 40} {visible[3] - 60 - 16 * n} Td ({line}) Tj ET"
-                    for n, line in enumerate(LINES))
-    page = pikepdf.Dictionary(Type=pikepdf.Name.Page, Contents=pdf.make_stream(text.encode()),
-                              Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)))
-    attrs: dict[str, pikepdf.Object] = {"/MediaBox": pikepdf.Array(media)}
-    if geometry.crop:
-        attrs["/CropBox"] = pikepdf.Array(OFFSET_CROP)
-    if geometry.rotate:
-        attrs["/Rotate"] = geometry.rotate
-    if geometry.indirect:
-        attrs = {key: pdf.make_indirect(value) for key, value in attrs.items()}
-    pdf.pages.append(pikepdf.Page(page))
-    holder = pdf.Root.Pages if geometry.inherited else pdf.pages[0].obj
-    if geometry.inherited and "/MediaBox" in pdf.pages[0].obj:
-        del pdf.pages[0].obj["/MediaBox"]
-    for key, value in attrs.items():
-        holder[key] = value
-    return _saved(pdf)
-
-
-def _text_page(pdf: pikepdf.Pdf, origin: tuple[float, float], size: float = 12) -> pikepdf.Dictionary:
-    font = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1,
-                                                BaseFont=pikepdf.Name.Helvetica))
-    text = " ".join(f"BT /F1 {size} Tf {origin[0]} {origin[1] - size * 1.4 * n} Td ({line}) Tj ET"
-                    for n, line in enumerate(LINES))
-    return pikepdf.Dictionary(Type=pikepdf.Name.Page, Contents=pdf.make_stream(text.encode()),
-                              Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)))
-
-
-def nested_tree_rotated(work: Path) -> bytes:
-    """Two pages under an intermediate /Pages node that carries an indirect MediaBox and
-    /Rotate 90: the page inherits from its parent, not from the root."""
-    pdf = pikepdf.new()
-    pages = [_text_page(pdf, (40, 780)) for _ in range(2)]
-    middle = pdf.make_indirect(pikepdf.Dictionary(
-        Type=pikepdf.Name.Pages, Count=2, Rotate=90,
-        MediaBox=pdf.make_indirect(pikepdf.Array([0, 0, 595, 842]))))
-    kids = [pdf.make_indirect(page) for page in pages]
-    for kid in kids:
-        kid.Parent = middle
-    middle.Kids = pikepdf.Array(kids)
-    root_pages = pdf.Root.Pages
-    middle.Parent = root_pages
-    root_pages.Kids = pikepdf.Array([middle])
-    root_pages.Count = 2
-    return _saved(pdf)
-
-
-def small_page(work: Path) -> bytes:
-    """An A7 label (74 x 105 mm): the stamp must shrink to fit, still readable."""
-    pdf = pikepdf.new()
-    page = _text_page(pdf, (12, 280), size=6)
-    page.MediaBox = pikepdf.Array([0, 0, 210, 298])
-    pdf.pages.append(pikepdf.Page(page))
-    return _saved(pdf)
-
-
-def user_unit_page(work: Path) -> bytes:
-    """A poster in units of 10 pt (/UserUnit 10): the stamp keeps its real size."""
-    pdf = pikepdf.new()
-    page = _text_page(pdf, (5, 90), size=1.2)
-    page.MediaBox = pikepdf.Array([0, 0, 200, 100])
-    page.UserUnit = 10
-    pdf.pages.append(pikepdf.Page(page))
-    return _saved(pdf)
-
-
-def odd_page(*, media: tuple[float, ...] = A4_BOX, crop: tuple[float, ...] | None = None,
-             rotate: int | float | None = None) -> bytes:
-    """What the specification allows and some producers write: a /Rotate of -90 or 450, a
-    MediaBox given corner to corner the other way round, a CropBox reaching past the MediaBox."""
-    pdf = pikepdf.new()
-    x, y = min(media[0], media[2]), max(media[1], media[3])
-    page = _text_page(pdf, (x + 40, y - 60))
-    page.MediaBox = pikepdf.Array(media)
-    if crop is not None:
-        page.CropBox = pikepdf.Array(crop)
-    if rotate is not None:
-        page.Rotate = rotate
-    pdf.pages.append(pikepdf.Page(page))
-    return _saved(pdf)
-
-
 def password_protected(work: Path) -> bytes:
     """Needs a password to open: refused, with what to do."""
     pdf = pikepdf.open(io.BytesIO(_reportlab(work)))
-    return _saved(pdf, encryption=pikepdf.Encryption(owner="owner-secret", user="patient-dob", R=6))
+    return saved(pdf, encryption=pikepdf.Encryption(owner="owner-secret", user="patient-dob", R=6))
 
 
 # --- the catalogue ----------------------------------------------------------------------------------
@@ -475,50 +361,3 @@ GENERATORS += [
 # Not a corpus case (it never reaches signing): refused at upload.
 OTHERS = [Generator("encrypted-user-password", password_protected)]
 BY_NAME = {g.name: g for g in GENERATORS + OTHERS}
-
-
-# --- the one line per generated file --------------------------------------------------------------
-
-CORPUS_PROPERTY = "corpus"  # user property: the generated file's name
-STEP_PROPERTY = "corpus_step"  # user property: each step reached, in order
-
-
-class Summary:
-    """Collects the corpus tests' reports (on the xdist controller too: user properties
-    travel with the reports) and writes one line per generated file at the end."""
-
-    def __init__(self) -> None:
-        self.lines: dict[str, str] = {}
-
-    def collect(self, report: object) -> None:
-        properties = dict(getattr(report, "user_properties", ()) or ())
-        name = properties.get(CORPUS_PROPERTY)
-        when = getattr(report, "when", None)
-        if name is None or (when != "call" and not getattr(report, "failed", False)
-                            and not getattr(report, "skipped", False)):
-            return
-        steps = [value for key, value in getattr(report, "user_properties", ()) if key == STEP_PROPERTY]
-        reached = steps[-1] if steps else "start"
-        if hasattr(report, "wasxfail"):
-            line = f"known failure after {reached} ({report.wasxfail})"
-        elif getattr(report, "passed", False):
-            line = "ok: " + ", ".join(steps)
-        elif getattr(report, "skipped", False):
-            longrepr = getattr(report, "longrepr", None)
-            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-            line = f"skipped ({reason})"
-        else:
-            line = f"FAILED after {reached}"
-        self.lines[str(name)] = line
-
-    def write(self, terminal: object) -> None:
-        if not self.lines:
-            return
-        write_line = terminal.write_line  # type: ignore[attr-defined]
-        terminal.write_sep("-", "PDF corpus (issue 9): one line per generated file")  # type: ignore[attr-defined]
-        width = max(len(name) for name in self.lines)
-        for name in sorted(self.lines):
-            write_line(f"{name:<{width}}  {self.lines[name]}")
-
-
-SUMMARY = Summary()

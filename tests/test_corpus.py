@@ -28,7 +28,7 @@ from signflow.core.requests import access
 from signflow.models import RequestState, SignatureRequest
 from signflow.services import Services, build_services
 from tests.conftest import Clock, World, csrf_token, fresh_sqlite, login, make_settings, make_world
-from tests.corpus import BY_NAME, CORPUS_PROPERTY, GENERATORS, STEP_PROPERTY, VISIBLE_FIELD
+from tests.corpus import BY_NAME, GENERATORS, VISIBLE_FIELD
 from tests.corpus_checks import (
     assert_preview,
     assert_renders_alike,
@@ -38,6 +38,7 @@ from tests.corpus_checks import (
     page_count,
     stamp_words,
 )
+from tests.corpus_summary import CORPUS_PROPERTY, STEP_PROPERTY
 from tests.factories import count
 from tests.helpers import new_request, sign, upload
 

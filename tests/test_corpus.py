@@ -4,7 +4,7 @@ HTTP; the recipient's download then validates in signflow's validator, in pyHank
 directly, in poppler's pdfsig and in `qpdf --check`, and the signed page, rendered,
 shows the stamp whole inside the visible area, where it belongs, reading upright.
 
-The suite prints one line per generated file with its outcome (tests/corpus.py: Summary).
+The suite prints one line per generated file with its outcome (tests/corpus_summary.py).
 """
 
 from __future__ import annotations

@@ -210,7 +210,11 @@ def password_hash() -> str:
 
 @pytest.fixture
 def world(svc: Services, clock: Clock, password_hash: str) -> World:
-    now = clock()
+    return make_world(svc, clock(), password_hash)
+
+
+def make_world(svc: Services, now: datetime, password_hash: str) -> World:
+    """The demo shape in `svc`'s database (for fixtures of a wider scope than `world`)."""
     real_hash = accounts.hash_password
     with pytest.MonkeyPatch.context() as patch, svc.sessions() as s, s.begin():
         patch.setattr(accounts, "hash_password",
@@ -281,3 +285,16 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> None:
     resp = client.post("/login", data={"username": username, "password": password,
                                        "csrf_token": token})
     assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # The PDF corpus prints one line per generated file (tests/corpus.py: Summary).
+    from tests.corpus_summary import SUMMARY
+
+    SUMMARY.collect(report)
+
+
+def pytest_terminal_summary(terminalreporter: object) -> None:
+    from tests.corpus_summary import SUMMARY
+
+    SUMMARY.write(terminalreporter)

@@ -10,6 +10,7 @@ from typing import Any
 
 from signflow.core.pdf.sandbox_child import metadata
 from signflow.core.pdf.sandbox_child.active_content import ActiveContent
+from signflow.core.pdf.sandbox_child.forms import merge_signature_widgets, signature_box_notices
 from signflow.core.pdf.sandbox_child.inspection import check_sizes, has_signature
 from signflow.core.pdf.sandbox_child.objects import is_dictlike
 from signflow.core.pdf.sandbox_child.pages import direct_boxes, geometry
@@ -121,6 +122,8 @@ def _rewrite(pdf: Any, removed: list[str]) -> tuple[bytes, list[str]]:
         if changed:
             metadata.drop_pdfa_claim(pdf, packet)
         notices.append(metadata.pdfa_notice(claim, kept=not changed))
+    merge_signature_widgets(pdf)
+    notices.extend(signature_box_notices(pdf))
     direct_boxes(pdf)
     buffer = io.BytesIO()
     pdf.save(

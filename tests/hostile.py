@@ -622,7 +622,7 @@ def _cases() -> list[Case]:
             ),
             absent=(b"REMOTE-MARKER", b"IMPORT-MARKER", b"SUBMIT-MARKER"),
             removed=("a link that opens another file", "loads data from another file",
-                     "sends the form's contents over the network"),
+                     "sends what was typed in the form over the network"),
         ),
         Case(
             "uri-link",

@@ -172,7 +172,7 @@ DANGEROUS: dict[str, tuple[Edit, str, bytes]] = {
                      "a link that opens another file", b"REMOTE-MARKER"),
     "submit form": (lambda pdf: link(pdf, pikepdf.Dictionary(
         S=pikepdf.Name.SubmitForm, F=pikepdf.String("https://SUBMIT-MARKER.example/"))),
-                    "a button that sends the form's contents over the network", b"SUBMIT-MARKER"),
+                    "a button that sends what was typed in the form over the network", b"SUBMIT-MARKER"),
     "import data": (lambda pdf: link(pdf, pikepdf.Dictionary(
         S=pikepdf.Name.ImportData, F=pikepdf.String("IMPORT-MARKER.fdf"))),
                     "a button that loads data from another file", b"IMPORT-MARKER"),

@@ -156,3 +156,34 @@ def test_several_boxes_are_filled_in_reading_order_and_the_technician_is_told(
     with svc.sessions() as s:
         req = s.get(SignatureRequest, rid)
         assert req is not None and req.state == "delivered"
+
+
+def test_a_route_of_two_groups_fills_the_two_boxes_in_order(svc, world, tmp_path,
+                                                            keys_dir) -> None:
+    from signflow.core.audit.log import Actor
+    from signflow.core.pdf import normalise as pdfcheck
+    from signflow.core.requests import workflow
+    from signflow.models import User
+    from tests.factories import sign_request
+
+    data = pdf_with_sig_fields([
+        {"name": "Cardiologist", "page": 0, "rect": VISIBLE},
+        {"name": "Anaesthetist", "page": 0, "rect": TOP_LEFT}], pages=1)
+    upload = pdfcheck.normalise_upload(data, max_bytes=10**7, max_pages=50)
+    with svc.sessions() as s, s.begin():
+        rid = int(workflow.create_request(
+            s, svc.deps, actor=Actor.of(s.get(User, world.tech)), now=svc.clock(), upload=upload,
+            filename="consent.pdf", title="Two signatures", group_id=world.group,
+            destination_id=world.destination, urgency="urgent",
+            then_group_ids=[world.other_group]).id)
+    sign_request(svc, rid, world.doc)
+    sign_request(svc, rid, world.offduty)
+    with svc.sessions() as s:
+        req = s.get(SignatureRequest, rid)
+        assert req is not None and req.state == "delivered"
+        signed = svc.deps.blobs.get(s, req.signed_sha256)
+    assert_signed_file_valid(svc, signed, tmp_path, keys_dir)
+    names = [sig.field_name for sig in PdfFileReader(io.BytesIO(signed)).embedded_signatures
+             if sig.sig_object_type != "/DocTimeStamp"]
+    assert names == ["Anaesthetist", "Cardiologist"]  # reading order: the top box first
+    assert empty_fields(signed) == []

@@ -1,7 +1,7 @@
 """The document's own empty signature fields: which may take the visible stamp, in
 which order, and moving one to where the technician tapped.
 
-Rules (README, "Signature fields in the document"):
+Rules (README, "What the upload check keeps, removes and says"):
 - A field takes the visible stamp only when it is *usable* (sandbox_child.forms:
   the one rule, also behind what the technician is told at upload): its widget
   lies on a page, is neither Hidden nor NoView, and is at least 40 x 20 pt.

@@ -64,8 +64,10 @@ class Stamp:
     """What the visible stamp says and where it goes.
 
     `page` is 1-based; `box` is (x1, y1, x2, y2) in PDF points from the page's
-    bottom-left corner. Without them: the document's empty signature field if
-    it has one, else the bottom right of the last page."""
+    bottom-left corner. The document's own visible empty signature field, if
+    it has one, is signed (moved to `box` when given, on the first signature:
+    signflow.core.pades.doc_fields); otherwise a new field at `box`, else at the
+    bottom right of the last page."""
 
     signer_name: str
     professional_id: str | None

@@ -252,3 +252,14 @@ def test_under_refuse_a_script_is_refused_in_words_and_nothing_is_created(app, s
     from tests.factories import count
 
     assert count(svc, SignatureRequest) == 0
+
+
+def test_usage_rights_are_removed_and_reported_but_never_refused() -> None:
+    def usage_rights(pdf: pikepdf.Pdf) -> None:
+        pdf.Root.Perms = pikepdf.Dictionary(UR3=pikepdf.Dictionary(
+            Type=pikepdf.Name.Sig, Filter=pikepdf.Name("/Adobe.PPKLite")))
+
+    result = _normalise(edited(harmless, usage_rights), "refuse")
+    assert result.removed == ("Adobe Reader usage rights (a changed file loses them anyway)",)
+    with pikepdf.open(io.BytesIO(result.data)) as pdf:
+        assert "/Perms" not in pdf.Root

@@ -137,7 +137,11 @@ def drop_pdfa_claim(pdf: Any, packet: bytes) -> None:
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True)
     # The packet passed pyhanko_accepts: XML text with its xpacket instructions around.
-    root = etree.fromstring(_text(packet).strip(), parser=parser)
+    try:
+        root = etree.fromstring(_text(packet).strip(), parser=parser)
+    except (etree.XMLSyntaxError, ValueError):
+        del pdf.Root["/Metadata"]  # the claim goes with the rest of the description
+        return
     for element in list(root.iter()):
         if not isinstance(element.tag, str):
             continue

@@ -9,10 +9,18 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
+from signflow.app import create_app
 from tests.conftest import PIN, csrf_token, login
 from tests.pdfs import make_pdf
 
 HIDDEN = re.compile(r'name="(csrf_token|activation|document_sha256)" type="hidden" value="([^"]*)"')
+
+
+def app_requiring_mfa(svc: Any, settings: Any, *, roles: str) -> Flask:
+    """The app, with a second factor required of `roles` (comma-separated)."""
+    strict = settings.with_overrides(mfa_roles=roles)
+    svc.settings = strict
+    return create_app(strict, services=svc)
 
 
 def upload(client: FlaskClient, world, *, data: bytes | None = None, filename: str = "consent.pdf",

@@ -162,6 +162,7 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         ),
         # The API ignores session cookies: without a bearer token everyone gets 401.
         Route("GET", "/api/v1/requests", frozenset(), 401, same_for_all=True),
+        Route("POST", "/api/v1/requests", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}/verification", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}/document", frozenset(), 401, same_for_all=True),
@@ -171,7 +172,8 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("GET", "/pki/issuing.crt", PUBLIC, 200, same_for_all=True),
         Route("GET", "/pki/root.crl", PUBLIC, 200, same_for_all=True),
         Route("GET", "/pki/issuing.crl", PUBLIC, 200, same_for_all=True),
-        Route("POST", "/tsa", PUBLIC, 200, same_for_all=True),
+        # RFC 3161 for integration tokens with the timestamp scope only (test_tsa.py).
+        Route("POST", "/tsa", frozenset(), 401, same_for_all=True),
         Route("GET", "/static/app.css", PUBLIC, 200, same_for_all=True),
     ]
 

@@ -65,14 +65,30 @@ def test_create_user_and_api_tokens(tmp_path):
     duplicate = run_cli(["create-user", "desk", "--role", "technician"], env_pw)
     assert duplicate.returncode == 1 and "taken" in duplicate.stderr
 
-    token = run_cli(["api-token", "create", "desk", "--name", "lab system"], env)
+    # People get no tokens; an integration account (no password asked) does.
+    person = run_cli(["api-token", "create", "desk", "--scope", "read"], env)
+    assert person.returncode == 1 and "integration accounts" in person.stderr
+    his = run_cli(["create-user", "his", "--role", "integration", "--destination", "Transplant service"],
+                  env)
+    assert his.returncode == 0, his.stderr
+    token = run_cli(["api-token", "create", "his", "--name", "transplant HIS", "--scope", "read",
+                     "--scope", "download", "--scope", "acknowledge", "--days", "30"], env)
     assert token.returncode == 0, token.stderr
     secret = token.stdout.strip().splitlines()[-1]
     assert secret.startswith("sfat_") and len(secret) > 40
+    assert "acknowledge download read" in token.stdout
     token_id = token.stdout.split()[2]
+    wrong = run_cli(["api-token", "create", "his", "--scope", "submit"], env)
+    assert wrong.returncode == 1 and "submit" in wrong.stderr
+    listed = run_cli(["api-token", "list"], env)
+    assert listed.returncode == 0 and "transplant HIS" in listed.stdout and "active" in listed.stdout
+    assert secret not in listed.stdout
     assert run_cli(["api-token", "revoke", token_id], env).returncode == 0
-    unknown = run_cli(["api-token", "create", "nobody"], env)
+    assert "revoked" in run_cli(["api-token", "list", "his"], env).stdout
+    unknown = run_cli(["api-token", "create", "nobody", "--scope", "read"], env)
     assert unknown.returncode == 2 and "no user named" in unknown.stderr
+    no_group = run_cli(["create-user", "lab", "--role", "integration", "--group", "Nowhere"], env)
+    assert no_group.returncode == 2 and "no on-call group" in no_group.stderr
 
 
 def test_verify_signed_tampered_unsigned_and_not_a_pdf(svc, world, settings, tmp_path):

@@ -112,13 +112,9 @@ def test_certificates_and_crls_are_signed_by_the_token(
     svc: Services, world: World, token_keys: pki.KeyMaterial
 ) -> None:
     now = svc.clock()
+    cred_id = _enrol_on_token(svc, world, token_keys)
     with svc.sessions() as s, s.begin():
-        user = s.get(User, world.doc)
-        credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
-                                      reason="superseded", now=now)
-        cred = credentials.set_signing_pin(s, token_keys, actor=Actor.of(user), current_pin=None, new_pin=PIN,
-                                           now=now)
-        cert = creds.credential_certificate(cred)
+        cert = creds.credential_certificate(s.get(SigningCredential, cred_id))
         der = revocation.crl(s, token_keys, issuer="issuing", now=now)
     cert.verify_directly_issued_by(token_keys.issuing_cert)
     crl = x509.load_der_x509_crl(der)

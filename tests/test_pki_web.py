@@ -21,7 +21,7 @@ from signflow.core.pki import crl as revocation
 from signflow.models import SignatureActivation, SignatureRequest, SigningCredential, User
 from signflow.services import build_services
 from tests.conftest import TEST_ACTOR, login
-from tests.factories import create_request, sign_request
+from tests.factories import create_request, integration_token, sign_request
 from tests.helpers import request_id_from, sign, upload
 from tests.pdfs import make_pdf
 from tests.tools import free_port
@@ -66,8 +66,10 @@ def live(app):
 
 
 def test_own_tsa_serves_others_over_http(live, svc):
-    """Another signer uses signflow's /tsa as its RFC 3161 time-stamping authority."""
-    stamper = timestamps.make_timestamper(svc.keys, f"{live}/tsa")
+    """Another signer uses signflow's /tsa as its RFC 3161 time-stamping authority,
+    with an integration token carrying the timestamp scope."""
+    issued = integration_token(svc, name="other-signer", scopes=("timestamp",))
+    stamper = timestamps.make_timestamper(svc.keys, f"{live}/tsa", token=issued.token)
     with svc.sessions() as s:
         crls = [revocation.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
     key, cert = _outsider_free_signer(svc)
@@ -93,10 +95,12 @@ def _outsider_free_signer(svc):
         return key, x509.load_pem_x509_certificate(cred.certificate_pem.encode())
 
 
-def test_tsa_endpoint_refuses_garbage(client):
-    resp = client.post("/tsa", data=b"not a request", content_type="application/timestamp-query")
+def test_tsa_endpoint_refuses_garbage(client, svc):
+    auth = {"Authorization": f"Bearer {integration_token(svc, scopes=('timestamp',)).token}"}
+    resp = client.post("/tsa", data=b"not a request", content_type="application/timestamp-query",
+                       headers=auth)
     assert resp.status_code == 400
-    assert client.post("/tsa", data=b"x", content_type="text/plain").status_code == 400
+    assert client.post("/tsa", data=b"x", content_type="text/plain", headers=auth).status_code == 400
 
 
 def test_tsa_down_fails_the_signature_cleanly(settings, clock, world, svc):

@@ -1,6 +1,7 @@
 """The ORM tables and the enums their typed columns hold."""
 
 from signflow.models.enums import (
+    ApiScope,
     AuditAction,
     JobKind,
     JobStatus,
@@ -20,6 +21,7 @@ from signflow.models.tables import (
     Job,
     LoginThrottle,
     OnCallGroup,
+    RateLimit,
     RotaShift,
     RouteStep,
     Setting,
@@ -33,6 +35,7 @@ from signflow.models.tables import (
 )
 
 __all__ = [
+    "ApiScope",
     "ApiToken",
     "AuditAction",
     "AuditEntry",
@@ -46,6 +49,7 @@ __all__ = [
     "LoginThrottle",
     "NotifyEvent",
     "OnCallGroup",
+    "RateLimit",
     "RequestState",
     "Role",
     "RotaShift",

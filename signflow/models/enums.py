@@ -12,6 +12,9 @@ class Role(StrEnum):
     RECIPIENT = "recipient"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    # A system, not a person: uses API tokens only, bound to one destination (it
+    # receives like a recipient) or one on-call group (it submits like a technician).
+    INTEGRATION = "integration"
 
 
 class ServiceRole(StrEnum):
@@ -21,6 +24,17 @@ class ServiceRole(StrEnum):
     SYSTEM = "system"
     OPERATOR = "operator"
     ANONYMOUS = "anonymous"
+
+
+class ApiScope(StrEnum):
+    """What an API token may do; a token carries a set of these (stored as text:
+    adding a member needs no migration). Each API endpoint names the one it needs."""
+
+    SUBMIT = "submit"
+    READ = "read"
+    DOWNLOAD = "download"
+    ACKNOWLEDGE = "acknowledge"
+    TIMESTAMP = "timestamp"
 
 
 class RequestState(StrEnum):
@@ -74,6 +88,7 @@ class AuditAction(StrEnum):
     ACCESS_DENIED = "access.denied"
     API_TOKEN_CREATED = "api_token.created"
     API_TOKEN_REVOKED = "api_token.revoked"
+    API_TOKEN_USED = "api_token.used"
     AUDIT_EXPORTED = "audit.exported"
     BACKUP_CREATED = "backup.created"
     BACKUP_RESTORED = "backup.restored"

@@ -86,6 +86,9 @@ class User(Base):
     phone: Mapped[str | None] = mapped_column(String(40))
     professional_id: Mapped[str | None] = mapped_column(String(40))
     destination_id: Mapped[int | None] = mapped_column(ForeignKey("destinations.id"))
+    # An integration account on the submit side: the on-call group it sends to (no
+    # foreign key: groups already point at users, and restore orders tables by them).
+    submit_group_id: Mapped[int | None] = mapped_column(Integer)
     # TOTP seed, encrypted by the storage master key (never stored in clear).
     totp_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
@@ -220,6 +223,16 @@ class LoginThrottle(Base):
     last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class RateLimit(Base):
+    """Calls counted per fixed window, per key (a keyed name such as `tsa:<token id>`)."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Signature(Base):
     """One signature applied to a request's document (a request may need several)."""
 
@@ -339,7 +352,10 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(100))
     # SHA-256 of the token; the token itself is shown once and never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # ApiScope values, space-separated, sorted.
+    scopes: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -54,8 +54,10 @@ def create_request(
 ) -> SignatureRequest:
     """`then_group_ids`: groups that sign after `group_id`, in order."""
     user = acting_user(session, actor)
-    if user.role != Role.TECHNICIAN:
+    if access.acts_as(user) != Role.TECHNICIAN:
         raise Forbidden("Only technicians send documents for signature.")
+    if user.role == Role.INTEGRATION and group_id != user.submit_group_id:
+        raise Forbidden("This integration account sends documents to its own on-call group only.")
     if urgency not in {u.value for u in Urgency}:
         raise InvalidInput("Choose an urgency.")
     route = [group_id, *[g for g in then_group_ids if g]]
@@ -116,7 +118,7 @@ def locked_for(session: Session, actor: Actor, request_id: int, now: datetime, *
     `refusal` when the user's role is not `role`."""
     user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
-    if role is not None and user.role != role:
+    if role is not None and access.acts_as(user) != role:
         raise Forbidden(refusal)
     return user, req
 

@@ -168,3 +168,17 @@ def test_the_pdfa_notice_is_on_the_request_page_and_the_signed_file_validates(
     login(tech, "tech")
     page = tech.get(f"/requests/{rid}").get_data(as_text=True)
     assert "is PDF/A-2b (the archival format) and stays so" in page
+
+
+def test_a_pdfa_whose_xmp_needed_repair_loses_its_claim(tmp_path: Path) -> None:
+    data = ghostscript_pdfa(tmp_path, 2)
+    packet = xmp_of(data)
+    assert packet is not None
+    damaged = with_xmp(b'<?xml version="1.0" encoding="UTF-8"?>\n' + packet, data)
+    with pytest.raises(SIGNING_FAILURES):
+        sign(damaged)
+    result = _normalise(damaged)
+    assert result.removed == ("a damaged document description (XMP metadata), repaired",)
+    assert not claims_pdfa(result.data)
+    assert "that claim was taken out" in result.notices[0]
+    sign(result.data)

@@ -81,3 +81,45 @@ def delivered_request(app: Flask, world: Any) -> tuple[int, FlaskClient, FlaskCl
     resp = sign(doc, rid)
     assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
     return rid, tech, doc
+
+
+def upload_and_sign_through_the_app(app: Flask, svc: Any, world: Any, data: bytes, *,
+                                    tap: tuple[float, float] | None = None,
+                                    ) -> tuple[int, bytes, bytes]:
+    """`data` uploaded by tech (optionally a stamp tap on page 1), signed by doc through
+    the real routes; returns (request id, the normalised bytes, the signed bytes)."""
+    from signflow.models import SignatureRequest
+
+    tech, doc = app.test_client(), app.test_client()
+    login(tech, "tech")
+    login(doc, "doc")
+    rid = new_request(tech, world, data=data)
+    if tap is not None:
+        token = csrf_token(tech, f"/requests/{rid}")
+        resp = tech.post(f"/requests/{rid}/stamp", data={"csrf_token": token, "page": "1",
+                                                         "fx": str(tap[0]), "fy": str(tap[1])})
+        assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    resp = sign(doc, rid)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-1500:]
+    with svc.sessions() as s:
+        req = s.get(SignatureRequest, rid)
+        before = svc.deps.blobs.get(s, req.document_sha256)
+        return rid, before, svc.deps.blobs.get(s, req.signed_sha256)
+
+
+def assert_signed_file_valid(svc: Any, signed: bytes, tmp_path: Any, keys_dir: Any) -> None:
+    """The recipient's validator, `qpdf --check` and poppler's pdfsig all accept `signed`."""
+    import subprocess
+
+    from signflow.core.pades import validate as validation
+    from tests.pdfsig import pdfsig_report
+    from tests.tools import require_tool
+
+    report = validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
+    assert report.ok, report.as_json()
+    path = tmp_path / "signed.pdf"
+    path.write_bytes(signed)
+    check = subprocess.run([require_tool("qpdf"), "--check", str(path)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Signature is Valid" in pdfsig_report(path, keys_dir, tmp_path)

@@ -193,9 +193,33 @@ def signatures_of(session: Session, request_id: int) -> list[Signature]:
         select(Signature).where(Signature.request_id == request_id).order_by(Signature.id)))
 
 
-def removed_content(req: SignatureRequest) -> Sequence[str]:
+def upload_report(removed: Sequence[str], notices: Sequence[str]) -> str:
+    """What the upload check reported, as stored in `removed_content`: a JSON list of
+    what was removed (the format since 0.1), or, when there are notices too, an
+    object {"removed": [...], "notices": [...]}."""
+    if not notices:
+        return json.dumps(list(removed))
+    return json.dumps({"removed": list(removed), "notices": list(notices)})
+
+
+def _upload_report(req: SignatureRequest) -> dict[str, list[str]]:
     try:
         value = json.loads(req.removed_content or "[]")
     except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []
+        return {}
+    if isinstance(value, list):
+        value = {"removed": value}
+    if not isinstance(value, dict):
+        return {}
+    return {key: [str(v) for v in items] for key, items in value.items()
+            if isinstance(items, list)}
+
+
+def removed_content(req: SignatureRequest) -> Sequence[str]:
+    """What the upload check removed from the document, in words."""
+    return _upload_report(req).get("removed", [])
+
+
+def upload_notices(req: SignatureRequest) -> Sequence[str]:
+    """What else the upload check told the technician (a PDF/A claim kept or removed...)."""
+    return _upload_report(req).get("notices", [])

@@ -9,7 +9,6 @@ PENDING --sign--> SIGNED --(auto)--> DELIVERED --acknowledge--> RECEIVED
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -83,7 +82,7 @@ def create_request(
         title=title, urgency=urgency, note=note.strip(), state=RequestState.PENDING,
         escalation_level=0, deadline_at=deadline(deps, urgency, now), filename=filename,
         original_sha256=upload.original_sha256, document_sha256=stored,
-        page_count=upload.page_count, removed_content=json.dumps(list(upload.removed)),
+        page_count=upload.page_count, removed_content=access.upload_report(upload.removed, upload.notices),
         stamp_position=stamp_position, created_at=now, updated_at=now,
     )
     session.add(req)
@@ -91,7 +90,7 @@ def create_request(
            notify=NotifyEvent.CREATED, ladder_level=0,
            group=group.id, route=list(route), destination=destination.id, urgency=urgency,
            original_sha256=upload.original_sha256, document_sha256=stored,
-           removed=list(upload.removed), pages=upload.page_count)
+           removed=list(upload.removed), notices=list(upload.notices), pages=upload.page_count)
     return req
 
 

@@ -44,18 +44,6 @@ from tests.helpers import new_request, sign, upload
 
 pytestmark = pytest.mark.slow
 
-# Cases that fail on main because of work in another engineer's area: flipped to
-# passing (strict xfail) once that work is merged.
-KNOWN = {
-    "acroform-hidden-sig-field": "pdfcontent (forms): the hidden empty field takes the stamp, "
-                                 "which nobody sees",
-    "acroform-zero-size-sig-field": "pdfcontent (forms): the zero-size empty field takes the stamp, "
-                                    "which nobody sees",
-    "acroform-hidden-zero-visible-fields": "pdfcontent (forms): the first empty field (hidden) is "
-                                           "signed, the visible one is left empty",
-}
-
-
 class Files:
     """Each generated file made once per session (LibreOffice and Chromium are slow)."""
 
@@ -149,12 +137,7 @@ def deliver(loop: Loop, name: str, *, tap: tuple[int, float, float] | None = Non
     return normalised, download.data
 
 
-def cases() -> list[Any]:
-    return [pytest.param(g.name, id=g.name, marks=[pytest.mark.xfail(strict=True, reason=KNOWN[g.name])]
-                         if g.name in KNOWN else []) for g in GENERATORS]
-
-
-@pytest.mark.parametrize("name", cases())
+@pytest.mark.parametrize("name", [g.name for g in GENERATORS])
 def test_generated_file_goes_round_the_loop_and_validates(name, loop, tmp_path, record_property):
     record_property(CORPUS_PROPERTY, name)
 
@@ -203,18 +186,11 @@ def test_a_file_that_needs_a_password_is_refused_with_what_to_do(loop):
 
 # What these producers write (an initial view, a go-to-page, an https link) is navigation,
 # not active content: `strip` reports nothing removed, `refuse` accepts the file.
-HARMLESS_KNOWN = {
-    "fpdf2": "pdfcontent: fpdf2's OpenAction (an initial view) is reported as active content",
-    "libreoffice-writer": "pdfcontent: LibreOffice's OpenAction (go to page 1) is reported as active "
-                          "content",
-    "chromium-print": "pdfcontent: ordinary https links are reported as active content",
-}
 HARMLESS = [g for g in GENERATORS if g.told is None and not g.name.startswith("pikepdf-")]
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(g.name, id=g.name, marks=[pytest.mark.xfail(strict=True, reason=HARMLESS_KNOWN[g.name])]
-                 if g.name in HARMLESS_KNOWN else []) for g in HARMLESS])
+    pytest.param(g.name, id=g.name) for g in HARMLESS])
 def test_what_hospital_software_writes_is_not_taken_for_active_content(name, corpus_files):
     data = corpus_files.get(name)
     stripped = pdfcheck.normalise_upload(data, max_bytes=10**8, max_pages=50, active_content="strip")
@@ -242,8 +218,6 @@ def test_a_signed_pdfa_file_keeps_what_its_claim_needs(loop, tmp_path):
                         assert any(k in descriptor for k in ("/FontFile", "/FontFile2", "/FontFile3"))
 
 
-@pytest.mark.xfail(strict=True, reason="pdfcontent (PDF/A): the technician is not told whether the "
-                                       "file stays PDF/A or its claim was removed")
 def test_the_technician_is_told_what_became_of_a_pdfa_claim(loop):
     rid = new_request(loop.tech, loop.world, data=loop.files.get("ghostscript-pdfa2"))
     assert "PDF/A" in loop.tech.get(f"/requests/{rid}").get_data(as_text=True)

@@ -15,9 +15,10 @@ from fpdf import FPDF
 from fpdf.enums import WrapMode, XPos, YPos
 
 from signflow.core.audit import log as audit
+from signflow.core.audit.checkpoints import SignedHead
 from signflow.core.pades import sign as signing
 from signflow.core.pki.seal import SEAL_NAME
-from signflow.models import AuditEntry, Checkpoint, User
+from signflow.models import AuditEntry, User
 
 ATTACHMENT_NAME = "evidence.json"
 
@@ -163,7 +164,7 @@ class ReportPdf(FPDF):
         signatures: Sequence[Sequence[tuple[str, str, bool]]],
         proven: Sequence[ProvenEntry],
         display_names: dict[int, str],
-        checkpoint: Checkpoint,
+        checkpoint: SignedHead,
         origin: str,
         vkey: str,
         reader: User,
@@ -195,12 +196,12 @@ class ReportPdf(FPDF):
             self._event(item, display_names)
 
         self.heading("3. Checkpoint")
-        root = bytes(checkpoint.root_hash)
+        root = checkpoint.root
         self.pair("Origin", origin)
         self.pair("Tree size", str(checkpoint.size))
         self.pair("Root hash (hex)", root.hex(), True)
         self.pair("Root hash (base64)", base64.b64encode(root).decode(), True)
-        self.pair("Written", both_times(checkpoint.created_at, self.tz))
+        self.pair("Signed", both_times(self.generated, self.tz))
         self.pair("Verifier key", vkey, True)
         self.ln(4)
         self.paragraph("Signed note (C2SP tlog-checkpoint as C2SP signed-note), verbatim:",

@@ -137,8 +137,31 @@ class ReportPdf(FPDF):
     def mono(self, body: str, size: float = 7.5, indent: float = 0) -> None:
         self.set_x(self.l_margin + indent)
         self.set_font(MONO, size=size)
-        self.multi_cell(0, size * 1.3, body, align="L", wrapmode=WrapMode.CHAR,
-                        new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self._fixed_width(body, size * 1.3)
+
+    def _fixed_width(self, body: str, height: float) -> None:
+        """ASCII in the current (fixed-width) font from the current x, cut every so many
+        characters as multi_cell's character wrap would, but laid out with `cell`: over
+        the ~20,000 lines of a large report, multi_cell's line breaking cost seconds."""
+        if not body.isascii() or "\n" in body:
+            self.multi_cell(0, height, body, align="L", wrapmode=WrapMode.CHAR,
+                            new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            return
+        x = self.get_x()
+        width = self.w - self.r_margin - x
+        per_line = max(1, int((width - 2 * self.c_margin) // self.get_string_width("0")))
+        for start in range(0, max(len(body), 1), per_line):
+            self.set_x(x)
+            self.cell(width, height, body[start:start + per_line], align="L",
+                      new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def _short(self, body: str, height: float) -> None:
+        """One line with `cell` when it fits, else multi_cell's word wrap."""
+        width = self.w - self.r_margin - self.get_x()
+        if "\n" not in body and self.get_string_width(body) <= width - 2 * self.c_margin:
+            self.cell(width, height, body, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        else:
+            self.multi_cell(0, height, body, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def pair(self, label: str, value: str, is_hash: bool = False, indent: float = 0) -> None:
         if self.will_page_break(11):
@@ -150,10 +173,9 @@ class ReportPdf(FPDF):
         self.set_text_color(*BLACK)
         if is_hash and value.isascii():
             self.set_font(MONO, size=7.5)
-            self.multi_cell(0, 11, value, align="L", wrapmode=WrapMode.CHAR,
-                            new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            self._fixed_width(value, 11)
         else:
-            self.multi_cell(0, 11, value, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            self._short(value, 11)
 
     # the document --------------------------------------------------------
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -49,6 +49,7 @@ from signflow.models import (
 
 REPORT_READERS = frozenset({Role.TECHNICIAN, Role.RECIPIENT, Role.AUDITOR})
 REPORT_ACTION = AuditAction.EVIDENCE_GENERATED
+REPORT_CRL_MAX_AGE = timedelta(days=6)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,9 @@ def evidence_report(
         ),
         timestamper=deps.timestamper,
         level="B-LTA",
-        crls=request_signing.current_crls(session, deps, now=now),
+        # Any still valid CRL listing today's revocations: issuing one here would take
+        # the write lock (SQLite) before the seal rather than after it.
+        crls=request_signing.current_crls(session, deps, now=now, max_age=REPORT_CRL_MAX_AGE),
     )
     # Stored unless a larger checkpoint was meanwhile: the report's signed head is a
     # prefix of that one's tree either way.

@@ -60,7 +60,9 @@ def _stored_crl(setting: Setting | None) -> dict[str, object]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _still_valid(stored: dict[str, object], state_digest: str, now: datetime) -> bytes | None:
+def _still_valid(
+    stored: dict[str, object], state_digest: str, now: datetime, max_age: timedelta
+) -> bytes | None:
     this_update_raw = stored.get("this_update")
     der_hex = stored.get("der")
     if (
@@ -69,18 +71,23 @@ def _still_valid(stored: dict[str, object], state_digest: str, now: datetime) ->
         and isinstance(der_hex, str)
     ):
         this_update = datetime.fromisoformat(this_update_raw)
-        if this_update <= now < this_update + CRL_REFRESH:
+        if this_update <= now < this_update + max_age:
             return bytes.fromhex(der_hex)
     return None
 
 
-def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datetime) -> bytes:
+def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datetime,
+        max_age: timedelta = CRL_REFRESH) -> bytes:
     """DER CRL of the 'issuing' CA (revoked signing credentials) or of the 'root' CA.
 
     The last CRL is kept in the `Setting` table (`crl.<issuer>`) with its number
     and the digest of the revocations it lists: it is returned as is until the
     revocations change or it is CRL_REFRESH old, then a new one with the next
-    CRLNumber is issued (under a lock on that row). Only flushes."""
+    CRLNumber is issued (under a lock on that row). `max_age` up to CRL_VALIDITY: a
+    reader that must not write (an evidence report) accepts an older, still valid
+    CRL that lists the same revocations. Only flushes."""
+    if not timedelta(0) < max_age <= CRL_VALIDITY:
+        raise InvalidInput("a CRL is re-used at most for its validity")
     ca_key: certs.PrivateKey | None
     if issuer == "issuing":
         revoked = [
@@ -108,12 +115,13 @@ def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datet
 
     # Read without a lock: every signature and verification page asks, and the CRL
     # changes once an hour at most. Locked (and checked again) only to re-issue it.
-    current = _still_valid(_stored_crl(_crl_setting(session, issuer, lock=False)), state_digest, now)
+    stored = _stored_crl(_crl_setting(session, issuer, lock=False))
+    current = _still_valid(stored, state_digest, now, max_age)
     if current is not None:
         return current
     setting = _crl_setting(session, issuer, lock=True)
     stored = _stored_crl(setting)
-    current = _still_valid(stored, state_digest, now)
+    current = _still_valid(stored, state_digest, now, max_age)
     if current is not None:
         return current
     previous_number = stored.get("number")

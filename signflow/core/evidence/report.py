@@ -4,8 +4,9 @@ the auditor's workspace queries.
 An evidence report is a PDF, sealed by the service (PAdES B-LTA, see
 core.seal), that lists everything the audit log holds about one request:
 every entry with its leaf hash and its RFC 9162 inclusion proof against a
-checkpoint written just before, the checkpoint's signed note and the audit
-verifier key. A reader can therefore check offline, with
+tree head signed for the report over the whole committed log (stored as a
+checkpoint when the report is done), its signed note and the audit verifier
+key. A reader can therefore check offline, with
 signflow.auditverify and nothing else, that these entries are exactly the
 ones the service committed to, and with any PDF validator that the report
 itself is what the service issued.

@@ -205,3 +205,43 @@ def test_a_smaller_tree_head_is_never_stored_after_a_larger_one(svc, world, cloc
         # ...and stored checkpoints only grow: no rollback for verify_log to find.
         assert sizes == sorted(sizes) and sizes[-1] == size + 3
         assert checkpoints.verify_log(s, public_key=key.public_key(), origin=origin).ok
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_one_second_factor_code_is_accepted_once_when_sent_twice_at_once(svc, world, clock):
+    """SQLite no longer locks at BEGIN: the last used TOTP step is read under a lock."""
+    import pyotp
+
+    from signflow.core.accounts import mfa
+    from signflow.core.errors import AuthenticationFailed
+
+    secret = mfa.new_secret()
+    with svc.sessions() as s, s.begin():
+        user = s.get(User, world.doc)
+        user.totp_secret_enc = mfa.seal_secret(svc.keys.master_key, user, secret)
+        user.totp_last_step = None
+    code = pyotp.TOTP(secret).at(clock())
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        with svc.sessions() as s:
+            actor = Actor.of(s.get(User, world.doc), "10.0.0.3")
+            start.wait(timeout=30)
+            try:
+                mfa.verify(s, svc.keys.master_key, actor=actor, code=code, now=clock(),
+                           throttle_key=b"k" * 32)
+                s.commit()
+                outcomes.append("accepted")
+            except AuthenticationFailed:
+                s.rollback()
+                outcomes.append("refused")
+            except BaseException as exc:  # reported in the main thread
+                outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ["accepted", "refused"]

@@ -111,31 +111,40 @@ def run_job(svc: Services, *, now: datetime) -> bool | None:
         if job is None:
             return None
         job.attempts += 1
-        if job.kind == JobKind.CHECKPOINT:
-            _checkpoint(session, svc, now)
-            job.status = JobStatus.DONE
-            return True
-        errors: list[str] = []
-        sent = 0
-        for message in _messages(session, svc, job, now):
-            try:
-                channel = svc.notifier.send(message)
-                sent += 1
-                audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
-                             request_id=json.loads(job.payload)["request"], to=message.to_name,
-                             channel=channel, subject=message.subject)
-            except ServiceUnavailable as exc:
-                errors.append(exc.message)
-                audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
-                             request_id=json.loads(job.payload)["request"], to=message.to_name,
-                             problem=exc.message)
-        if errors and job.attempts < MAX_ATTEMPTS and sent == 0:
-            job.run_at = now + timedelta(seconds=30 * 2 ** job.attempts)
-            job.last_error = "; ".join(errors)[:2000]
-        else:
-            job.status = JobStatus.FAILED if errors and sent == 0 else JobStatus.DONE
-            job.last_error = "; ".join(errors)[:2000] or None
-        return not errors
+        if job.kind != JobKind.CHECKPOINT:
+            return _notify(session, svc, job, now)
+        # Claimed and done here; the checkpoint itself is written below, in a
+        # transaction of its own that locks nothing while it reads the tree. Should
+        # it fail, the periodic checkpoint covers the same entries.
+        job.status = JobStatus.DONE
+    with svc.sessions() as session, session.begin():
+        _checkpoint(session, svc, now)
+    return True
+
+
+def _notify(session: Session, svc: Services, job: Job, now: datetime) -> bool:
+    """Send a notification job's messages, in the transaction that claimed it."""
+    errors: list[str] = []
+    sent = 0
+    for message in _messages(session, svc, job, now):
+        try:
+            channel = svc.notifier.send(message)
+            sent += 1
+            audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
+                         request_id=json.loads(job.payload)["request"], to=message.to_name,
+                         channel=channel, subject=message.subject)
+        except ServiceUnavailable as exc:
+            errors.append(exc.message)
+            audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
+                         request_id=json.loads(job.payload)["request"], to=message.to_name,
+                         problem=exc.message)
+    if errors and job.attempts < MAX_ATTEMPTS and sent == 0:
+        job.run_at = now + timedelta(seconds=30 * 2 ** job.attempts)
+        job.last_error = "; ".join(errors)[:2000]
+    else:
+        job.status = JobStatus.FAILED if errors and sent == 0 else JobStatus.DONE
+        job.last_error = "; ".join(errors)[:2000] or None
+    return not errors
 
 
 def run_once(svc: Services) -> RunSummary:
@@ -154,6 +163,7 @@ def run_once(svc: Services) -> RunSummary:
         interval = timedelta(seconds=svc.settings.checkpoint_interval_seconds)
         if latest is None or now - latest.created_at >= interval:
             latest = _checkpoint(session, svc, now)
+    with svc.sessions() as session, session.begin():
         # CRLs are re-signed here before they go stale, not on a relying party's request.
         for issuer in ("root", "issuing"):
             revocation.crl(session, svc.keys, issuer=issuer, now=now)

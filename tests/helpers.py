@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import io
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
 from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
 
 from signflow.app import create_app
-from tests.conftest import PIN, csrf_token, login
+from tests.conftest import PASSWORD, PIN, csrf_token, login
 from tests.pdfs import make_pdf
 
 HIDDEN = re.compile(r'name="(csrf_token|activation|document_sha256)" type="hidden" value="([^"]*)"')
@@ -123,3 +128,40 @@ def assert_signed_file_valid(svc: Any, signed: bytes, tmp_path: Any, keys_dir: A
                            text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "Signature is Valid" in pdfsig_report(path, keys_dir, tmp_path)
+
+
+# --------------------------------------------------------------------------- a served app
+
+SERVED_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def http_login(base: str, username: str, password: str = PASSWORD, *, timeout: float = 60
+               ) -> tuple[urllib.request.OpenerDirector, int, str]:
+    """A fresh browser-like session against a served app: GET the login form, POST it.
+    Returns the session, the final status and path (after redirects). An HTTP error is
+    returned as its status, never raised."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    try:
+        with opener.open(f"{base}/login", timeout=timeout) as resp:
+            token = SERVED_CSRF.search(resp.read().decode())
+        assert token, "no CSRF token on /login"
+        body = urllib.parse.urlencode({"csrf_token": token.group(1), "username": username,
+                                       "password": password}).encode()
+        with opener.open(f"{base}/login", data=body, timeout=timeout) as resp:
+            resp.read()
+            return opener, resp.status, urllib.parse.urlsplit(resp.url).path
+    except urllib.error.HTTPError as err:
+        return opener, err.code, urllib.parse.urlsplit(err.url).path
+
+
+def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with `fields` and one PDF as `document`, and its type."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="document"; '
+                 f'filename="{filename}"\r\nContent-Type: application/pdf\r\n\r\n'.encode()
+                 + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"

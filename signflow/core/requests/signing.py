@@ -4,7 +4,7 @@ the review page, the stamp position, and verifying the delivered file."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -150,8 +150,10 @@ def sign_request(
     return req
 
 
-def current_crls(session: Session, deps: Deps, *, now: datetime) -> list[bytes]:
-    return [revocation.crl(session, deps.keys, issuer=i, now=now) for i in ("root", "issuing")]
+def current_crls(session: Session, deps: Deps, *, now: datetime,
+                 max_age: timedelta = revocation.CRL_REFRESH) -> list[bytes]:
+    return [revocation.crl(session, deps.keys, issuer=i, now=now, max_age=max_age)
+            for i in ("root", "issuing")]
 
 
 def verify_document(session: Session, deps: Deps, *, user: User, request_id: int,

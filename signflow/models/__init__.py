@@ -1,7 +1,10 @@
 """The ORM tables and the enums their typed columns hold."""
 
 from signflow.models.enums import (
+    ADMINISTRATIVE_ACTIONS,
     AuditAction,
+    ChangeKind,
+    ChangeStatus,
     JobKind,
     JobStatus,
     NotifyEvent,
@@ -17,9 +20,11 @@ from signflow.models.tables import (
     Blob,
     Checkpoint,
     Destination,
+    EnrolmentCode,
     Job,
     LoginThrottle,
     OnCallGroup,
+    PendingChange,
     RotaShift,
     RouteStep,
     Setting,
@@ -33,19 +38,24 @@ from signflow.models.tables import (
 )
 
 __all__ = [
+    "ADMINISTRATIVE_ACTIONS",
     "ApiToken",
     "AuditAction",
     "AuditEntry",
     "AuditHead",
     "Blob",
+    "ChangeKind",
+    "ChangeStatus",
     "Checkpoint",
     "Destination",
+    "EnrolmentCode",
     "Job",
     "JobKind",
     "JobStatus",
     "LoginThrottle",
     "NotifyEvent",
     "OnCallGroup",
+    "PendingChange",
     "RequestState",
     "Role",
     "RotaShift",

@@ -30,12 +30,17 @@ NAME_OID = ObjectIdentifier("2.5.4.41")
 
 
 def subject_name(common_name: str, *, serial_number: str | None = None) -> x509.Name:
-    """CN is limited to 64 characters: a longer name is cut there (ending in "…") and
+    """CN is limited to 64 (bytes, as cryptography counts): a longer name is cut (ending in "…") and
     the full name goes in the `name` attribute next to it."""
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if len(common_name) > CN_MAX:
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name[: CN_MAX - 1].rstrip() + "…"),
+    if len(common_name.encode()) > CN_MAX:
+        cut = common_name
+        # cryptography counts UTF-8 bytes: cut until the name and "…" (3 bytes) fit.
+        while len(cut.encode()) > CN_MAX - 3:
+            cut = cut[:-1]
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cut.rstrip() + "…"),
                  x509.NameAttribute(NAME_OID, common_name)]
+    else:
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if serial_number:
         attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number))
     attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, "signflow"))

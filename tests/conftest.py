@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import URL, Engine, create_engine, make_url, text
+from sqlalchemy import URL, Engine, create_engine, delete, make_url, text
 
 from signflow.app import create_app
 from signflow.config import Settings
@@ -27,7 +27,7 @@ from signflow.core.notify.channels import LogNotifier
 from signflow.core.pki import keystore as pki
 from signflow.core.pki import seal as seal
 from signflow.migrate import upgrade
-from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
+from signflow.models import Destination, Job, JobKind, OnCallGroup, Role, RotaShift, User
 from signflow.services import PASSPHRASE_FILE, Services, build_services
 from tests.softhsm import make_tokens
 from tests.tools import missing
@@ -257,6 +257,8 @@ def world(svc: Services, clock: Clock, password_hash: str) -> World:
         ])
         for physician in (doc, backup, head, offduty):
             enrol_physician(s, svc.keys, physician, PIN, now=now)
+        # The world starts after those codes went out: the outbox is empty.
+        s.execute(delete(Job).where(Job.kind == JobKind.ACCOUNT_NOTICE))
         return World(
             tech=tech.id, tech2=tech2.id, doc=doc.id, backup=backup.id, head=head.id,
             offduty=offduty.id, recipient=recipient.id, other_recipient=other_recipient.id,

@@ -394,3 +394,14 @@ def test_the_auditor_filters_every_administrative_action(app, svc, world, admins
     page = auditor.get(f"/audit/?scope=admin&actor={world.admin}").get_data(as_text=True)
     assert "<td>admin.change_proposed</td>" in page and "<td>admin.change_approved</td>" not in page
     assert auditor.get("/audit/?scope=nonsense").status_code == 400
+
+
+def test_which_roles_need_a_second_admin(app, svc, world, admins):
+    first, _second = admins
+    # An administrator could approve the first one's proposals: four eyes too.
+    assert _create(first, "admin3", role="admin").status_code == 302
+    # Technicians see only what they upload, auditors never see contents: at once.
+    assert _create(first, "auditor2", role="auditor").status_code == 302
+    assert _user(svc, "admin3").active is False
+    assert _user(svc, "auditor2").active is True
+    assert _user(svc, "auditor2").must_change_password is True

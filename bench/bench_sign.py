@@ -67,7 +67,7 @@ def main(rounds: int = 15) -> None:
                                     role="technician", password="bench password 1")
         doc = accounts.create_user(s, actor=actor, now=now, username="doc", display_name="Dr Doc",
                                    role="physician", password="bench password 2",
-                                   professional_id="10001234565")
+                                   professional_id="10001234565", email="doc@hospital.example")
         s.add(RotaShift(group_id=group.id, user_id=doc.id, level=0, starts_at=now,
                         ends_at=now.replace(year=now.year + 1)))
         code = enrolment.send_code(s, svc.keys.master_key, actor=Actor.of(doc), now=now)

@@ -165,3 +165,26 @@ def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes
                  + data + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+ENROLMENT_CODE = re.compile(r"enrolment code is (\d{8})")
+
+
+def run_jobs(svc: Any) -> None:
+    """Let the worker send every queued notification (svc.notifier records them)."""
+    from signflow import jobs
+
+    while jobs.run_job(svc, now=svc.clock()) is not None:
+        pass
+
+
+def enrolment_code(svc: Any, client: FlaskClient, email: str) -> str:
+    """The logged-in physician asks for an enrolment code; returns the one the worker
+    sent to `email` (the only place it appears)."""
+    token = csrf_token(client, "/inbox/signing-pin")
+    resp = client.post("/inbox/signing-pin/code", data={"csrf_token": token})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    run_jobs(svc)
+    sent = [m for m in svc.notifier.sent if m.to_email == email and ENROLMENT_CODE.search(m.body)]
+    assert sent, [m.subject for m in svc.notifier.sent]
+    match = ENROLMENT_CODE.search(sent[-1].body)
+    assert match
+    return match.group(1)

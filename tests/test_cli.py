@@ -64,6 +64,21 @@ def test_create_user_and_api_tokens(tmp_path):
     assert weak.returncode == 1 and "at least 8" in weak.stderr
     duplicate = run_cli(["create-user", "desk", "--role", "technician"], env_pw)
     assert duplicate.returncode == 1 and "taken" in duplicate.stderr
+    # Professional ids are validated on the operator's path too; that path needs no
+    # second administrator (break glass, audited as the operator).
+    bad = run_cli(["create-user", "dr.x", "--role", "physician", "--professional-id", "10001234567"],
+                  env_pw)
+    assert bad.returncode == 1 and "check key" in bad.stderr and bad.stderr.count("\n") == 1
+    doc = run_cli(["create-user", "dr.x", "--role", "physician", "--professional-id", "10001234565",
+                   "--email", "x@hospital.example"], env_pw)
+    assert doc.returncode == 0, doc.stderr
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "instance" / "signflow.db") as db:
+        row = db.execute("SELECT active, must_change_password FROM users WHERE username = 'dr.x'").fetchone()
+        actor = db.execute("SELECT line FROM audit_entries WHERE action = 'user.created' "
+                           "ORDER BY seq DESC").fetchone()[0]
+    assert tuple(row) == (1, 0) and '"role":"operator"' in actor
 
     # People get no tokens; an integration account (no password asked) does.
     person = run_cli(["api-token", "create", "desk", "--scope", "read"], env)

@@ -11,7 +11,6 @@ from werkzeug.serving import make_server
 
 from signflow.app import create_app
 from signflow.core.accounts import signing_pin as credentials
-from signflow.core.audit.log import Actor
 from signflow.core.errors import CredentialBlocked
 from signflow.core.pades import sign as signing
 from signflow.core.pades import timestamps
@@ -20,7 +19,7 @@ from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.models import SignatureActivation, SignatureRequest, SigningCredential, User
 from signflow.services import build_services
-from tests.conftest import TEST_ACTOR, login
+from tests.conftest import TEST_ACTOR, enrol_physician, login
 from tests.factories import create_request, integration_token, sign_request
 from tests.helpers import request_id_from, sign, upload
 from tests.pdfs import make_pdf
@@ -52,8 +51,7 @@ def test_revocation_reaches_the_crl_at_once_and_stops_signing(client, svc, world
     with pytest.raises(CredentialBlocked):  # no usable credential until re-enrolment
         sign_request(svc, rid, world.doc)
     with svc.sessions() as s, s.begin():  # the physician enrols anew with a new PIN
-        credentials.set_signing_pin(s, svc.keys, actor=Actor.of(s.get(User, world.doc)), current_pin=None,
-                                    new_pin="731946", now=svc.clock())
+        enrol_physician(s, svc.keys, s.get(User, world.doc), "731946", now=svc.clock())
     assert sign_request(svc, rid, world.doc, pin="731946").signed_sha256
 
 

@@ -22,7 +22,7 @@ from signflow.config import (
     require_public_base_url,
     require_secret_key,
 )
-from signflow.core.accounts import mfa
+from signflow.core.accounts import enrolment, mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.audit import log as audit
@@ -119,9 +119,9 @@ def ensure_named(session: Session, model: type[Row], name: str) -> Row:
 
 DEMO_USERS = [
     ("tech", "Théo Technicien", Role.TECHNICIAN, None),
-    ("dr.lefevre", "Dr Hélène Lefèvre", Role.PHYSICIAN, "10001234567"),
-    ("dr.nowak", "Dr Łukasz Nowak", Role.PHYSICIAN, "10007654321"),
-    ("dr.head", "Pr Øyvind Berg", Role.PHYSICIAN, "10009999999"),
+    ("dr.lefevre", "Dr Hélène Lefèvre", Role.PHYSICIAN, "10001234565"),
+    ("dr.nowak", "Dr Łukasz Nowak", Role.PHYSICIAN, "10007654329"),
+    ("dr.head", "Pr Øyvind Berg", Role.PHYSICIAN, "10009999995"),
     ("transplant", "Transplant service desk", Role.RECIPIENT, None),
     ("auditor", "Ada Auditor", Role.AUDITOR, None),
     ("admin", "Alex Admin", Role.ADMIN, None),
@@ -167,8 +167,10 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
                 if creds.active_credential(session, user.id) is not None:
                     credentials.revoke_credential(session, actor=OPERATOR, user_id=user.id,
                                                   reason="superseded", now=now)
+                # The operator's break-glass path: the code the physician would receive.
+                code = enrolment.send_code(session, svc.keys.master_key, actor=Actor.of(user), now=now)
                 credentials.set_signing_pin(session, svc.keys, actor=Actor.of(user), current_pin=None,
-                                            new_pin=pin, now=now)
+                                            new_pin=pin, now=now, enrolment_code=code)
             totp = None
             if mfa.required_for(user, svc.settings.mfa_roles):
                 totp = mfa.new_secret()

@@ -40,6 +40,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
             display_name=args.name or args.username, role=args.role, password=password,
             email=args.email, professional_id=args.professional_id, destination_id=destination_id,
             submit_group_id=group_id,
+            phone=args.phone,
         )
         print(f"created {user.role} {user.username} (id {user.id})")
     return 0
@@ -87,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--role", required=True, choices=[r.value for r in Role])
     p.add_argument("--name")
     p.add_argument("--email")
-    p.add_argument("--professional-id")
+    p.add_argument("--phone")
+    p.add_argument("--professional-id", help="RPPS (11 digits) or ADELI (9 digits)")
     p.add_argument("--destination", help="destination service name (recipients; an integration "
                                          "account that receives)")
     p.add_argument("--group", help="on-call group name (an integration account that submits)")

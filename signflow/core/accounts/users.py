@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import throttle
+from signflow.core.accounts import identity, throttle
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import (
@@ -76,14 +76,19 @@ def create_user(
     professional_id: str | None = None,
     destination_id: int | None = None,
     submit_group_id: int | None = None,
+    phone: str | None = None,
+    active: bool = True,
+    must_change_password: bool = False,
 ) -> User:
+    """A new account. `active=False`: created awaiting a second administrator's approval
+    (see `four_eyes`); `must_change_password`: the password is someone else's choice."""
     username = username.strip().lower()
     if not username or len(username) > 80 or not username.replace(".", "").replace("-", "").isalnum():
         raise InvalidInput("User names use letters, digits, dots and dashes.")
     if role not in {r.value for r in Role}:
         raise InvalidInput("Unknown role.")
-    if not display_name.strip():
-        raise InvalidInput("A display name is required.")
+    name = identity.display_name(display_name)
+    pid = identity.professional_id(professional_id)
     if role == Role.RECIPIENT and destination_id is None:
         raise InvalidInput("A recipient belongs to a destination service.")
     if destination_id is not None and session.get(Destination, destination_id) is None:
@@ -105,28 +110,51 @@ def create_user(
     check_password_policy(password, username=username)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict("This user name is taken.")
+    identity.require_unique_professional_id(session, pid)
     user = User(
         username=username,
-        display_name=display_name.strip(),
+        display_name=name,
         role=role,
         password_hash=hash_password(password),
-        active=True,
-        email=email or None,
-        professional_id=professional_id or None,
+        active=active,
+        email=(email or "").strip() or None,
+        phone=(phone or "").strip() or None,
+        professional_id=pid,
         destination_id=destination_id if role in (Role.RECIPIENT, Role.INTEGRATION) else None,
         submit_group_id=submit_group_id,
         failed_logins=0,
         session_version=1,
         created_at=now,
+        must_change_password=must_change_password,
     )
     session.add(user)
     session.flush()
     audit.append(
         session, now=now, actor=actor, action=AuditAction.USER_CREATED,
-        user=user.id, username=user.username, role=user.role,
+        user=user.id, username=user.username, role=user.role, active=active,
         **({"destination": user.destination_id} if user.destination_id else {}),
         **({"submit_group": user.submit_group_id} if user.submit_group_id else {}),
     )
+    return user
+
+
+def change_password(
+    session: Session, *, actor: Actor, current_password: str, new_password: str, now: datetime,
+) -> User:
+    """The user sets their own password (forced at first login when an administrator
+    chose it). Every other session of the user ends."""
+    user = acting_user(session, actor)
+    if not _verify(user.password_hash, current_password):
+        raise InvalidInput("Your current password is not right.")
+    if new_password == current_password:
+        raise InvalidInput("Choose a new password, different from the current one.")
+    check_password_policy(new_password, username=user.username)
+    forced = user.must_change_password
+    user.password_hash = hash_password(new_password)
+    user.must_change_password = False
+    user.session_version += 1
+    session.flush()
+    audit.append(session, now=now, actor=actor, action=AuditAction.PASSWORD_CHANGED, forced=forced)
     return user
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -121,6 +122,7 @@ def search(
     until: datetime | None = None,
     after_seq: int | None = None,
     limit: int = 50,
+    actions: Collection[str] | None = None,
 ) -> list[AuditEntry]:
     """Newest first. Next page: pass the last returned seq as `after_seq`.
 
@@ -139,6 +141,8 @@ def search(
         stmt = stmt.where(AuditEntry.actor_id == actor_id)
     if action is not None:
         stmt = stmt.where(AuditEntry.action == action)
+    if actions is not None:
+        stmt = stmt.where(AuditEntry.action.in_(sorted(actions)))
     if since is not None:
         stmt = stmt.where(AuditEntry.time >= since)
     if until is not None:

@@ -2,7 +2,7 @@
 table (the /tsa endpoint)
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 04:10:00
 
 Release 0.1 issued bearer tokens to any account, without scope or expiry. Tokens
@@ -24,7 +24,7 @@ from alembic import op
 import signflow.models
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

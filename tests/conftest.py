@@ -34,6 +34,8 @@ from tests.tools import missing
 
 PASSPHRASE = "test-keys-passphrase-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
+# Dr Lefèvre's RPPS number (11 digits, Luhn check digit), printed on her stamp.
+DOC_RPPS = "10001234565"
 PIN = "428613"
 # Near the real time: pyHanko checks certificates and CRLs against the wall clock.
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -241,7 +243,7 @@ def make_world(svc: Services, now: datetime, password_hash: str) -> World:
 
         tech = user("tech", Role.TECHNICIAN)
         tech2 = user("tech2", Role.TECHNICIAN)
-        doc = user("doc", Role.PHYSICIAN, display="Dr Hélène Lefèvre", professional_id="10001234565")
+        doc = user("doc", Role.PHYSICIAN, display="Dr Hélène Lefèvre", professional_id=DOC_RPPS)
         backup = user("backup", Role.PHYSICIAN, display="Dr Łukasz Nowak", professional_id="10007654329")
         head = user("head", Role.PHYSICIAN, display="Pr Øyvind Berg", professional_id="10009999995")
         offduty = user("offduty", Role.PHYSICIAN, display="Dr Off Duty", professional_id="10000000009")

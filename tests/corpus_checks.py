@@ -23,6 +23,7 @@ from pyhanko_certvalidator import ValidationContext
 from signflow.core.pades import validate as validation
 from signflow.core.pki.tsa import to_asn1_cert
 from signflow.services import Services
+from tests.conftest import DOC_RPPS
 from tests.pdfsig import pdfsig_report
 from tests.tools import require_tool
 
@@ -177,7 +178,7 @@ def assert_upright(words: dict[str, tuple[float, float, float, float]],
     """The stamp's lines lie inside the stamp, run horizontally on the page as shown (not
     sideways) and come top to bottom in reading order (not upside down)."""
     lines = []
-    for start in ("Signed by Dr", "RPPS 10001234567", "Approved for"):
+    for start in ("Signed by Dr", f"RPPS {DOC_RPPS}", "Approved for"):
         found = [w for w in words if w.startswith(start)]
         assert found, f"{start!r} not read on the signed page: {sorted(words)[:40]}"
         x1, y1, x2, y2 = words[found[0]]

@@ -196,6 +196,87 @@ def runlength_expansion(size: int) -> bytes:
     )
 
 
+def lzw_zeros(size: int) -> bytes:
+    """LZW data (EarlyChange 1, as PDF writes it) decoding to `size` zero bytes, made
+    code by code without encoding them: after a clear, code 0 then codes 258, 259...
+    each one zero longer than the last, and a clear when the table is full."""
+    codes, width, table, produced = [256], 9, 258, 0
+    previous = 0
+    while produced < size:
+        run = min(previous + 1, size - produced)
+        if previous == 0:
+            code = 0
+        elif run == previous + 1:
+            code, table = table, table + 1
+        else:
+            code = -run  # the remainder: that many code-0 singles
+        if code < 0:
+            codes += [0] * run
+            produced += run
+            break
+        codes.append(code)
+        produced += run
+        previous = run
+        if table + 1 >= (1 << width) and width < 12:
+            width += 1
+        if table >= 4094:
+            codes.append(256)
+            width, table, previous = 9, 258, 0
+    codes.append(257)
+    return _pack_lzw(codes)
+
+
+def _pack_lzw(codes: list[int]) -> bytes:
+    """Pack codes MSB first, the width growing as a PDF LZW decoder expects."""
+    out, bits, nbits, width, table, previous = bytearray(), 0, 0, 9, 258, False
+    for code in codes:
+        bits, nbits = (bits << width) | code, nbits + width
+        while nbits >= 8:
+            nbits -= 8
+            out.append((bits >> nbits) & 0xFF)
+        bits &= (1 << nbits) - 1
+        if code == 256:
+            width, table, previous = 9, 258, False
+            continue
+        if previous:
+            table += 1
+        previous = True
+        if table + 1 >= (1 << width) and width < 12:
+            width += 1
+    if nbits:
+        out.append((bits << (8 - nbits)) & 0xFF)
+    return bytes(out)
+
+
+def filter_chain_bomb(filters: list[str], size: int) -> bytes:
+    """`size` zero bytes encoded through `filters` (applied last first, as a reader
+    decodes them first to last), in a form XObject drawn on the page."""
+    data = b""
+    for index, name in enumerate(reversed(filters)):
+        if index == 0:
+            data = {"FlateDecode": lambda: zeros_bomb(size), "LZWDecode": lambda: lzw_zeros(size),
+                    "RunLengthDecode": lambda: b"\x81\x00" * (size // 128) + b"\x80"}[name]()
+        elif name == "FlateDecode":
+            data = zlib.compress(data, 9)
+        elif name == "ASCII85Decode":
+            data = __import__("base64").a85encode(data) + b"~>"
+        elif name == "ASCIIHexDecode":
+            data = data.hex().encode() + b">"
+        elif name == "RunLengthDecode":
+            data = b"".join(bytes([len(data[i:i + 128]) - 1]) + data[i:i + 128]
+                            for i in range(0, len(data), 128)) + b"\x80"
+        else:
+            raise ValueError(name)
+    chain = b"[" + b" ".join(b"/" + f.encode() for f in filters) + b"]"
+    return build({
+        **simple_objects(page_extra=b""),
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> /XObject << /X1 6 0 R >> >> >>",
+        4: stream(text_content("signflow hostile corpus") + b" q /X1 Do Q"),
+        6: stream(data, b"/Type /XObject /Subtype /Form /BBox [0 0 1 1] /Filter " + chain),
+    })
+
+
 def many_pages(count: int) -> bytes:
     kids = b" ".join(b"%d 0 R" % (10 + i) for i in range(count))
     objects = {

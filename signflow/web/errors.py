@@ -24,6 +24,7 @@ STATUS: dict[type[e.SignflowError], int] = {
     e.WrongPin: 403,
     e.CredentialBlocked: 423,
     e.ServiceUnavailable: 503,
+    e.SignatureNotDelivered: 502,
     e.ConfigurationError: 500,
 }
 
@@ -68,7 +69,8 @@ def _domain_error(exc: e.SignflowError) -> Response:
 _TITLES = {
     400: "Please check the form", 401: "Login failed", 403: "Not allowed", 404: "Not found",
     405: "Not allowed", 409: "Already handled", 413: "File too large", 422: "Document refused",
-    423: "Signing credential blocked", 429: "Too many attempts", 503: "Service unavailable",
+    423: "Signing credential blocked", 429: "Too many attempts", 502: "Signature not delivered",
+    503: "Service unavailable",
 }
 
 

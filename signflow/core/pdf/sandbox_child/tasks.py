@@ -8,7 +8,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from signflow.core.pdf.sandbox_child.inspection import Inspector, check_sizes, has_signature
+from signflow.core.pdf.sandbox_child.budget import check_sizes
+from signflow.core.pdf.sandbox_child.inspection import Inspector, has_signature
 from signflow.core.pdf.sandbox_child.objects import is_dictlike
 from signflow.core.pdf.sandbox_child.pages import direct_boxes, geometry
 from signflow.core.pdf.sandbox_child.wire import (
@@ -42,6 +43,36 @@ def check_readers(data: bytes, page_count: int) -> None:
     try:
         if len(document) != page_count:
             raise Refuse(UNREADABLE)
+    finally:
+        document.close()
+
+
+PROBE_WIDTH_PX = 48
+
+
+def unviewable(page_number: int) -> str:
+    return (f"page {page_number} of the PDF cannot be displayed, so the physician could not "
+            "read it before signing; print the document to PDF again (or scan it again) and "
+            "upload that copy")
+
+
+def probe_pages(data: bytes, page_count: int) -> None:
+    """Every page renders (small) in PDFium, the engine of the previews: a document
+    whose pages cannot be shown is never offered for signature."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(data)
+    try:
+        for index in range(page_count):
+            try:
+                page = document[index]
+                width_pt, height_pt = page.get_size()
+                if width_pt <= 0 or height_pt <= 0:
+                    raise Refuse(unviewable(index + 1))
+                page.render(scale=max(PROBE_WIDTH_PX / width_pt, 1e-3)).close()
+                page.close()
+            except pypdfium2.PdfiumError:
+                raise Refuse(unviewable(index + 1)) from None
     finally:
         document.close()
 
@@ -118,6 +149,7 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
             )
             out = buffer.getvalue()
     check_readers(out, page_count)
+    probe_pages(out, page_count)
     return {"page_count": page_count, "removed": removed, "passthrough": signed}, out
 
 

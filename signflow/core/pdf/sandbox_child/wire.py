@@ -17,8 +17,10 @@ MiB = 1024 * 1024
 # A decoded stream pyHanko would refuse anyway (its 0.38 per-stream default).
 MAX_STREAM_DECODED = 256 * MiB
 MAX_TOTAL_DECODED = 1024 * MiB
-# An A3 page scanned at 600 dpi is ~70 Mpx; a declared 60000x60000 image is 3.6 Gpx.
-MAX_IMAGE_PIXELS = 100_000_000
+# An image as decoded (width x height x bits per component x components / 8): an
+# A3 colour scan at 600 dpi is 210 MB, a 1-bit A0 fax scan at 300 dpi 17 MB; a
+# declared 60000x60000 RGB image is 10 GB.
+MAX_IMAGE_BYTES = 256 * MiB
 # Rendered previews: a 1000 px wide A4 page is 1.4 Mpx; this bounds odd shapes.
 MAX_RENDER_PIXELS = 8_000_000
 MAX_RENDER_SIDE = 16_384

@@ -277,6 +277,38 @@ def filter_chain_bomb(filters: list[str], size: int) -> bytes:
     })
 
 
+def one_bit_scan(width: int = 9933, height: int = 14043, dpi: int = 300) -> bytes:
+    """A 1-bit Flate scan (an A0 sheet at 300 dpi by default: 139 Mpx, 17 MB decoded)
+    with black rules across it, the page sized to the sheet."""
+    row_white = b"\xff" * ((width + 7) // 8)
+    row_black = b"\xff" * 4 + b"\x00" * ((width + 7) // 8 - 8) + b"\xff" * 4
+    rows = b"".join(row_black if (y // 40) % 8 == 0 else row_white for y in range(height))
+    w_pt, h_pt = width * 72 / dpi, height * 72 / dpi
+    return build({
+        **simple_objects(),
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %.2f %.2f] /Contents 4 0 R "
+        b"/Resources << /XObject << /Im1 6 0 R >> >> >>" % (w_pt, h_pt),
+        4: stream(b"q %.2f 0 0 %.2f 0 0 cm /Im1 Do Q" % (w_pt, h_pt)),
+        6: stream(zlib.compress(rows, 9),
+                  b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
+                  b"/BitsPerComponent 1 /Filter /FlateDecode" % (width, height)),
+    })
+
+
+def deep_image(width: int, height: int, bits: int, space: bytes) -> bytes:
+    """An image declared `width` x `height` at `bits` per component in `space`,
+    its data a small zlib stream (the dimensions are what a reader allocates)."""
+    return simple(
+        page_extra=b"/Resources << /XObject << /Im1 6 0 R >> >>",
+        objects={
+            4: stream(b"q 500 0 0 700 50 50 cm /Im1 Do Q"),
+            6: stream(zeros_bomb(1 << 20),
+                      b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s "
+                      b"/BitsPerComponent %d /Filter /FlateDecode" % (width, height, space, bits)),
+        },
+    )
+
+
 def many_pages(count: int) -> bytes:
     kids = b" ".join(b"%d 0 R" % (10 + i) for i in range(count))
     objects = {
@@ -546,7 +578,7 @@ def _cases() -> list[Case]:
                     )
                 }
             ),
-            refuse="could not be",
+            refuse="expands beyond 256 MB",
             tags=("bomb", "memory"),
         ),
         Case(
@@ -565,6 +597,26 @@ def _cases() -> list[Case]:
             refuse="image too large",
             tags=("bomb",),
         ),
+        # Bounded at every stage of the chain, however the bombs are stacked.
+        Case("flate-of-flate-bomb", lambda: filter_chain_bomb(["FlateDecode"] * 2, 2 * GiB),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("runlength-bomb", lambda: filter_chain_bomb(["RunLengthDecode"], 300 << 20),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("lzw-bomb", lambda: filter_chain_bomb(["LZWDecode"], 512 << 20),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("flate-lzw-bomb", lambda: filter_chain_bomb(["FlateDecode", "LZWDecode"], 2 * GiB),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("ascii85-runlength-flate-bomb",
+             lambda: filter_chain_bomb(["ASCII85Decode", "RunLengthDecode", "FlateDecode"], 2 * GiB),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("hex-flate-flate-bomb",
+             lambda: filter_chain_bomb(["ASCIIHexDecode", "FlateDecode", "FlateDecode"], 2 * GiB),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        # Images: what decoding costs (bits x colours), not the pixel count.
+        Case("one-bit-a0-scan", one_bit_scan),
+        Case("image-16bit-rgb-giant", lambda: deep_image(20000, 20000, 16, b"/DeviceRGB"),
+             refuse="image too large to display (more than 256 MB once decoded)",
+             tags=("bomb",)),
         Case(
             "mediabox-60000",
             lambda: simple(mediabox=b"[0 0 60000 60000]"),
@@ -789,6 +841,12 @@ def _cases() -> list[Case]:
             "html-pdf-polyglot",
             lambda: b"<html><body><script>alert('POLYGLOT-MARKER')</script><!--\n" + valid + b"-->",
             absent=(b"POLYGLOT-MARKER", b"<script"),
+        ),
+        Case(
+            "junk-after-eof",
+            lambda: valid + b"\n<html>JUNK-AFTER-EOF-MARKER</html>\n" * 50,
+            absent=(b"JUNK-AFTER-EOF-MARKER",),
+            present=(b"signflow hostile corpus",),
         ),
         Case(
             "junk-before-header",

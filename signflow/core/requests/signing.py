@@ -3,6 +3,7 @@ the review page, the stamp position, and verifying the delivered file."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,7 @@ from signflow.models import (
 )
 
 SIGN_REASON = "Approved for transplant workflow"
+log = logging.getLogger("signflow.signing")
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ def _require_valid(session: Session, deps: Deps, req: SignatureRequest, signed: 
     if report.ok:
         return
     problems = list(report.problems)
+    log.warning("request %s: the signature by certificate %s did not validate, not delivered: %s",
+                req.id, serial, "; ".join(problems))
     req.failure_reason = ("The signature made at " + access.local_time(now, deps.timezone)
                           + " did not validate (" + "; ".join(problems) + "), so nothing was "
                           "delivered. The physician can sign again, or decline.")

@@ -148,9 +148,10 @@ def _ascii85(chunks: Iterable[bytes]) -> Iterator[bytes]:
             data = data[:end]
         data = data.replace(b"z", b"!!!!!")
         usable = len(data) - len(data) % 5 if end < 0 else len(data)
+        step = CHUNK - CHUNK % 5  # whole 5-character groups
         try:
-            for start in range(0, usable, CHUNK):
-                yield base64.a85decode(data[start : min(start + CHUNK, usable)])
+            for start in range(0, usable, step):
+                yield base64.a85decode(data[start : min(start + step, usable)])
         except ValueError:
             return
         if end >= 0:

@@ -17,6 +17,7 @@ from signflow.core.pdf.sandbox_child.wire import (
     MAX_RENDER_SIDE,
     UNREADABLE,
     Refuse,
+    parser_error,
 )
 
 LOCKED_FILE = (
@@ -71,8 +72,8 @@ def probe_pages(data: bytes, page_count: int) -> None:
                     raise Refuse(unviewable(index + 1))
                 page.render(scale=max(PROBE_WIDTH_PX / width_pt, 1e-3)).close()
                 page.close()
-            except pypdfium2.PdfiumError:
-                raise Refuse(unviewable(index + 1)) from None
+            except pypdfium2.PdfiumError as exc:
+                raise Refuse(unviewable(index + 1), detail=parser_error(exc)) from None
     finally:
         document.close()
 
@@ -87,8 +88,8 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         pdf = pikepdf.open(io.BytesIO(data))
     except pikepdf.PasswordError:
         raise Refuse(LOCKED_FILE) from None
-    except (pikepdf.PdfError, ValueError, RuntimeError):
-        raise Refuse(UNREADABLE) from None
+    except (pikepdf.PdfError, ValueError, RuntimeError) as exc:
+        raise Refuse(UNREADABLE, detail=parser_error(exc)) from None
     with pdf:
         # Opened without a password: only permission flags (no copying, no
         # printing...) protect it, which any reader may ignore; the rewrite is
@@ -97,18 +98,25 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         try:
             root = pdf.Root
             page_count = len(pdf.pages)
-        except (pikepdf.PdfError, AttributeError, ValueError, RuntimeError):
-            raise Refuse(UNREADABLE) from None
+        except (pikepdf.PdfError, AttributeError, ValueError, RuntimeError) as exc:
+            raise Refuse(UNREADABLE, detail=parser_error(exc)) from None
+        # qpdf hands its warnings over once: keep them all for the checks and the log.
+        warnings = [parser_error(w) for w in pdf.get_warnings()]
         if not is_dictlike(root):
-            raise Refuse(UNREADABLE)
+            raise Refuse(UNREADABLE, detail="; ".join(warnings[:5]) or "the catalogue is not a dictionary")
         if page_count == 0:
             # Pages lost to damage are not the same as a document without any.
-            raise Refuse(UNREADABLE if pdf.get_warnings() else "the PDF has no pages")
+            if warnings:
+                raise Refuse(UNREADABLE, detail="; ".join(warnings[:5]))
+            raise Refuse("the PDF has no pages: export or print the document to PDF again, "
+                         "with its pages, and upload that copy")
         if page_count > max_pages:
-            raise Refuse(f"the PDF has more than {max_pages} pages")
+            raise Refuse(f"the PDF has more than {max_pages} pages (it has {page_count}): split "
+                         f"it into parts of at most {max_pages} pages and send each one")
         signed = has_signature(pdf)
         if signed and not allow_signed:
-            raise Refuse("the PDF already carries a signature")
+            raise Refuse("the PDF already carries a signature, and this site accepts only "
+                         "unsigned documents: ask the sender for the version before signing")
         if signed and restricted:
             raise Refuse("the PDF is encrypted and already carries a signature: removing the "
                          "encryption would void that signature; ask the sender for a copy "
@@ -128,7 +136,8 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         removed = inspector.removed()
         if restricted:
             removed.append("copy and print restrictions (the file opened without a password)")
-        if pdf.get_warnings():
+        warnings += [parser_error(w) for w in pdf.get_warnings()]
+        if warnings:
             removed.append("damaged file structure (repaired)")
         if signed:
             # Counter-signing appends to the exact bytes received.
@@ -150,7 +159,9 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
             out = buffer.getvalue()
     check_readers(out, page_count)
     probe_pages(out, page_count)
-    return {"page_count": page_count, "removed": removed, "passthrough": signed}, out
+    meta = {"page_count": page_count, "removed": removed, "passthrough": signed,
+            "warnings": warnings[:5]}
+    return meta, out
 
 
 def _render(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:

@@ -140,9 +140,9 @@ def test_refusals_are_logged_with_the_reference_and_the_parser_error_without_con
     garbage = b"%PDF-1.4\n" + f"({marker}) [{marker}] <{marker}> ".encode() * 50
     for data in (truncated, garbage):
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="signflow.upload"):
-            with pytest.raises(InvalidDocument) as refused:
-                _normalise(data)
+        with caplog.at_level(logging.INFO, logger="signflow.upload"), \
+                pytest.raises(InvalidDocument) as refused:
+            _normalise(data)
         reference = upload_reference(sha256_hex(data))
         assert refused.value.message.endswith(f"(reference for support: {reference})")
         assert "save it (or print it to PDF) again" in refused.value.message

@@ -82,9 +82,10 @@ def test_hostile_uploads_over_http_keep_the_server_serving(live, svc, world, cap
         for name in CHOSEN:
             case = CASES[name]
             page = tech.open(f"{live}/requests/new", timeout=10).read().decode()
+            data = case.make()
             body, ctype = _multipart({
                 "csrf_token": CSRF.search(page).group(1), "title": name, "group": str(world.group),
-                "destination": str(world.destination), "urgency": "urgent"}, f"{name}.pdf", data := case.make())
+                "destination": str(world.destination), "urgency": "urgent"}, f"{name}.pdf", data)
             request = urllib.request.Request(f"{live}/requests/new", data=body,
                                              headers={"Content-Type": ctype})
             started = time.monotonic()

@@ -18,7 +18,8 @@ from werkzeug.serving import make_server
 from signflow.core.pdf.normalise import upload_reference
 from signflow.core.storage import sha256_hex
 from signflow.models import AuditEntry, Blob, SignatureRequest
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, csrf_token, login
+from tests.helpers import new_request
 from tests.hostile import CASES
 
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
@@ -127,3 +128,26 @@ def test_hostile_uploads_over_http_keep_the_server_serving(live, svc, world, cap
     # Nothing half-created: no blob without its request (repaired files that come out
     # byte-identical share one).
     assert blobs == documents
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("page", "fx", "fy"), [("1", "1.5", "0.5"), ("1", "0.5", "-0.1"),
+                                                 ("3", "0.5", "0.5"), ("0", "0.5", "0.5")])
+def test_a_tap_outside_the_page_is_refused_and_changes_nothing(app, svc, world, page, fx, fy):
+    tech = app.test_client()
+    login(tech, "tech")
+    rid = new_request(tech, world)  # two pages
+    before = _audit_count(svc)
+    resp = tech.post(f"/requests/{rid}/stamp", data={
+        "csrf_token": csrf_token(tech, f"/requests/{rid}"), "page": page, "fx": fx, "fy": fy})
+    assert resp.status_code == 400
+    assert "Tap inside a page of the document" in resp.get_data(as_text=True)
+    with svc.sessions() as s:
+        assert s.get(SignatureRequest, rid).stamp_position is None
+    assert _audit_count(svc) == before
+    assert tech.get(f"/requests/{rid}").status_code == 200  # and the server keeps answering
+
+
+def _audit_count(svc) -> int:
+    with svc.sessions() as s:
+        return s.scalar(select(func.count()).select_from(AuditEntry)) or 0

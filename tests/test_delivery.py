@@ -28,10 +28,10 @@ from signflow.config import Settings
 from signflow.core.accounts import users as accounts
 from signflow.core.pades import validate as validation
 from signflow.core.pki.tsa import ServiceTimeStamper
-from signflow.models import AuditEntry, Job, NotifyEvent, Signature, SignatureRequest, User
+from signflow.models import AuditEntry, Blob, Job, NotifyEvent, Signature, SignatureRequest, User
 from tests.conftest import TEST_ACTOR, login, make_settings
 from tests.factories import count, state_of
-from tests.helpers import new_request, sign
+from tests.helpers import new_request, sign, upload
 from tests.pdfs import make_pdf
 
 OUTSIDE_CA = "Clinique Externe Root CA"
@@ -204,21 +204,21 @@ def test_a_countersigned_file_reports_the_outside_signature_honestly(app, svc, w
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_countersigned_file_whose_earlier_signature_is_broken_is_not_delivered(app, svc, world):
-    """Honest both ways: an outside signature is set aside only while it is intact."""
+def test_a_countersigned_file_whose_earlier_signature_is_broken_is_refused_at_upload(
+        app, svc, world):
+    """Honest both ways: an outside signature is set aside only while it is intact, and
+    a broken one is refused before any physician types a PIN, with nothing created."""
     outside = _signed_outside()
     at = outside.index(b"Referral letter")
     tampered = outside[:at] + b"Referral lettex" + outside[at + len(b"Referral letter"):]
-    tech, doc = app.test_client(), app.test_client()
-    login(tech, "tech")
-    login(doc, "doc")
-    rid = new_request(tech, world, data=tampered)
-    resp = sign(doc, rid)
-    assert resp.status_code == 502
-    assert "the signed content was altered" in resp.get_data(as_text=True)
-    assert state_of(svc, rid) == "pending"
-    with svc.sessions() as s:
-        report = validation.validate_pdf(svc.blobs.get(s, s.get(SignatureRequest, rid).document_sha256),
-                                         trust_roots=[svc.keys.root_cert], now=svc.clock())
+    report = validation.validate_pdf(tampered, trust_roots=[svc.keys.root_cert], now=svc.clock())
     assert not report.ok
     assert any("not issued by the hospital" in n and "altered" in n for n in report.notes)
+    tech = app.test_client()
+    login(tech, "tech")
+    resp = upload(tech, world, data=tampered)
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    assert "earlier signature that is not valid" in page and OUTSIDE_SIGNER in page
+    assert "the signed content was altered" in page and "Ask the sender" in page
+    assert count(svc, SignatureRequest) == 0 and count(svc, Blob) == 0

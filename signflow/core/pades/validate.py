@@ -100,7 +100,7 @@ class ValidationReport:
         """Why the file is not valid, in words (empty when it is)."""
         if self.ok:
             return ()
-        found = [p for s in self.signatures if not (s.outside and _acceptable_outside(s))
+        found = [p for s in self.signatures if not (s.outside and acceptable_outside(s))
                  for p in s.problems]
         if not self.signatures:
             found.append("the file carries no signature")
@@ -115,7 +115,7 @@ NOT_TRUSTED = "the signer's certificate is not trusted"
 TIMESTAMP_NOT_TRUSTED = "the signature's timestamp is not valid or not trusted"
 
 
-def _acceptable_outside(report: SignatureReport) -> bool:
+def acceptable_outside(report: SignatureReport) -> bool:
     """An earlier outside signature that is intact and mathematically valid: only
     its trust (and its own timestamp's) is unknown to the hospital."""
     return report.intact and (report.valid or report.is_timestamp) and set(report.problems) <= {
@@ -130,14 +130,14 @@ def _verdict(reports: list[SignatureReport], pdf: bytes) -> tuple[bool, tuple[st
     ok = (
         bool(hospital)
         and all(r.ok for r in reports if not r.outside)
-        and all(_acceptable_outside(reports[i]) for i in outside)
+        and all(acceptable_outside(reports[i]) for i in outside)
         and (not outside or max(outside) < hospital[-1])
         and _covers_file(reports[-1], pdf)
     )
     notes = [
         f"an earlier {'document timestamp' if r.is_timestamp else 'signature'} by {r.signer}, "
         f"not issued by the hospital (issuer: {r.issuer})"
-        + ("" if _acceptable_outside(r) else f": {'; '.join(r.problems)}")
+        + ("" if acceptable_outside(r) else f": {'; '.join(r.problems)}")
         for r in reports if r.outside
     ]
     if notes and ok:

@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from signflow.config import Settings  # noqa: E402
+from signflow.core.accounts import enrolment
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor  # noqa: E402
@@ -66,10 +67,12 @@ def main(rounds: int = 15) -> None:
                                     role="technician", password="bench password 1")
         doc = accounts.create_user(s, actor=actor, now=now, username="doc", display_name="Dr Doc",
                                    role="physician", password="bench password 2",
-                                   professional_id="10001234567")
+                                   professional_id="10001234565", email="doc@hospital.example")
         s.add(RotaShift(group_id=group.id, user_id=doc.id, level=0, starts_at=now,
                         ends_at=now.replace(year=now.year + 1)))
-        credentials.set_signing_pin(s, svc.keys, actor=Actor.of(doc), current_pin=None, new_pin=PIN, now=now)
+        code = enrolment.send_code(s, svc.keys.master_key, actor=Actor.of(doc), now=now)
+        credentials.set_signing_pin(s, svc.keys, actor=Actor.of(doc), current_pin=None, new_pin=PIN, now=now,
+                                    enrolment_code=code)
         ids = (tech.id, doc.id, group.id, dest.id)
     pdf = make_pdf(3, "Benchmark consent")
     upload = pdfcheck.normalise_upload(pdf, max_bytes=10**7, max_pages=100)
@@ -80,7 +83,7 @@ def main(rounds: int = 15) -> None:
         key = creds.unlock(s, svc.keys, cred, PIN, now=now)
         cert = x509.load_pem_x509_certificate(cred.certificate_pem.encode())
         s.rollback()
-    stamp = signing.Stamp(signer_name="Dr Doc", professional_id="10001234567", reason="bench",
+    stamp = signing.Stamp(signer_name="Dr Doc", professional_id="10001234565", reason="bench",
                           when=now, timezone="Europe/Paris")
 
     def bare() -> None:

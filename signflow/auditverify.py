@@ -297,6 +297,15 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int) -> 
     return _hashes_for(leaves, new_size, consistency_ranges(old_size, new_size))
 
 
+def _skip_right_edge(fn: int, sn: int) -> tuple[int, int]:
+    """RFC 9162's "if LSB(fn) is not set, right-shift both fn and sn equally until
+    either LSB(fn) is set or fn is 0": the levels where the node is the last one."""
+    while fn and not fn & 1:
+        fn >>= 1
+        sn >>= 1
+    return fn, sn
+
+
 def verify_inclusion(
     leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:
@@ -309,10 +318,7 @@ def verify_inclusion(
             return False
         if fn & 1 or fn == sn:
             r = hash_children(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _skip_right_edge(fn, sn)
         else:
             r = hash_children(r, p)
         fn >>= 1
@@ -349,10 +355,7 @@ def verify_consistency(
         if fn & 1 or fn == sn:
             fr = hash_children(c, fr)
             sr = hash_children(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _skip_right_edge(fn, sn)
         else:
             sr = hash_children(sr, c)
         fn >>= 1

@@ -42,6 +42,10 @@ class Settings:
     pades_level: str = "B-LTA"
     key_algorithm: str = "ec"
     tsa_url: str | None = None
+    # Bearer token sent to SIGNFLOW_TSA_URL (another signflow's /tsa requires one).
+    tsa_token: str | None = None
+    # Time-stamp requests a minute per API token on /tsa.
+    tsa_rate_per_minute: int = 120
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "signflow@localhost"

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from signflow.core.accounts import notices
 from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM
@@ -101,6 +102,17 @@ def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[
     return messages
 
 
+def _account_messages(session: Session, svc: Services, payload: dict[str, object]) -> list[Message]:
+    """A notice about a person's own account, to that person's own address only."""
+    user = session.get(User, int(str(payload["user"])))
+    if user is None:
+        return []
+    link = svc.settings.base_url.rstrip("/") + str(payload.get("path", "/"))
+    return [Message(to_name=user.display_name, to_email=user.email, to_phone=user.phone,
+                    subject=str(payload["subject"]), body=notices.body_of(payload, svc.keys.master_key),
+                    link=link)]
+
+
 def run_job(svc: Services, *, now: datetime) -> bool | None:
     """Claim and run one due job. None when there was nothing to do."""
     with svc.sessions() as session, session.begin():
@@ -111,31 +123,47 @@ def run_job(svc: Services, *, now: datetime) -> bool | None:
         if job is None:
             return None
         job.attempts += 1
-        if job.kind == JobKind.CHECKPOINT:
-            _checkpoint(session, svc, now)
-            job.status = JobStatus.DONE
-            return True
-        errors: list[str] = []
-        sent = 0
-        for message in _messages(session, svc, job, now):
-            try:
-                channel = svc.notifier.send(message)
-                sent += 1
-                audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
-                             request_id=json.loads(job.payload)["request"], to=message.to_name,
-                             channel=channel, subject=message.subject)
-            except ServiceUnavailable as exc:
-                errors.append(exc.message)
-                audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
-                             request_id=json.loads(job.payload)["request"], to=message.to_name,
-                             problem=exc.message)
-        if errors and job.attempts < MAX_ATTEMPTS and sent == 0:
-            job.run_at = now + timedelta(seconds=30 * 2 ** job.attempts)
-            job.last_error = "; ".join(errors)[:2000]
-        else:
-            job.status = JobStatus.FAILED if errors and sent == 0 else JobStatus.DONE
-            job.last_error = "; ".join(errors)[:2000] or None
-        return not errors
+        if job.kind != JobKind.CHECKPOINT:
+            return _notify(session, svc, job, now)
+        # Claimed and done here; the checkpoint itself is written below, in a
+        # transaction of its own that locks nothing while it reads the tree. Should
+        # it fail, the periodic checkpoint covers the same entries.
+        job.status = JobStatus.DONE
+    with svc.sessions() as session, session.begin():
+        _checkpoint(session, svc, now)
+    return True
+
+
+def _notify(session: Session, svc: Services, job: Job, now: datetime) -> bool:
+    """Send a notification job's messages, in the transaction that claimed it."""
+    errors: list[str] = []
+    sent = 0
+    payload = json.loads(job.payload)
+    # What the audit entry names: the request, or the person told about their account.
+    about = ({"user": payload["user"]} if job.kind == JobKind.ACCOUNT_NOTICE
+             else {"request_id": payload["request"]})
+    messages = (_account_messages(session, svc, payload) if job.kind == JobKind.ACCOUNT_NOTICE
+                else _messages(session, svc, job, now))
+    for message in messages:
+        try:
+            channel = svc.notifier.send(message)
+            sent += 1
+            audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
+                         **about, to=message.to_name, channel=channel, subject=message.subject)
+        except ServiceUnavailable as exc:
+            errors.append(exc.message)
+            audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
+                         **about, to=message.to_name, problem=exc.message)
+    if errors and job.attempts < MAX_ATTEMPTS and sent == 0:
+        job.run_at = now + timedelta(seconds=30 * 2 ** job.attempts)
+        job.last_error = "; ".join(errors)[:2000]
+    else:
+        job.status = JobStatus.FAILED if errors and sent == 0 else JobStatus.DONE
+        job.last_error = "; ".join(errors)[:2000] or None
+        if job.kind == JobKind.ACCOUNT_NOTICE:
+            # A one-time code leaves the database once the job is over.
+            job.payload = notices.scrubbed(payload)
+    return not errors
 
 
 def run_once(svc: Services) -> RunSummary:
@@ -154,6 +182,7 @@ def run_once(svc: Services) -> RunSummary:
         interval = timedelta(seconds=svc.settings.checkpoint_interval_seconds)
         if latest is None or now - latest.created_at >= interval:
             latest = _checkpoint(session, svc, now)
+    with svc.sessions() as session, session.begin():
         # CRLs are re-signed here before they go stale, not on a relying party's request.
         for issuer in ("root", "issuing"):
             revocation.crl(session, svc.keys, issuer=issuer, now=now)

@@ -100,7 +100,7 @@ def build_services(
     deps = Deps(
         keys=keys,
         blobs=blobs,
-        timestamper=timestamps.make_timestamper(keys, settings.tsa_url),
+        timestamper=timestamps.make_timestamper(keys, settings.tsa_url, token=settings.tsa_token),
         timezone=settings.timezone,
         pades_level=settings.pades_level,
         # Derived, so that the session key and the activation key never coincide.

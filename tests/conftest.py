@@ -10,14 +10,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import URL, Engine, create_engine, make_url, text
+from sqlalchemy import URL, Engine, create_engine, delete, make_url, text
 
 from signflow.app import create_app
 from signflow.config import Settings
+from signflow.core.accounts import enrolment
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
@@ -25,7 +27,7 @@ from signflow.core.notify.channels import LogNotifier
 from signflow.core.pki import keystore as pki
 from signflow.core.pki import seal as seal
 from signflow.migrate import upgrade
-from signflow.models import Destination, OnCallGroup, Role, RotaShift, User
+from signflow.models import Destination, Job, JobKind, OnCallGroup, Role, RotaShift, User
 from signflow.services import PASSPHRASE_FILE, Services, build_services
 from tests.softhsm import make_tokens
 from tests.tools import missing
@@ -208,9 +210,21 @@ def password_hash() -> str:
     return accounts.hash_password(PASSWORD)
 
 
+def enrol_physician(session: Any, keys: pki.KeyMaterial, physician: User, pin: str, *,
+                    now: datetime) -> Any:
+    """First enrolment as the physician does it: the code sent to their address, then the PIN."""
+    code = enrolment.send_code(session, keys.master_key, actor=Actor.of(physician), now=now)
+    return credentials.set_signing_pin(session, keys, actor=Actor.of(physician), current_pin=None,
+                                       new_pin=pin, now=now, enrolment_code=code)
+
+
 @pytest.fixture
 def world(svc: Services, clock: Clock, password_hash: str) -> World:
-    now = clock()
+    return make_world(svc, clock(), password_hash)
+
+
+def make_world(svc: Services, now: datetime, password_hash: str) -> World:
+    """The demo shape in `svc`'s database (for fixtures of a wider scope than `world`)."""
     real_hash = accounts.hash_password
     with pytest.MonkeyPatch.context() as patch, svc.sessions() as s, s.begin():
         patch.setattr(accounts, "hash_password",
@@ -227,10 +241,10 @@ def world(svc: Services, clock: Clock, password_hash: str) -> World:
 
         tech = user("tech", Role.TECHNICIAN)
         tech2 = user("tech2", Role.TECHNICIAN)
-        doc = user("doc", Role.PHYSICIAN, display="Dr Hélène Lefèvre", professional_id="10001234567")
-        backup = user("backup", Role.PHYSICIAN, display="Dr Łukasz Nowak", professional_id="10007654321")
-        head = user("head", Role.PHYSICIAN, display="Pr Øyvind Berg", professional_id="10009999999")
-        offduty = user("offduty", Role.PHYSICIAN, display="Dr Off Duty", professional_id="10000000001")
+        doc = user("doc", Role.PHYSICIAN, display="Dr Hélène Lefèvre", professional_id="10001234565")
+        backup = user("backup", Role.PHYSICIAN, display="Dr Łukasz Nowak", professional_id="10007654329")
+        head = user("head", Role.PHYSICIAN, display="Pr Øyvind Berg", professional_id="10009999995")
+        offduty = user("offduty", Role.PHYSICIAN, display="Dr Off Duty", professional_id="10000000009")
         recipient = user("recipient", Role.RECIPIENT, destination_id=dest.id)
         other_recipient = user("cardio", Role.RECIPIENT, destination_id=other_dest.id)
         auditor = user("auditor", Role.AUDITOR)
@@ -246,8 +260,9 @@ def world(svc: Services, clock: Clock, password_hash: str) -> World:
             RotaShift(group_id=other_group.id, user_id=offduty.id, level=0, **shift),
         ])
         for physician in (doc, backup, head, offduty):
-            credentials.set_signing_pin(s, svc.keys, actor=Actor.of(physician), current_pin=None, new_pin=PIN,
-                                        now=now)
+            enrol_physician(s, svc.keys, physician, PIN, now=now)
+        # The world starts after those codes went out: the outbox is empty.
+        s.execute(delete(Job).where(Job.kind == JobKind.ACCOUNT_NOTICE))
         return World(
             tech=tech.id, tech2=tech2.id, doc=doc.id, backup=backup.id, head=head.id,
             offduty=offduty.id, recipient=recipient.id, other_recipient=other_recipient.id,
@@ -281,3 +296,16 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> None:
     resp = client.post("/login", data={"username": username, "password": password,
                                        "csrf_token": token})
     assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # The PDF corpus prints one line per generated file (tests/corpus.py: Summary).
+    from tests.corpus_summary import SUMMARY
+
+    SUMMARY.collect(report)
+
+
+def pytest_terminal_summary(terminalreporter: object) -> None:
+    from tests.corpus_summary import SUMMARY
+
+    SUMMARY.write(terminalreporter)

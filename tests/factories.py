@@ -10,12 +10,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from signflow.core.accounts import tokens
+from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow
 from signflow.models import SignatureRequest, User
-from tests.conftest import PIN
+from tests.conftest import PIN, TEST_ACTOR
 from tests.pdfs import make_pdf
 
 
@@ -67,3 +69,19 @@ def state_of(svc: Any, rid: int) -> str:
         req = s.get(SignatureRequest, rid)
         assert req is not None
         return str(req.state)
+
+
+def integration_token(svc: Any, *, name: str = "his", destination_id: int | None = None,
+                      group_id: int | None = None, scopes: tuple[str, ...] = ("read",),
+                      days: int = 90) -> tokens.IssuedToken:
+    """An integration account bound to `destination_id` (or `group_id`, or nothing),
+    created on first use under `name`, and a fresh token for it; returns the IssuedToken."""
+    with svc.sessions() as s, s.begin():
+        user = s.scalar(select(User).where(User.username == name))
+        if user is None:
+            user = accounts.create_user(
+                s, actor=TEST_ACTOR, now=svc.clock(), username=name, display_name=f"{name} system",
+                role="integration", password="", destination_id=destination_id,
+                submit_group_id=group_id)
+        return tokens.create_api_token(s, actor=TEST_ACTOR, user=user, name=f"{name} token",
+                                       scopes=scopes, days=days, now=svc.clock())

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import io
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
 from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import PIN, csrf_token, login
+from signflow.app import create_app
+from tests.conftest import PASSWORD, PIN, csrf_token, login
 from tests.pdfs import make_pdf
 
 HIDDEN = re.compile(r'name="(csrf_token|activation|document_sha256)" type="hidden" value="([^"]*)"')
+
+
+def app_requiring_mfa(svc: Any, settings: Any, *, roles: str) -> Flask:
+    """The app, with a second factor required of `roles` (comma-separated)."""
+    strict = settings.with_overrides(mfa_roles=roles)
+    svc.settings = strict
+    return create_app(strict, services=svc)
 
 
 def upload(client: FlaskClient, world, *, data: bytes | None = None, filename: str = "consent.pdf",
@@ -73,3 +86,105 @@ def delivered_request(app: Flask, world: Any) -> tuple[int, FlaskClient, FlaskCl
     resp = sign(doc, rid)
     assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
     return rid, tech, doc
+
+
+def upload_and_sign_through_the_app(app: Flask, svc: Any, world: Any, data: bytes, *,
+                                    tap: tuple[float, float] | None = None,
+                                    ) -> tuple[int, bytes, bytes]:
+    """`data` uploaded by tech (optionally a stamp tap on page 1), signed by doc through
+    the real routes; returns (request id, the normalised bytes, the signed bytes)."""
+    from signflow.models import SignatureRequest
+
+    tech, doc = app.test_client(), app.test_client()
+    login(tech, "tech")
+    login(doc, "doc")
+    rid = new_request(tech, world, data=data)
+    if tap is not None:
+        token = csrf_token(tech, f"/requests/{rid}")
+        resp = tech.post(f"/requests/{rid}/stamp", data={"csrf_token": token, "page": "1",
+                                                         "fx": str(tap[0]), "fy": str(tap[1])})
+        assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    resp = sign(doc, rid)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-1500:]
+    with svc.sessions() as s:
+        req = s.get(SignatureRequest, rid)
+        before = svc.deps.blobs.get(s, req.document_sha256)
+        return rid, before, svc.deps.blobs.get(s, req.signed_sha256)
+
+
+def assert_signed_file_valid(svc: Any, signed: bytes, tmp_path: Any, keys_dir: Any) -> None:
+    """The recipient's validator, `qpdf --check` and poppler's pdfsig all accept `signed`."""
+    import subprocess
+
+    from signflow.core.pades import validate as validation
+    from tests.pdfsig import pdfsig_report
+    from tests.tools import require_tool
+
+    report = validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
+    assert report.ok, report.as_json()
+    path = tmp_path / "signed.pdf"
+    path.write_bytes(signed)
+    check = subprocess.run([require_tool("qpdf"), "--check", str(path)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Signature is Valid" in pdfsig_report(path, keys_dir, tmp_path)
+
+
+# --------------------------------------------------------------------------- a served app
+
+SERVED_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def http_login(base: str, username: str, password: str = PASSWORD, *, timeout: float = 60
+               ) -> tuple[urllib.request.OpenerDirector, int, str]:
+    """A fresh browser-like session against a served app: GET the login form, POST it.
+    Returns the session, the final status and path (after redirects). An HTTP error is
+    returned as its status, never raised."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    try:
+        with opener.open(f"{base}/login", timeout=timeout) as resp:
+            token = SERVED_CSRF.search(resp.read().decode())
+        assert token, "no CSRF token on /login"
+        body = urllib.parse.urlencode({"csrf_token": token.group(1), "username": username,
+                                       "password": password}).encode()
+        with opener.open(f"{base}/login", data=body, timeout=timeout) as resp:
+            resp.read()
+            return opener, resp.status, urllib.parse.urlsplit(resp.url).path
+    except urllib.error.HTTPError as err:
+        return opener, err.code, urllib.parse.urlsplit(err.url).path
+
+
+def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with `fields` and one PDF as `document`, and its type."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="document"; '
+                 f'filename="{filename}"\r\nContent-Type: application/pdf\r\n\r\n'.encode()
+                 + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+ENROLMENT_CODE = re.compile(r"enrolment code is (\d{8})")
+
+
+def run_jobs(svc: Any) -> None:
+    """Let the worker send every queued notification (svc.notifier records them)."""
+    from signflow import jobs
+
+    while jobs.run_job(svc, now=svc.clock()) is not None:
+        pass
+
+
+def enrolment_code(svc: Any, client: FlaskClient, email: str) -> str:
+    """The logged-in physician asks for an enrolment code; returns the one the worker
+    sent to `email` (the only place it appears)."""
+    token = csrf_token(client, "/inbox/signing-pin")
+    resp = client.post("/inbox/signing-pin/code", data={"csrf_token": token})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    run_jobs(svc)
+    sent = [m for m in svc.notifier.sent if m.to_email == email and ENROLMENT_CODE.search(m.body)]
+    assert sent, [m.subject for m in svc.notifier.sent]
+    match = ENROLMENT_CODE.search(sent[-1].body)
+    assert match
+    return match.group(1)

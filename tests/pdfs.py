@@ -86,3 +86,32 @@ def fpdf2_form() -> bytes:
         doc.cell(text=line)
         doc.ln(8)
     return bytes(doc.output())
+
+
+def pdf_with_sig_fields(specs: list[dict[str, object]], pages: int = 2,
+                        text: str = "Transplant consent form") -> bytes:
+    """A PDF (pikepdf) whose AcroForm holds empty signature fields, each spec giving
+    `name`, `page` (0-based), `rect`, optional annotation `flags` (default 4, Print)
+    and `kid` (the widget a child of the field instead of merged with it)."""
+    pdf = pikepdf.Pdf.open(io.BytesIO(make_pdf(pages=pages, text=text)))
+    fields = []
+    for spec in specs:
+        page = pdf.pages[int(spec["page"])]  # type: ignore[call-overload]
+        widget = pikepdf.Dictionary(Type=pikepdf.Name.Annot, Subtype=pikepdf.Name.Widget,
+                                    Rect=list(spec["rect"]),  # type: ignore[call-overload]
+                                    F=spec.get("flags", 4), P=page.obj)
+        if spec.get("kid"):
+            field = pdf.make_indirect(pikepdf.Dictionary(FT=pikepdf.Name.Sig,
+                                                         T=pikepdf.String(str(spec["name"]))))
+            widget.Parent = field
+            widget_ref = pdf.make_indirect(widget)
+            field.Kids = pikepdf.Array([widget_ref])
+        else:
+            widget.FT, widget.T = pikepdf.Name.Sig, pikepdf.String(str(spec["name"]))
+            field = widget_ref = pdf.make_indirect(widget)
+        page.obj.Annots = pikepdf.Array([*page.obj.get("/Annots", pikepdf.Array()), widget_ref])
+        fields.append(field)
+    pdf.Root.AcroForm = pdf.make_indirect(pikepdf.Dictionary(Fields=pikepdf.Array(fields)))
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()

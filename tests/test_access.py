@@ -12,8 +12,11 @@ from asn1crypto import tsp
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from signflow.core.accounts import four_eyes
+from signflow.core.accounts import users as accounts
+from signflow.core.audit.log import Actor
 from signflow.models import AuditEntry, RequestState, RotaShift, Signature, SignatureRequest, User
-from tests.conftest import PIN, csrf_token, login
+from tests.conftest import PASSWORD, PIN, TEST_ACTOR, csrf_token, login
 from tests.factories import count, state_of
 from tests.helpers import delivered_request, new_request, pending_request_seen_by, sign_form
 
@@ -54,7 +57,8 @@ def _timestamp_query() -> bytes:
     ).dump()
 
 
-def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any) -> list[Route]:
+def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any,
+           changes: tuple[int, int] = (0, 0)) -> list[Route]:
     tech, phys, recip, aud, adm = (
         frozenset({r}) for r in ("technician", "physician", "recipient", "auditor", "admin")
     )
@@ -82,6 +86,8 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("POST", "/login", PUBLIC, 200, same_for_all=True),  # empty form: shown again
         Route("GET", "/account/two-factor", PUBLIC - {"anonymous"}, 200),
         Route("POST", "/account/two-factor", PUBLIC - {"anonymous"}, 200),  # no code: shown again
+        Route("GET", "/account/password", PUBLIC - {"anonymous"}, 200),
+        Route("POST", "/account/password", PUBLIC - {"anonymous"}, 200),  # empty form: shown again
         Route("GET", "/requests/", tech, 200),
         Route("GET", "/requests/status.json", tech, 200),
         Route("GET", "/requests/new", tech, 200),
@@ -104,6 +110,7 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("GET", "/inbox/signing-pin", phys, 200),
         Route("POST", "/inbox/signing-pin", phys, 200),  # empty form: shown again
         Route("GET", "/inbox/signing-pin/unblock", phys, 200),
+        Route("POST", "/inbox/signing-pin/code", phys, 302),
         Route("POST", "/inbox/signing-pin/unblock", phys, 200),  # empty form: shown again
         Route("GET", "/received/", recip, 200),
         Route("GET", f"/received/{main}", recip, 200),
@@ -152,6 +159,12 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
                 "destination": "0",
             },
         ),
+        Route("GET", f"/admin/users/{world.tech2}", adm, 200),
+        Route("POST", f"/admin/users/{world.tech2}", adm, 302,
+              lambda _: {"display_name": "Second Technician", "destination": "0"}),
+        Route("GET", "/admin/changes", adm, 200),
+        Route("POST", f"/admin/changes/{changes[0]}/approve", adm, 302),
+        Route("POST", f"/admin/changes/{changes[1]}/reject", adm, 302),
         Route("POST", f"/admin/users/{world.tech2}/active", adm, 302),
         Route(
             "POST",
@@ -162,6 +175,7 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         ),
         # The API ignores session cookies: without a bearer token everyone gets 401.
         Route("GET", "/api/v1/requests", frozenset(), 401, same_for_all=True),
+        Route("POST", "/api/v1/requests", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}/verification", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}/document", frozenset(), 401, same_for_all=True),
@@ -171,7 +185,8 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("GET", "/pki/issuing.crt", PUBLIC, 200, same_for_all=True),
         Route("GET", "/pki/root.crl", PUBLIC, 200, same_for_all=True),
         Route("GET", "/pki/issuing.crl", PUBLIC, 200, same_for_all=True),
-        Route("POST", "/tsa", PUBLIC, 200, same_for_all=True),
+        # RFC 3161 for integration tokens with the timestamp scope only (test_tsa.py).
+        Route("POST", "/tsa", frozenset(), 401, same_for_all=True),
         Route("GET", "/static/app.css", PUBLIC, 200, same_for_all=True),
     ]
 
@@ -207,7 +222,16 @@ def test_every_route_for_every_role(app, svc, world, keys_dir):
     delegate = new_request(clients["technician"], world)
     with svc.sessions() as s:
         shift = s.scalar(select(RotaShift.id).where(RotaShift.user_id == world.offduty))
-    table = routes(main, cancel, decline, delegate, shift, world)
+    # Two changes proposed by a second administrator: the first one approves or rejects them.
+    with svc.sessions() as s, s.begin():
+        other = accounts.create_user(s, actor=TEST_ACTOR, now=svc.clock(), username="admin2",
+                                     display_name="Second Admin", role="admin", password=PASSWORD)
+        proposed = [four_eyes.create_user(
+            s, actor=Actor.of(other), now=svc.clock(), username=name, display_name=name, role="recipient",
+            password=PASSWORD, email=f"{name}@hospital.example", destination_id=world.destination,
+        )[1] for name in ("newdesk", "otherdesk")]
+        changes = (proposed[0].id, proposed[1].id)
+    table = routes(main, cancel, decline, delegate, shift, world, changes)
 
     # Every rule the app serves is in the table, so a new route cannot go untested.
     served = {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}}
@@ -254,6 +278,9 @@ def test_every_route_for_every_role(app, svc, world, keys_dir):
         assert s.get(SignatureRequest, delegate).assignee_id == world.backup
         assert s.get(RotaShift, shift) is None
         assert s.scalar(select(User.id).where(User.username == "newtech")) is not None
+        assert s.scalar(select(User.active).where(User.username == "newdesk")) is True
+        assert s.scalar(select(User.active).where(User.username == "otherdesk")) is False
+        assert s.get(User, world.tech2).display_name == "Second Technician"
     assert count(svc, Signature) == 1
 
     for role in ROLES:

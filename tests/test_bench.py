@@ -24,3 +24,8 @@ def test_sign_benchmark_runs():
 def test_audit_benchmark_runs():
     out = _run("bench/bench_audit.py", "--entries", "2000")
     assert out.strip()
+
+
+def test_stall_benchmark_runs():
+    out = _run("bench/bench_stall.py", "--entries", "20", "--rounds", "1", "--pages", "2")
+    assert "x baseline" in out and "six uploads at once" in out and "errors 0" in out

@@ -64,15 +64,46 @@ def test_create_user_and_api_tokens(tmp_path):
     assert weak.returncode == 1 and "at least 8" in weak.stderr
     duplicate = run_cli(["create-user", "desk", "--role", "technician"], env_pw)
     assert duplicate.returncode == 1 and "taken" in duplicate.stderr
+    # Professional ids are validated on the operator's path too; that path needs no
+    # second administrator (break glass, audited as the operator).
+    bad = run_cli(["create-user", "dr.x", "--role", "physician", "--professional-id", "10001234567"],
+                  env_pw)
+    assert bad.returncode == 1 and "check key" in bad.stderr and bad.stderr.count("\n") == 1
+    doc = run_cli(["create-user", "dr.x", "--role", "physician", "--professional-id", "10001234565",
+                   "--email", "x@hospital.example"], env_pw)
+    assert doc.returncode == 0, doc.stderr
+    import sqlite3
 
-    token = run_cli(["api-token", "create", "desk", "--name", "lab system"], env)
+    with sqlite3.connect(tmp_path / "instance" / "signflow.db") as db:
+        row = db.execute("SELECT active, must_change_password FROM users WHERE username = 'dr.x'").fetchone()
+        actor = db.execute("SELECT line FROM audit_entries WHERE action = 'user.created' "
+                           "ORDER BY seq DESC").fetchone()[0]
+    assert tuple(row) == (1, 0) and '"role":"operator"' in actor
+
+    # People get no tokens; an integration account (no password asked) does.
+    person = run_cli(["api-token", "create", "desk", "--scope", "read"], env)
+    assert person.returncode == 1 and "integration accounts" in person.stderr
+    his = run_cli(["create-user", "his", "--role", "integration", "--destination", "Transplant service"],
+                  env)
+    assert his.returncode == 0, his.stderr
+    token = run_cli(["api-token", "create", "his", "--name", "transplant HIS", "--scope", "read",
+                     "--scope", "download", "--scope", "acknowledge", "--days", "30"], env)
     assert token.returncode == 0, token.stderr
     secret = token.stdout.strip().splitlines()[-1]
     assert secret.startswith("sfat_") and len(secret) > 40
+    assert "acknowledge download read" in token.stdout
     token_id = token.stdout.split()[2]
+    wrong = run_cli(["api-token", "create", "his", "--scope", "submit"], env)
+    assert wrong.returncode == 1 and "submit" in wrong.stderr
+    listed = run_cli(["api-token", "list"], env)
+    assert listed.returncode == 0 and "transplant HIS" in listed.stdout and "active" in listed.stdout
+    assert secret not in listed.stdout
     assert run_cli(["api-token", "revoke", token_id], env).returncode == 0
-    unknown = run_cli(["api-token", "create", "nobody"], env)
+    assert "revoked" in run_cli(["api-token", "list", "his"], env).stdout
+    unknown = run_cli(["api-token", "create", "nobody", "--scope", "read"], env)
     assert unknown.returncode == 2 and "no user named" in unknown.stderr
+    no_group = run_cli(["create-user", "lab", "--role", "integration", "--group", "Nowhere"], env)
+    assert no_group.returncode == 2 and "no on-call group" in no_group.stderr
 
 
 def test_verify_signed_tampered_unsigned_and_not_a_pdf(svc, world, settings, tmp_path):

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, ObjectClass
 
 from signflow.core.accounts import signing_pin as credentials
-from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, WrongPin
 from signflow.core.pades import sign as signing
 from signflow.core.pades import timestamps
@@ -30,7 +29,7 @@ from signflow.core.pki import keystore as pki
 from signflow.core.requests.deps import Deps
 from signflow.models import SignatureRequest, SigningCredential, User
 from signflow.services import Services
-from tests.conftest import PIN, TEST_ACTOR, World
+from tests.conftest import PIN, TEST_ACTOR, World, enrol_physician
 from tests.factories import create_request, sign_request
 from tests.pdfs import make_pdf
 from tests.pdfsig import pdfsig_report
@@ -112,13 +111,9 @@ def test_certificates_and_crls_are_signed_by_the_token(
     svc: Services, world: World, token_keys: pki.KeyMaterial
 ) -> None:
     now = svc.clock()
+    cred_id = _enrol_on_token(svc, world, token_keys)
     with svc.sessions() as s, s.begin():
-        user = s.get(User, world.doc)
-        credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
-                                      reason="superseded", now=now)
-        cred = credentials.set_signing_pin(s, token_keys, actor=Actor.of(user), current_pin=None, new_pin=PIN,
-                                           now=now)
-        cert = creds.credential_certificate(cred)
+        cert = creds.credential_certificate(s.get(SigningCredential, cred_id))
         der = revocation.crl(s, token_keys, issuer="issuing", now=now)
     cert.verify_directly_issued_by(token_keys.issuing_cert)
     crl = x509.load_der_x509_crl(der)
@@ -135,8 +130,7 @@ def _re_enrol(svc: Services, world: World, keys: pki.KeyMaterial, kdf_params: st
         user = s.get(User, world.doc)
         credentials.revoke_credential(s, actor=TEST_ACTOR, user_id=user.id,
                                       reason="superseded", now=now)
-        cred = credentials.set_signing_pin(s, keys, actor=Actor.of(user), current_pin=None, new_pin=PIN,
-                                           now=now)
+        cred = enrol_physician(s, keys, user, PIN, now=now)
         assert cred.kdf_params == kdf_params
         return cred.id
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from signflow.core.accounts import users as accounts
-from signflow.models import User
-from tests.conftest import TEST_ACTOR, login
+from tests.conftest import login
+from tests.factories import integration_token
 
 HUGE = str(2**63)
 BAD_IDS = (HUGE, "99999999999999999999999999", "-1")
@@ -24,9 +23,7 @@ def test_out_of_range_ids_are_404_on_pages_filters_and_api(app, svc, world, cloc
     doc = app.test_client()
     login(doc, "doc")
     assert doc.get(f"/inbox/{bad}").status_code == 404
-    with svc.sessions() as s, s.begin():
-        token = accounts.create_api_token(s, actor=TEST_ACTOR, user=s.get(User, world.recipient),
-                                          name="his", now=clock()).token
+    token = integration_token(svc, name="his", destination_id=world.destination).token
     resp = app.test_client().get(f"/api/v1/requests/{bad}",
                                  headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 404

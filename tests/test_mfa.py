@@ -8,16 +8,14 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from signflow.app import create_app
 from signflow.models import AuditEntry, User
 from tests.conftest import PASSWORD, csrf_token
+from tests.helpers import app_requiring_mfa
 
 
 @pytest.fixture
 def mfa_app(svc, settings):
-    strict = settings.with_overrides(mfa_roles="physician,admin,auditor")
-    svc.settings = strict
-    return create_app(strict, services=svc)
+    return app_requiring_mfa(svc, settings, roles="physician,admin,auditor")
 
 
 def _password(client, username):

@@ -41,7 +41,7 @@ from signflow.core.storage import sha256_hex
 from signflow.migrate import alembic_config, upgrade
 from signflow.models import AuditEntry, Checkpoint, Signature, SignatureRequest, User
 from signflow.services import PASSPHRASE_FILE, Services, build_services
-from tests.conftest import make_settings
+from tests.conftest import make_settings, reset_postgres
 
 FIXTURE = Path(__file__).parent / "vectors" / "release_0_1"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text("utf-8"))
@@ -129,14 +129,6 @@ def postgres_server(postgres_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def _reset_postgres(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def upgraded_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The fixture's database, upgraded to today's head."""
@@ -145,7 +137,7 @@ def upgraded_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = fixture_url
     else:
         url = request.getfixturevalue("postgres_server")
-        _reset_postgres(url)
+        reset_postgres(url)
         command.upgrade(alembic_config(url), PREVIOUS_REVISION)
         assert copy_rows(fixture_url, url) > 0
     upgrade(url)

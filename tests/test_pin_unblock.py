@@ -9,13 +9,12 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from signflow.app import create_app
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.pki import credentials as creds
 from signflow.models import AuditEntry, RequestState, SigningCredential
 from tests.conftest import PASSWORD, TEST_ACTOR, csrf_token, login
 from tests.factories import state_of
-from tests.helpers import new_request, sign, sign_form
+from tests.helpers import app_requiring_mfa, enrolment_code, new_request, sign, sign_form
 
 NEW_PIN = "592817"
 SECOND_PIN = "604938"
@@ -24,9 +23,7 @@ WRONG = ("735102", "735103", "735104", "735105", "735106")
 
 @pytest.fixture
 def mfa_app(svc, settings):
-    strict = settings.with_overrides(mfa_roles="physician")
-    svc.settings = strict
-    return create_app(strict, services=svc)
+    return app_requiring_mfa(svc, settings, roles="physician")
 
 
 def _physician_with_second_factor(app, clock):
@@ -54,7 +51,8 @@ def test_physician_unblocks_her_key_with_the_unblock_code(mfa_app, svc, world, c
     pending = new_request(tech, world)
 
     doc = _physician_with_second_factor(mfa_app, clock)
-    resp = _form(doc, "/inbox/signing-pin", pin=NEW_PIN, confirm=NEW_PIN)
+    code = enrolment_code(svc, doc, "doc@hospital.example")
+    resp = _form(doc, "/inbox/signing-pin", pin=NEW_PIN, confirm=NEW_PIN, enrolment_code=code)
     assert resp.status_code == 200
     puk = re.search(r'id="puk"><code>([0-9-]+)</code>', resp.get_data(as_text=True)).group(1)
     assert len(puk.replace("-", "")) == 16

@@ -11,7 +11,6 @@ from werkzeug.serving import make_server
 
 from signflow.app import create_app
 from signflow.core.accounts import signing_pin as credentials
-from signflow.core.audit.log import Actor
 from signflow.core.errors import CredentialBlocked
 from signflow.core.pades import sign as signing
 from signflow.core.pades import timestamps
@@ -20,8 +19,8 @@ from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.models import SignatureActivation, SignatureRequest, SigningCredential, User
 from signflow.services import build_services
-from tests.conftest import TEST_ACTOR, login
-from tests.factories import create_request, sign_request
+from tests.conftest import TEST_ACTOR, enrol_physician, login
+from tests.factories import create_request, integration_token, sign_request
 from tests.helpers import request_id_from, sign, upload
 from tests.pdfs import make_pdf
 from tests.tools import free_port
@@ -52,8 +51,7 @@ def test_revocation_reaches_the_crl_at_once_and_stops_signing(client, svc, world
     with pytest.raises(CredentialBlocked):  # no usable credential until re-enrolment
         sign_request(svc, rid, world.doc)
     with svc.sessions() as s, s.begin():  # the physician enrols anew with a new PIN
-        credentials.set_signing_pin(s, svc.keys, actor=Actor.of(s.get(User, world.doc)), current_pin=None,
-                                    new_pin="731946", now=svc.clock())
+        enrol_physician(s, svc.keys, s.get(User, world.doc), "731946", now=svc.clock())
     assert sign_request(svc, rid, world.doc, pin="731946").signed_sha256
 
 
@@ -66,8 +64,10 @@ def live(app):
 
 
 def test_own_tsa_serves_others_over_http(live, svc):
-    """Another signer uses signflow's /tsa as its RFC 3161 time-stamping authority."""
-    stamper = timestamps.make_timestamper(svc.keys, f"{live}/tsa")
+    """Another signer uses signflow's /tsa as its RFC 3161 time-stamping authority,
+    with an integration token carrying the timestamp scope."""
+    issued = integration_token(svc, name="other-signer", scopes=("timestamp",))
+    stamper = timestamps.make_timestamper(svc.keys, f"{live}/tsa", token=issued.token)
     with svc.sessions() as s:
         crls = [revocation.crl(s, svc.keys, issuer=i, now=svc.clock()) for i in ("root", "issuing")]
     key, cert = _outsider_free_signer(svc)
@@ -93,10 +93,12 @@ def _outsider_free_signer(svc):
         return key, x509.load_pem_x509_certificate(cred.certificate_pem.encode())
 
 
-def test_tsa_endpoint_refuses_garbage(client):
-    resp = client.post("/tsa", data=b"not a request", content_type="application/timestamp-query")
+def test_tsa_endpoint_refuses_garbage(client, svc):
+    auth = {"Authorization": f"Bearer {integration_token(svc, scopes=('timestamp',)).token}"}
+    resp = client.post("/tsa", data=b"not a request", content_type="application/timestamp-query",
+                       headers=auth)
     assert resp.status_code == 400
-    assert client.post("/tsa", data=b"x", content_type="text/plain").status_code == 400
+    assert client.post("/tsa", data=b"x", content_type="text/plain", headers=auth).status_code == 400
 
 
 def test_tsa_down_fails_the_signature_cleanly(settings, clock, world, svc):

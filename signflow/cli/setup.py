@@ -7,12 +7,14 @@ import os
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import func as sql
 from sqlalchemy.orm import Session
 
-from signflow.cli.context import OPERATOR, record_key_event, settings, write_secret
+from signflow.cli.context import OPERATOR, CliError, record_key_event, settings, write_secret
 from signflow.config import (
     SECRET_KEY_FILE,
     Settings,
@@ -20,7 +22,7 @@ from signflow.config import (
     require_public_base_url,
     require_secret_key,
 )
-from signflow.core.accounts import mfa
+from signflow.core.accounts import enrolment, mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.audit import log as audit
@@ -31,10 +33,39 @@ from signflow.core.pki import credentials as creds
 from signflow.core.pki import hsm, seal
 from signflow.core.pki import keystore as pki
 from signflow.core.requests import oncall
-from signflow.models import AuditAction, Destination, OnCallGroup, Role, RotaShift, User
+from signflow.db import create_private_file, sqlite_file
+from signflow.models import (
+    AuditAction,
+    Destination,
+    OnCallGroup,
+    Role,
+    RotaShift,
+    Setting,
+    User,
+)
 from signflow.services import PASSPHRASE_FILE, Services, build_services, require_notification_channel
 
 Row = TypeVar("Row", Destination, OnCallGroup)
+
+
+# `signflow demo` resets the demo accounts' passwords: it runs only on an instance it
+# made, which it marks with this file (instance folder) and this setting (database).
+DEMO_MARKER = "demo-instance"
+DEMO_SETTING = "demo.instance"
+PRIVATE_FILES = (SECRET_KEY_FILE, PASSPHRASE_FILE, DEMO_MARKER)
+
+
+def _tighten(config: Settings) -> None:
+    """Owner-only modes on what the instance folder holds (older releases left the
+    database 0644): secrets and the SQLite database with its -wal and -shm files."""
+    database = sqlite_file(config.database_url)
+    names = [*PRIVATE_FILES]
+    if database is not None:
+        names += [database, f"{database}-wal", f"{database}-shm", f"{database}-journal"]
+    for name in names:
+        path = config.instance_path / name
+        if path.is_file():
+            path.chmod(0o600)
 
 
 def init_instance(config: Settings) -> Settings:
@@ -44,6 +75,7 @@ def init_instance(config: Settings) -> Settings:
 
     config.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.keys_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _tighten(config)
     if not config.secret_key and not (config.instance_path / SECRET_KEY_FILE).exists():
         write_secret(config.instance_path / SECRET_KEY_FILE, secrets.token_urlsafe(48))
     if not os.environ.get("SIGNFLOW_KEYS_PASSPHRASE") and not (
@@ -58,7 +90,11 @@ def init_instance(config: Settings) -> Settings:
                             base_url=config.base_url, token=token)
     keys = pki.load_keys(config.keys_path, passphrase=passphrase, token=token)
     sealed = seal.ensure_seal(config.keys_path, keys, passphrase=passphrase, now=utcnow())
+    database = sqlite_file(config.database_url)
+    if database is not None:
+        create_private_file(database)  # before the migration makes it, with the umask's mode
     upgrade(config.database_url)
+    _tighten(config)
     if created or sealed:
         record_key_event(config, AuditAction.KEYS_CREATED, root=f"{keys.root_cert.serial_number:x}",
                          issuing=f"{keys.issuing_cert.serial_number:x}",
@@ -83,9 +119,9 @@ def ensure_named(session: Session, model: type[Row], name: str) -> Row:
 
 DEMO_USERS = [
     ("tech", "Théo Technicien", Role.TECHNICIAN, None),
-    ("dr.lefevre", "Dr Hélène Lefèvre", Role.PHYSICIAN, "10001234567"),
-    ("dr.nowak", "Dr Łukasz Nowak", Role.PHYSICIAN, "10007654321"),
-    ("dr.head", "Pr Øyvind Berg", Role.PHYSICIAN, "10009999999"),
+    ("dr.lefevre", "Dr Hélène Lefèvre", Role.PHYSICIAN, "10001234565"),
+    ("dr.nowak", "Dr Łukasz Nowak", Role.PHYSICIAN, "10007654329"),
+    ("dr.head", "Pr Øyvind Berg", Role.PHYSICIAN, "10009999995"),
     ("transplant", "Transplant service desk", Role.RECIPIENT, None),
     ("auditor", "Ada Auditor", Role.AUDITOR, None),
     ("admin", "Alex Admin", Role.ADMIN, None),
@@ -131,8 +167,10 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
                 if creds.active_credential(session, user.id) is not None:
                     credentials.revoke_credential(session, actor=OPERATOR, user_id=user.id,
                                                   reason="superseded", now=now)
+                # The operator's break-glass path: the code the physician would receive.
+                code = enrolment.send_code(session, svc.keys.master_key, actor=Actor.of(user), now=now)
                 credentials.set_signing_pin(session, svc.keys, actor=Actor.of(user), current_pin=None,
-                                            new_pin=pin, now=now)
+                                            new_pin=pin, now=now, enrolment_code=code)
             totp = None
             if mfa.required_for(user, svc.settings.mfa_roles):
                 totp = mfa.new_secret()
@@ -149,6 +187,8 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
                 session.add(RotaShift(group_id=group.id, user_id=users[username].id, level=level,
                                       starts_at=now - timedelta(hours=1),
                                       ends_at=now + timedelta(days=7)))
+        if session.scalar(select(Setting).where(Setting.name == DEMO_SETTING)) is None:
+            session.add(Setting(name=DEMO_SETTING, value="created by `signflow demo`"))
         audit.append(session, now=now, actor=OPERATOR, action=AuditAction.DEMO_SEEDED)
     return printed
 
@@ -170,13 +210,60 @@ def _serve(app_factory: Callable[[], Any], host: str, port: int, *, workers: int
     _App().run()
 
 
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _database_state(url: str) -> tuple[bool, bool]:
+    """(holds accounts, marked as the demo's), looked at without creating anything."""
+    database = sqlite_file(url)
+    if database is not None and not Path(database).exists():
+        return False, False
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if "users" not in tables:
+                return False, False
+            has_users = conn.scalar(select(sql.count()).select_from(User)) or 0
+            marked = "settings" in tables and conn.scalar(
+                select(sql.count()).select_from(Setting).where(Setting.name == DEMO_SETTING))
+            return bool(has_users), bool(marked)
+    finally:
+        engine.dispose()
+
+
+def claim_demo_instance(config: Settings) -> None:
+    """Refuse (CliError, nothing changed) an instance `signflow demo` did not create;
+    mark a new, empty one as the demo's."""
+    marker = config.instance_path / DEMO_MARKER
+    refusal = (
+        f"{config.instance_path} was not created by `signflow demo` (it has no {DEMO_MARKER} "
+        "file), and the demo resets the passwords of its accounts: nothing was changed. "
+        "Run the demo with SIGNFLOW_INSTANCE and SIGNFLOW_KEYS pointing at new folders "
+        "(and SIGNFLOW_DATABASE_URL unset)."
+    )
+    has_users, marked = _database_state(config.database_url)
+    if marker.is_file():
+        if has_users and not marked:
+            raise CliError(refusal.replace("(it has no", "(its database has no").replace(
+                f"{DEMO_MARKER} file", f"{DEMO_SETTING} setting"))
+        return
+    if _has_files(config.instance_path) or _has_files(config.keys_path) or has_users:
+        raise CliError(refusal)
+    config.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_secret(marker, "created by `signflow demo`: its demo accounts are reset on every run")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from signflow.app import create_app
     from signflow.jobs import start_in_thread
 
     base_url = f"http://{args.host}:{args.port}"
-    config = init_instance(settings(env=os.environ.get("SIGNFLOW_ENV", "development"),
-                                    base_url=os.environ.get("SIGNFLOW_BASE_URL", base_url)))
+    config = settings(env=os.environ.get("SIGNFLOW_ENV", "development"),
+                      base_url=os.environ.get("SIGNFLOW_BASE_URL", base_url))
+    claim_demo_instance(config)
+    config = init_instance(config)
     svc = build_services(config)
     printed = seed_demo(svc)
     print(f"\nsignflow demo running at {base_url}\n")

@@ -73,6 +73,13 @@ class WrongPin(SignflowError):
     commit_changes = True
 
 
+class WrongCode(InvalidInput):
+    """A wrong one-time code (enrolment): the failed attempt is counted and kept."""
+
+    code = "wrong-code"
+    commit_changes = True
+
+
 class CredentialBlocked(SignflowError):
     code = "credential-blocked"
     commit_changes = True

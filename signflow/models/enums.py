@@ -12,6 +12,9 @@ class Role(StrEnum):
     RECIPIENT = "recipient"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    # A system, not a person: uses API tokens only, bound to one destination (it
+    # receives like a recipient) or one on-call group (it submits like a technician).
+    INTEGRATION = "integration"
 
 
 class ServiceRole(StrEnum):
@@ -21,6 +24,17 @@ class ServiceRole(StrEnum):
     SYSTEM = "system"
     OPERATOR = "operator"
     ANONYMOUS = "anonymous"
+
+
+class ApiScope(StrEnum):
+    """What an API token may do; a token carries a set of these (stored as text:
+    adding a member needs no migration). Each API endpoint names the one it needs."""
+
+    SUBMIT = "submit"
+    READ = "read"
+    DOWNLOAD = "download"
+    ACKNOWLEDGE = "acknowledge"
+    TIMESTAMP = "timestamp"
 
 
 class RequestState(StrEnum):
@@ -47,6 +61,22 @@ class Urgency(StrEnum):
 class JobKind(StrEnum):
     NOTIFY = "notify"
     CHECKPOINT = "checkpoint"
+    # A message about a person's own account (a change awaiting approval, an enrolment code).
+    ACCOUNT_NOTICE = "account_notice"
+
+
+class ChangeKind(StrEnum):
+    """What an administrator proposed and a second administrator must approve (four eyes)."""
+
+    CREATE_USER = "create_user"
+    ENABLE_USER = "enable_user"
+    UPDATE_USER = "update_user"
+
+
+class ChangeStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 class NotifyEvent(StrEnum):
@@ -72,12 +102,18 @@ class AuditAction(StrEnum):
     """Every kind of audit entry. The auditor's filter and the README list come from here."""
 
     ACCESS_DENIED = "access.denied"
+    ADMIN_CHANGE_APPROVED = "admin.change_approved"
+    ADMIN_CHANGE_PROPOSED = "admin.change_proposed"
+    ADMIN_CHANGE_REJECTED = "admin.change_rejected"
     API_TOKEN_CREATED = "api_token.created"
     API_TOKEN_REVOKED = "api_token.revoked"
+    API_TOKEN_USED = "api_token.used"
     AUDIT_EXPORTED = "audit.exported"
     BACKUP_CREATED = "backup.created"
     BACKUP_RESTORED = "backup.restored"
     CREDENTIAL_ENROLLED = "credential.enrolled"
+    CREDENTIAL_ENROLMENT_CODE_FAILED = "credential.enrolment_code_failed"
+    CREDENTIAL_ENROLMENT_CODE_SENT = "credential.enrolment_code_sent"
     CREDENTIAL_PIN_CHANGED = "credential.pin_changed"
     CREDENTIAL_REVOKED = "credential.revoked"
     CREDENTIAL_UNBLOCK_FAILED = "credential.unblock_failed"
@@ -102,6 +138,7 @@ class AuditAction(StrEnum):
     MFA_RESET = "mfa.reset"
     NOTIFICATION_FAILED = "notification.failed"
     NOTIFICATION_SENT = "notification.sent"
+    PASSWORD_CHANGED = "password.changed"
     REQUEST_CANCELLED = "request.cancelled"
     REQUEST_CREATED = "request.created"
     REQUEST_DECLINED = "request.declined"
@@ -122,3 +159,19 @@ class AuditAction(StrEnum):
     USER_CREATED = "user.created"
     USER_DISABLED = "user.disabled"
     USER_ENABLED = "user.enabled"
+    USER_UPDATED = "user.updated"
+
+
+
+# What administrators (web) and operators (command line) do to accounts, keys, the
+# rota and the service: the auditor's "administrative actions" filter.
+ADMINISTRATIVE_ACTIONS: frozenset[AuditAction] = frozenset({
+    AuditAction.ADMIN_CHANGE_APPROVED, AuditAction.ADMIN_CHANGE_PROPOSED,
+    AuditAction.ADMIN_CHANGE_REJECTED, AuditAction.API_TOKEN_CREATED, AuditAction.API_TOKEN_REVOKED,
+    AuditAction.BACKUP_CREATED, AuditAction.BACKUP_RESTORED, AuditAction.CREDENTIAL_REVOKED,
+    AuditAction.DEMO_SEEDED, AuditAction.DESTINATION_CREATED, AuditAction.DOCUMENT_PURGED,
+    AuditAction.KEYS_CREATED, AuditAction.KEYS_MOVED_TO_TOKEN, AuditAction.KEYS_TSA_RENEWED,
+    AuditAction.MFA_RESET, AuditAction.ROTA_GROUP_CREATED, AuditAction.ROTA_SHIFT_ADDED,
+    AuditAction.ROTA_SHIFT_REMOVED, AuditAction.USER_CREATED, AuditAction.USER_DISABLED,
+    AuditAction.USER_ENABLED, AuditAction.USER_UPDATED,
+})

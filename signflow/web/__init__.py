@@ -53,6 +53,7 @@ def register(app: Flask) -> None:
     login.user_loader(_load)
 
     app.before_request(_enforce_session_limits)
+    app.before_request(auth.require_own_password)
     app.before_request(auth.require_second_factor)
     app.teardown_appcontext(close_session)
     for module in (auth, technician, physician, destination, documents, auditor, admin, api,

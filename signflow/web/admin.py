@@ -8,6 +8,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
+from signflow.core.accounts import four_eyes
 from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
@@ -21,6 +22,7 @@ from signflow.web.forms import (
     GroupForm,
     RevokeForm,
     ShiftForm,
+    UserEditForm,
     UserForm,
 )
 from signflow.web.guards import roles
@@ -36,24 +38,33 @@ def _user_form() -> UserForm:
     return form
 
 
+def _done(change: object | None, done: str) -> None:
+    if change is None:
+        flash(done, "success")
+    else:
+        flash("Proposed: it takes effect when a second administrator approves it "
+              "(Pending changes).", "info")
+
+
 @bp.route("/users", methods=["GET", "POST"])
 @roles(Role.ADMIN)
 def users() -> Response | str:
     rc = current()
     form = _user_form()
     if form.validate_on_submit():
-        accounts.create_user(
+        _user, change = four_eyes.create_user(
             rc.session, actor=rc.actor, now=rc.now,
             username=form.username.data or "", display_name=form.display_name.data or "",
             role=form.role.data or "", password=form.password.data or "",
-            email=form.email.data, professional_id=form.professional_id.data,
+            email=form.email.data, phone=form.phone.data, professional_id=form.professional_id.data,
             destination_id=form.destination.data or None,
         )
-        flash("User created.", "success")
+        _done(change, "User created.")
         return redirect(url_for("admin.users"))
     if form.errors:
         raise _form_error(form)
     return render_template("admin/users.html", form=form, users=accounts.list_users(rc.session),
+                           awaiting=four_eyes.pending_user_ids(rc.session),
                            toggle=ConfirmForm(), revoke=RevokeForm())
 
 
@@ -64,10 +75,65 @@ def toggle(user_id: int) -> Response:
     form = ConfirmForm()
     if form.validate_on_submit():
         target = accounts.get_user(rc.session, user_id)
-        accounts.set_user_active(rc.session, actor=rc.actor,
-                                 user_id=user_id, active=not target.active, now=rc.now)
-        flash("User updated.", "success")
+        change = four_eyes.set_active(rc.session, actor=rc.actor, user_id=user_id,
+                                      active=not target.active, now=rc.now)
+        _done(change, "User updated.")
     return redirect(url_for("admin.users"))
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@roles(Role.ADMIN)
+def edit_user(user_id: int) -> Response | str:
+    rc = current()
+    target = accounts.get_user(rc.session, user_id)
+    form = UserEditForm(obj=target)
+    _groups, destinations = accounts.directory(rc.session)
+    form.destination.choices = [(0, "—")] + [(d.id, d.name) for d in destinations]
+    if not form.is_submitted():
+        form.destination.data = target.destination_id or 0
+    if form.validate_on_submit():
+        change = four_eyes.update_user(
+            rc.session, actor=rc.actor, now=rc.now, user_id=user_id,
+            display_name=form.display_name.data or "", professional_id=form.professional_id.data,
+            email=form.email.data, phone=form.phone.data, destination_id=form.destination.data or None,
+        )
+        _done(change, "User updated.")
+        return redirect(url_for("admin.users"))
+    if form.errors:
+        raise _form_error(form)
+    return render_template("admin/user.html", form=form, target=target,
+                           four_eyes=four_eyes.needs_four_eyes(target.role))
+
+
+@bp.get("/changes")
+@roles(Role.ADMIN)
+def changes() -> str:
+    rc = current()
+    return render_template("admin/changes.html", pending=four_eyes.pending_changes(rc.session),
+                           decided=four_eyes.recent_decisions(rc.session), me=rc.user.id,
+                           confirm=ConfirmForm())
+
+
+@bp.post("/changes/<int:change_id>/approve")
+@roles(Role.ADMIN)
+def approve(change_id: int) -> Response:
+    rc = current()
+    if not ConfirmForm().validate_on_submit():
+        raise InvalidInput("The form expired. Reload the page.")
+    four_eyes.approve(rc.session, actor=rc.actor, now=rc.now, change_id=change_id)
+    flash("Approved: the change is in effect and the person is told.", "success")
+    return redirect(url_for("admin.changes"))
+
+
+@bp.post("/changes/<int:change_id>/reject")
+@roles(Role.ADMIN)
+def reject(change_id: int) -> Response:
+    rc = current()
+    if not ConfirmForm().validate_on_submit():
+        raise InvalidInput("The form expired. Reload the page.")
+    four_eyes.reject(rc.session, actor=rc.actor, now=rc.now, change_id=change_id)
+    flash("Rejected: nothing changed.", "success")
+    return redirect(url_for("admin.changes"))
 
 
 @bp.post("/users/<int:user_id>/revoke")

@@ -1,40 +1,23 @@
-"""JSON API under /api/v1, bearer tokens only (no cookies, hence no CSRF)."""
+"""JSON API under /api/v1: integration accounts' bearer tokens only (no cookies, hence
+no CSRF); each endpoint needs one scope (web.bearer)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
-from signflow.core.accounts import users as accounts
-from signflow.core.errors import AuthenticationFailed
+from signflow.core.errors import InvalidInput
+from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
-from signflow.models import SignatureRequest
+from signflow.models import ApiScope, SignatureRequest, Urgency
+from signflow.web.bearer import bearer_required
 from signflow.web.context import current
 from signflow.web.documents import attachment
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-
-def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        rc = current()
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        account = None
-        if scheme.lower() == "bearer" and token:
-            account = accounts.user_for_token(rc.session, token.strip(), now=rc.now)
-        if account is None:
-            raise AuthenticationFailed("A valid bearer token is required.")
-        g.api_user = account
-        return view(*args, **kwargs)
-
-    return wrapped
 
 
 def _summary(req: SignatureRequest) -> dict[str, Any]:
@@ -50,15 +33,46 @@ def _summary(req: SignatureRequest) -> dict[str, Any]:
 
 
 @bp.get("/requests")
-@token_required
+@bearer_required(ApiScope.READ)
 def list_requests() -> Response:
     rc = current()
     items = access.list_requests(rc.session, user=rc.user, now=rc.now)
     return jsonify({"items": [_summary(r) for r in items]})
 
 
+def _form_id(name: str) -> int:
+    raw = request.form.get(name, "")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise InvalidInput(f"'{name}' must be an id (a positive integer).")
+    return int(raw)
+
+
+@bp.post("/requests")
+@bearer_required(ApiScope.SUBMIT)
+def submit() -> tuple[Response, int]:
+    """A submitting system sends a PDF to its on-call group (multipart/form-data)."""
+    rc = current()
+    upload = request.files.get("document")
+    if upload is None:
+        raise InvalidInput("Send the PDF as the multipart field 'document'.")
+    settings = rc.settings
+    normalised = pdfcheck.normalise_upload(
+        upload.read(settings.max_upload_bytes + 1), max_bytes=settings.max_upload_bytes,
+        max_pages=settings.max_pages, active_content=settings.active_content,
+        allow_signed=settings.allow_countersign, limits=rc.services.sandbox,
+    )
+    req = workflow.create_request(
+        rc.session, rc.deps, actor=rc.actor, now=rc.now, upload=normalised,
+        filename=pdfcheck.sanitize_filename(upload.filename or "document.pdf"),
+        title=request.form.get("title", ""), group_id=_form_id("group"),
+        destination_id=_form_id("destination"),
+        urgency=request.form.get("urgency", ""), note=request.form.get("note", ""),
+    )
+    return jsonify(_summary(req)), 201
+
+
 @bp.get("/requests/<int:request_id>")
-@token_required
+@bearer_required(ApiScope.READ)
 def get_request(request_id: int) -> Response:
     rc = current()
     req = access.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
@@ -66,7 +80,7 @@ def get_request(request_id: int) -> Response:
 
 
 @bp.get("/requests/<int:request_id>/verification")
-@token_required
+@bearer_required(ApiScope.READ)
 def verification(request_id: int) -> Response:
     rc = current()
     report = request_signing.verify_document(rc.session, rc.deps, user=rc.user,
@@ -75,7 +89,7 @@ def verification(request_id: int) -> Response:
 
 
 @bp.get("/requests/<int:request_id>/document")
-@token_required
+@bearer_required(ApiScope.DOWNLOAD)
 def document(request_id: int) -> Response:
     rc = current()
     doc = access.document_for(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now,
@@ -86,7 +100,7 @@ def document(request_id: int) -> Response:
 
 
 @bp.post("/requests/<int:request_id>/acknowledge")
-@token_required
+@bearer_required(ApiScope.ACKNOWLEDGE)
 def acknowledge(request_id: int) -> Response:
     rc = current()
     req = workflow.acknowledge_receipt(rc.session, rc.deps, actor=rc.actor, request_id=request_id,
@@ -108,24 +122,44 @@ _REQ = {"description": "A request", "content": {"application/json": {
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "signflow API", "version": "1.0.0",
-             "description": "Signed documents for destination services; tokens from "
-                            "`signflow api-token create`."},
+             "description": "Signed documents for destination services, and documents sent "
+                            "for signature by submitting systems. Tokens belong to integration "
+                            "accounts (`signflow api-token create NAME --scope ...`); each "
+                            "operation needs the scope it names (403 otherwise)."},
     "servers": [{"url": "/api/v1"}],
     "security": [{"bearer": []}],
     "paths": {
-        "/requests": {"get": {"summary": "Requests visible to the token's user",
-                              "responses": {"200": {"description": "List", "content": {
-                                  "application/json": {"schema": {"type": "object", "properties": {
-                                      "items": {"type": "array", "items": {
-                                          "$ref": "#/components/schemas/Request"}}}}}}},
-                                  "401": _ERR}}},
-        "/requests/{request_id}": {"get": {"summary": "One request", "parameters": _ID,
-                                           "responses": {"200": _REQ, "401": _ERR, "404": _ERR}}},
+        "/requests": {
+            "get": {"summary": "Requests visible to the token's account (scope read)",
+                    "responses": {"200": {"description": "List", "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {
+                            "items": {"type": "array", "items": {
+                                "$ref": "#/components/schemas/Request"}}}}}}},
+                        "401": _ERR, "403": _ERR}},
+            "post": {"summary": "Send a PDF for signature to the account's on-call group "
+                                "(scope submit)",
+                     "requestBody": {"required": True, "content": {"multipart/form-data": {
+                         "schema": {"type": "object",
+                                    "required": ["document", "group", "destination", "urgency"],
+                                    "properties": {
+                                        "document": {"type": "string", "format": "binary"},
+                                        "group": {"type": "integer"},
+                                        "destination": {"type": "integer"},
+                                        "urgency": {"type": "string",
+                                                    "enum": [u.value for u in Urgency]},
+                                        "title": {"type": "string"},
+                                        "note": {"type": "string"}}}}}},
+                     "responses": {"201": _REQ, "400": _ERR, "401": _ERR, "403": _ERR,
+                                   "413": _ERR, "422": _ERR}},
+        },
+        "/requests/{request_id}": {"get": {
+            "summary": "One request", "parameters": _ID,
+            "responses": {"200": _REQ, "401": _ERR, "403": _ERR, "404": _ERR}}},
         "/requests/{request_id}/verification": {"get": {
             "summary": "Signature validation report of the delivered file", "parameters": _ID,
             "responses": {"200": {"description": "Report", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Verification"}}}},
-                          "401": _ERR, "404": _ERR}}},
+                          "401": _ERR, "403": _ERR, "404": _ERR}}},
         "/requests/{request_id}/document": {"get": {
             "summary": "Download the (signed) PDF", "parameters": _ID,
             "responses": {"200": {"description": "PDF", "content": {"application/pdf": {

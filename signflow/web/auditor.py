@@ -17,7 +17,7 @@ from signflow.core.audit import checkpoints
 from signflow.core.audit import export as audit_export
 from signflow.core.errors import InvalidInput
 from signflow.core.evidence import report as evidence
-from signflow.models import AuditAction, Role
+from signflow.models import ADMINISTRATIVE_ACTIONS, AuditAction, Role
 from signflow.web.context import current
 from signflow.web.documents import attachment
 from signflow.web.guards import roles
@@ -25,7 +25,7 @@ from signflow.web.ids import id_arg
 
 bp = Blueprint("auditor", __name__, url_prefix="/audit")
 PAGE = 50
-FILTERS = ("request", "actor", "action", "since", "until")
+FILTERS = ("request", "actor", "action", "scope", "since", "until")
 
 
 def _date(name: str) -> datetime | None:
@@ -46,6 +46,16 @@ def _action() -> AuditAction | None:
         raise InvalidInput("Choose an action from the list.") from None
 
 
+def _scope() -> frozenset[AuditAction] | None:
+    """`scope=admin`: every administrative action (accounts, approvals, keys, rota)."""
+    raw = (request.args.get("scope") or "").strip()
+    if not raw:
+        return None
+    if raw != "admin":
+        raise InvalidInput("Choose a kind of action from the list.")
+    return ADMINISTRATIVE_ACTIONS
+
+
 @bp.get("/")
 @roles(Role.AUDITOR)
 def index() -> str:
@@ -60,6 +70,7 @@ def index() -> str:
         until=_date("until"),
         after_seq=id_arg("before"),
         limit=PAGE,
+        actions=_scope(),
     )
     rows = [(e, json.loads(e.line)) for e in entries]
     older_url = None

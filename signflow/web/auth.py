@@ -14,9 +14,10 @@ from werkzeug.wrappers import Response
 from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
+from signflow.core.errors import InvalidInput
 from signflow.models import Role, User
 from signflow.web.context import current
-from signflow.web.forms import CodeForm, ConfirmForm, LoginForm
+from signflow.web.forms import CodeForm, ConfirmForm, LoginForm, PasswordForm
 from signflow.web.guards import login_required, safe_next
 
 bp = Blueprint("auth", __name__)
@@ -161,9 +162,40 @@ def require_second_factor() -> Response | None:
         return None
     if not mfa.required_for(current_user, rc.services.settings.mfa_roles):
         return None
-    if request.endpoint in ("auth.setup_mfa", "auth.logout", "static"):
+    if request.endpoint in ("auth.setup_mfa", "auth.change_password", "auth.logout", "static"):
         return None
     return redirect(url_for("auth.setup_mfa"))
+
+
+def require_own_password() -> Response | None:
+    """A password someone else chose works once: nothing but choosing one's own (or
+    logging out) until then."""
+    if not current_user.is_authenticated or not current_user.must_change_password:
+        return None
+    if request.endpoint in ("auth.change_password", "auth.logout", "static"):
+        return None
+    return redirect(url_for("auth.change_password"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password() -> Response | str:
+    rc = current()
+    form = PasswordForm()
+    forced = bool(rc.user.must_change_password)
+    if form.validate_on_submit():
+        if form.password.data != form.confirm.data:
+            raise InvalidInput("The two new passwords differ.")
+        account = accounts.change_password(rc.session, actor=rc.actor,
+                                           current_password=form.current.data or "",
+                                           new_password=form.password.data or "", now=rc.now)
+        # Every other session ended with the change; this one goes on.
+        started = session.get("login_at")
+        login_user(account)
+        session["login_at"] = started
+        flash("Your password is changed.", "success")
+        return redirect(url_for("auth.home"))
+    return render_template("auth/password.html", form=form, forced=forced)
 
 
 @bp.post("/logout")

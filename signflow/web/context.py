@@ -109,7 +109,7 @@ def in_one_transaction(view: Callable[P, R]) -> Callable[P, R]:
         try:
             result = view(*args, **kwargs)
         except SignflowError as exc:
-            _finish(commit=exc.commit_changes)
+            _finish(commit=exc.commit_changes or bool(g.pop(KEEP_REFUSAL_RECORD, False)))
             raise
         except BaseException:
             _finish(commit=False)
@@ -118,6 +118,20 @@ def in_one_transaction(view: Callable[P, R]) -> Callable[P, R]:
         return result
 
     return run
+
+
+KEEP_REFUSAL_RECORD = "signflow_keep_refusal_record"
+
+
+def record_refusal(exc: SignflowError, write: Callable[[Session], None]) -> None:
+    """A refused view must still leave a record (an API call is audited whatever its
+    outcome): what the view changed is rolled back unless the refusal keeps its
+    changes, then `write` runs and the refusal commits what it wrote."""
+    sess = session()
+    if not exc.commit_changes:
+        sess.rollback()
+    write(sess)
+    g.setdefault(KEEP_REFUSAL_RECORD, True)
 
 
 def _finish(*, commit: bool) -> None:

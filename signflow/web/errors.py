@@ -37,7 +37,7 @@ def status_for(exc: e.SignflowError) -> int:
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+    return request.path.startswith(("/api/", "/tsa")) or request.accept_mimetypes.best == "application/json"
 
 
 def problem(status: int, title: str, detail: str, code: str | None = None) -> Response:
@@ -63,6 +63,11 @@ def _domain_error(exc: e.SignflowError) -> Response:
     resp = render_error(status, _TITLES.get(status, "Request refused"), exc.message, exc.code)
     if isinstance(exc, e.Throttled):
         resp.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, e.AuthenticationFailed) and request.path.startswith(("/api/", "/tsa")):
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="signflow"'
+    if exc.code == "insufficient-scope":
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="signflow", error="insufficient_scope"'
+
     return resp
 
 

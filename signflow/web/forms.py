@@ -17,6 +17,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
+from signflow.core.accounts.identity import MAX_DISPLAY_NAME
 from signflow.core.requests.workflow import MAX_NOTE, MAX_REASON
 from signflow.models import Role, Urgency
 
@@ -68,6 +69,8 @@ class DeclineForm(FlaskForm):
 
 
 class PinForm(FlaskForm):
+    enrolment_code = StringField("Enrolment code (sent to your e-mail or phone)",
+                                 validators=[Optional(), Length(max=20)])
     current_pin = PasswordField("Current signing PIN", validators=[Optional(), Length(max=64)])
     pin = PasswordField("New signing PIN", validators=[DataRequired(), Length(min=6, max=64)])
     confirm = PasswordField("New signing PIN again", validators=[DataRequired(), Length(max=64)])
@@ -81,13 +84,31 @@ class UnblockForm(FlaskForm):
 
 class UserForm(FlaskForm):
     username = StringField("User name", validators=[DataRequired(), Length(max=80)])
-    display_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
+    display_name = StringField("Full name", validators=[DataRequired(), Length(max=MAX_DISPLAY_NAME)])
     role = SelectField("Role", choices=[(r.value, r.value.capitalize()) for r in Role])
     password = PasswordField("Initial password", validators=[DataRequired(), Length(min=8, max=256)])
     email = StringField("E-mail", validators=[Optional(), Regexp(EMAIL, message="Not an e-mail address."),
                                               Length(max=320)])
-    professional_id = StringField("Professional ID (RPPS)", validators=[Optional(), Length(max=40)])
+    phone = StringField("Phone (optional)", validators=[Optional(), Length(max=40)])
+    professional_id = StringField("Professional ID (RPPS 11 digits or ADELI 9 digits)",
+                                  validators=[Optional(), Length(max=40)])
     destination = SelectField("Destination service (recipients)", coerce=int, validators=[Optional()])
+
+
+class UserEditForm(FlaskForm):
+    display_name = StringField("Full name", validators=[DataRequired(), Length(max=MAX_DISPLAY_NAME)])
+    email = StringField("E-mail", validators=[Optional(), Regexp(EMAIL, message="Not an e-mail address."),
+                                              Length(max=320)])
+    phone = StringField("Phone (optional)", validators=[Optional(), Length(max=40)])
+    professional_id = StringField("Professional ID (RPPS 11 digits or ADELI 9 digits)",
+                                  validators=[Optional(), Length(max=40)])
+    destination = SelectField("Destination service (recipients)", coerce=int, validators=[Optional()])
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=256)])
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=256)])
+    confirm = PasswordField("New password again", validators=[DataRequired(), Length(max=256)])
 
 
 class RevokeForm(FlaskForm):

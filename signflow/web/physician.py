@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
+from signflow.core.accounts import enrolment
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
 from signflow.core.pki import credentials as creds
@@ -90,12 +91,26 @@ def signing_pin() -> Response | str:
         puk = creds.new_puk() if enrolling else None
         credentials.set_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
                                     current_pin=form.current_pin.data or None,
-                                    new_pin=form.pin.data or "", now=rc.now, puk=puk)
+                                    new_pin=form.pin.data or "", now=rc.now, puk=puk,
+                                    enrolment_code=form.enrolment_code.data or None)
         if puk is not None:
             return render_template("physician/puk.html", puk=puk)
         flash("Your signing PIN is set.", "success")
         return redirect(url_for("physician.inbox"))
-    return render_template("physician/pin.html", form=form, credential=credential)
+    return render_template("physician/pin.html", form=form, credential=credential,
+                           send_code=ConfirmForm())
+
+
+@bp.post("/signing-pin/code")
+@roles(Role.PHYSICIAN)
+def send_enrolment_code() -> Response:
+    rc = current()
+    if not ConfirmForm().validate_on_submit():
+        raise InvalidInput("The form expired. Reload the page.")
+    # The code goes to the physician's own address only: never on a page.
+    enrolment.send_code(rc.session, rc.deps.keys.master_key, actor=rc.actor, now=rc.now)
+    flash("An enrolment code is on its way to your e-mail or phone: it lasts 15 minutes.", "success")
+    return redirect(url_for("physician.signing_pin"))
 
 
 @bp.route("/signing-pin/unblock", methods=["GET", "POST"])

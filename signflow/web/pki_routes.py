@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, request
 
+from signflow.core.accounts import ratelimit
 from signflow.core.errors import InvalidInput
 from signflow.core.pades import timestamps
 from signflow.core.pki import crl as revocation
+from signflow.models import ApiScope
+from signflow.web.bearer import bearer_required, caller
 from signflow.web.context import current
 
 bp = Blueprint("pki", __name__)
@@ -41,8 +46,15 @@ def crl(issuer: str) -> Response:
 
 
 @bp.post("/tsa")
+@bearer_required(ApiScope.TIMESTAMP)
 def tsa() -> Response:
+    """RFC 3161 over HTTP for integration tokens with the `timestamp` scope, at most
+    SIGNFLOW_TSA_RATE_PER_MINUTE requests a minute per token (signflow's own
+    signatures are stamped in-process, not through here)."""
     rc = current()
+    ratelimit.hit(rc.session, f"tsa:{caller().token_id}", limit=rc.settings.tsa_rate_per_minute,
+                  window=timedelta(minutes=1), now=rc.now,
+                  message="Too many time-stamp requests for this token: wait and try again.")
     if request.mimetype != "application/timestamp-query":
         raise InvalidInput("Send an RFC 3161 request as application/timestamp-query.")
     body = request.get_data(cache=False)

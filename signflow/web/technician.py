@@ -79,6 +79,7 @@ def detail(request_id: int) -> str:
     groups = {g.id: g.name for g in accounts.directory(rc.session)[0]}
     return render_template("technician/detail.html", req=req, cancel_form=ConfirmForm(),
                            stamp_form=StampForm(), removed=access.removed_content(req),
+                           notices=access.upload_notices(req),
                            route=[groups.get(g, "?") for g in access.route_of(req)],
                            signatures=access.signatures_of(rc.session, req.id))
 

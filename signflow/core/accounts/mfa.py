@@ -84,6 +84,9 @@ def verify(session: Session, master_key: bytes, *, actor: Actor, code: str, now:
         audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_THROTTLED,
                      factor="totp")
         raise Throttled("Too many failed attempts: wait a moment and try again.", retry_after=wait)
+    # The last used step, read under a lock: two requests with one code must not both
+    # see it unused (SQLite: this takes the write lock, as on PostgreSQL the row lock).
+    session.refresh(user, attribute_names=["totp_last_step"], with_for_update=True)
     secret = decrypt_secret(master_key, user.totp_secret_enc, purpose=_purpose(user)).decode()
     step = _matching_step(secret, code, now, user.totp_last_step)
     if step is None:

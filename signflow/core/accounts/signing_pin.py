@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from signflow.core.accounts import enrolment
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
@@ -24,9 +25,12 @@ from signflow.models import AuditAction, Role, SigningCredential, User
 def set_signing_pin(
     session: Session, keys: pki.KeyMaterial, actor: Actor, *, current_pin: str | None,
     new_pin: str, now: datetime, algorithm: str = "ec", puk: str | None = None,
+    enrolment_code: str | None = None,
 ) -> SigningCredential:
     """Enrol (no usable credential yet) or change the PIN (re-wraps the same key).
-    `puk`: at enrolment, the unblock code the physician is shown (once)."""
+    `puk`: at enrolment, the unblock code the physician is shown (once).
+    `enrolment_code`: at enrolment, the code sent to the physician's own address
+    (see `enrolment`); without it no credential is created."""
     user = acting_user(session, actor)
     if user.role != Role.PHYSICIAN:
         raise Forbidden("Only physicians hold a signing credential.")
@@ -43,6 +47,11 @@ def set_signing_pin(
         # Blocked: the physician's unblock code (`unblock_signing_pin`), else an
         # administrator's re-enrolment (revocation) reopens enrolment.
         raise Forbidden("Your signing credential is blocked: unblock it with your unblock code.")
+    if not enrolment_code:
+        raise InvalidInput("Enter the enrolment code sent to your e-mail or phone "
+                           "(ask for one on this page).")
+    enrolment.consume_code(session, keys.master_key, actor=actor, user=user, code=enrolment_code,
+                           now=now)
     created = creds.enrol(session, keys, user, new_pin, now=now, algorithm=algorithm, puk=puk)
     audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_ENROLLED,
                  credential=created.serial, algorithm=created.algorithm,

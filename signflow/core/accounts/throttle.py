@@ -77,7 +77,9 @@ def remaining(session: Session, attempt: Attempt, *, now: datetime) -> int:
 
 def record_failure(session: Session, attempt: Attempt, *, now: datetime) -> None:
     for key, _free in attempt.counters():
-        row = session.get(LoginThrottle, key)
+        # Locked and read again: `remaining` read it before the password hash, and two
+        # failures at once must count two (SQLite: this takes the write lock).
+        row = session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
         if row is None:
             session.add(LoginThrottle(key=key, failures=1, last_failure_at=now))
         else:

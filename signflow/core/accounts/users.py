@@ -1,10 +1,9 @@
-"""Users, passwords (argon2id), password login (throttled: see `throttle`), API tokens."""
+"""Users, passwords (argon2id), password login (throttled: see `throttle`).
+API tokens: `tokens`."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import datetime
 
 from argon2 import PasswordHasher
@@ -12,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import throttle
+from signflow.core.accounts import identity, throttle
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import (
@@ -23,7 +22,7 @@ from signflow.core.errors import (
     NotFound,
     Throttled,
 )
-from signflow.models import ApiToken, AuditAction, Destination, OnCallGroup, Role, ServiceRole, User
+from signflow.models import AuditAction, Destination, OnCallGroup, Role, ServiceRole, User
 
 # ASVS 11.4.2 example parameters: 46 MiB, one pass, one lane.
 _HASHER = PasswordHasher(time_cost=1, memory_cost=47104, parallelism=1)
@@ -76,40 +75,86 @@ def create_user(
     email: str | None = None,
     professional_id: str | None = None,
     destination_id: int | None = None,
+    submit_group_id: int | None = None,
+    phone: str | None = None,
+    active: bool = True,
+    must_change_password: bool = False,
 ) -> User:
+    """A new account. `active=False`: created awaiting a second administrator's approval
+    (see `four_eyes`); `must_change_password`: the password is someone else's choice."""
     username = username.strip().lower()
     if not username or len(username) > 80 or not username.replace(".", "").replace("-", "").isalnum():
         raise InvalidInput("User names use letters, digits, dots and dashes.")
     if role not in {r.value for r in Role}:
         raise InvalidInput("Unknown role.")
-    if not display_name.strip():
-        raise InvalidInput("A display name is required.")
+    name = identity.display_name(display_name)
+    pid = identity.professional_id(professional_id)
     if role == Role.RECIPIENT and destination_id is None:
         raise InvalidInput("A recipient belongs to a destination service.")
     if destination_id is not None and session.get(Destination, destination_id) is None:
         raise InvalidInput("Unknown destination service.")
+    if role == Role.INTEGRATION:
+        # Its tokens read documents or submit them: only the operator (the command
+        # line, the break-glass path) creates one, never a web administrator alone.
+        if actor.role != ServiceRole.OPERATOR:
+            raise Forbidden("Integration accounts are created with the signflow command.")
+        if destination_id is not None and submit_group_id is not None:
+            raise InvalidInput("An integration account is bound to one destination or one group.")
+        if submit_group_id is not None and session.get(OnCallGroup, submit_group_id) is None:
+            raise InvalidInput("Unknown on-call group.")
+        # A system, not a person: it never logs in (API tokens only), so its password
+        # is random and forgotten at once.
+        password = secrets.token_urlsafe(32)
+    elif submit_group_id is not None:
+        raise InvalidInput("Only an integration account is bound to an on-call group.")
     check_password_policy(password, username=username)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict("This user name is taken.")
+    identity.require_unique_professional_id(session, pid)
     user = User(
         username=username,
-        display_name=display_name.strip(),
+        display_name=name,
         role=role,
         password_hash=hash_password(password),
-        active=True,
-        email=email or None,
-        professional_id=professional_id or None,
-        destination_id=destination_id if role == Role.RECIPIENT else None,
+        active=active,
+        email=(email or "").strip() or None,
+        phone=(phone or "").strip() or None,
+        professional_id=pid,
+        destination_id=destination_id if role in (Role.RECIPIENT, Role.INTEGRATION) else None,
+        submit_group_id=submit_group_id,
         failed_logins=0,
         session_version=1,
         created_at=now,
+        must_change_password=must_change_password,
     )
     session.add(user)
     session.flush()
     audit.append(
         session, now=now, actor=actor, action=AuditAction.USER_CREATED,
-        user=user.id, username=user.username, role=user.role,
+        user=user.id, username=user.username, role=user.role, active=active,
+        **({"destination": user.destination_id} if user.destination_id else {}),
+        **({"submit_group": user.submit_group_id} if user.submit_group_id else {}),
     )
+    return user
+
+
+def change_password(
+    session: Session, *, actor: Actor, current_password: str, new_password: str, now: datetime,
+) -> User:
+    """The user sets their own password (forced at first login when an administrator
+    chose it). Every other session of the user ends."""
+    user = acting_user(session, actor)
+    if not _verify(user.password_hash, current_password):
+        raise InvalidInput("Your current password is not right.")
+    if new_password == current_password:
+        raise InvalidInput("Choose a new password, different from the current one.")
+    check_password_policy(new_password, username=user.username)
+    forced = user.must_change_password
+    user.password_hash = hash_password(new_password)
+    user.must_change_password = False
+    user.session_version += 1
+    session.flush()
+    audit.append(session, now=now, actor=actor, action=AuditAction.PASSWORD_CHANGED, forced=forced)
     return user
 
 
@@ -156,7 +201,8 @@ def authenticate(
         )
         raise Throttled("Too many failed attempts: wait a moment and try again.", retry_after=wait)
     ok = _verify(user.password_hash if user else _DUMMY_HASH, password)
-    if user is None or not ok or not user.active:
+    # Integration accounts never log in (API tokens only): refused like a wrong password.
+    if user is None or not ok or not user.active or user.role == Role.INTEGRATION:
         throttle.record_failure(session, attempt, now=now)
         audit.append(
             session, now=now, actor=Actor(None, typed, ServiceRole.ANONYMOUS, ip),
@@ -200,58 +246,6 @@ def load_session_user(session: Session, session_id: str) -> User | None:
     if user is None or not user.active or user.session_version != version:
         return None
     return user
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    token: str
-    token_id: int
-
-
-TOKEN_PREFIX = "sfat_"  # noqa: S105 - a public marker
-
-
-def _token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_api_token(
-    session: Session, *, actor: Actor, user: User, name: str, now: datetime
-) -> IssuedToken:
-    if not user.active:
-        raise InvalidInput("That user is disabled.")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(
-        user_id=user.id, name=name.strip()[:100] or "token",
-        token_hash=_token_digest(token), created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    audit.append(session, now=now, actor=actor, action=AuditAction.API_TOKEN_CREATED,
-                 token=row.id, user=user.id, name=row.name)
-    return IssuedToken(token=token, token_id=row.id)
-
-
-def revoke_api_token(session: Session, *, actor: Actor, token_id: int, now: datetime) -> ApiToken:
-    row = session.get(ApiToken, token_id)
-    if row is None:
-        raise NotFound("No such API token.")
-    if row.revoked_at is None:
-        row.revoked_at = now
-        session.flush()
-        audit.append(session, now=now, actor=actor, action=AuditAction.API_TOKEN_REVOKED,
-                     token=row.id, user=row.user_id)
-    return row
-
-
-def user_for_token(session: Session, token: str, *, now: datetime) -> User | None:
-    if not token.startswith(TOKEN_PREFIX):
-        return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_digest(token)))
-    if row is None or row.revoked_at is not None or not row.user.active:
-        return None
-    row.last_used_at = now
-    return row.user
 
 
 def get_user(session: Session, user_id: int) -> User:

@@ -8,6 +8,8 @@ the same code, so they cannot disagree about what a valid log is.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -38,26 +40,50 @@ def latest_checkpoint(session: Session) -> Checkpoint | None:
     ).scalar_one_or_none()
 
 
-def write_checkpoint(
-    session: Session, *, signing_key: Ed25519PrivateKey, origin: str, now: datetime
-) -> Checkpoint:
-    """Sign the tree over every entry; return the latest one if nothing was appended.
+@dataclass(frozen=True)
+class SignedHead:
+    """A signed tree head over entries 0..size-1, computed without any lock; stored
+    (or not, see store_head) as a Checkpoint at the end of the transaction."""
 
-    Before signing, the previous checkpoint is recomputed from the entries in
-    the same pass: the service never signs a history that rewrites what it
-    signed before (AuditIntegrityError instead).
-    """
-    require_aware("now", now)
-    head = lock_head(session)
-    size = head.size
-    previous = latest_checkpoint(session)
-    if previous is not None and previous.size == size:
-        return previous
-    ranges = [(0, size)]
+    size: int
+    root: bytes
+    note: str
+
+
+def head_size(session: Session) -> int:
+    """How many entries are committed (or written by this transaction), read without
+    a lock. Entries below it never change: a slow reader may take its time over them."""
+    head = session.get(AuditHead, 1, populate_existing=True)
+    return 0 if head is None else head.size
+
+
+def latest_checkpoint_within(session: Session, size: int) -> Checkpoint | None:
+    return session.execute(
+        select(Checkpoint)
+        .where(Checkpoint.size <= size)
+        .order_by(Checkpoint.size.desc(), Checkpoint.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def sign_head(
+    session: Session,
+    *,
+    signing_key: Ed25519PrivateKey,
+    origin: str,
+    size: int,
+    extra_ranges: Iterable[tuple[int, int]] = (),
+) -> tuple[SignedHead, TreeWalker]:
+    """Sign the tree over entries 0..size-1, without locking anything; also returns
+    the walker, which holds the hashes of `extra_ranges` (for inclusion proofs).
+
+    Before signing, the largest stored checkpoint not above `size` is recomputed
+    from the entries in the same pass: the service never signs a history that
+    rewrites what it signed before (AuditIntegrityError instead)."""
+    previous = latest_checkpoint_within(session, size)
+    ranges = [(0, size), *extra_ranges]
     previous_root = None
     if previous is not None:
-        if previous.size > size:
-            raise AuditIntegrityError("the audit log is shorter than its latest checkpoint")
         try:
             previous_root = open_checkpoint(previous.note, origin, signing_key.public_key()).root
         except NoteError as exc:
@@ -70,10 +96,52 @@ def write_checkpoint(
         raise AuditIntegrityError("audit entries changed since the latest checkpoint")
     root = walker.range_hash(0, size)
     note = sign_note(checkpoint_body(origin, size, root), origin, signing_key)
-    checkpoint = Checkpoint(size=size, root_hash=root, note=note, created_at=now)
+    return SignedHead(size=size, root=root, note=note), walker
+
+
+def store_head(session: Session, head: SignedHead, *, now: datetime) -> Checkpoint | None:
+    """Store `head` as the latest checkpoint, under the head lock, held from here to
+    the end of the transaction (only this insert and what the caller appends after).
+
+    None when a larger checkpoint was stored meanwhile: checkpoints are stored in
+    increasing size (a smaller one after a larger one reads as a rollback), and
+    `head` stays a true signed head of a prefix of the log."""
+    require_aware("now", now)
+    locked = lock_head(session)
+    if locked.size < head.size:
+        raise AuditIntegrityError("the audit log is shorter than a tree head just signed")
+    latest = latest_checkpoint(session)
+    if latest is not None and latest.size >= head.size:
+        if latest.size == head.size and bytes(latest.root_hash) != head.root:
+            raise AuditIntegrityError("two tree heads of the same size differ")
+        return latest if latest.size == head.size else None
+    checkpoint = Checkpoint(size=head.size, root_hash=head.root, note=head.note, created_at=now)
     session.add(checkpoint)
     session.flush()
     return checkpoint
+
+
+def write_checkpoint(
+    session: Session, *, signing_key: Ed25519PrivateKey, origin: str, now: datetime
+) -> Checkpoint:
+    """Sign the tree over every entry; return the latest one if nothing was appended.
+
+    The tree is read and signed without a lock (sign_head); the head lock is taken
+    only to store the result (store_head)."""
+    require_aware("now", now)
+    previous = latest_checkpoint(session)
+    size = head_size(session)
+    if previous is not None and previous.size > size:
+        raise AuditIntegrityError("the audit log is shorter than its latest checkpoint")
+    if previous is not None and previous.size == size:
+        return previous
+    head, _ = sign_head(session, signing_key=signing_key, origin=origin, size=size)
+    stored = store_head(session, head, now=now)
+    if stored is None:  # a larger one was stored meanwhile: it covers every entry we saw
+        stored = latest_checkpoint(session)
+        if stored is None:
+            raise AuditIntegrityError("the latest audit checkpoint disappeared")
+    return stored
 
 
 def verify_log(session: Session, *, public_key: Ed25519PublicKey, origin: str) -> VerifyResult:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,13 @@ from signflow.auditverify import (
     verify_inclusion,
     wanted_nodes,
 )
-from signflow.core.audit.checkpoints import latest_checkpoint, write_checkpoint
+from signflow.core.audit.checkpoints import (
+    SignedHead,
+    head_size,
+    latest_checkpoint,
+    sign_head,
+    write_checkpoint,
+)
 from signflow.core.audit.log import Actor, append, require_aware, stream_column, stream_leaves
 from signflow.core.errors import AuditIntegrityError, Conflict, InvalidInput
 from signflow.models import AuditAction, AuditEntry, Checkpoint
@@ -79,6 +86,32 @@ def evidence_for_request(session: Session, request_id: int) -> list[tuple[AuditE
     return out
 
 
+def prove_request(
+    session: Session, request_id: int, *, signing_key: Ed25519PrivateKey, origin: str
+) -> tuple[SignedHead, list[tuple[AuditEntry, list[bytes]]]]:
+    """A tree head over every committed entry, signed now, and the request's entries
+    with their inclusion proofs against it, all read without any lock: the log below
+    the head never changes. Store the head with store_head when done."""
+    size = head_size(session)
+    entries = list(
+        session.execute(
+            select(AuditEntry)
+            .where(AuditEntry.request_id == request_id, AuditEntry.seq < size)
+            .order_by(AuditEntry.seq)
+        ).scalars()
+    )
+    paths = [inclusion_ranges(entry.seq, size) for entry in entries]
+    head, walker = sign_head(session, signing_key=signing_key, origin=origin, size=size,
+                             extra_ranges=[r for path in paths for r in path])
+    out: list[tuple[AuditEntry, list[bytes]]] = []
+    for entry, path in zip(entries, paths, strict=True):
+        proof = [walker.range_hash(a, b) for a, b in path]
+        if not verify_inclusion(bytes(entry.leaf_hash), entry.seq, size, proof, head.root):
+            raise AuditIntegrityError(f"audit entry {entry.seq} does not match its leaf hash")
+        out.append((entry, proof))
+    return head, out
+
+
 def search(
     session: Session,
     *,
@@ -89,6 +122,7 @@ def search(
     until: datetime | None = None,
     after_seq: int | None = None,
     limit: int = 50,
+    actions: Collection[str] | None = None,
 ) -> list[AuditEntry]:
     """Newest first. Next page: pass the last returned seq as `after_seq`.
 
@@ -107,6 +141,8 @@ def search(
         stmt = stmt.where(AuditEntry.actor_id == actor_id)
     if action is not None:
         stmt = stmt.where(AuditEntry.action == action)
+    if actions is not None:
+        stmt = stmt.where(AuditEntry.action.in_(sorted(actions)))
     if since is not None:
         stmt = stmt.where(AuditEntry.time >= since)
     if until is not None:

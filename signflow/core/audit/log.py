@@ -4,8 +4,11 @@ Checkpoints and verification: signflow.core.audit.checkpoints; search, proofs
 and export: signflow.core.audit.export.
 
 Concurrency: every writer locks the single `audit_head` row, so appends (and
-checkpoints) are serialised by the database and seq has no gap and no fork,
-whatever the number of app instances.
+the storing of checkpoints) are serialised by the database and seq has no gap
+and no fork, whatever the number of app instances. Readers never lock it: the
+entries below the committed head size never change, so a checkpoint or an
+evidence report reads and hashes them unlocked and takes the lock only to store
+what it signed (core.audit.checkpoints.store_head).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ the auditor's workspace queries.
 An evidence report is a PDF, sealed by the service (PAdES B-LTA, see
 core.seal), that lists everything the audit log holds about one request:
 every entry with its leaf hash and its RFC 9162 inclusion proof against a
-checkpoint written just before, the checkpoint's signed note and the audit
-verifier key. A reader can therefore check offline, with
+tree head signed for the report over the whole committed log (stored as a
+checkpoint when the report is done), its signed note and the audit verifier
+key. A reader can therefore check offline, with
 signflow.auditverify and nothing else, that these entries are exactly the
 ones the service committed to, and with any PDF validator that the report
 itself is what the service issued.
@@ -17,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -29,7 +30,7 @@ from signflow.core.audit import checkpoints
 from signflow.core.audit import export as audit_export
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
-from signflow.core.errors import AuditIntegrityError, Forbidden
+from signflow.core.errors import Forbidden
 from signflow.core.evidence.pdf import ProvenEntry, ReportPdf, both_times
 from signflow.core.pades import sign as signing
 from signflow.core.pki.seal import SEAL_NAME, Seal
@@ -49,6 +50,7 @@ from signflow.models import (
 
 REPORT_READERS = frozenset({Role.TECHNICIAN, Role.RECIPIENT, Role.AUDITOR})
 REPORT_ACTION = AuditAction.EVIDENCE_GENERATED
+REPORT_CRL_MAX_AGE = timedelta(days=6)
 
 
 @dataclass(frozen=True)
@@ -96,25 +98,23 @@ def evidence_report(
     origin: str,
 ) -> bytes:
     """The sealed evidence PDF of one request, for its technician, its recipient
-    (once delivered) or an auditor. Writes a checkpoint covering every entry
-    first, and appends `evidence.generated` (with the report's SHA-256) after.
-    Only flushes."""
+    (once delivered) or an auditor. Proves every entry against a tree head signed
+    for the report over the whole log, stores that head as a checkpoint and appends
+    `evidence.generated` (with the report's SHA-256) when the report is sealed.
+    Nothing is locked until then (see signflow.db for SQLite). Only flushes."""
     user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now)
     if user.role not in REPORT_READERS:
         raise Forbidden("Your role does not give access to evidence reports.")
-    checkpoint = checkpoints.write_checkpoint(
-        session, signing_key=deps.keys.audit_key, origin=origin, now=now
+    # Everything slow (the tree, the layout, the seal) runs before anything is locked:
+    # the head lock (SQLite: the write lock) is taken at the end, by store_head.
+    head, proofs = audit_export.prove_request(
+        session, req.id, signing_key=deps.keys.audit_key, origin=origin
     )
     proven = [
         ProvenEntry(entry=entry, data=parse_canonical_line(entry.line.encode()), proof=tuple(proof))
-        for entry, proof in audit_export.evidence_for_request(session, req.id)
+        for entry, proof in proofs
     ]
-    # evidence_for_request proves against the latest checkpoint: the head lock
-    # taken by write_checkpoint guarantees that is the one just written.
-    latest = checkpoints.latest_checkpoint(session)
-    if latest is None or latest.id != checkpoint.id:
-        raise AuditIntegrityError("the audit checkpoint changed while building the report")
     vkey = verifier_key(origin, deps.keys.audit_key.public_key())
     layout = ReportPdf(deps.timezone, req.id, now)
     stamp_page, stamp_box = layout.build(
@@ -122,7 +122,7 @@ def evidence_report(
         signatures=_signature_lines(session, req, deps.timezone),
         proven=proven,
         display_names=_display_names(session, (p.entry.actor_id for p in proven)),
-        checkpoint=checkpoint,
+        checkpoint=head,
         origin=origin,
         vkey=vkey,
         reader=user,
@@ -133,11 +133,7 @@ def evidence_report(
                 "request": req.id,
                 "origin": origin,
                 "verifier_key": vkey,
-                "checkpoint": {
-                    "size": checkpoint.size,
-                    "root": bytes(checkpoint.root_hash).hex(),
-                    "note": checkpoint.note,
-                },
+                "checkpoint": {"size": head.size, "root": head.root.hex(), "note": head.note},
                 "entries": [
                     {
                         "seq": p.entry.seq,
@@ -169,8 +165,13 @@ def evidence_report(
         ),
         timestamper=deps.timestamper,
         level="B-LTA",
-        crls=request_signing.current_crls(session, deps, now=now),
+        # Any still valid CRL listing today's revocations: issuing one here would take
+        # the write lock (SQLite) before the seal rather than after it.
+        crls=request_signing.current_crls(session, deps, now=now, max_age=REPORT_CRL_MAX_AGE),
     )
+    # Stored unless a larger checkpoint was meanwhile: the report's signed head is a
+    # prefix of that one's tree either way.
+    checkpoints.store_head(session, head, now=now)
     audit.append(
         session,
         now=now,
@@ -178,7 +179,7 @@ def evidence_report(
         action=REPORT_ACTION,
         request_id=req.id,
         sha256=hashlib.sha256(sealed).hexdigest(),
-        checkpoint=checkpoint.size,
+        checkpoint=head.size,
     )
     return sealed
 

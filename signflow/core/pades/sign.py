@@ -40,6 +40,7 @@ from signflow.core.errors import (
     ServiceUnavailable,
     SignflowError,
 )
+from signflow.core.pades import doc_fields
 from signflow.core.pades.signers import KeySigner, LockedPKCS11Signer, SigningKey
 from signflow.core.pdf.geometry import PageGeometry, page_geometry, stamp_box
 from signflow.core.pki.keystore import KeyMaterial
@@ -63,8 +64,10 @@ class Stamp:
     """What the visible stamp says and where it goes.
 
     `page` is 1-based; `box` is (x1, y1, x2, y2) in PDF points from the page's
-    bottom-left corner. Without them: the document's empty signature field if
-    it has one, else the bottom right of the last page."""
+    bottom-left corner. The document's own visible empty signature field, if
+    it has one, is signed (moved to `box` when given, on the first signature:
+    signflow.core.pades.doc_fields); otherwise a new field at `box`, else at the
+    bottom right of the last page."""
 
     signer_name: str
     professional_id: str | None
@@ -165,20 +168,24 @@ def _open_writer(pdf: bytes) -> IncrementalPdfFileWriter:
 def _field_placement(
     pdf: bytes, writer: IncrementalPdfFileWriter, stamp: Stamp, field_name: str | None
 ) -> tuple[str, fields.SigFieldSpec | None, int]:
-    """Field to sign: (name, spec of a new field, page rotation) or (existing empty
-    field, None, 0)."""
+    """Field to sign: (name, spec of a new field, page rotation), the spec None for
+    one of the document's own empty fields (signflow.core.pades.doc_fields)."""
     existing = list(fields.enumerate_sig_fields(writer.prev, filled_status=None))
     taken = {name for name, _, _ in existing}
-    empty = [name for name, value, _ in existing if value is None]
-    if stamp.box is None and stamp.page is None:
-        if field_name is not None and field_name in empty:
-            return field_name, None, 0
-        if field_name is None and empty:
-            return empty[0], None, 0
+    signed_before = any(value is not None for _, value, _ in existing)
+    usable = [f for f in doc_fields.empty_fields(writer) if f.usable]
+    if field_name is not None:
+        usable = [f for f in usable if f.name == field_name]
+    tapped = stamp.box is not None or stamp.page is not None
+    if usable and usable[0].page_index is not None and (not tapped or signed_before):
+        # The document's own box, where the document put it (later signatures of a
+        # route fill the next boxes; the tap was for the first).
+        geometry = page_geometry(pdf, usable[0].page_index + 1)
+        return usable[0].name, None, geometry.rotate
     name = field_name or next(
         f"Signature{n}" for n in range(1, 1000) if f"Signature{n}" not in taken
     )
-    if name in taken:
+    if name in taken and not usable:
         raise InvalidInput(f"signature field {name!r} already exists")
     page_count = int(writer.root["/Pages"]["/Count"])
     if stamp.page is not None and not 1 <= stamp.page <= page_count:
@@ -196,6 +203,10 @@ def _field_placement(
             raise InvalidInput("the stamp area lies outside the visible part of the page")
     else:
         box = stamp_box(geometry, STAMP_SIZE, margin_pt=STAMP_MARGIN, page=page_index + 1)
+    if usable:
+        # The technician tapped: the document's own box moves there, and is signed.
+        doc_fields.move_field(writer, usable[0].name, page_index, _inside(box, geometry))
+        return usable[0].name, None, geometry.rotate
     spec = fields.SigFieldSpec(sig_field_name=name, on_page=page_index, box=_inside(box, geometry))
     return name, spec, geometry.rotate
 

@@ -25,9 +25,11 @@ def make_timestamper(
     tsa_url: str | None,
     *,
     clock: Callable[[], datetime] | None = None,
+    token: str | None = None,
 ) -> TimeStamper:
     """The service's own TSA (in-process) when `tsa_url` is None, else an RFC 3161
-    HTTP client. One instance is meant to be shared (it caches the TSA's chain)."""
+    HTTP client (sending `token` as a bearer token: another signflow's /tsa wants
+    one). One instance is meant to be shared (it caches the TSA's chain)."""
     if tsa_url is None:
         return ServiceTimeStamper(
             keys.tsa_cert,
@@ -37,7 +39,8 @@ def make_timestamper(
         )
     if not tsa_url.startswith(("http://", "https://")):
         raise ConfigurationError("the TSA URL must start with http:// or https://")
-    return HTTPTimeStamper(tsa_url, timeout=10)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return HTTPTimeStamper(tsa_url, headers=headers, timeout=10)
 
 
 def tsa_respond(keys: KeyMaterial, request_der: bytes, *, now: datetime) -> bytes:

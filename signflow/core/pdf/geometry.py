@@ -22,8 +22,12 @@ from signflow.core.pdf.sandbox import (
     SandboxRefusal,
     run_task,
 )
+from signflow.core.pdf.sandbox_child.forms import usable as field_takes_stamp
 
 Box = tuple[float, float, float, float]
+# Which of a document's own empty signature fields may take the visible stamp: the
+# rule the upload check reports with, here for signing (signflow.core.pades.doc_fields).
+__all__ = ["PageGeometry", "field_takes_stamp", "page_geometry", "stamp_box"]
 POINTS_PER_MM = 72 / 25.4
 # Below this the stamp's 10 pt text shrinks under ~4 pt: nobody could read it.
 MIN_STAMP_SCALE = 0.4

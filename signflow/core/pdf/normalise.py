@@ -2,12 +2,16 @@
 
 An upload is never previewed or signed as received. It is parsed in the
 sandbox (signflow.core.pdf.sandbox: separate process, memory and time limits),
-refused if encrypted, empty, too long, already signed or too expensive to
-decode, cleaned of active content (JavaScript, automatic and open actions,
-launch/remote/submit/import/URI actions, embedded files, XFA, rich media),
-then rewritten in full: a new file holding only the objects reachable from
-the catalogue, so nothing hidden in an earlier revision or an unreferenced
-object survives (shadow attacks). The result must read identically in qpdf,
+refused if it needs a password, is empty, too long, already signed or too
+expensive to decode, cleaned of dangerous active content (JavaScript, launch,
+remote, submit and import actions, non-web links, embedded files, XFA, rich
+media: sandbox_child.active_content; harmless navigation such as the initial
+view, go-to-page and https links is kept), its XMP metadata repaired or
+dropped when pyHanko could not sign over it, and a PDF/A claim kept only when
+nothing it covers changed (sandbox_child.metadata); then rewritten in full:
+a new file holding only the objects reachable from the catalogue, so nothing
+hidden in an earlier revision or an unreferenced object survives (shadow
+attacks). The result must read identically in qpdf,
 PDFium and pyHanko (strict), the three engines that will see it. Those bytes
 are what is previewed and what is signed.
 """
@@ -51,6 +55,8 @@ class NormalisedPdf:
     original_sha256: str  # of the upload
     page_count: int
     removed: tuple[str, ...]  # what was stripped, human-readable
+    # What the technician should know besides (what became of a PDF/A claim...).
+    notices: tuple[str, ...] = ()
 
 
 def normalise_upload(
@@ -100,7 +106,9 @@ def normalise_upload(
                                  "in a minute") from None
     page_count = result.meta.get("page_count")
     removed = result.meta.get("removed")
-    if not isinstance(page_count, int) or not isinstance(removed, list) or not result.payload:
+    notices = result.meta.get("notices", [])
+    if (not isinstance(page_count, int) or not isinstance(removed, list)
+            or not isinstance(notices, list) or not result.payload):
         log.warning("upload %s refused: malformed sandbox answer", reference)
         raise InvalidDocument(_referenced(UNSAFE, reference))
     warnings = result.meta.get("warnings")
@@ -112,6 +120,7 @@ def normalise_upload(
         original_sha256=original_sha256,
         page_count=page_count,
         removed=tuple(str(item) for item in removed),
+        notices=tuple(str(item) for item in notices),
     )
 
 

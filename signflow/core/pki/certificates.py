@@ -23,8 +23,24 @@ DOCUMENT_SIGNING_EKU = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 ADOBE_AUTHENTIC_DOCUMENTS_EKU = ObjectIdentifier("1.2.840.113583.1.1.5")
 
 
+# X.509 upper bound of a commonName (RFC 5280 ub-common-name).
+CN_MAX = 64
+# id-at-name (RFC 5280, ub-name 32768): carries the full name when the CN is cut.
+NAME_OID = ObjectIdentifier("2.5.4.41")
+
+
 def subject_name(common_name: str, *, serial_number: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    """CN is limited to 64 (bytes, as cryptography counts): a longer name is cut (ending in "…") and
+    the full name goes in the `name` attribute next to it."""
+    if len(common_name.encode()) > CN_MAX:
+        cut = common_name
+        # cryptography counts UTF-8 bytes: cut until the name and "…" (3 bytes) fit.
+        while len(cut.encode()) > CN_MAX - 3:
+            cut = cut[:-1]
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cut.rstrip() + "…"),
+                 x509.NameAttribute(NAME_OID, common_name)]
+    else:
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if serial_number:
         attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number))
     attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, "signflow"))

@@ -193,10 +193,16 @@ def enrol(
     if user.email and user.email.isascii():
         extensions.append((x509.SubjectAlternativeName([x509.RFC822Name(user.email)]), False))
     professional_id = (user.professional_id or "").strip()
+    # serialNumber is a PrintableString: ids are validated digits at account creation;
+    # one from before that rule that would not encode is refused here, clearly.
+    if professional_id and not (professional_id.isascii() and professional_id.isalnum()):
+        raise InvalidInput("the professional id on this account is not valid: ask the "
+                           "administrators to correct it")
+    scheme = "ADELI" if len(professional_id) == 9 and professional_id.isdigit() else "RPPS"
     certificate = certs.issue(
         subject=certs.subject_name(
-            user.display_name.strip(),
-            serial_number=f"RPPS:{professional_id}" if professional_id else None,
+            " ".join(user.display_name.split()),
+            serial_number=f"{scheme}:{professional_id}" if professional_id else None,
         ),
         public_key=private_key.public_key(),
         issuer_cert=keys.issuing_cert,

@@ -43,19 +43,51 @@ def revoke(session: Session, credential: SigningCredential, *, reason: str, now:
     session.flush()
 
 
-def _crl_setting(session: Session, issuer: str) -> Setting | None:
-    return session.scalars(
-        select(Setting).where(Setting.name == f"crl.{issuer}").with_for_update()
-    ).first()
+def _crl_setting(session: Session, issuer: str, *, lock: bool) -> Setting | None:
+    stmt = select(Setting).where(Setting.name == f"crl.{issuer}")
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt.execution_options(populate_existing=True)).first()
 
 
-def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datetime) -> bytes:
+def _stored_crl(setting: Setting | None) -> dict[str, object]:
+    if setting is None:
+        return {}
+    try:
+        loaded = json.loads(setting.value)
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _still_valid(
+    stored: dict[str, object], state_digest: str, now: datetime, max_age: timedelta
+) -> bytes | None:
+    this_update_raw = stored.get("this_update")
+    der_hex = stored.get("der")
+    if (
+        stored.get("state") == state_digest
+        and isinstance(this_update_raw, str)
+        and isinstance(der_hex, str)
+    ):
+        this_update = datetime.fromisoformat(this_update_raw)
+        if this_update <= now < this_update + max_age:
+            return bytes.fromhex(der_hex)
+    return None
+
+
+def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datetime,
+        max_age: timedelta = CRL_REFRESH) -> bytes:
     """DER CRL of the 'issuing' CA (revoked signing credentials) or of the 'root' CA.
 
     The last CRL is kept in the `Setting` table (`crl.<issuer>`) with its number
     and the digest of the revocations it lists: it is returned as is until the
     revocations change or it is CRL_REFRESH old, then a new one with the next
-    CRLNumber is issued. Only flushes."""
+    CRLNumber is issued (under a lock on that row). `max_age` up to CRL_VALIDITY: a
+    reader that must not write (an evidence report) accepts an older, still valid
+    CRL that lists the same revocations. Only flushes."""
+    if not timedelta(0) < max_age <= CRL_VALIDITY:
+        raise InvalidInput("a CRL is re-used at most for its validity")
     ca_key: certs.PrivateKey | None
     if issuer == "issuing":
         revoked = [
@@ -81,25 +113,17 @@ def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datet
         ).encode()
     ).hexdigest()
 
-    setting = _crl_setting(session, issuer)
-    stored: dict[str, object] = {}
-    if setting is not None:
-        try:
-            loaded = json.loads(setting.value)
-            stored = loaded if isinstance(loaded, dict) else {}
-        except ValueError:
-            stored = {}
-    this_update_raw = stored.get("this_update")
-    der_hex = stored.get("der")
-    if (
-        stored.get("state") == state_digest
-        and isinstance(this_update_raw, str)
-        and isinstance(der_hex, str)
-    ):
-        this_update = datetime.fromisoformat(this_update_raw)
-        if this_update <= now < this_update + CRL_REFRESH:
-            return bytes.fromhex(der_hex)
-
+    # Read without a lock: every signature and verification page asks, and the CRL
+    # changes once an hour at most. Locked (and checked again) only to re-issue it.
+    stored = _stored_crl(_crl_setting(session, issuer, lock=False))
+    current = _still_valid(stored, state_digest, now, max_age)
+    if current is not None:
+        return current
+    setting = _crl_setting(session, issuer, lock=True)
+    stored = _stored_crl(setting)
+    current = _still_valid(stored, state_digest, now, max_age)
+    if current is not None:
+        return current
     previous_number = stored.get("number")
     number = (previous_number if isinstance(previous_number, int) else 0) + 1
     if ca_key is None:

@@ -30,7 +30,7 @@ from pkcs11 import exceptions as p11_errors
 from pkcs11.util.ec import decode_ec_private_key, encode_ecdsa_signature
 from pkcs11.util.rsa import decode_rsa_private_key
 
-from signflow.core.errors import ConfigurationError, ServiceUnavailable
+from signflow.core.errors import ConfigurationError, ServiceUnavailable, SignflowError
 
 PKCS11_LOCK = threading.RLock()
 _sessions: dict[tuple[str, str], Any] = {}
@@ -122,6 +122,24 @@ def _library(module: str) -> Any:
     return lib
 
 
+# Refusals that only the operator can fix (a configuration error); any other
+# refusal from the module is an outage (the token may come back).
+_OPERATOR_ERRORS: tuple[tuple[tuple[type[Exception], ...], str], ...] = (
+    ((p11_errors.NoSuchToken,), "PKCS#11 token {label!r} is not present in {module}"),
+    ((p11_errors.MultipleTokensReturned,), "several PKCS#11 tokens are labelled {label!r}"),
+    ((p11_errors.PinIncorrect, p11_errors.PinInvalid, p11_errors.PinLenRange),
+     "wrong PIN for PKCS#11 token {label!r}"),
+    ((p11_errors.PinLocked,), "PKCS#11 token {label!r} is locked (too many wrong PINs)"),
+)
+
+
+def _session_error(exc: Exception, config: TokenConfig) -> SignflowError:
+    for kinds, message in _OPERATOR_ERRORS:
+        if isinstance(exc, kinds):
+            return ConfigurationError(message.format(label=config.token_label, module=config.module))
+    return ServiceUnavailable(f"PKCS#11 token {config.token_label!r} refused the session")
+
+
 def session_for(config: TokenConfig) -> Any:
     """The process's one logged-in read-write session on the token (opened on first use)."""
     key = (config.module, config.token_label)
@@ -132,28 +150,9 @@ def session_for(config: TokenConfig) -> Any:
         lib = _library(config.module)
         try:
             token = lib.get_token(token_label=config.token_label)
-        except p11_errors.NoSuchToken as exc:
-            raise ConfigurationError(
-                f"PKCS#11 token {config.token_label!r} is not present in {config.module}"
-            ) from exc
-        except p11_errors.MultipleTokensReturned as exc:
-            raise ConfigurationError(
-                f"several PKCS#11 tokens are labelled {config.token_label!r}"
-            ) from exc
-        try:
             session = token.open(user_pin=config.pin, rw=True)
-        except (p11_errors.PinIncorrect, p11_errors.PinInvalid, p11_errors.PinLenRange) as exc:
-            raise ConfigurationError(
-                f"wrong PIN for PKCS#11 token {config.token_label!r}"
-            ) from exc
-        except p11_errors.PinLocked as exc:
-            raise ConfigurationError(
-                f"PKCS#11 token {config.token_label!r} is locked (too many wrong PINs)"
-            ) from exc
         except p11_errors.PKCS11Error as exc:
-            raise ServiceUnavailable(
-                f"PKCS#11 token {config.token_label!r} refused the session"
-            ) from exc
+            raise _session_error(exc, config) from exc
         _sessions[key] = session
         return session
 

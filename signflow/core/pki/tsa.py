@@ -116,18 +116,15 @@ class ServiceTimeStamper(DummyTimeStamper):
         return signature, signed_attrs
 
     def respond_der(self, req: tsp.TimeStampReq, now: datetime) -> bytes:
-        """DER response to `req` at time `now` (a rejection for unsupported digests)."""
-        algorithm = req["message_imprint"]["hash_algorithm"]["algorithm"].native
-        hashed = req["message_imprint"]["hashed_message"].native
-        if ACCEPTED_DIGESTS.get(algorithm) != len(hashed):
+        """DER response to `req` at time `now`, or an RFC 3161 rejection: unsupported
+        digest (badAlg), a policy other than ours (unacceptedPolicy), any critical
+        extension, since this TSA knows none (unacceptedExtension)."""
+        refused = rejection_of(req)
+        if refused is not None:
+            text, failure = refused
             rejection = _StatusOnlyResp(
-                {
-                    "status": {
-                        "status": "rejection",
-                        "status_string": ["unsupported or inconsistent hash algorithm"],
-                        "fail_info": tsp.PKIFailureInfo({"bad_alg"}),
-                    }
-                }
+                {"status": {"status": "rejection", "status_string": [text],
+                            "fail_info": tsp.PKIFailureInfo({failure})}}
             )
             dumped: bytes = rejection.dump()
             return dumped
@@ -156,6 +153,22 @@ class ServiceTimeStamper(DummyTimeStamper):
 
     async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
         return self.respond(req, self._clock())
+
+
+def rejection_of(req: tsp.TimeStampReq) -> tuple[str, str] | None:
+    """Why this TSA must reject `req` (status text, PKIFailureInfo bit), or None."""
+    algorithm = req["message_imprint"]["hash_algorithm"]["algorithm"].native
+    hashed = req["message_imprint"]["hashed_message"].native
+    if ACCEPTED_DIGESTS.get(algorithm) != len(hashed):
+        return "unsupported or inconsistent hash algorithm", "bad_alg"
+    policy = req["req_policy"].dotted if req["req_policy"].native is not None else None
+    if policy is not None and policy != TSA_POLICY_OID:
+        return f"unsupported policy {policy}; this TSA issues under {TSA_POLICY_OID}", "unaccepted_policy"
+    for extension in req["extensions"] or []:
+        if extension["critical"].native:
+            return (f"unsupported critical extension {extension['extn_id'].dotted}",
+                    "unaccepted_extensions")
+    return None
 
 
 def parse_request(request_der: bytes) -> tsp.TimeStampReq:

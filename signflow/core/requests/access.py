@@ -32,11 +32,23 @@ def local_time(when: datetime, tz: str) -> str:
     return when.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
+def acts_as(user: User) -> Role:
+    """The role whose access rules apply: an integration account acts as a recipient
+    of its destination, or as a technician of the group it submits to (and then sees
+    only what it submitted); one bound to neither acts on no request."""
+    if user.role == Role.INTEGRATION:
+        if user.destination_id is not None:
+            return Role.RECIPIENT
+        if user.submit_group_id is not None:
+            return Role.TECHNICIAN
+    return user.role
+
+
 def may_view(session: Session, user: User, req: SignatureRequest, now: datetime) -> bool:
     """The one object-level access rule for requests."""
     if not user.active:
         return False
-    match user.role:
+    match acts_as(user):
         case Role.TECHNICIAN:
             return req.technician_id == user.id
         case Role.PHYSICIAN:
@@ -56,7 +68,7 @@ def may_view(session: Session, user: User, req: SignatureRequest, now: datetime)
 
 def may_read_document(session: Session, user: User, req: SignatureRequest, now: datetime) -> bool:
     """Auditors see metadata and the audit trail, not medical content; admins see nothing."""
-    return user.role in (Role.TECHNICIAN, Role.PHYSICIAN, Role.RECIPIENT) and may_view(
+    return acts_as(user) in (Role.TECHNICIAN, Role.PHYSICIAN, Role.RECIPIENT) and may_view(
         session, user, req, now
     )
 
@@ -75,7 +87,7 @@ def get_request(session: Session, *, user: User, request_id: int, now: datetime,
 
 def list_requests(session: Session, *, user: User, now: datetime, limit: int = 200) -> list[SignatureRequest]:
     query = select(SignatureRequest).order_by(SignatureRequest.id.desc()).limit(limit)
-    match user.role:
+    match acts_as(user):
         case Role.TECHNICIAN:
             query = query.where(SignatureRequest.technician_id == user.id)
         case Role.PHYSICIAN:
@@ -181,9 +193,33 @@ def signatures_of(session: Session, request_id: int) -> list[Signature]:
         select(Signature).where(Signature.request_id == request_id).order_by(Signature.id)))
 
 
-def removed_content(req: SignatureRequest) -> Sequence[str]:
+def upload_report(removed: Sequence[str], notices: Sequence[str]) -> str:
+    """What the upload check reported, as stored in `removed_content`: a JSON list of
+    what was removed (the format since 0.1), or, when there are notices too, an
+    object {"removed": [...], "notices": [...]}."""
+    if not notices:
+        return json.dumps(list(removed))
+    return json.dumps({"removed": list(removed), "notices": list(notices)})
+
+
+def _upload_report(req: SignatureRequest) -> dict[str, list[str]]:
     try:
         value = json.loads(req.removed_content or "[]")
     except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []
+        return {}
+    if isinstance(value, list):
+        value = {"removed": value}
+    if not isinstance(value, dict):
+        return {}
+    return {key: [str(v) for v in items] for key, items in value.items()
+            if isinstance(items, list)}
+
+
+def removed_content(req: SignatureRequest) -> Sequence[str]:
+    """What the upload check removed from the document, in words."""
+    return _upload_report(req).get("removed", [])
+
+
+def upload_notices(req: SignatureRequest) -> Sequence[str]:
+    """What else the upload check told the technician (a PDF/A claim kept or removed...)."""
+    return _upload_report(req).get("notices", [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
@@ -23,13 +23,23 @@ def _physician(session: Session, user_id: int) -> User:
     return user
 
 
-def create_group(session: Session, *, actor: Actor, name: str, head_user_id: int | None,
-                 now: datetime) -> OnCallGroup:
+def _unused_name(session: Session, column: InstrumentedAttribute[str], name: str, *,
+                 missing: str, taken: str) -> str:
+    """`name` with its whitespace collapsed, refused (whole sentences, for the
+    catalogue) when empty, longer than 200 characters or taken."""
     name = " ".join(name.split())
     if not name or len(name) > 200:
-        raise InvalidInput("A group needs a name (200 characters at most).")
-    if session.scalar(select(OnCallGroup.id).where(OnCallGroup.name == name)) is not None:
-        raise Conflict("A group with this name exists.")
+        raise InvalidInput(missing)
+    if session.scalar(select(column).where(column == name)) is not None:
+        raise Conflict(taken)
+    return name
+
+
+def create_group(session: Session, *, actor: Actor, name: str, head_user_id: int | None,
+                 now: datetime) -> OnCallGroup:
+    name = _unused_name(session, OnCallGroup.name, name,
+                        missing="A group needs a name (200 characters at most).",
+                        taken="A group with this name exists.")
     head = _physician(session, head_user_id) if head_user_id is not None else None
     group = OnCallGroup(name=name, head_user_id=head.id if head else None)
     session.add(group)
@@ -41,11 +51,9 @@ def create_group(session: Session, *, actor: Actor, name: str, head_user_id: int
 
 def create_destination(session: Session, *, actor: Actor, name: str, email: str | None,
                        now: datetime) -> Destination:
-    name = " ".join(name.split())
-    if not name or len(name) > 200:
-        raise InvalidInput("A destination needs a name (200 characters at most).")
-    if session.scalar(select(Destination.id).where(Destination.name == name)) is not None:
-        raise Conflict("A destination with this name exists.")
+    name = _unused_name(session, Destination.name, name,
+                        missing="A destination needs a name (200 characters at most).",
+                        taken="A destination with this name exists.")
     destination = Destination(name=name, email=email or None)
     session.add(destination)
     session.flush()

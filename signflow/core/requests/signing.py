@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -185,8 +185,10 @@ def _require_valid(session: Session, deps: Deps, req: SignatureRequest, signed: 
         "sign again; if it fails again, decline it and call the technician.")
 
 
-def current_crls(session: Session, deps: Deps, *, now: datetime) -> list[bytes]:
-    return [revocation.crl(session, deps.keys, issuer=i, now=now) for i in ("root", "issuing")]
+def current_crls(session: Session, deps: Deps, *, now: datetime,
+                 max_age: timedelta = revocation.CRL_REFRESH) -> list[bytes]:
+    return [revocation.crl(session, deps.keys, issuer=i, now=now, max_age=max_age)
+            for i in ("root", "issuing")]
 
 
 def verify_document(session: Session, deps: Deps, *, user: User, request_id: int,

@@ -9,7 +9,6 @@ PENDING --sign--> SIGNED --(auto)--> DELIVERED --acknowledge--> RECEIVED
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -56,8 +55,10 @@ def create_request(
 ) -> SignatureRequest:
     """`then_group_ids`: groups that sign after `group_id`, in order."""
     user = acting_user(session, actor)
-    if user.role != Role.TECHNICIAN:
+    if access.acts_as(user) != Role.TECHNICIAN:
         raise Forbidden("Only technicians send documents for signature.")
+    if user.role == Role.INTEGRATION and group_id != user.submit_group_id:
+        raise Forbidden("This integration account sends documents to its own on-call group only.")
     if urgency not in {u.value for u in Urgency}:
         raise InvalidInput("Choose an urgency.")
     route = [group_id, *[g for g in then_group_ids if g]]
@@ -83,7 +84,7 @@ def create_request(
         title=title, urgency=urgency, note=note.strip(), state=RequestState.PENDING,
         escalation_level=0, deadline_at=deadline(deps, urgency, now), filename=filename,
         original_sha256=upload.original_sha256, document_sha256=stored,
-        page_count=upload.page_count, removed_content=json.dumps(list(upload.removed)),
+        page_count=upload.page_count, removed_content=access.upload_report(upload.removed, upload.notices),
         stamp_position=stamp_position, created_at=now, updated_at=now,
     )
     session.add(req)
@@ -91,7 +92,7 @@ def create_request(
            notify=NotifyEvent.CREATED, ladder_level=0,
            group=group.id, route=list(route), destination=destination.id, urgency=urgency,
            original_sha256=upload.original_sha256, document_sha256=stored,
-           removed=list(upload.removed), pages=upload.page_count)
+           removed=list(upload.removed), notices=list(upload.notices), pages=upload.page_count)
     return req
 
 
@@ -134,7 +135,7 @@ def locked_for(session: Session, actor: Actor, request_id: int, now: datetime, *
     `refusal` when the user's role is not `role`."""
     user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
-    if role is not None and user.role != role:
+    if role is not None and access.acts_as(user) != role:
         raise Forbidden(refusal)
     return user, req
 

@@ -8,8 +8,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from signflow.core.pdf.sandbox_child import metadata
+from signflow.core.pdf.sandbox_child.active_content import ActiveContent
 from signflow.core.pdf.sandbox_child.budget import check_sizes
-from signflow.core.pdf.sandbox_child.inspection import Inspector, has_signature
+from signflow.core.pdf.sandbox_child.forms import merge_signature_widgets, signature_box_notices
+from signflow.core.pdf.sandbox_child.inspection import has_signature
 from signflow.core.pdf.sandbox_child.objects import is_dictlike
 from signflow.core.pdf.sandbox_child.pages import direct_boxes, geometry
 from signflow.core.pdf.sandbox_child.wire import (
@@ -122,18 +125,12 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
                          "encryption would void that signature; ask the sender for a copy "
                          "without protection")
         # A signed file cannot be cleaned without voiding its signatures.
-        inspector = Inspector(pdf, strip=not (refuse_active or signed))
-        inspector.walk()
-        if inspector.found and not inspector.strip:
-            what = (
-                "JavaScript"
-                if "JavaScript" in inspector.found
-                else "active content (" + ", ".join(inspector.removed()) + ")"
-            )
-            suffix = " and already carries a signature" if signed else ""
-            raise Refuse(f"the PDF contains {what}{suffix}")
-        check_sizes(inspector.streams)
-        removed = inspector.removed()
+        active = ActiveContent(pdf, strip=not signed)
+        active.walk()
+        if active.found and (refuse_active or signed):
+            raise Refuse(active.refusal(signed))
+        check_sizes(active.streams)
+        removed = active.removed() if not signed else []
         if restricted:
             removed.append("copy and print restrictions (the file opened without a password)")
         warnings += [parser_error(w) for w in pdf.get_warnings()]
@@ -141,27 +138,49 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
             removed.append("damaged file structure (repaired)")
         if signed:
             # Counter-signing appends to the exact bytes received.
-            if not data.startswith(b"%PDF-") or removed:
+            if not data.startswith(b"%PDF-") or removed or metadata.settle_xmp(pdf)[0]:
                 raise Refuse("the PDF already carries a signature and needs repairs")
-            out = data
+            out, notices = data, list[str]()
         else:
-            direct_boxes(pdf)
-            buffer = io.BytesIO()
-            pdf.save(
-                buffer,
-                linearize=False,
-                object_stream_mode=pikepdf.ObjectStreamMode.generate,
-                compress_streams=True,
-                deterministic_id=True,
-                encryption=False,
-                fix_metadata_version=False,
-            )
-            out = buffer.getvalue()
+            out, notices = _rewrite(pdf, removed)
     check_readers(out, page_count)
     probe_pages(out, page_count)
-    meta = {"page_count": page_count, "removed": removed, "passthrough": signed,
-            "warnings": warnings[:5]}
+    meta = {"page_count": page_count, "removed": removed, "notices": notices,
+            "passthrough": signed, "warnings": warnings[:5]}
     return meta, out
+
+
+def _rewrite(pdf: Any, removed: list[str]) -> tuple[bytes, list[str]]:
+    """The cleaned document saved in full; `removed` gains what the XMP needed, the
+    notices say what became of a PDF/A claim."""
+    import pikepdf
+
+    fixes, packet = metadata.settle_xmp(pdf)
+    claim = metadata.pdfa_claim(packet)
+    notices: list[str] = []
+    changed = bool(removed or fixes)
+    removed.extend(fixes)
+    if claim is not None and packet is not None:
+        if changed:
+            metadata.drop_pdfa_claim(pdf, packet)
+        notices.append(metadata.pdfa_notice(claim, kept=not changed))
+    merge_signature_widgets(pdf)
+    notices.extend(signature_box_notices(pdf))
+    direct_boxes(pdf)
+    buffer = io.BytesIO()
+    pdf.save(
+        buffer,
+        linearize=False,
+        # PDF/A-1 allows no object streams (nor cross-reference streams).
+        object_stream_mode=pikepdf.ObjectStreamMode.disable
+        if claim is not None and claim.startswith("PDF/A-1") and not changed
+        else pikepdf.ObjectStreamMode.generate,
+        compress_streams=True,
+        deterministic_id=True,
+        encryption=False,
+        fix_metadata_version=False,
+    )
+    return buffer.getvalue(), notices
 
 
 def _render(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:

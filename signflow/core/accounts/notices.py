@@ -1,0 +1,59 @@
+"""Telling a person about their own account (a change awaiting approval or approved,
+an enrolment code): a job in the same transaction as the change, sent by the worker
+through the notifier to the person's own e-mail or phone."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from signflow.core.storage import decrypt_secret, encrypt_secret
+from signflow.models import Job, JobKind, JobStatus, User
+
+CODE_PLACEHOLDER = "{code}"
+
+
+def _purpose(user_id: int) -> str:
+    return f"account-notice:{user_id}"
+
+
+def tell(
+    session: Session, user: User, *, subject: str, body: str, now: datetime, path: str = "/",
+    secret: str | None = None, master_key: bytes | None = None,
+) -> Job | None:
+    """Queue a message for `user` (None when they have no address to send it to).
+
+    `secret`: a one-time code put in the body at `{code}` by the worker only; until then
+    the job holds it sealed by the storage master key, and the worker drops it once sent."""
+    if not (user.email or user.phone):
+        return None
+    payload: dict[str, str | int] = {"user": user.id, "subject": subject, "body": body, "path": path}
+    if secret is not None:
+        if master_key is None:
+            raise ValueError("a secret needs the master key that seals it")
+        payload["sealed"] = base64.b64encode(
+            encrypt_secret(master_key, secret.encode(), purpose=_purpose(user.id))).decode()
+    job = Job(kind=JobKind.ACCOUNT_NOTICE, payload=json.dumps(payload, sort_keys=True),
+              status=JobStatus.PENDING, run_at=now, attempts=0, created_at=now)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def body_of(payload: dict[str, object], master_key: bytes) -> str:
+    """The text to send: the body, with the sealed code (if any) put in."""
+    body = str(payload.get("body", ""))
+    sealed = payload.get("sealed")
+    if isinstance(sealed, str):
+        code = decrypt_secret(master_key, base64.b64decode(sealed),
+                              purpose=_purpose(int(str(payload["user"])))).decode()
+        body = body.replace(CODE_PLACEHOLDER, code)
+    return body
+
+
+def scrubbed(payload: dict[str, object]) -> str:
+    """The payload to keep once the message went out: without the sealed code."""
+    return json.dumps({k: v for k, v in payload.items() if k != "sealed"}, sort_keys=True)

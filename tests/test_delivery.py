@@ -25,12 +25,11 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from sqlalchemy import select
 
 from signflow.config import Settings
-from signflow.core.accounts import users as accounts
 from signflow.core.pades import validate as validation
 from signflow.core.pki.tsa import ServiceTimeStamper
-from signflow.models import AuditEntry, Blob, Job, NotifyEvent, Signature, SignatureRequest, User
-from tests.conftest import TEST_ACTOR, login, make_settings
-from tests.factories import count, state_of
+from signflow.models import AuditEntry, Blob, Job, NotifyEvent, Signature, SignatureRequest
+from tests.conftest import login, make_settings
+from tests.factories import count, integration_token, state_of
 from tests.helpers import new_request, sign, upload
 from tests.pdfs import make_pdf
 
@@ -188,9 +187,7 @@ def test_a_countersigned_file_reports_the_outside_signature_honestly(app, svc, w
             f"(issuer: {OUTSIDE_CA})") in page
     assert "The hospital&#39;s signature is valid and covers the whole file" in page
 
-    with svc.sessions() as s, s.begin():
-        token = accounts.create_api_token(s, actor=TEST_ACTOR, user=s.get(User, world.recipient),
-                                          name="his", now=clock()).token
+    token = integration_token(svc, destination_id=world.destination).token
     resp = app.test_client().get(f"/api/v1/requests/{rid}/verification",
                                  headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 200

@@ -196,6 +196,119 @@ def runlength_expansion(size: int) -> bytes:
     )
 
 
+def lzw_zeros(size: int) -> bytes:
+    """LZW data (EarlyChange 1, as PDF writes it) decoding to `size` zero bytes, made
+    code by code without encoding them: after a clear, code 0 then codes 258, 259...
+    each one zero longer than the last, and a clear when the table is full."""
+    codes, width, table, produced = [256], 9, 258, 0
+    previous = 0
+    while produced < size:
+        run = min(previous + 1, size - produced)
+        if previous == 0:
+            code = 0
+        elif run == previous + 1:
+            code, table = table, table + 1
+        else:
+            code = -run  # the remainder: that many code-0 singles
+        if code < 0:
+            codes += [0] * run
+            produced += run
+            break
+        codes.append(code)
+        produced += run
+        previous = run
+        if table + 1 >= (1 << width) and width < 12:
+            width += 1
+        if table >= 4094:
+            codes.append(256)
+            width, table, previous = 9, 258, 0
+    codes.append(257)
+    return _pack_lzw(codes)
+
+
+def _pack_lzw(codes: list[int]) -> bytes:
+    """Pack codes MSB first, the width growing as a PDF LZW decoder expects."""
+    out, bits, nbits, width, table, previous = bytearray(), 0, 0, 9, 258, False
+    for code in codes:
+        bits, nbits = (bits << width) | code, nbits + width
+        while nbits >= 8:
+            nbits -= 8
+            out.append((bits >> nbits) & 0xFF)
+        bits &= (1 << nbits) - 1
+        if code == 256:
+            width, table, previous = 9, 258, False
+            continue
+        if previous:
+            table += 1
+        previous = True
+        if table + 1 >= (1 << width) and width < 12:
+            width += 1
+    if nbits:
+        out.append((bits << (8 - nbits)) & 0xFF)
+    return bytes(out)
+
+
+def filter_chain_bomb(filters: list[str], size: int) -> bytes:
+    """`size` zero bytes encoded through `filters` (applied last first, as a reader
+    decodes them first to last), in a form XObject drawn on the page."""
+    data = b""
+    for index, name in enumerate(reversed(filters)):
+        if index == 0:
+            data = {"FlateDecode": lambda: zeros_bomb(size), "LZWDecode": lambda: lzw_zeros(size),
+                    "RunLengthDecode": lambda: b"\x81\x00" * (size // 128) + b"\x80"}[name]()
+        elif name == "FlateDecode":
+            data = zlib.compress(data, 9)
+        elif name == "ASCII85Decode":
+            data = __import__("base64").a85encode(data) + b"~>"
+        elif name == "ASCIIHexDecode":
+            data = data.hex().encode() + b">"
+        elif name == "RunLengthDecode":
+            data = b"".join(bytes([len(data[i:i + 128]) - 1]) + data[i:i + 128]
+                            for i in range(0, len(data), 128)) + b"\x80"
+        else:
+            raise ValueError(name)
+    chain = b"[" + b" ".join(b"/" + f.encode() for f in filters) + b"]"
+    return build({
+        **simple_objects(page_extra=b""),
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> /XObject << /X1 6 0 R >> >> >>",
+        4: stream(text_content("signflow hostile corpus") + b" q /X1 Do Q"),
+        6: stream(data, b"/Type /XObject /Subtype /Form /BBox [0 0 1 1] /Filter " + chain),
+    })
+
+
+def one_bit_scan(width: int = 9933, height: int = 14043, dpi: int = 300) -> bytes:
+    """A 1-bit Flate scan (an A0 sheet at 300 dpi by default: 139 Mpx, 17 MB decoded)
+    with black rules across it, the page sized to the sheet."""
+    row_white = b"\xff" * ((width + 7) // 8)
+    row_black = b"\xff" * 4 + b"\x00" * ((width + 7) // 8 - 8) + b"\xff" * 4
+    rows = b"".join(row_black if (y // 40) % 8 == 0 else row_white for y in range(height))
+    w_pt, h_pt = width * 72 / dpi, height * 72 / dpi
+    return build({
+        **simple_objects(),
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %.2f %.2f] /Contents 4 0 R "
+        b"/Resources << /XObject << /Im1 6 0 R >> >> >>" % (w_pt, h_pt),
+        4: stream(b"q %.2f 0 0 %.2f 0 0 cm /Im1 Do Q" % (w_pt, h_pt)),
+        6: stream(zlib.compress(rows, 9),
+                  b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
+                  b"/BitsPerComponent 1 /Filter /FlateDecode" % (width, height)),
+    })
+
+
+def deep_image(width: int, height: int, bits: int, space: bytes) -> bytes:
+    """An image declared `width` x `height` at `bits` per component in `space`,
+    its data a small zlib stream (the dimensions are what a reader allocates)."""
+    return simple(
+        page_extra=b"/Resources << /XObject << /Im1 6 0 R >> >>",
+        objects={
+            4: stream(b"q 500 0 0 700 50 50 cm /Im1 Do Q"),
+            6: stream(zeros_bomb(1 << 20),
+                      b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s "
+                      b"/BitsPerComponent %d /Filter /FlateDecode" % (width, height, space, bits)),
+        },
+    )
+
+
 def many_pages(count: int) -> bytes:
     kids = b" ".join(b"%d 0 R" % (10 + i) for i in range(count))
     objects = {
@@ -465,7 +578,7 @@ def _cases() -> list[Case]:
                     )
                 }
             ),
-            refuse="could not be",
+            refuse="expands beyond 256 MB",
             tags=("bomb", "memory"),
         ),
         Case(
@@ -484,6 +597,26 @@ def _cases() -> list[Case]:
             refuse="image too large",
             tags=("bomb",),
         ),
+        # Bounded at every stage of the chain, however the bombs are stacked.
+        Case("flate-of-flate-bomb", lambda: filter_chain_bomb(["FlateDecode"] * 2, 2 * GiB),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("runlength-bomb", lambda: filter_chain_bomb(["RunLengthDecode"], 300 << 20),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("lzw-bomb", lambda: filter_chain_bomb(["LZWDecode"], 512 << 20),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("flate-lzw-bomb", lambda: filter_chain_bomb(["FlateDecode", "LZWDecode"], 2 * GiB),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("ascii85-runlength-flate-bomb",
+             lambda: filter_chain_bomb(["ASCII85Decode", "RunLengthDecode", "FlateDecode"], 2 * GiB),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        Case("hex-flate-flate-bomb",
+             lambda: filter_chain_bomb(["ASCIIHexDecode", "FlateDecode", "FlateDecode"], 2 * GiB),
+             refuse="expands beyond 256 MB when decompressed", tags=("bomb",)),
+        # Images: what decoding costs (bits x colours), not the pixel count.
+        Case("one-bit-a0-scan", one_bit_scan),
+        Case("image-16bit-rgb-giant", lambda: deep_image(20000, 20000, 16, b"/DeviceRGB"),
+             refuse="image too large to display (more than 256 MB once decoded)",
+             tags=("bomb",)),
         Case(
             "mediabox-60000",
             lambda: simple(mediabox=b"[0 0 60000 60000]"),
@@ -712,6 +845,12 @@ def _cases() -> list[Case]:
             "html-pdf-polyglot",
             lambda: b"<html><body><script>alert('POLYGLOT-MARKER')</script><!--\n" + valid + b"-->",
             absent=(b"POLYGLOT-MARKER", b"<script"),
+        ),
+        Case(
+            "junk-after-eof",
+            lambda: valid + b"\n<html>JUNK-AFTER-EOF-MARKER</html>\n" * 50,
+            absent=(b"JUNK-AFTER-EOF-MARKER",),
+            present=(b"signflow hostile corpus",),
         ),
         Case(
             "junk-before-header",

@@ -323,3 +323,32 @@ def test_phone_audit_catches_each_problem(browser):
     assert problems[2] == 'tap target button "tiny" is 20.0px tall'
     assert result["csp"] == ["style-src-attr inline"]
     assert any("Content Security Policy" in error for error in phone.errors), phone.errors
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_page_that_cannot_be_shown_takes_the_sign_form_away(browser, app, live_url, svc, world):
+    """Issue 9, item 8: the physician never signs blind. The request claims one page
+    more than its document has (as if a page stopped rendering): that preview fails
+    over HTTP, the phone says why and the sign form goes."""
+    from playwright.sync_api import expect
+
+    from signflow.models import SignatureRequest
+
+    tech = app.test_client()
+    login(tech, "tech")
+    rid = request_id_from(upload(tech, world, data=make_pdf(2, "Consent")))
+    with svc.sessions() as s, s.begin():
+        s.get(SignatureRequest, rid).page_count = 3
+    phone = Phone(browser, live_url, "doc")
+    phone.login("doc")
+    phone.page.goto(f"/inbox/{rid}")
+    for _ in range(10):  # the last pages load lazily, as the physician scrolls
+        phone.page.mouse.wheel(0, 2000)
+        phone.page.wait_for_timeout(200)
+    expect(phone.page.get_by_text("Page 3 of 3 could not be displayed")).to_be_visible()
+    expect(phone.page.get_by_role("button", name="Sign", exact=True)).to_have_count(0)
+    # Pages that did render stay; the physician can still decline.
+    expect(phone.page.get_by_alt_text("Page 1 of 3")).to_be_visible()
+    expect(phone.page.locator("details.decline form")).to_have_count(1)
+    phone.context.close()

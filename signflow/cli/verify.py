@@ -49,6 +49,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{'OK ' if sig.ok else 'BAD'} {kind}, {when.isoformat() if when else 'no time'}: {flags}")
         for problem in sig.problems:
             print(f"    {problem}")
+    for note in report.notes:
+        print(f"note: {note}")
     print("valid" if report.ok else "NOT VALID")
     return 0 if report.ok else 1
 

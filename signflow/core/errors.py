@@ -91,6 +91,14 @@ class ServiceUnavailable(SignflowError):
     code = "service-unavailable"
 
 
+class SignatureNotDelivered(SignflowError):
+    """The signature just made did not validate: nothing was delivered, the request
+    stays pending (sign again, or decline); the failure and its audit entry are kept."""
+
+    code = "signature-not-valid"
+    commit_changes = True
+
+
 class ConfigurationError(SignflowError):
     code = "configuration-error"
 

@@ -149,6 +149,7 @@ class AuditAction(StrEnum):
     REQUEST_FAILED = "request.failed"
     REQUEST_RECEIVED = "request.received"
     REQUEST_SIGNED = "request.signed"
+    REQUEST_SIGNING_FAILED = "request.signing_failed"
     REQUEST_STAMP_PLACED = "request.stamp_placed"
     REQUEST_TAKEN = "request.taken"
     ROTA_GROUP_CREATED = "rota.group_created"

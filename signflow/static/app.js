@@ -39,3 +39,22 @@
     });
   }
 })();
+
+// A page the server could not render is never signed blind: the physician is told
+// why and the sign panel goes (the upload check makes this rare; the server also
+// refuses to sign without the exact bytes shown).
+(function () {
+  for (const img of document.querySelectorAll(".pages img")) {
+    const fail = function () {
+      const note = document.createElement("p");
+      note.className = "flash error";
+      note.textContent = img.alt + " could not be displayed. Do not sign a document you " +
+        "cannot read: reload the page, or decline it and tell the technician why.";
+      img.replaceWith(note);
+      const panel = document.querySelector(".sign-panel form[action$='/sign']");
+      if (panel) panel.remove();
+    };
+    if (img.loading !== "lazy" && img.complete && img.naturalWidth === 0) fail();
+    else img.addEventListener("error", fail);
+  }
+})();

@@ -157,8 +157,8 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": _REQ, "401": _ERR, "403": _ERR, "404": _ERR}}},
         "/requests/{request_id}/verification": {"get": {
             "summary": "Signature validation report of the delivered file", "parameters": _ID,
-            "responses": {"200": {"description": "Report",
-                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "Report", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Verification"}}}},
                           "401": _ERR, "403": _ERR, "404": _ERR}}},
         "/requests/{request_id}/document": {"get": {
             "summary": "Download the (signed) PDF", "parameters": _ID,
@@ -186,6 +186,19 @@ OPENAPI: dict[str, Any] = {
                 "signed_at": {"type": ["string", "null"], "format": "date-time"},
                 "acknowledged_at": {"type": ["string", "null"], "format": "date-time"},
                 "created_at": {"type": "string", "format": "date-time"}}},
+            "Verification": {"type": "object", "properties": {
+                "ok": {"type": "boolean", "description": "every hospital signature valid, the "
+                       "last covering the whole file; earlier outside signatures intact"},
+                "problems": {"type": "array", "items": {"type": "string"}},
+                "notes": {"type": "array", "items": {"type": "string"}, "description":
+                          "e.g. an earlier signature not issued by the hospital"},
+                "signatures": {"type": "array", "items": {"type": "object", "properties": {
+                    "signer": {"type": "string"}, "issuer": {"type": "string"},
+                    "outside": {"type": "boolean", "description": "certificate not issued "
+                                "under the hospital root"},
+                    "intact": {"type": "boolean"}, "trusted": {"type": "boolean"},
+                    "ok": {"type": "boolean"}, "is_timestamp": {"type": "boolean"},
+                    "problems": {"type": "array", "items": {"type": "string"}}}}}}},
         },
     },
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -24,6 +24,7 @@ STATUS: dict[type[e.SignflowError], int] = {
     e.WrongPin: 403,
     e.CredentialBlocked: 423,
     e.ServiceUnavailable: 503,
+    e.SignatureNotDelivered: 502,
     e.ConfigurationError: 500,
 }
 
@@ -73,7 +74,8 @@ def _domain_error(exc: e.SignflowError) -> Response:
 _TITLES = {
     400: "Please check the form", 401: "Login failed", 403: "Not allowed", 404: "Not found",
     405: "Not allowed", 409: "Already handled", 413: "File too large", 422: "Document refused",
-    423: "Signing credential blocked", 429: "Too many attempts", 503: "Service unavailable",
+    423: "Signing credential blocked", 429: "Too many attempts", 502: "Signature not delivered",
+    503: "Service unavailable",
 }
 
 
@@ -81,7 +83,10 @@ def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     detail = exc.description or ""
     if status == 413:
-        detail = "The file is larger than this site accepts."
+        settings = current_app.extensions["signflow"].settings
+        detail = (f"The file is larger than {settings.max_upload_mb} MB, the limit of this site: "
+                  "ask for a lighter copy (scanned at 300 dpi or less) or split it into parts "
+                  f"of at most {settings.max_upload_mb} MB and send each one.")
     resp = render_error(status, _TITLES.get(status, exc.name), detail)
     # What the exception says about the response (405's Allow, 416's Content-Range...).
     for name, value in exc.get_headers():

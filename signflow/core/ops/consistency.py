@@ -40,6 +40,7 @@ from signflow.models import (
 TRANSITIONS: dict[AuditAction, RequestState] = {
     AuditAction.REQUEST_CREATED: RequestState.PENDING,
     AuditAction.REQUEST_ESCALATED: RequestState.PENDING,
+    AuditAction.REQUEST_SIGNING_FAILED: RequestState.PENDING,
     AuditAction.REQUEST_DELIVERED: RequestState.DELIVERED,
     AuditAction.REQUEST_RECEIVED: RequestState.RECEIVED,
     AuditAction.REQUEST_DECLINED: RequestState.DECLINED,

@@ -59,6 +59,9 @@ class SignatureReport:
     # pyHanko's AdES long-term validation (ETSI EN 319 102-1 5.6.3), offline, with
     # only the file's own validation data: "PASSED", or the indication/subindication.
     ades: str | None = None
+    # Made with a certificate the hospital did not issue (an earlier signature on a
+    # countersigned file): reported for what it is, never counted as the hospital's.
+    outside: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class SignatureReport:
             "pades_level": self.pades_level,
             "ades": self.ades,
             "is_timestamp": self.is_timestamp,
+            "outside": self.outside,
             "ok": self.ok,
             "problems": list(self.problems),
         }
@@ -87,9 +91,58 @@ class SignatureReport:
 class ValidationReport:
     signatures: tuple[SignatureReport, ...]
     ok: bool
+    # In words: what the recipient should know beyond the verdict (earlier
+    # signatures not issued by the hospital).
+    notes: tuple[str, ...] = ()
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Why the file is not valid, in words (empty when it is)."""
+        if self.ok:
+            return ()
+        found = [p for s in self.signatures if not (s.outside and acceptable_outside(s))
+                 for p in s.problems]
+        if not self.signatures:
+            found.append("the file carries no signature")
+        return tuple(dict.fromkeys(found)) or ("the last signature does not cover the whole file",)
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "signatures": [s.as_json() for s in self.signatures]}
+        return {"ok": self.ok, "signatures": [s.as_json() for s in self.signatures],
+                "notes": list(self.notes), "problems": list(self.problems)}
+
+
+NOT_TRUSTED = "the signer's certificate is not trusted"
+TIMESTAMP_NOT_TRUSTED = "the signature's timestamp is not valid or not trusted"
+
+
+def acceptable_outside(report: SignatureReport) -> bool:
+    """An earlier outside signature that is intact and mathematically valid: only
+    its trust (and its own timestamp's) is unknown to the hospital."""
+    return report.intact and (report.valid or report.is_timestamp) and set(report.problems) <= {
+        NOT_TRUSTED, TIMESTAMP_NOT_TRUSTED}
+
+
+def _verdict(reports: list[SignatureReport], pdf: bytes) -> tuple[bool, tuple[str, ...]]:
+    """Valid when every hospital signature is, the last hospital signature comes
+    after every outside one, and the file ends with it (or its validation data)."""
+    hospital = [i for i, r in enumerate(reports) if not r.outside and not r.is_timestamp]
+    outside = [i for i, r in enumerate(reports) if r.outside]
+    ok = (
+        bool(hospital)
+        and all(r.ok for r in reports if not r.outside)
+        and all(acceptable_outside(reports[i]) for i in outside)
+        and (not outside or max(outside) < hospital[-1])
+        and _covers_file(reports[-1], pdf)
+    )
+    notes = [
+        f"an earlier {'document timestamp' if r.is_timestamp else 'signature'} by {r.signer}, "
+        f"not issued by the hospital (issuer: {r.issuer})"
+        + ("" if acceptable_outside(r) else f": {'; '.join(r.problems)}")
+        for r in reports if r.outside
+    ]
+    if notes and ok:
+        notes.append("the hospital's signature is valid and covers the whole file")
+    return ok, tuple(notes)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -161,13 +214,36 @@ def validate_pdf(
         any(later.sig_object_type == "/DocTimeStamp" for later in embedded[i + 1 :])
         for i in range(len(embedded))
     ]
+    roots = [to_asn1_cert(c).subject for c in trust_roots]
     for index, sig in enumerate(embedded):
         report = _validate_one(sig, context, has_dss=has_dss, doc_ts_after=doc_timestamps_after[index])
         if not report.is_timestamp and report.intact and report.valid:
             report = _with_ades_level(report, sig, trust_roots)
+        if not report.trusted and not report.revoked and not _issued_under(sig, roots):
+            report = dataclasses.replace(report, outside=True)
         reports.append(report)
-    ok = bool(reports) and all(r.ok for r in reports) and _covers_file(reports[-1], pdf)
-    return ValidationReport(signatures=tuple(reports), ok=ok)
+    ok, notes = _verdict(reports, pdf)
+    return ValidationReport(signatures=tuple(reports), ok=ok, notes=notes)
+
+
+def _issued_under(sig: Any, roots: list[asn1_x509.Name]) -> bool:
+    """Whether the signer's certificate names one of `roots` as its issuer, directly
+    or through the certificates embedded with it. Names only: a look-alike CA
+    counts as the hospital's, and then fails as untrusted (never the reverse)."""
+    try:
+        cert = sig.signer_cert
+        embedded = {c.subject.dump(): c for c in sig.other_embedded_certs}
+    except Exception:
+        return True  # unreadable: judged as the hospital's, hence not valid
+    wanted = {name.dump() for name in roots}
+    for _ in range(8):
+        if cert.issuer.dump() in wanted or cert.subject.dump() in wanted:
+            return True
+        parent = embedded.get(cert.issuer.dump())
+        if parent is None or parent is cert:
+            return False
+        cert = parent
+    return False
 
 
 def _covers_file(last: SignatureReport, pdf: bytes) -> bool:
@@ -256,13 +332,13 @@ def _validate_one(
         if ts_status is not None and not (
             ts_status.intact and ts_status.valid and ts_status.trusted
         ):
-            problems.append("the signature's timestamp is not valid or not trusted")
+            problems.append(TIMESTAMP_NOT_TRUSTED)
     if not intact:
         problems.append("the signed content was altered")
     elif not valid:
         problems.append("the cryptographic signature is invalid")
     if not trusted:
-        problems.append("the signer's certificate is not trusted")
+        problems.append(NOT_TRUSTED)
     if revoked:
         problems.append("the signer's certificate is revoked")
     docmdp_ok = getattr(status, "docmdp_ok", True)

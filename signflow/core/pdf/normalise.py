@@ -19,6 +19,7 @@ are what is previewed and what is signed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -38,7 +39,13 @@ ACTIVE_CONTENT_MODES = ("strip", "refuse")
 # Many readers accept a header after some junk (mail gateways prepend it);
 # the rewrite then starts the file at %PDF- again.
 HEADER_WINDOW = 1024
-UNSAFE = "the PDF could not be processed safely"
+UNSAFE = ("the PDF could not be processed safely (it takes more time or memory to open than "
+          "this site allows): save or print it to PDF again, or scan it at 300 dpi or less, "
+          "and upload that copy")
+NOT_A_PDF = ("not a PDF: upload the PDF itself (in the program that shows the document, "
+             "use Save as PDF or Print to PDF)")
+
+log = logging.getLogger("signflow.upload")
 
 
 @dataclass(frozen=True)
@@ -62,13 +69,23 @@ def normalise_upload(
     limits: SandboxLimits = DEFAULT_LIMITS,
 ) -> NormalisedPdf:
     """Check and rewrite an upload; raises DocumentTooLarge or InvalidDocument
-    (message safe to show), ServiceUnavailable when every sandbox stays busy."""
+    (message safe to show, ending with a reference that support finds in the log
+    next to the parser's own error), ServiceUnavailable when every sandbox stays busy."""
     if active_content not in ACTIVE_CONTENT_MODES:
         raise ValueError("active_content must be 'strip' or 'refuse'")
+    original_sha256 = hashlib.sha256(data).hexdigest()
+    reference = upload_reference(original_sha256)
     if len(data) > max_bytes:
-        raise DocumentTooLarge(f"the PDF is larger than {_human_size(max_bytes)}")
+        log.info("upload %s refused: %d bytes, over the %d byte limit", reference, len(data),
+                 max_bytes)
+        raise DocumentTooLarge(
+            f"the PDF is larger than {_human_size(max_bytes)}, the limit of this site:"
+            " ask for a lighter copy (scanned at 300 dpi or less, in black and white for text) or "
+            f"split it into parts of at most {_human_size(max_bytes)} and send each one")
     if b"%PDF-" not in data[: HEADER_WINDOW + 5]:
-        raise InvalidDocument("not a PDF")
+        log.info("upload %s refused: no %%PDF- header in the first %d bytes", reference,
+                 HEADER_WINDOW)
+        raise InvalidDocument(_referenced(NOT_A_PDF, reference))
     params = {
         "max_pages": max_pages,
         "active_content": active_content,
@@ -77,25 +94,44 @@ def normalise_upload(
     try:
         result = run_task("normalise", params, data, limits)
     except SandboxRefusal as refusal:
-        raise InvalidDocument(refusal.message) from None
-    except SandboxFailure:
-        raise InvalidDocument(UNSAFE) from None
+        log.warning("upload %s refused: %s; parser: %s", reference, refusal.message,
+                    refusal.detail or "-")
+        raise InvalidDocument(_referenced(refusal.message, reference)) from None
+    except SandboxFailure as failure:
+        log.warning("upload %s refused: the sandbox stopped (%s)", reference, failure)
+        raise InvalidDocument(_referenced(UNSAFE, reference)) from None
     except SandboxBusy:
-        raise ServiceUnavailable("the server is busy checking other documents; try again") from None
+        log.warning("upload %s not checked: every sandbox busy", reference)
+        raise ServiceUnavailable("the server is busy checking other documents; try again "
+                                 "in a minute") from None
     page_count = result.meta.get("page_count")
     removed = result.meta.get("removed")
     notices = result.meta.get("notices", [])
     if (not isinstance(page_count, int) or not isinstance(removed, list)
             or not isinstance(notices, list) or not result.payload):
-        raise InvalidDocument(UNSAFE)
+        log.warning("upload %s refused: malformed sandbox answer", reference)
+        raise InvalidDocument(_referenced(UNSAFE, reference))
+    warnings = result.meta.get("warnings")
+    if warnings:
+        log.info("upload %s repaired by the parser: %s", reference, "; ".join(map(str, warnings)))
     return NormalisedPdf(
         data=result.payload,
         sha256=hashlib.sha256(result.payload).hexdigest(),
-        original_sha256=hashlib.sha256(data).hexdigest(),
+        original_sha256=original_sha256,
         page_count=page_count,
         removed=tuple(str(item) for item in removed),
         notices=tuple(str(item) for item in notices),
     )
+
+
+def upload_reference(original_sha256: str) -> str:
+    """What the technician quotes to support: the start of the upload's SHA-256
+    (also in the request's audit entry), logged with every refusal."""
+    return original_sha256[:12]
+
+
+def _referenced(message: str, reference: str) -> str:
+    return f"{message} (reference for support: {reference})"
 
 
 def _human_size(size: int) -> str:

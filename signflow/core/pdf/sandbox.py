@@ -60,10 +60,11 @@ class SandboxBusy(Exception):
 class SandboxRefusal(Exception):
     """The child parsed the input and refused it; `kind` is 'invalid' or 'not-found'."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.detail = detail  # the parser's own error, for the log only
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ def run_task(
         return SandboxResult(meta if isinstance(meta, dict) else {}, body, elapsed)
     kind = str(header.get("kind", "failure"))
     if kind in ("invalid", "not-found"):
-        raise SandboxRefusal(kind, str(header.get("message", "the PDF could not be read")))
+        detail = header.get("detail")
+        raise SandboxRefusal(kind, str(header.get("message", "the PDF could not be read")),
+                             str(detail) if detail else None)
     log.warning("sandbox %s failed: %s", task, header.get("detail", kind))
     raise SandboxFailure(kind)

@@ -3,6 +3,7 @@ the review page, the stamp position, and verifying the delivered file."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,7 +14,14 @@ from sqlalchemy.orm import Session
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
-from signflow.core.errors import Conflict, CredentialBlocked, Forbidden, InvalidInput, WrongPin
+from signflow.core.errors import (
+    Conflict,
+    CredentialBlocked,
+    Forbidden,
+    InvalidInput,
+    SignatureNotDelivered,
+    WrongPin,
+)
 from signflow.core.pades import sign as signing
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.geometry import page_geometry, stamp_box
@@ -36,6 +44,7 @@ from signflow.models import (
 )
 
 SIGN_REASON = "Approved for transplant workflow"
+log = logging.getLogger("signflow.signing")
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,7 @@ def sign_request(
         timestamper=deps.timestamper, level=deps.pades_level,
         crls=current_crls(session, deps, now=now),
     )
+    _require_valid(session, deps, req, signed, actor=actor, serial=credential.serial, now=now)
     signed_sha = deps.blobs.put(session, signed, now=now)
     session.add(Signature(
         request_id=req.id, user_id=user.id, credential_id=credential.id,
@@ -123,6 +133,7 @@ def sign_request(
     ))
     sha_before = req.document_sha256
     req.signed_sha256, req.signed_by_id, req.signed_at = signed_sha, user.id, now
+    req.failure_reason = None
     route = access.route_of(req)
     audit_fields: dict[str, Any] = dict(
         certificate_serial=credential.serial, sha256_before=sha_before, sha256_after=signed_sha,
@@ -148,6 +159,30 @@ def sign_request(
                     **audit_fields)
     workflow.deliver(session, req, now=now)
     return req
+
+
+def _require_valid(session: Session, deps: Deps, req: SignatureRequest, signed: bytes, *,
+                   actor: Actor, serial: str, now: datetime) -> None:
+    """The signed bytes pass the recipient's validator, or nothing is stored or
+    delivered: the request stays pending with the reason, audited, and the
+    physician may sign again (with a fresh form) or decline."""
+    report = validation.validate_pdf(signed, trust_roots=[deps.keys.root_cert],
+                                     crls=current_crls(session, deps, now=now), now=now)
+    if report.ok:
+        return
+    problems = list(report.problems)
+    log.warning("request %s: the signature by certificate %s did not validate, not delivered: %s",
+                req.id, serial, "; ".join(problems))
+    req.failure_reason = ("The signature made at " + access.local_time(now, deps.timezone)
+                          + " did not validate (" + "; ".join(problems) + "), so nothing was "
+                          "delivered. The physician can sign again, or decline.")
+    workflow.record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_SIGNING_FAILED,
+                    certificate_serial=serial, problems=problems, level=deps.pades_level,
+                    group=req.group_id, step=req.step)
+    raise SignatureNotDelivered(
+        "Your signature was made but did not pass validation (" + "; ".join(problems)
+        + "), so nothing was delivered and the request is still waiting. Reload the page and "
+        "sign again; if it fails again, decline it and call the technician.")
 
 
 def current_crls(session: Session, deps: Deps, *, now: datetime,

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor, JsonValue
-from signflow.core.errors import Conflict, Forbidden, InvalidInput
+from signflow.core.errors import Conflict, Forbidden, InvalidDocument, InvalidInput
+from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
 from signflow.core.requests import outbox as outbox
@@ -74,6 +75,7 @@ def create_request(
     if len(note) > MAX_NOTE:
         raise InvalidInput(f"The note is limited to {MAX_NOTE} characters.")
     title = " ".join(title.split())[:200] or filename
+    _check_earlier_signatures(deps, upload, now)
     stored = deps.blobs.put(session, upload.data, now=now)
     req = SignatureRequest(
         technician_id=user.id, group_id=group.id, step=0,
@@ -92,6 +94,21 @@ def create_request(
            original_sha256=upload.original_sha256, document_sha256=stored,
            removed=list(upload.removed), notices=list(upload.notices), pages=upload.page_count)
     return req
+
+
+def _check_earlier_signatures(deps: Deps, upload: NormalisedPdf, now: datetime) -> None:
+    """A file kept as received (it carries signatures: countersigning) whose earlier
+    signatures are broken is refused now, not after a physician typed a PIN."""
+    if upload.sha256 != upload.original_sha256:
+        return  # rewritten: it carried no signature
+    report = validation.validate_pdf(upload.data, trust_roots=[deps.keys.root_cert], now=now)
+    broken = [s for s in report.signatures
+              if not (s.ok or (s.outside and validation.acceptable_outside(s)))]
+    if broken:
+        what = "; ".join(f"{s.signer}: {', '.join(s.problems)}" for s in broken)
+        raise InvalidDocument(f"the PDF carries an earlier signature that is not valid ({what}); "
+                              "a signature added on top would not be delivered. Ask the sender "
+                              "for an intact signed copy, or for the unsigned document")
 
 
 def record(

@@ -26,6 +26,7 @@ from signflow.core.pdf.sandbox_child.wire import (  # noqa: E402
     Refuse,
     frame,
     out_of_memory,
+    parser_error,
     unframe,
 )
 
@@ -42,7 +43,8 @@ def _child_main(argv: list[str]) -> int:
         answer = frame({"ok": True, "meta": meta}, body)
         code = 0
     except Refuse as refusal:
-        answer = frame({"ok": False, "kind": refusal.kind, "message": refusal.message}, b"")
+        answer = frame({"ok": False, "kind": refusal.kind, "message": refusal.message,
+                        "detail": refusal.detail}, b"")
         code = 0
     except MemoryError:
         answer = frame({"ok": False, "kind": "resources", "detail": "memory"}, b"")
@@ -60,7 +62,7 @@ def _child_main(argv: list[str]) -> int:
                     "ok": False,
                     "kind": "invalid",
                     "message": UNREADABLE,
-                    "detail": type(exc).__name__,
+                    "detail": parser_error(exc),
                 },
                 b"",
             )

@@ -10,8 +10,9 @@ from typing import Any
 
 from signflow.core.pdf.sandbox_child import metadata
 from signflow.core.pdf.sandbox_child.active_content import ActiveContent
+from signflow.core.pdf.sandbox_child.budget import check_sizes
 from signflow.core.pdf.sandbox_child.forms import merge_signature_widgets, signature_box_notices
-from signflow.core.pdf.sandbox_child.inspection import check_sizes, has_signature
+from signflow.core.pdf.sandbox_child.inspection import has_signature
 from signflow.core.pdf.sandbox_child.objects import is_dictlike
 from signflow.core.pdf.sandbox_child.pages import direct_boxes, geometry
 from signflow.core.pdf.sandbox_child.wire import (
@@ -19,6 +20,7 @@ from signflow.core.pdf.sandbox_child.wire import (
     MAX_RENDER_SIDE,
     UNREADABLE,
     Refuse,
+    parser_error,
 )
 
 LOCKED_FILE = (
@@ -49,6 +51,36 @@ def check_readers(data: bytes, page_count: int) -> None:
         document.close()
 
 
+PROBE_WIDTH_PX = 48
+
+
+def unviewable(page_number: int) -> str:
+    return (f"page {page_number} of the PDF cannot be displayed, so the physician could not "
+            "read it before signing; print the document to PDF again (or scan it again) and "
+            "upload that copy")
+
+
+def probe_pages(data: bytes, page_count: int) -> None:
+    """Every page renders (small) in PDFium, the engine of the previews: a document
+    whose pages cannot be shown is never offered for signature."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(data)
+    try:
+        for index in range(page_count):
+            try:
+                page = document[index]
+                width_pt, height_pt = page.get_size()
+                if width_pt <= 0 or height_pt <= 0:
+                    raise Refuse(unviewable(index + 1))
+                page.render(scale=max(PROBE_WIDTH_PX / width_pt, 1e-3)).close()
+                page.close()
+            except pypdfium2.PdfiumError as exc:
+                raise Refuse(unviewable(index + 1), detail=parser_error(exc)) from None
+    finally:
+        document.close()
+
+
 def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
     import pikepdf
 
@@ -59,8 +91,8 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         pdf = pikepdf.open(io.BytesIO(data))
     except pikepdf.PasswordError:
         raise Refuse(LOCKED_FILE) from None
-    except (pikepdf.PdfError, ValueError, RuntimeError):
-        raise Refuse(UNREADABLE) from None
+    except (pikepdf.PdfError, ValueError, RuntimeError) as exc:
+        raise Refuse(UNREADABLE, detail=parser_error(exc)) from None
     with pdf:
         # Opened without a password: only permission flags (no copying, no
         # printing...) protect it, which any reader may ignore; the rewrite is
@@ -69,18 +101,25 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         try:
             root = pdf.Root
             page_count = len(pdf.pages)
-        except (pikepdf.PdfError, AttributeError, ValueError, RuntimeError):
-            raise Refuse(UNREADABLE) from None
+        except (pikepdf.PdfError, AttributeError, ValueError, RuntimeError) as exc:
+            raise Refuse(UNREADABLE, detail=parser_error(exc)) from None
+        # qpdf hands its warnings over once: keep them all for the checks and the log.
+        warnings = [parser_error(w) for w in pdf.get_warnings()]
         if not is_dictlike(root):
-            raise Refuse(UNREADABLE)
+            raise Refuse(UNREADABLE, detail="; ".join(warnings[:5]) or "the catalogue is not a dictionary")
         if page_count == 0:
             # Pages lost to damage are not the same as a document without any.
-            raise Refuse(UNREADABLE if pdf.get_warnings() else "the PDF has no pages")
+            if warnings:
+                raise Refuse(UNREADABLE, detail="; ".join(warnings[:5]))
+            raise Refuse("the PDF has no pages: export or print the document to PDF again, "
+                         "with its pages, and upload that copy")
         if page_count > max_pages:
-            raise Refuse(f"the PDF has more than {max_pages} pages")
+            raise Refuse(f"the PDF has more than {max_pages} pages (it has {page_count}): split "
+                         f"it into parts of at most {max_pages} pages and send each one")
         signed = has_signature(pdf)
         if signed and not allow_signed:
-            raise Refuse("the PDF already carries a signature")
+            raise Refuse("the PDF already carries a signature, and this site accepts only "
+                         "unsigned documents: ask the sender for the version before signing")
         if signed and restricted:
             raise Refuse("the PDF is encrypted and already carries a signature: removing the "
                          "encryption would void that signature; ask the sender for a copy "
@@ -94,7 +133,8 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         removed = active.removed() if not signed else []
         if restricted:
             removed.append("copy and print restrictions (the file opened without a password)")
-        if pdf.get_warnings():
+        warnings += [parser_error(w) for w in pdf.get_warnings()]
+        if warnings:
             removed.append("damaged file structure (repaired)")
         if signed:
             # Counter-signing appends to the exact bytes received.
@@ -104,8 +144,10 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         else:
             out, notices = _rewrite(pdf, removed)
     check_readers(out, page_count)
-    return {"page_count": page_count, "removed": removed, "notices": notices,
-            "passthrough": signed}, out
+    probe_pages(out, page_count)
+    meta = {"page_count": page_count, "removed": removed, "notices": notices,
+            "passthrough": signed, "warnings": warnings[:5]}
+    return meta, out
 
 
 def _rewrite(pdf: Any, removed: list[str]) -> tuple[bytes, list[str]]:

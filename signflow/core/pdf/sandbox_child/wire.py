@@ -10,6 +10,7 @@ then the raw payload (PDF bytes in, normalised PDF or PNG out).
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any
 
@@ -17,8 +18,10 @@ MiB = 1024 * 1024
 # A decoded stream pyHanko would refuse anyway (its 0.38 per-stream default).
 MAX_STREAM_DECODED = 256 * MiB
 MAX_TOTAL_DECODED = 1024 * MiB
-# An A3 page scanned at 600 dpi is ~70 Mpx; a declared 60000x60000 image is 3.6 Gpx.
-MAX_IMAGE_PIXELS = 100_000_000
+# An image as decoded (width x height x bits per component x components / 8): an
+# A3 colour scan at 600 dpi is 210 MB, a 1-bit A0 fax scan at 300 dpi 17 MB; a
+# declared 60000x60000 RGB image is 10 GB.
+MAX_IMAGE_BYTES = 256 * MiB
 # Rendered previews: a 1000 px wide A4 page is 1.4 Mpx; this bounds odd shapes.
 MAX_RENDER_PIXELS = 8_000_000
 MAX_RENDER_SIDE = 16_384
@@ -43,13 +46,30 @@ def unframe(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 class Refuse(Exception):
-    def __init__(self, message: str, kind: str = "invalid") -> None:
+    """`message` is for the user; `detail` (the parser's own error) only for the log."""
+
+    def __init__(self, message: str, kind: str = "invalid", detail: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.detail = detail
 
 
-UNREADABLE = "the PDF could not be read"
+UNREADABLE = (
+    "the PDF could not be read: it is damaged or incomplete. Open it in a PDF reader, "
+    "save it (or print it to PDF) again, and upload that copy"
+)
+_QUOTED = re.compile(r"`[^`]*`|'[^']*'|\"[^\"]*\"|\([^()]*\)|<<.*?>>|\[[^\]]*\]")
+
+
+def parser_error(exc: BaseException | str, limit: int = 300) -> str:
+    """A parser's message for the support log, without document content: quoted or
+    bracketed text (tokens, strings, dictionaries the parser echoes) is elided and
+    the rest kept to printable ASCII, cut at `limit` characters."""
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    text = _QUOTED.sub("…", re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>", "input", text))
+    text = "".join(c if " " <= c <= "~" or c == "…" else " " for c in text)
+    return " ".join(text.split())[:limit]
 
 
 def out_of_memory(exc: BaseException) -> bool:

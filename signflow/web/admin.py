@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, flash, redirect, render_template, url_for
@@ -14,7 +15,7 @@ from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
 from signflow.core.requests import rota as rota
 from signflow.models import Role
-from signflow.web.context import current
+from signflow.web.context import RequestContext, current
 from signflow.web.forms import (
     FORM_EXPIRED,
     ConfirmForm,
@@ -44,6 +45,15 @@ def _done(change: object | None, done: str) -> None:
     else:
         flash("Proposed: it takes effect when a second administrator approves it "
               "(Pending changes).", "info")
+
+
+def _on_confirm(operation: Callable[[RequestContext], object], done: str, back_to: str) -> Response:
+    """A one-button form (approve, reject, remove, reset): its token checked (an expired
+    one is refused, nothing done), then the one operation, then `done` shown on `back_to`."""
+    submitted(ConfirmForm(), FORM_EXPIRED)
+    operation(current())
+    flash(done, "success")
+    return redirect(url_for(back_to))
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -114,24 +124,25 @@ def changes() -> str:
                            confirm=ConfirmForm())
 
 
+def _decide(decision: Callable[..., object], change_id: int, done: str) -> Response:
+    """A second administrator's decision on a pending change (approve or reject: the
+    same arguments), back on the list of changes."""
+    return _on_confirm(
+        lambda rc: decision(rc.session, actor=rc.actor, now=rc.now, change_id=change_id),
+        done, "admin.changes")
+
+
 @bp.post("/changes/<int:change_id>/approve")
 @roles(Role.ADMIN)
 def approve(change_id: int) -> Response:
-    rc = current()
-    submitted(ConfirmForm(), FORM_EXPIRED)
-    four_eyes.approve(rc.session, actor=rc.actor, now=rc.now, change_id=change_id)
-    flash("Approved: the change is in effect and the person is told.", "success")
-    return redirect(url_for("admin.changes"))
+    return _decide(four_eyes.approve, change_id,
+                   "Approved: the change is in effect and the person is told.")
 
 
 @bp.post("/changes/<int:change_id>/reject")
 @roles(Role.ADMIN)
 def reject(change_id: int) -> Response:
-    rc = current()
-    submitted(ConfirmForm(), FORM_EXPIRED)
-    four_eyes.reject(rc.session, actor=rc.actor, now=rc.now, change_id=change_id)
-    flash("Rejected: nothing changed.", "success")
-    return redirect(url_for("admin.changes"))
+    return _decide(four_eyes.reject, change_id, "Rejected: nothing changed.")
 
 
 @bp.post("/users/<int:user_id>/revoke")
@@ -209,19 +220,14 @@ def add_shift() -> Response:
 @bp.post("/rota/shifts/<int:shift_id>/remove")
 @roles(Role.ADMIN)
 def remove_shift(shift_id: int) -> Response:
-    rc = current()
-    submitted(ConfirmForm(), FORM_EXPIRED)
-    rota.remove_shift(rc.session, actor=rc.actor, shift_id=shift_id,
-                      now=rc.now)
-    flash("Shift removed.", "success")
-    return redirect(url_for("admin.rota_page"))
+    return _on_confirm(
+        lambda rc: rota.remove_shift(rc.session, actor=rc.actor, shift_id=shift_id, now=rc.now),
+        "Shift removed.", "admin.rota_page")
 
 
 @bp.post("/users/<int:user_id>/reset-mfa")
 @roles(Role.ADMIN)
 def reset_mfa(user_id: int) -> Response:
-    rc = current()
-    submitted(ConfirmForm(), FORM_EXPIRED)
-    mfa.reset(rc.session, actor=rc.actor, user_id=user_id, now=rc.now)
-    flash("Second factor reset: the user enrols a new authenticator at next login.", "success")
-    return redirect(url_for("admin.users"))
+    return _on_confirm(
+        lambda rc: mfa.reset(rc.session, actor=rc.actor, user_id=user_id, now=rc.now),
+        "Second factor reset: the user enrols a new authenticator at next login.", "admin.users")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from signflow.config import Settings  # noqa: E402
+from bench.instance import bench_instance  # noqa: E402
 from signflow.core.accounts import enrolment
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
@@ -22,13 +22,10 @@ from signflow.core.audit.log import Actor  # noqa: E402
 from signflow.core.pades import sign as signing
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.pki import credentials as creds
-from signflow.core.pki import keystore as pki
 from signflow.core.pki import seal as seal
 from signflow.core.requests import signing as request_signing  # noqa: E402
 from signflow.core.requests import workflow as workflow  # noqa: E402
-from signflow.migrate import upgrade  # noqa: E402
 from signflow.models import Destination, OnCallGroup, RotaShift, User  # noqa: E402
-from signflow.services import PASSPHRASE_FILE, build_services  # noqa: E402
 from tests.pdfs import make_pdf  # noqa: E402
 
 PIN = "428613"
@@ -47,16 +44,7 @@ def median_ms(fn, rounds: int) -> float:
 def main(rounds: int = 15) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="signflow-bench-"))
     now = datetime.now(UTC)
-    pki.init_keys(tmp / "keys", passphrase=b"bench-passphrase", now=now, base_url="http://127.0.0.1")
-    seal.ensure_seal(tmp / "keys", pki.load_keys(tmp / "keys", passphrase=b"bench-passphrase"),
-                     passphrase=b"bench-passphrase", now=now)
-    (tmp / "instance").mkdir()
-    (tmp / "instance" / PASSPHRASE_FILE).write_text("bench-passphrase")
-    url = f"sqlite:///{tmp / 'bench.db'}"
-    upgrade(url)
-    settings = Settings(env="testing", instance_path=tmp / "instance", keys_path=tmp / "keys",
-                        database_url=url, secret_key="b" * 48)
-    svc = build_services(settings)
+    svc, _ = bench_instance(tmp, now=now)
     actor = Actor(None, "bench", "operator")
     with svc.sessions() as s, s.begin():
         dest = Destination(name="Transplant")

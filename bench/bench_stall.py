@@ -22,19 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from werkzeug.serving import make_server  # noqa: E402
 
+from bench.instance import bench_instance  # noqa: E402
 from signflow.app import create_app  # noqa: E402
-from signflow.config import Settings  # noqa: E402
 from signflow.core.accounts import users as accounts  # noqa: E402
 from signflow.core.audit import log as audit  # noqa: E402
 from signflow.core.audit.log import Actor  # noqa: E402
 from signflow.core.pdf import normalise as pdfcheck  # noqa: E402
 from signflow.core.pki import crl as revocation  # noqa: E402
-from signflow.core.pki import keystore as pki  # noqa: E402
 from signflow.core.pki import seal as seal  # noqa: E402
 from signflow.core.requests import workflow  # noqa: E402
-from signflow.migrate import upgrade  # noqa: E402
 from signflow.models import AuditAction, Destination, OnCallGroup, User  # noqa: E402
-from signflow.services import PASSPHRASE_FILE, build_services  # noqa: E402
 from tests.helpers import SERVED_CSRF, http_login, multipart  # noqa: E402
 from tests.pdfs import make_pdf  # noqa: E402
 
@@ -44,16 +41,7 @@ LOGINS = [f"user{n}" for n in range(8)]
 
 def _setup(tmp: Path, entries: int):  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
-    pki.init_keys(tmp / "keys", passphrase=b"bench-passphrase", now=now, base_url="http://127.0.0.1")
-    seal.ensure_seal(tmp / "keys", pki.load_keys(tmp / "keys", passphrase=b"bench-passphrase"),
-                     passphrase=b"bench-passphrase", now=now)
-    (tmp / "instance").mkdir()
-    (tmp / "instance" / PASSPHRASE_FILE).write_text("bench-passphrase")
-    url = f"sqlite:///{tmp / 'bench.db'}"
-    upgrade(url)
-    settings = Settings(env="testing", instance_path=tmp / "instance", keys_path=tmp / "keys",
-                        database_url=url, secret_key="b" * 48, mfa_roles="")
-    svc = build_services(settings)
+    svc, settings = bench_instance(tmp, now=now, mfa_roles="")
     actor = Actor(None, "bench", "operator")
     hashed = accounts.hash_password(PASSWORD)
     with svc.sessions() as s, s.begin():

@@ -283,6 +283,16 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def delivered(app: Flask, world: World) -> tuple[int, FlaskClient]:
+    """A request signed and delivered through the routes: its id and the technician's
+    logged-in client (what the API tests start from)."""
+    from tests.helpers import delivered_request  # helpers imports this module: import late
+
+    rid, tech, _doc = delivered_request(app, world)
+    return rid, tech
+
+
 _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
 
 

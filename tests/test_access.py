@@ -370,16 +370,21 @@ def test_admin_cannot_read_documents_or_sign(app, svc, world):
 # -- object level -------------------------------------------------------------
 
 
+def assert_sees_nothing_of(client, rid: int, *, detail: str, listing: str) -> None:
+    """The request's page, its file and its rendered page answer 404 (as if it did not
+    exist), and the listing does not link to it."""
+    for path in (detail, f"/documents/{rid}/download", f"/documents/{rid}/pages/1.png"):
+        assert client.get(path).status_code == 404, path
+    assert detail not in client.get(listing).get_data(as_text=True)
+
+
 def test_other_technician_cannot_see_cancel_or_download(app, svc, world):
     rid, tech, tech2 = pending_request_seen_by(app, world, "tech2")
     audit_before = count(svc, AuditEntry)
-    assert tech2.get(f"/requests/{rid}").status_code == 404
-    assert tech2.get(f"/documents/{rid}/download").status_code == 404
-    assert tech2.get(f"/documents/{rid}/pages/1.png").status_code == 404
+    assert_sees_nothing_of(tech2, rid, detail=f"/requests/{rid}", listing="/requests/")
     resp = tech2.post(f"/requests/{rid}/cancel", data={"csrf_token": csrf_token(tech2, "/requests/new")})
     assert resp.status_code == 404
     assert "not yours to see" in resp.get_data(as_text=True)
-    assert f"/requests/{rid}" not in tech2.get("/requests/").get_data(as_text=True)
     assert str(rid) not in tech2.get("/requests/status.json").json
     assert state_of(svc, rid) == RequestState.PENDING
     assert count(svc, AuditEntry) == audit_before
@@ -413,10 +418,7 @@ def test_other_destination_cannot_see_download_or_acknowledge(app, svc, world):
     cardio = app.test_client()
     login(cardio, "cardio")
     audit_before = count(svc, AuditEntry)
-    assert cardio.get(f"/received/{rid}").status_code == 404
-    assert cardio.get(f"/documents/{rid}/download").status_code == 404
-    assert cardio.get(f"/documents/{rid}/pages/1.png").status_code == 404
-    assert f"/received/{rid}" not in cardio.get("/received/").get_data(as_text=True)
+    assert_sees_nothing_of(cardio, rid, detail=f"/received/{rid}", listing="/received/")
     resp = cardio.post(f"/received/{rid}/acknowledge", data={"csrf_token": csrf_token(cardio, "/login")})
     assert resp.status_code == 404
     assert state_of(svc, rid) == RequestState.DELIVERED
@@ -426,10 +428,7 @@ def test_other_destination_cannot_see_download_or_acknowledge(app, svc, world):
 def test_recipient_cannot_see_a_request_before_delivery(app, svc, world):
     rid, _tech, recipient = pending_request_seen_by(app, world, "recipient")
     audit_before = count(svc, AuditEntry)
-    assert recipient.get(f"/received/{rid}").status_code == 404
-    assert recipient.get(f"/documents/{rid}/download").status_code == 404
-    assert recipient.get(f"/documents/{rid}/pages/1.png").status_code == 404
-    assert f"/received/{rid}" not in recipient.get("/received/").get_data(as_text=True)
+    assert_sees_nothing_of(recipient, rid, detail=f"/received/{rid}", listing="/received/")
     resp = recipient.post(
         f"/received/{rid}/acknowledge", data={"csrf_token": csrf_token(recipient, "/login")}
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-import pytest
 from openapi_spec_validator import validate
 from sqlalchemy import select
 
@@ -17,7 +16,7 @@ from signflow.core.pades import validate as validation
 from signflow.models import ApiToken, AuditEntry, RequestState, User
 from tests.conftest import TEST_ACTOR, login
 from tests.factories import count, integration_token, state_of
-from tests.helpers import delivered_request, new_request
+from tests.helpers import new_request
 
 RECEIVER = ("read", "download", "acknowledge")
 
@@ -37,12 +36,6 @@ def assert_problem(resp, status: int) -> None:
     assert resp.mimetype == "application/problem+json"
     body = resp.json
     assert body["status"] == status and body["title"] and body["detail"]
-
-
-@pytest.fixture
-def delivered(app, world):
-    rid, tech, _doc = delivered_request(app, world)
-    return rid, tech
 
 
 def test_recipient_reads_verifies_downloads_and_acknowledges(app, svc, world, clock, delivered):

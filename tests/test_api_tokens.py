@@ -18,7 +18,6 @@ from signflow.migrate import alembic_config, upgrade
 from signflow.models import ApiToken, AuditEntry, RequestState, SignatureRequest, User
 from tests.conftest import TEST_ACTOR, csrf_token, login
 from tests.factories import count, integration_token, state_of
-from tests.helpers import delivered_request
 from tests.pdfs import make_pdf
 
 RECEIVER = ("read", "download", "acknowledge")
@@ -36,12 +35,6 @@ def uses(svc, outcome: str | None = None) -> list[dict]:
                           .order_by(AuditEntry.seq)).all()
     found = [json.loads(line) for line in lines]
     return [f for f in found if outcome is None or f["outcome"] == outcome]
-
-
-@pytest.fixture
-def delivered(app, world):
-    rid, tech, _doc = delivered_request(app, world)
-    return rid, tech
 
 
 def test_people_get_no_tokens_and_their_old_tokens_are_refused(app, svc, world, clock, delivered):

@@ -63,6 +63,29 @@ def test_leaf_and_node_hashes_cannot_be_confused() -> None:
     assert av.hash_children(right, left) != node
 
 
+Probe = tuple[int, int, bytes, bytes, list[bytes]]
+
+
+def corruption_probes(first: int, second: int, x: bytes, y: bytes, proof: list[bytes], *,
+                      wrong: list[tuple[bytes, bytes]], inserted: list[bytes], flip: int) -> list[Probe]:
+    """The corruptions the reference (proof/verify_test.go) tries on an inclusion proof
+    (index, size, root, leaf) and on a consistency proof (size1, size2, root1, root2)
+    alike: either number off by one or a bit, doubled or halved; the two hashes replaced
+    by each `wrong` pair; each `inserted` hash added at either end of the proof; one bit
+    (`flip`) flipped in each proof hash. Each must fail to verify."""
+    probes: list[Probe] = [(first - 1, second, x, y, proof), (first + 1, second, x, y, proof),
+                           (first ^ 2, second, x, y, proof), (first, second * 2, x, y, proof),
+                           (first, second // 2, x, y, proof)]
+    probes += [(first, second, wx, wy, proof) for wx, wy in wrong]
+    probes += [(first, second, x, y, [*proof, extra]) for extra in inserted]
+    probes += [(first, second, x, y, [extra, *proof]) for extra in inserted]
+    for i in range(len(proof)):
+        flipped = list(proof)
+        flipped[i] = bytes([flipped[i][0] ^ flip]) + flipped[i][1:]
+        probes.append((first, second, x, y, flipped))
+    return probes
+
+
 @pytest.mark.parametrize("size", range(1, 9))
 def test_roots_of_the_reference_tree(size: int) -> None:
     assert av.tree_root(LEAVES[:size]) == ROOTS[size - 1]
@@ -76,24 +99,8 @@ def test_inclusion_proofs_match_the_reference(vector: dict) -> None:
     assert av.verify_inclusion(LEAVES[index], index, size, proof, ROOTS[size - 1])
     # The reference's corruption probes (proof/verify_test.go corruptInclusionProof).
     root, leaf = ROOTS[size - 1], LEAVES[index]
-    probes = [
-        (index - 1, size, root, leaf, proof),
-        (index + 1, size, root, leaf, proof),
-        (index ^ 2, size, root, leaf, proof),
-        (index, size * 2, root, leaf, proof),
-        (index, size // 2, root, leaf, proof),
-        (index, size, root, b"WrongLeaf", proof),
-        (index, size, av.EMPTY_ROOT, leaf, proof),
-        (index, size, SOME_HASH, leaf, proof),
-        (index, size, root, leaf, [*proof, b""]),
-        (index, size, root, leaf, [*proof, root]),
-        (index, size, root, leaf, [b"", *proof]),
-        (index, size, root, leaf, [root, *proof]),
-    ]
-    for i in range(len(proof)):
-        flipped = list(proof)
-        flipped[i] = bytes([flipped[i][0] ^ 8]) + flipped[i][1:]
-        probes.append((index, size, root, leaf, flipped))
+    probes = corruption_probes(index, size, root, leaf, proof, flip=8, inserted=[b"", root],
+                               wrong=[(root, b"WrongLeaf"), (av.EMPTY_ROOT, leaf), (SOME_HASH, leaf)])
     if proof:
         probes.append((index, size, root, leaf, proof[:-1]))
     if len(proof) > 1:
@@ -114,29 +121,10 @@ def test_consistency_proofs_match_the_reference(vector: dict) -> None:
     assert av.verify_consistency(size1, size2, root1, root2, proof)
     if not proof:
         return
-    probes = [
-        (size1 - 1, size2, root1, root2, proof),
-        (size1 + 1, size2, root1, root2, proof),
-        (size1 ^ 2, size2, root1, root2, proof),
-        (size1, size2 * 2, root1, root2, proof),
-        (size1, size2 // 2, root1, root2, proof),
-        (size1, size2, b"WrongRoot", root2, proof),
-        (size1, size2, root1, b"WrongRoot", proof),
-        (size1, size2, root2, root1, proof),
-        (size1, size2, root1, root2, []),
-        (size1, size2, root1, root2, [*proof, b""]),
-        (size1, size2, root1, root2, [*proof, root1]),
-        (size1, size2, root1, root2, [*proof, root2]),
-        (size1, size2, root1, root2, [b"", *proof]),
-        (size1, size2, root1, root2, [root1, *proof]),
-        (size1, size2, root1, root2, [root2, *proof]),
-        (size1, size2, root1, root2, [proof[0], *proof]),
-        (size1, size2, root1, root2, proof[:-1]),
-    ]
-    for i in range(len(proof)):
-        flipped = list(proof)
-        flipped[i] = bytes([flipped[i][0] ^ 16]) + flipped[i][1:]
-        probes.append((size1, size2, root1, root2, flipped))
+    probes = corruption_probes(size1, size2, root1, root2, proof, flip=16, inserted=[b"", root1, root2],
+                               wrong=[(b"WrongRoot", root2), (root1, b"WrongRoot"), (root2, root1)])
+    probes += [(size1, size2, root1, root2, []), (size1, size2, root1, root2, [proof[0], *proof]),
+               (size1, size2, root1, root2, proof[:-1])]
     for s1, s2, r1, r2, p in probes:
         assert not av.verify_consistency(s1, s2, r1, r2, p), (s1, s2)
 

@@ -3,13 +3,10 @@ the server keeps answering other users meanwhile."""
 
 from __future__ import annotations
 
-import http.cookiejar
-import re
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 import pytest
 from sqlalchemy import func, select
@@ -18,11 +15,10 @@ from werkzeug.serving import make_server
 from signflow.core.pdf.normalise import upload_reference
 from signflow.core.storage import sha256_hex
 from signflow.models import AuditEntry, Blob, SignatureRequest
-from tests.conftest import PASSWORD, csrf_token, login
-from tests.helpers import new_request
+from tests.conftest import csrf_token, login
+from tests.helpers import SERVED_CSRF, http_login, multipart, new_request
 from tests.hostile import CASES
 
-CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 # The nastiest: bombs, loops, deep nesting, polyglots, encrypted, active content.
 CHOSEN = ["flate-bomb-in-page", "ascii85-flate-bomb", "page-tree-loop", "nested-arrays-100k",
           "image-60000x60000", "thousands-of-pages", "encrypted-owner-only", "png-named-pdf",
@@ -42,29 +38,10 @@ def live(app):
     server.shutdown()
 
 
-def _session(base: str, username: str) -> urllib.request.OpenerDirector:
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    page = opener.open(f"{base}/login", timeout=10).read().decode()
-    body = urllib.parse.urlencode({"csrf_token": CSRF.search(page).group(1), "username": username,
-                                   "password": PASSWORD}).encode()
-    opener.open(f"{base}/login", data=body, timeout=10).read()
-    return opener
-
-
-def _multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="document"; '
-                 f'filename="{filename}"\r\nContent-Type: application/pdf\r\n\r\n'.encode()
-                 + data + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_hostile_uploads_over_http_keep_the_server_serving(live, svc, world, caplog):
-    tech = _session(live, "tech")
+    tech, status, _ = http_login(live, "tech", timeout=10)
+    assert status == 200
     stop = threading.Event()
     pings: list[float] = []
 
@@ -84,8 +61,8 @@ def test_hostile_uploads_over_http_keep_the_server_serving(live, svc, world, cap
             case = CASES[name]
             page = tech.open(f"{live}/requests/new", timeout=10).read().decode()
             data = case.make()
-            body, ctype = _multipart({
-                "csrf_token": CSRF.search(page).group(1), "title": name, "group": str(world.group),
+            body, ctype = multipart({
+                "csrf_token": SERVED_CSRF.search(page).group(1), "title": name, "group": str(world.group),
                 "destination": str(world.destination), "urgency": "urgent"}, f"{name}.pdf", data)
             request = urllib.request.Request(f"{live}/requests/new", data=body,
                                              headers={"Content-Type": ctype})

@@ -5,7 +5,6 @@ origins, tiny pages), through the real routes, and the output validates."""
 from __future__ import annotations
 
 import io
-import subprocess
 
 import pikepdf
 import pypdfium2
@@ -13,14 +12,10 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 from pyhanko.pdf_utils.reader import PdfFileReader
 
-from signflow.core.pades import validate as validation
 from signflow.core.pdf.geometry import PageGeometry, stamp_box
-from signflow.models import SignatureRequest
-from tests.conftest import csrf_token, login
-from tests.helpers import new_request, sign
+from tests.conftest import login
+from tests.helpers import assert_signed_file_valid, new_request, sign, upload_and_sign_through_the_app
 from tests.pdfs import fpdf2_form
-from tests.pdfsig import pdfsig_report
-from tests.tools import require_tool
 
 A4 = (0.0, 0.0, 595.0, 842.0)
 
@@ -80,31 +75,9 @@ def stamp_ink(before: bytes, after: bytes) -> tuple[Image.Image, tuple[int, int,
 
 
 def upload_and_sign(app, svc, world, data: bytes, *, tap: tuple[float, float] | None = None):
-    tech, doc = app.test_client(), app.test_client()
-    login(tech, "tech")
-    login(doc, "doc")
-    rid = new_request(tech, world, data=data)
-    if tap is not None:
-        token = csrf_token(tech, f"/requests/{rid}")
-        resp = tech.post(f"/requests/{rid}/stamp", data={"csrf_token": token, "page": "1",
-                                                         "fx": str(tap[0]), "fy": str(tap[1])})
-        assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
-    resp = sign(doc, rid)
-    assert resp.status_code == 302, resp.get_data(as_text=True)[-1500:]
-    with svc.sessions() as s:
-        req = s.get(SignatureRequest, rid)
-        return svc.deps.blobs.get(s, req.document_sha256), svc.deps.blobs.get(s, req.signed_sha256)
-
-
-def assert_valid(svc, signed: bytes, tmp_path, keys_dir) -> None:
-    report = validation.validate_pdf(signed, trust_roots=[svc.keys.root_cert])
-    assert report.ok, report.as_json()
-    path = tmp_path / "signed.pdf"
-    path.write_bytes(signed)
-    check = subprocess.run([require_tool("qpdf"), "--check", str(path)], capture_output=True,
-                           text=True, timeout=60)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "Signature is Valid" in pdfsig_report(path, keys_dir, tmp_path)
+    """(the normalised bytes, the signed bytes) of `data` sent through the real routes."""
+    _, before, signed = upload_and_sign_through_the_app(app, svc, world, data, tap=tap)
+    return before, signed
 
 
 def stamp_image(page: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
@@ -138,7 +111,7 @@ def test_default_stamp_is_inside_the_visible_page_and_upright(app, svc, world, t
                                                                rotate, layout):
     data = pikepdf_page(rotate=rotate, **GEOMETRIES[layout])
     before, signed = upload_and_sign(app, svc, world, data)
-    assert_valid(svc, signed, tmp_path, keys_dir)
+    assert_signed_file_valid(svc, signed, tmp_path, keys_dir)
     page, box = stamp_ink(before, signed)
     # Rendered pages are the visible area as shown: the stamp lies inside it, bottom right.
     assert box[0] > 0 and box[1] > 0 and box[2] < page.width and box[3] < page.height
@@ -153,7 +126,7 @@ def test_the_tap_lands_where_the_technician_tapped_on_a_rotated_page(app, svc, w
     data = pikepdf_page(rotate=rotate, inherited=True, indirect=True,
                         crop=(20.0, 30.0, 580.0, 800.0))
     before, signed = upload_and_sign(app, svc, world, data, tap=(0.3, 0.2))
-    assert_valid(svc, signed, tmp_path, keys_dir)
+    assert_signed_file_valid(svc, signed, tmp_path, keys_dir)
     page, box = stamp_ink(before, signed)
     centre = ((box[0] + box[2]) / 2 / page.width, (box[1] + box[3]) / 2 / page.height)
     assert centre == pytest.approx((0.3, 0.2), abs=0.03)
@@ -166,7 +139,7 @@ def test_an_fpdf2_form_signs_and_validates(app, svc, world, tmp_path, keys_dir):
     # made it an indirect object on the page, and placing the stamp failed with a 500.
     assert "/MediaBox" in PdfFileReader(io.BytesIO(data)).root["/Pages"]
     before, signed = upload_and_sign(app, svc, world, data)
-    assert_valid(svc, signed, tmp_path, keys_dir)
+    assert_signed_file_valid(svc, signed, tmp_path, keys_dir)
     page, box = stamp_ink(before, signed)
     assert box[2] < page.width and box[3] < page.height and box[0] > page.width / 3
 
@@ -175,7 +148,7 @@ def test_user_unit_keeps_the_stamp_its_real_size(app, svc, world, tmp_path, keys
     # A poster-sized page in units of 10 pt: the stamp must not be ten times larger.
     before, signed = upload_and_sign(app, svc, world, pikepdf_page(media=(0, 0, 200, 100),
                                                                    user_unit=10.0))
-    assert_valid(svc, signed, tmp_path, keys_dir)
+    assert_signed_file_valid(svc, signed, tmp_path, keys_dir)
     # PDFium ignores /UserUnit and draws one pixel per unit: a 250 pt stamp is 25 units.
     page, box = stamp_ink(before, signed)
     assert page.size == (200, 100)
@@ -184,7 +157,7 @@ def test_user_unit_keeps_the_stamp_its_real_size(app, svc, world, tmp_path, keys
 
 def test_a_small_page_gets_a_scaled_stamp(app, svc, world, tmp_path, keys_dir):
     before, signed = upload_and_sign(app, svc, world, pikepdf_page(media=(0, 0, 200, 120)))
-    assert_valid(svc, signed, tmp_path, keys_dir)
+    assert_signed_file_valid(svc, signed, tmp_path, keys_dir)
     page, box = stamp_ink(before, signed)
     # The whole border shows: nothing of the stamp is cut off at the page's edge.
     assert box[0] >= 2 and box[1] >= 2 and box[2] <= page.width - 3 and box[3] <= page.height - 3

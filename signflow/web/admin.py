@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, flash, redirect, render_template, url_for
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import four_eyes
@@ -15,8 +15,9 @@ from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
 from signflow.core.requests import rota as rota
 from signflow.models import Role
-from signflow.web.context import current
+from signflow.web.context import RequestContext, current
 from signflow.web.forms import (
+    FORM_EXPIRED,
     ConfirmForm,
     DestinationForm,
     GroupForm,
@@ -24,18 +25,18 @@ from signflow.web.forms import (
     ShiftForm,
     UserEditForm,
     UserForm,
+    form_error,
+    submitted,
 )
 from signflow.web.guards import roles
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
-def _user_form() -> UserForm:
-    rc = current()
-    form = UserForm()
-    _groups, destinations = accounts.directory(rc.session)
+def _with_destinations(form: UserEditForm) -> None:
+    """A user's destination is chosen from the services (or none: 0)."""
+    _groups, destinations = accounts.directory(current().session)
     form.destination.choices = [(0, "—")] + [(d.id, d.name) for d in destinations]
-    return form
 
 
 def _done(change: object | None, done: str) -> None:
@@ -46,11 +47,21 @@ def _done(change: object | None, done: str) -> None:
               "(Pending changes).", "info")
 
 
+def _on_confirm(operation: Callable[[RequestContext], object], done: str, back_to: str) -> Response:
+    """A one-button form (approve, reject, remove, reset): its token checked (an expired
+    one is refused, nothing done), then the one operation, then `done` shown on `back_to`."""
+    submitted(ConfirmForm(), FORM_EXPIRED)
+    operation(current())
+    flash(done, "success")
+    return redirect(url_for(back_to))
+
+
 @bp.route("/users", methods=["GET", "POST"])
 @roles(Role.ADMIN)
 def users() -> Response | str:
     rc = current()
-    form = _user_form()
+    form = UserForm()
+    _with_destinations(form)
     if form.validate_on_submit():
         _user, change = four_eyes.create_user(
             rc.session, actor=rc.actor, now=rc.now,
@@ -62,7 +73,7 @@ def users() -> Response | str:
         _done(change, "User created.")
         return redirect(url_for("admin.users"))
     if form.errors:
-        raise _form_error(form)
+        raise form_error(form)
     return render_template("admin/users.html", form=form, users=accounts.list_users(rc.session),
                            awaiting=four_eyes.pending_user_ids(rc.session),
                            toggle=ConfirmForm(), revoke=RevokeForm())
@@ -87,8 +98,7 @@ def edit_user(user_id: int) -> Response | str:
     rc = current()
     target = accounts.get_user(rc.session, user_id)
     form = UserEditForm(obj=target)
-    _groups, destinations = accounts.directory(rc.session)
-    form.destination.choices = [(0, "—")] + [(d.id, d.name) for d in destinations]
+    _with_destinations(form)
     if not form.is_submitted():
         form.destination.data = target.destination_id or 0
     if form.validate_on_submit():
@@ -100,7 +110,7 @@ def edit_user(user_id: int) -> Response | str:
         _done(change, "User updated.")
         return redirect(url_for("admin.users"))
     if form.errors:
-        raise _form_error(form)
+        raise form_error(form)
     return render_template("admin/user.html", form=form, target=target,
                            four_eyes=four_eyes.needs_four_eyes(target.role))
 
@@ -114,35 +124,32 @@ def changes() -> str:
                            confirm=ConfirmForm())
 
 
+def _decide(decision: Callable[..., object], change_id: int, done: str) -> Response:
+    """A second administrator's decision on a pending change (approve or reject: the
+    same arguments), back on the list of changes."""
+    return _on_confirm(
+        lambda rc: decision(rc.session, actor=rc.actor, now=rc.now, change_id=change_id),
+        done, "admin.changes")
+
+
 @bp.post("/changes/<int:change_id>/approve")
 @roles(Role.ADMIN)
 def approve(change_id: int) -> Response:
-    rc = current()
-    if not ConfirmForm().validate_on_submit():
-        raise InvalidInput("The form expired. Reload the page.")
-    four_eyes.approve(rc.session, actor=rc.actor, now=rc.now, change_id=change_id)
-    flash("Approved: the change is in effect and the person is told.", "success")
-    return redirect(url_for("admin.changes"))
+    return _decide(four_eyes.approve, change_id,
+                   "Approved: the change is in effect and the person is told.")
 
 
 @bp.post("/changes/<int:change_id>/reject")
 @roles(Role.ADMIN)
 def reject(change_id: int) -> Response:
-    rc = current()
-    if not ConfirmForm().validate_on_submit():
-        raise InvalidInput("The form expired. Reload the page.")
-    four_eyes.reject(rc.session, actor=rc.actor, now=rc.now, change_id=change_id)
-    flash("Rejected: nothing changed.", "success")
-    return redirect(url_for("admin.changes"))
+    return _decide(four_eyes.reject, change_id, "Rejected: nothing changed.")
 
 
 @bp.post("/users/<int:user_id>/revoke")
 @roles(Role.ADMIN)
 def revoke(user_id: int) -> Response:
     rc = current()
-    form = RevokeForm()
-    if not form.validate_on_submit():
-        raise InvalidInput("Tick the confirmation box to revoke a certificate.")
+    form = submitted(RevokeForm(), "Tick the confirmation box to revoke a certificate.")
     credentials.revoke_credential(rc.session, actor=rc.actor,
                                   user_id=user_id, reason=form.reason.data or "superseded", now=rc.now)
     flash("Certificate revoked; the physician must set a new signing PIN to enrol again.", "success")
@@ -172,18 +179,11 @@ def rota_page() -> str:
                            shift_form=shift_form, remove=ConfirmForm())
 
 
-def _form_error(form: FlaskForm) -> InvalidInput:
-    return InvalidInput("Check the form: " + "; ".join(
-        f"{getattr(form, k).label.text}: {v[0]}" for k, v in form.errors.items()))
-
-
 @bp.post("/rota/groups")
 @roles(Role.ADMIN)
 def add_group() -> Response:
     rc = current()
-    form = _rota_forms()[0]
-    if not form.validate_on_submit():
-        raise _form_error(form)
+    form = submitted(_rota_forms()[0])
     rota.create_group(rc.session, actor=rc.actor, name=form.name.data or "",
                       head_user_id=form.head.data or None, now=rc.now)
     flash("Group created.", "success")
@@ -194,9 +194,7 @@ def add_group() -> Response:
 @roles(Role.ADMIN)
 def add_destination() -> Response:
     rc = current()
-    form = _rota_forms()[1]
-    if not form.validate_on_submit():
-        raise _form_error(form)
+    form = submitted(_rota_forms()[1])
     rota.create_destination(rc.session, actor=rc.actor,
                             name=form.name.data or "", email=form.email.data, now=rc.now)
     flash("Destination created.", "success")
@@ -207,9 +205,7 @@ def add_destination() -> Response:
 @roles(Role.ADMIN)
 def add_shift() -> Response:
     rc = current()
-    form = _rota_forms()[2]
-    if not form.validate_on_submit():
-        raise _form_error(form)
+    form = submitted(_rota_forms()[2])
     tz = ZoneInfo(rc.services.settings.timezone)
     if form.starts_at.data is None or form.ends_at.data is None:
         raise InvalidInput("A shift needs a start and an end.")
@@ -224,21 +220,14 @@ def add_shift() -> Response:
 @bp.post("/rota/shifts/<int:shift_id>/remove")
 @roles(Role.ADMIN)
 def remove_shift(shift_id: int) -> Response:
-    rc = current()
-    if not ConfirmForm().validate_on_submit():
-        raise InvalidInput("The form expired. Reload the page.")
-    rota.remove_shift(rc.session, actor=rc.actor, shift_id=shift_id,
-                      now=rc.now)
-    flash("Shift removed.", "success")
-    return redirect(url_for("admin.rota_page"))
+    return _on_confirm(
+        lambda rc: rota.remove_shift(rc.session, actor=rc.actor, shift_id=shift_id, now=rc.now),
+        "Shift removed.", "admin.rota_page")
 
 
 @bp.post("/users/<int:user_id>/reset-mfa")
 @roles(Role.ADMIN)
 def reset_mfa(user_id: int) -> Response:
-    rc = current()
-    if not ConfirmForm().validate_on_submit():
-        raise InvalidInput("The form expired. Reload the page.")
-    mfa.reset(rc.session, actor=rc.actor, user_id=user_id, now=rc.now)
-    flash("Second factor reset: the user enrols a new authenticator at next login.", "success")
-    return redirect(url_for("admin.users"))
+    return _on_confirm(
+        lambda rc: mfa.reset(rc.session, actor=rc.actor, user_id=user_id, now=rc.now),
+        "Second factor reset: the user enrols a new authenticator at next login.", "admin.users")

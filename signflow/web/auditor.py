@@ -82,8 +82,9 @@ def index() -> str:
         rows=rows,
         args=request.args,
         older_url=older_url,
-        actions=list(AuditAction),
-        users=evidence.user_choices(session),
+        # The filters' choices, as (value, text) pairs.
+        actions=[(a.value, a.value) for a in AuditAction],
+        users=[(u.id, f"{u.username} ({u.role})") for u in evidence.user_choices(session)],
     )
 
 

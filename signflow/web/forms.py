@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
@@ -18,10 +20,29 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
 from signflow.core.accounts.identity import MAX_DISPLAY_NAME
+from signflow.core.errors import InvalidInput
 from signflow.core.requests.workflow import MAX_NOTE, MAX_REASON
 from signflow.models import Role, Urgency
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# A bare confirmation button has no field to get wrong: failing, its CSRF token expired.
+FORM_EXPIRED = "The form expired. Reload the page."
+
+FormT = TypeVar("FormT", bound=FlaskForm)
+
+
+def form_error(form: FlaskForm) -> InvalidInput:
+    """The refusal of a form that did not validate, naming each field at fault."""
+    return InvalidInput("Check the form: " + "; ".join(
+        f"{getattr(form, k).label.text}: {v[0]}" for k, v in form.errors.items()))
+
+
+def submitted(form: FormT, refusal: str | None = None) -> FormT:
+    """`form`, posted and valid; otherwise the one refusal for a bad form (InvalidInput,
+    mapped to 4xx with nothing changed): `refusal` if given, else the fields' errors."""
+    if form.validate_on_submit():
+        return form
+    raise InvalidInput(refusal) if refusal is not None else form_error(form)
 
 
 class LoginForm(FlaskForm):
@@ -82,27 +103,25 @@ class UnblockForm(FlaskForm):
     confirm = PasswordField("New signing PIN again", validators=[DataRequired(), Length(max=64)])
 
 
-class UserForm(FlaskForm):
-    username = StringField("User name", validators=[DataRequired(), Length(max=80)])
+class UserEditForm(FlaskForm):
+    """What an administrator may change on an existing user."""
+
     display_name = StringField("Full name", validators=[DataRequired(), Length(max=MAX_DISPLAY_NAME)])
+    email = StringField("E-mail", validators=[Optional(), Regexp(EMAIL, message="Not an e-mail address."),
+                                              Length(max=320)])
+    phone = StringField("Phone (optional)", validators=[Optional(), Length(max=40)])
+    professional_id = StringField("Professional ID (RPPS 11 digits or ADELI 9 digits)",
+                                  validators=[Optional(), Length(max=40)])
+    destination = SelectField("Destination service (recipients)", coerce=int, validators=[Optional()])
+
+
+class UserForm(UserEditForm):
+    """A new user: the editable fields plus those fixed at creation (the templates place
+    each field by name, so the inherited order does not matter)."""
+
+    username = StringField("User name", validators=[DataRequired(), Length(max=80)])
     role = SelectField("Role", choices=[(r.value, r.value.capitalize()) for r in Role])
     password = PasswordField("Initial password", validators=[DataRequired(), Length(min=8, max=256)])
-    email = StringField("E-mail", validators=[Optional(), Regexp(EMAIL, message="Not an e-mail address."),
-                                              Length(max=320)])
-    phone = StringField("Phone (optional)", validators=[Optional(), Length(max=40)])
-    professional_id = StringField("Professional ID (RPPS 11 digits or ADELI 9 digits)",
-                                  validators=[Optional(), Length(max=40)])
-    destination = SelectField("Destination service (recipients)", coerce=int, validators=[Optional()])
-
-
-class UserEditForm(FlaskForm):
-    display_name = StringField("Full name", validators=[DataRequired(), Length(max=MAX_DISPLAY_NAME)])
-    email = StringField("E-mail", validators=[Optional(), Regexp(EMAIL, message="Not an e-mail address."),
-                                              Length(max=320)])
-    phone = StringField("Phone (optional)", validators=[Optional(), Length(max=40)])
-    professional_id = StringField("Professional ID (RPPS 11 digits or ADELI 9 digits)",
-                                  validators=[Optional(), Length(max=40)])
-    destination = SelectField("Destination service (recipients)", coerce=int, validators=[Optional()])
 
 
 class PasswordForm(FlaskForm):

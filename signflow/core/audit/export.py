@@ -49,6 +49,28 @@ class ExportResult:
     verifier_key: str
 
 
+def _request_entries(session: Session, request_id: int, size: int) -> list[AuditEntry]:
+    """The request's entries among the first `size` of the log, in log order."""
+    return list(session.execute(
+        select(AuditEntry)
+        .where(AuditEntry.request_id == request_id, AuditEntry.seq < size)
+        .order_by(AuditEntry.seq)
+    ).scalars())
+
+
+def _proved(entries: list[AuditEntry], paths: list[list[tuple[int, int]]], walker: TreeWalker,
+            size: int, root: bytes) -> list[tuple[AuditEntry, list[bytes]]]:
+    """Each entry with its inclusion proof (read off `walker` along its `path`), checked
+    against `root` before it is handed out: a proof that does not verify is tampering."""
+    out: list[tuple[AuditEntry, list[bytes]]] = []
+    for entry, path in zip(entries, paths, strict=True):
+        proof = [walker.range_hash(a, b) for a, b in path]
+        if not verify_inclusion(bytes(entry.leaf_hash), entry.seq, size, proof, root):
+            raise AuditIntegrityError(f"audit entry {entry.seq} does not match its leaf hash")
+        out.append((entry, proof))
+    return out
+
+
 def evidence_for_request(session: Session, request_id: int) -> list[tuple[AuditEntry, list[bytes]]]:
     """The request's entries covered by the latest checkpoint, each with its
     inclusion proof against that checkpoint (see latest_checkpoint).
@@ -61,13 +83,7 @@ def evidence_for_request(session: Session, request_id: int) -> list[tuple[AuditE
     if checkpoint is None:
         return []
     size = checkpoint.size
-    entries = list(
-        session.execute(
-            select(AuditEntry)
-            .where(AuditEntry.request_id == request_id, AuditEntry.seq < size)
-            .order_by(AuditEntry.seq)
-        ).scalars()
-    )
+    entries = _request_entries(session, request_id, size)
     if not entries:
         return []
     paths = [inclusion_ranges(entry.seq, size) for entry in entries]
@@ -77,13 +93,7 @@ def evidence_for_request(session: Session, request_id: int) -> list[tuple[AuditE
     root = bytes(checkpoint.root_hash)
     if walker.range_hash(0, size) != root:
         raise AuditIntegrityError("audit entries differ from the latest checkpoint")
-    out: list[tuple[AuditEntry, list[bytes]]] = []
-    for entry, path in zip(entries, paths, strict=True):
-        proof = [walker.range_hash(a, b) for a, b in path]
-        if not verify_inclusion(bytes(entry.leaf_hash), entry.seq, size, proof, root):
-            raise AuditIntegrityError(f"audit entry {entry.seq} does not match its leaf hash")
-        out.append((entry, proof))
-    return out
+    return _proved(entries, paths, walker, size, root)
 
 
 def prove_request(
@@ -93,23 +103,11 @@ def prove_request(
     with their inclusion proofs against it, all read without any lock: the log below
     the head never changes. Store the head with store_head when done."""
     size = head_size(session)
-    entries = list(
-        session.execute(
-            select(AuditEntry)
-            .where(AuditEntry.request_id == request_id, AuditEntry.seq < size)
-            .order_by(AuditEntry.seq)
-        ).scalars()
-    )
+    entries = _request_entries(session, request_id, size)
     paths = [inclusion_ranges(entry.seq, size) for entry in entries]
     head, walker = sign_head(session, signing_key=signing_key, origin=origin, size=size,
                              extra_ranges=[r for path in paths for r in path])
-    out: list[tuple[AuditEntry, list[bytes]]] = []
-    for entry, path in zip(entries, paths, strict=True):
-        proof = [walker.range_hash(a, b) for a, b in path]
-        if not verify_inclusion(bytes(entry.leaf_hash), entry.seq, size, proof, head.root):
-            raise AuditIntegrityError(f"audit entry {entry.seq} does not match its leaf hash")
-        out.append((entry, proof))
-    return head, out
+    return head, _proved(entries, paths, walker, size, head.root)
 
 
 def search(

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from signflow.core.audit import log as audit
-from signflow.core.audit.log import Actor
+from signflow.core.audit.log import Actor, JsonValue
 from signflow.core.errors import Conflict, InvalidInput, NotFound
 from signflow.core.requests.oncall import BACKUP, PRIMARY
 from signflow.models import AuditAction, Destination, OnCallGroup, Role, RotaShift, User
 
 MAX_SHIFT = timedelta(days=31)
+
+RowT = TypeVar("RowT", OnCallGroup, Destination, RotaShift)
+
+
+def _added(session: Session, row: RowT, key: str, *, actor: Actor, now: datetime,
+           action: AuditAction, **details: JsonValue) -> RowT:
+    """`row` stored and its audit entry written with it, in the caller's transaction;
+    flushed first so that the entry names the new row's id (under `key`)."""
+    session.add(row)
+    session.flush()
+    audit.append(session, now=now, actor=actor, action=action, request_id=None, **{key: row.id}, **details)
+    return row
 
 
 def _physician(session: Session, user_id: int) -> User:
@@ -41,12 +54,9 @@ def create_group(session: Session, *, actor: Actor, name: str, head_user_id: int
                         missing="A group needs a name (200 characters at most).",
                         taken="A group with this name exists.")
     head = _physician(session, head_user_id) if head_user_id is not None else None
-    group = OnCallGroup(name=name, head_user_id=head.id if head else None)
-    session.add(group)
-    session.flush()
-    audit.append(session, now=now, actor=actor, action=AuditAction.ROTA_GROUP_CREATED, group=group.id,
-                 name=name, head=group.head_user_id)
-    return group
+    head_id = head.id if head else None
+    return _added(session, OnCallGroup(name=name, head_user_id=head_id), "group", actor=actor, now=now,
+                  action=AuditAction.ROTA_GROUP_CREATED, name=name, head=head_id)
 
 
 def create_destination(session: Session, *, actor: Actor, name: str, email: str | None,
@@ -54,12 +64,8 @@ def create_destination(session: Session, *, actor: Actor, name: str, email: str 
     name = _unused_name(session, Destination.name, name,
                         missing="A destination needs a name (200 characters at most).",
                         taken="A destination with this name exists.")
-    destination = Destination(name=name, email=email or None)
-    session.add(destination)
-    session.flush()
-    audit.append(session, now=now, actor=actor, action=AuditAction.DESTINATION_CREATED,
-                 destination=destination.id, name=name)
-    return destination
+    return _added(session, Destination(name=name, email=email or None), "destination", actor=actor,
+                  now=now, action=AuditAction.DESTINATION_CREATED, name=name)
 
 
 def add_shift(session: Session, *, actor: Actor, group_id: int, user_id: int, level: int,
@@ -78,12 +84,9 @@ def add_shift(session: Session, *, actor: Actor, group_id: int, user_id: int, le
         raise InvalidInput("This shift would already be over.")
     shift = RotaShift(group_id=group.id, user_id=user.id, level=level, starts_at=starts_at,
                       ends_at=ends_at)
-    session.add(shift)
-    session.flush()
-    audit.append(session, now=now, actor=actor, action=AuditAction.ROTA_SHIFT_ADDED, shift=shift.id,
-                 group=group.id, user=user.id, level=level, starts_at=audit.rfc3339(starts_at),
-                 ends_at=audit.rfc3339(ends_at))
-    return shift
+    return _added(session, shift, "shift", actor=actor, now=now, action=AuditAction.ROTA_SHIFT_ADDED,
+                  group=group.id, user=user.id, level=level, starts_at=audit.rfc3339(starts_at),
+                  ends_at=audit.rfc3339(ends_at))
 
 
 def remove_shift(session: Session, *, actor: Actor, shift_id: int, now: datetime) -> None:

@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from signflow import logs
 from signflow.config import Settings, load_settings, require_public_base_url, require_secret_key
 from signflow.services import Services, build_services, require_notification_channel
+from signflow.web.i18n import init_i18n
 from signflow.web.ids import IdConverter
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -66,6 +67,7 @@ def create_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
                                 x_proto=settings.trusted_proxies)
 
+    init_i18n(app, settings)
     csrf = CSRFProtect(app)
     from signflow.web import api, pki_routes, register
 

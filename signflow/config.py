@@ -18,6 +18,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 CONFIG_FILE = "signflow.toml"
 ENVIRONMENTS = ("production", "development", "testing")
+LANGUAGES = ("fr", "en")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Settings:
     secret_key: str | None = None
     base_url: str = DEFAULT_BASE_URL
     timezone: str = "Europe/Paris"
+    # Site language ("fr" or "en"); each user may choose, the login page follows the browser.
+    language: str = "fr"
     max_upload_mb: int = 25
     max_pages: int = 500
     active_content: str = "strip"  # "strip" or "refuse"
@@ -144,6 +147,8 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("SIGNFLOW_BLOB_BACKEND must be 'database' or 'file'")
     if settings.pades_level not in ("B-T", "B-LT", "B-LTA"):
         raise ConfigurationError("SIGNFLOW_PADES_LEVEL must be B-T, B-LT or B-LTA")
+    if settings.language not in LANGUAGES:
+        raise ConfigurationError(f"SIGNFLOW_LANGUAGE must be one of {', '.join(LANGUAGES)}")
     if settings.key_algorithm not in ("ec", "rsa"):
         raise ConfigurationError("SIGNFLOW_KEY_ALGORITHM must be 'ec' or 'rsa'")
 

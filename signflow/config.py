@@ -42,6 +42,10 @@ class Settings:
         default_factory=lambda: {"emergency": 5, "urgent": 10, "routine": 60}
     )
     escalation_levels: int = 3
+    # A delivered request not acknowledged this long after delivery reminds the
+    # destination, then (the second delay) alerts the technician.
+    ack_reminder_minutes: int = 30
+    ack_alert_minutes: int = 60
     pades_level: str = "B-LTA"
     key_algorithm: str = "ec"
     tsa_url: str | None = None
@@ -151,6 +155,9 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError(f"SIGNFLOW_LANGUAGE must be one of {', '.join(LANGUAGES)}")
     if settings.key_algorithm not in ("ec", "rsa"):
         raise ConfigurationError("SIGNFLOW_KEY_ALGORITHM must be 'ec' or 'rsa'")
+    if not 1 <= settings.ack_reminder_minutes <= settings.ack_alert_minutes:
+        raise ConfigurationError("SIGNFLOW_ACK_REMINDER_MINUTES must be at least 1 and at most "
+                                 "SIGNFLOW_ACK_ALERT_MINUTES")
 
 
 def require_public_base_url(settings: Settings) -> None:

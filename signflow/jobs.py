@@ -26,6 +26,7 @@ from signflow.core.ops import archive_renewal as archive
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
 from signflow.core.pki import crl as revocation
+from signflow.core.requests import followup as followups
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests import workflow as workflow
 from signflow.models import (
@@ -55,12 +56,14 @@ class RunSummary:
 
 
 def _recipients(session: Session, req: SignatureRequest, event: NotifyEvent, level: int,
-                now: datetime) -> list[User]:
-    if event in (NotifyEvent.CREATED, NotifyEvent.ESCALATED):
+                now: datetime, named: list[int] | None = None) -> list[User]:
+    if named is not None:  # a handover: the incoming physicians the worker chose
+        return [u for u in (session.get(User, int(i)) for i in named) if u is not None and u.active]
+    if event in (NotifyEvent.CREATED, NotifyEvent.ESCALATED, NotifyEvent.REPAGED):
         return oncall.recipients_for_level(session, req.group, level, now)
     if event == NotifyEvent.DELEGATED:
         return [req.assignee] if req.assignee is not None else []
-    if event == NotifyEvent.DELIVERED:
+    if event in (NotifyEvent.DELIVERED, NotifyEvent.ACK_REMINDER):
         return list(session.scalars(select(User).where(
             User.role == Role.RECIPIENT, User.destination_id == req.destination_id,
             User.active.is_(True))))
@@ -76,10 +79,16 @@ _SUBJECTS: dict[NotifyEvent, str] = {
     NotifyEvent.EXPIRED: "Request #{id} expired unsigned",
     NotifyEvent.RECEIVED: "Request #{id} was received",
     NotifyEvent.FAILED: "Request #{id} failed: open signflow to see why",
+    NotifyEvent.REPAGED: "STILL WAITING, signature needed ({urgency}): request #{id}",
+    NotifyEvent.HANDED_OVER: "Handed over to you, signature needed ({urgency}): request #{id}",
+    NotifyEvent.ACK_REMINDER: "Reminder: signed document #{id} awaits your acknowledgement",
+    NotifyEvent.ACK_OVERDUE: "Request #{id}: the destination has not acknowledged receipt yet",
 }
 _PATHS: dict[NotifyEvent, str] = {
     NotifyEvent.CREATED: "/inbox/{id}", NotifyEvent.ESCALATED: "/inbox/{id}",
     NotifyEvent.DELEGATED: "/inbox/{id}", NotifyEvent.DELIVERED: "/received/{id}",
+    NotifyEvent.REPAGED: "/inbox/{id}", NotifyEvent.HANDED_OVER: "/inbox/{id}",
+    NotifyEvent.ACK_REMINDER: "/received/{id}",
 }
 
 
@@ -92,11 +101,11 @@ def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[
     # Only an identifier and a link leave the hospital: never a title, a note or the file.
     subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id)
     link = svc.settings.base_url.rstrip("/") + _PATHS.get(event, "/requests/{id}").format(id=req.id)
-    users = _recipients(session, req, event, int(payload.get("level", 0)), now)
+    users = _recipients(session, req, event, int(payload.get("level", 0)), now, payload.get("users"))
     messages = [Message(to_name=u.display_name, to_email=u.email, to_phone=u.phone,
                         subject=subject, body=subject + ". Open signflow to act on it.", link=link)
                 for u in users]
-    if event == "delivered" and req.destination.email:
+    if event in ("delivered", "ack_reminder") and req.destination.email:
         messages.append(Message(to_name=req.destination.name, to_email=req.destination.email,
                                 to_phone=None, subject=subject, body=subject, link=link))
     return messages
@@ -170,6 +179,9 @@ def run_once(svc: Services) -> RunSummary:
     now = svc.clock()
     with svc.sessions() as session, session.begin():
         escalated = workflow.escalate_due(session, svc.deps, now=now)
+    with svc.sessions() as session, session.begin():
+        # Repeat pages, handovers at the end of a shift, unacknowledged deliveries.
+        followups.run_due(session, svc.deps, now=now)
     with svc.sessions() as session, session.begin():
         # Requests that can no longer progress (a blob lost) become FAILED, with a reason.
         consistency.recover(session, svc.deps, now=now)

@@ -108,6 +108,8 @@ def build_services(
         login_key=hmac.new(secret, b"signflow/login", hashlib.sha256).digest(),
         deadline_minutes=settings.deadline_minutes,
         escalation_levels=settings.escalation_levels,
+        ack_reminder_minutes=settings.ack_reminder_minutes,
+        ack_alert_minutes=settings.ack_alert_minutes,
     )
     sandbox = SandboxLimits(timeout_s=float(settings.parse_timeout_seconds),
                             memory_bytes=settings.parse_memory_mb * 1024 * 1024)

@@ -6,6 +6,7 @@ from signflow.models.enums import (
     AuditAction,
     ChangeKind,
     ChangeStatus,
+    FollowUpKind,
     JobKind,
     JobStatus,
     NotifyEvent,
@@ -14,6 +15,7 @@ from signflow.models.enums import (
     ServiceRole,
     Urgency,
 )
+from signflow.models.rota import EscalationPolicy, RequestFollowUp, RotaAbsence
 from signflow.models.tables import (
     ApiToken,
     AuditEntry,
@@ -52,6 +54,8 @@ __all__ = [
     "Checkpoint",
     "Destination",
     "EnrolmentCode",
+    "EscalationPolicy",
+    "FollowUpKind",
     "Job",
     "JobKind",
     "JobStatus",
@@ -59,6 +63,8 @@ __all__ = [
     "NotifyEvent",
     "OnCallGroup",
     "RateLimit",
+    "RequestFollowUp",
+    "RotaAbsence",
     "PendingChange",
     "RequestState",
     "Role",

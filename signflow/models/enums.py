@@ -90,6 +90,21 @@ class NotifyEvent(StrEnum):
     EXPIRED = "expired"
     RECEIVED = "received"
     FAILED = "failed"
+    # The rota and the escalation policy (signflow.core.requests.followup).
+    REPAGED = "repaged"
+    HANDED_OVER = "handed_over"
+    ACK_REMINDER = "ack_reminder"
+    ACK_OVERDUE = "ack_overdue"
+
+
+class FollowUpKind(StrEnum):
+    """What the worker did once for a request (a repeat page, a handover, a reminder),
+    recorded so that no worker does it twice."""
+
+    REPEAT_PAGE = "repeat_page"
+    HANDOVER = "handover"
+    ACK_REMINDER = "ack_reminder"
+    ACK_OVERDUE = "ack_overdue"
 
 
 class JobStatus(StrEnum):
@@ -146,13 +161,20 @@ class AuditAction(StrEnum):
     REQUEST_DELIVERED = "request.delivered"
     REQUEST_ESCALATED = "request.escalated"
     REQUEST_EXPIRED = "request.expired"
+    REQUEST_ACK_OVERDUE = "request.ack_overdue"
+    REQUEST_ACK_REMINDED = "request.ack_reminded"
     REQUEST_FAILED = "request.failed"
+    REQUEST_HANDED_OVER = "request.handed_over"
     REQUEST_RECEIVED = "request.received"
+    REQUEST_REPAGED = "request.repaged"
     REQUEST_SIGNED = "request.signed"
     REQUEST_SIGNING_FAILED = "request.signing_failed"
     REQUEST_STAMP_PLACED = "request.stamp_placed"
     REQUEST_TAKEN = "request.taken"
+    ROTA_ABSENCE_MARKED = "rota.absence_marked"
     ROTA_GROUP_CREATED = "rota.group_created"
+    ROTA_IMPORTED = "rota.imported"
+    ROTA_POLICY_SET = "rota.policy_set"
     ROTA_SHIFT_ADDED = "rota.shift_added"
     ROTA_SHIFT_REMOVED = "rota.shift_removed"
     SIGNATURE_PIN_REJECTED = "signature.pin_rejected"
@@ -172,6 +194,7 @@ ADMINISTRATIVE_ACTIONS: frozenset[AuditAction] = frozenset({
     AuditAction.DEMO_SEEDED, AuditAction.DESTINATION_CREATED, AuditAction.DOCUMENT_PURGED,
     AuditAction.KEYS_CREATED, AuditAction.KEYS_MOVED_TO_TOKEN, AuditAction.KEYS_TSA_RENEWED,
     AuditAction.MFA_RESET, AuditAction.ROTA_GROUP_CREATED, AuditAction.ROTA_SHIFT_ADDED,
-    AuditAction.ROTA_SHIFT_REMOVED, AuditAction.USER_CREATED, AuditAction.USER_DISABLED,
+    AuditAction.ROTA_SHIFT_REMOVED, AuditAction.ROTA_IMPORTED, AuditAction.ROTA_POLICY_SET,
+    AuditAction.ROTA_ABSENCE_MARKED, AuditAction.USER_CREATED, AuditAction.USER_DISABLED,
     AuditAction.USER_ENABLED, AuditAction.USER_UPDATED,
 })

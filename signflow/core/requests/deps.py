@@ -26,3 +26,5 @@ class Deps:
     login_key: bytes
     deadline_minutes: Mapping[str, int]
     escalation_levels: int = oncall.LADDER_LEVELS
+    ack_reminder_minutes: int = 30
+    ack_alert_minutes: int = 60

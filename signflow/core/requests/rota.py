@@ -11,6 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor, JsonValue
 from signflow.core.errors import Conflict, InvalidInput, NotFound
+from signflow.core.requests import localtime as localtime
 from signflow.core.requests.oncall import BACKUP, PRIMARY
 from signflow.models import AuditAction, Destination, OnCallGroup, Role, RotaShift, User
 
@@ -82,11 +83,27 @@ def add_shift(session: Session, *, actor: Actor, group_id: int, user_id: int, le
         raise InvalidInput("A shift lasts 31 days at most.")
     if ends_at <= now:
         raise InvalidInput("This shift would already be over.")
+    twice = session.scalar(select(RotaShift.id).where(
+        RotaShift.group_id == group.id, RotaShift.user_id == user.id,
+        RotaShift.starts_at < ends_at, RotaShift.ends_at > starts_at).limit(1))
+    if twice is not None:
+        raise InvalidInput("This physician already has a shift in this group at that time.")
     shift = RotaShift(group_id=group.id, user_id=user.id, level=level, starts_at=starts_at,
                       ends_at=ends_at)
     return _added(session, shift, "shift", actor=actor, now=now, action=AuditAction.ROTA_SHIFT_ADDED,
                   group=group.id, user=user.id, level=level, starts_at=audit.rfc3339(starts_at),
                   ends_at=audit.rfc3339(ends_at))
+
+
+def add_shift_local(session: Session, *, actor: Actor, group_id: int, user_id: int, level: int,
+                    starts_local: datetime, ends_local: datetime, timezone: str, fold: int | None,
+                    now: datetime) -> RotaShift:
+    """A shift typed as wall-clock times in the hospital's zone: a time the clocks skip
+    is refused, one that happens twice needs `fold` (0 first occurrence, 1 second)."""
+    tz = localtime.zone(timezone)
+    return add_shift(session, actor=actor, group_id=group_id, user_id=user_id, level=level,
+                     starts_at=localtime.instant(starts_local, tz, fold=fold),
+                     ends_at=localtime.instant(ends_local, tz, fold=fold), now=now)
 
 
 def remove_shift(session: Session, *, actor: Actor, shift_id: int, now: datetime) -> None:

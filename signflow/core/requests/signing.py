@@ -149,7 +149,8 @@ def sign_request(
         req.document_sha256 = signed_sha
         req.assignee_id = None
         req.escalation_level = 0
-        req.deadline_at = workflow.deadline(deps, req.urgency, now)
+        req.deadline_at = workflow.deadline(session, deps, group_id=req.group_id, urgency=req.urgency,
+                                            rung=0, now=now)
         workflow.record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_SIGNED,
                         notify=NotifyEvent.CREATED, ladder_level=0, next_group=req.group_id,
                         **audit_fields)

@@ -10,7 +10,7 @@ PENDING --sign--> SIGNED --(auto)--> DELIVERED --acknowledge--> RECEIVED
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
 from signflow.core.requests import outbox as outbox
+from signflow.core.requests import policy as policy
 from signflow.core.requests.deps import Deps
 from signflow.models import (
     AuditAction,
@@ -43,8 +44,10 @@ MAX_ROUTE = 4
 MAX_REASON = 1000
 
 
-def deadline(deps: Deps, urgency: str, now: datetime) -> datetime:
-    return now + timedelta(minutes=deps.deadline_minutes[urgency])
+def deadline(session: Session, deps: Deps, *, group_id: int, urgency: str, rung: int,
+             now: datetime) -> datetime:
+    """When a request reaching `rung` of `group_id`'s ladder now moves up (its policy)."""
+    return policy.rung_deadline(session, deps, group_id=group_id, urgency=urgency, rung=rung, now=now)
 
 
 def create_request(
@@ -82,7 +85,8 @@ def create_request(
         route=[RouteStep(position=i, group_id=g) for i, g in enumerate(route)],
         destination_id=destination.id,
         title=title, urgency=urgency, note=note.strip(), state=RequestState.PENDING,
-        escalation_level=0, deadline_at=deadline(deps, urgency, now), filename=filename,
+        escalation_level=0, deadline_at=deadline(
+            session, deps, group_id=group.id, urgency=urgency, rung=0, now=now), filename=filename,
         original_sha256=upload.original_sha256, document_sha256=stored,
         page_count=upload.page_count, removed_content=access.upload_report(upload.removed, upload.notices),
         stamp_position=stamp_position, created_at=now, updated_at=now,
@@ -113,12 +117,13 @@ def _check_earlier_signatures(deps: Deps, upload: NormalisedPdf, now: datetime) 
 
 def record(
     session: Session, req: SignatureRequest, *, actor: Actor, now: datetime, action: AuditAction,
-    notify: NotifyEvent | None = None, ladder_level: int | None = None, **details: JsonValue,
+    notify: NotifyEvent | None = None, ladder_level: int | None = None,
+    recipients: Sequence[int] | None = None, **details: JsonValue,
 ) -> None:
     """The tail of every transition, in the caller's transaction: the request's new
     state is flushed, its audit entry appended and, when someone must be told, the
     notification job enqueued (`ladder_level`: which rung of the on-call ladder to
-    page). Either all of it commits or none of it does."""
+    page; `recipients`: these users instead). Either all of it commits or none of it does."""
     req.updated_at = now
     session.flush()
     audit.append(session, now=now, actor=actor, action=action, request_id=req.id, **details)
@@ -126,6 +131,8 @@ def record(
         payload: dict[str, JsonValue] = {"request": req.id, "event": notify}
         if ladder_level is not None:
             payload["level"] = ladder_level
+        if recipients is not None:
+            payload["users"] = list(recipients)
         outbox.enqueue(session, JobKind.NOTIFY, payload, now=now)
 
 
@@ -212,7 +219,8 @@ def escalate_due(session: Session, deps: Deps, *, now: datetime, limit: int = 10
                    notify=NotifyEvent.EXPIRED, level=req.escalation_level)
         else:
             req.escalation_level += 1
-            req.deadline_at = deadline(deps, req.urgency, now)
+            req.deadline_at = deadline(session, deps, group_id=req.group_id, urgency=req.urgency,
+                                       rung=req.escalation_level, now=now)
             record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_ESCALATED,
                    notify=NotifyEvent.ESCALATED, ladder_level=req.escalation_level,
                    level=req.escalation_level)

@@ -1,0 +1,74 @@
+"""Wall-clock times typed or imported in the hospital's time zone, turned into instants.
+
+Around a daylight-saving change a wall-clock time may not exist (02:30 on the last
+Sunday of March in Europe/Paris) or exist twice (02:30 on the last Sunday of
+October). Python's zoneinfo silently picks an offset for both; a rota must not: a
+time that does not exist is refused, and an ambiguous one needs the caller to say
+which occurrence (`fold` 0: the first, still summer time; 1: the second)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from signflow.core.errors import InvalidInput
+
+
+class NonexistentLocalTime(InvalidInput):
+    """The clocks jump over this wall-clock time."""
+
+
+class AmbiguousLocalTime(InvalidInput):
+    """This wall-clock time happens twice; the caller must choose one."""
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (Europe/Paris), or InvalidInput naming it."""
+    name = name.strip()
+    try:
+        if not name or name.startswith("/") or ".." in name:
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"Unknown time zone {name[:60]!r}: use a name such as Europe/Paris.") from None
+
+
+def _fmt(offset: timedelta | None) -> str:
+    minutes = int((offset or timedelta()).total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def is_ambiguous(wall: datetime, tz: ZoneInfo) -> bool:
+    first, second = wall.replace(tzinfo=tz, fold=0), wall.replace(tzinfo=tz, fold=1)
+    return first.utcoffset() != second.utcoffset() and _exists(first)
+
+
+def _exists(aware: datetime) -> bool:
+    """A wall-clock time exists when it survives the round trip through UTC."""
+    back = aware.astimezone(UTC).astimezone(aware.tzinfo)
+    return back.replace(tzinfo=None) == aware.replace(tzinfo=None, fold=0)
+
+
+def instant(wall: datetime, tz: ZoneInfo, *, fold: int | None = None) -> datetime:
+    """The UTC instant of the naive wall-clock time `wall` in `tz`.
+
+    NonexistentLocalTime when the clocks skip it; AmbiguousLocalTime when it happens
+    twice and `fold` is None (0 = first occurrence, 1 = second)."""
+    if wall.tzinfo is not None:
+        return wall.astimezone(UTC)
+    first = wall.replace(tzinfo=tz, fold=0)
+    if not _exists(first):
+        raise NonexistentLocalTime(
+            f"{wall:%Y-%m-%d %H:%M} does not exist in {tz.key}: the clocks go forward "
+            f"that night ({_fmt(first.utcoffset())} to {_fmt(wall.replace(tzinfo=tz, fold=1).utcoffset())}"
+            "). Enter a time before or after the change.")
+    if is_ambiguous(wall, tz):
+        if fold not in (0, 1):
+            second = wall.replace(tzinfo=tz, fold=1)
+            raise AmbiguousLocalTime(
+                f"{wall:%Y-%m-%d %H:%M} happens twice in {tz.key} (the clocks go back that "
+                f"night): say whether you mean the first occurrence ({_fmt(first.utcoffset())}) "
+                f"or the second ({_fmt(second.utcoffset())}).")
+        return wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+    return first.astimezone(UTC)

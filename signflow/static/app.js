@@ -58,3 +58,49 @@
     else img.addEventListener("error", fail);
   }
 })();
+
+// The escalation ladder on a pending request's page: the rung and who is paged come
+// from a small JSON view polled every 15 s (announced through the aria-live region
+// when they change); the time left counts down every second in between (role=timer,
+// not announced each second).
+(function () {
+  const box = document.querySelector("[data-ladder]");
+  if (!box) return;
+  const url = box.getAttribute("data-ladder");
+  const rung = box.querySelector("[data-ladder-rung]");
+  const paged = box.querySelector("[data-ladder-paged]");
+  const left = box.querySelector("[data-ladder-left]");
+  const fill = function (template, values) {
+    return template.replace(/%\((\w+)\)[sd]/g, function (_m, key) { return String(values[key]); });
+  };
+  let deadline = Date.now() + 1000 * Number(left.getAttribute("data-seconds-left") || 0);
+  let pending = true;
+  function tick() {
+    if (!pending) return;
+    const seconds = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+    const text = seconds > 0
+      ? fill(left.getAttribute("data-text-left"), { time: Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0") })
+      : left.getAttribute("data-text-now");
+    if (left.textContent !== text) left.textContent = text;
+  }
+  async function refresh() {
+    try {
+      const resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!resp.ok) return;
+      const info = await resp.json();
+      if (info.state !== "pending") {
+        pending = false;
+        left.textContent = left.getAttribute("data-text-done");
+        return;
+      }
+      deadline = Date.now() + 1000 * info.seconds_left;
+      const rungText = fill(left.getAttribute("data-text-rung"), { rung: info.rung, rungs: info.rungs, name: info.rung_name });
+      const pagedText = info.paged.length ? info.paged.join(", ") : left.getAttribute("data-text-nobody");
+      if (rung.textContent !== rungText) rung.textContent = rungText;
+      if (paged.textContent !== pagedText) paged.textContent = pagedText;
+      tick();
+    } catch (e) { /* offline for a moment: try again at the next poll */ }
+  }
+  setInterval(tick, 1000);
+  setInterval(refresh, 15000);
+})();

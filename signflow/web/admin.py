@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import four_eyes
@@ -13,7 +13,10 @@ from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
+from signflow.core.requests import ladder as ladder
+from signflow.core.requests import policy as escalation
 from signflow.core.requests import rota as rota
+from signflow.core.requests import rota_import as rota_import
 from signflow.models import Role
 from signflow.web.context import RequestContext, current
 from signflow.web.forms import (
@@ -21,10 +24,13 @@ from signflow.web.forms import (
     ConfirmForm,
     DestinationForm,
     GroupForm,
+    PolicyForm,
     RevokeForm,
+    RotaImportForm,
     ShiftForm,
     UserEditForm,
     UserForm,
+    fold_of,
     form_error,
     submitted,
 )
@@ -167,16 +173,62 @@ def _rota_forms() -> tuple[GroupForm, DestinationForm, ShiftForm]:
     return group_form, DestinationForm(prefix="dest"), shift_form
 
 
-@bp.get("/rota")
-@roles(Role.ADMIN)
-def rota_page() -> str:
+def _policy_and_import_forms() -> tuple[PolicyForm, RotaImportForm]:
+    groups, _destinations = accounts.directory(current().session)
+    policy_form, import_form = PolicyForm(prefix="policy"), RotaImportForm(prefix="import")
+    policy_form.group.choices = [(g.id, g.name) for g in groups]
+    import_form.group.choices = [(0, "—")] + [(g.id, g.name) for g in groups]
+    return policy_form, import_form
+
+
+def _rota_page(report: rota_import.ImportReport | None = None) -> str:
     rc = current()
     group_form, destination_form, shift_form = _rota_forms()
+    policy_form, import_form = _policy_and_import_forms()
     groups, destinations = accounts.directory(rc.session)
     return render_template("admin/rota.html", groups=groups, destinations=destinations,
                            shifts=rota.current_and_upcoming(rc.session, now=rc.now),
                            group_form=group_form, destination_form=destination_form,
-                           shift_form=shift_form, remove=ConfirmForm())
+                           shift_form=shift_form, remove=ConfirmForm(), policy_form=policy_form,
+                           policies=escalation.policies(rc.session, rc.deps), import_form=import_form,
+                           report=report, group_names={g.id: g.name for g in groups},
+                           rung_name=ladder.rung_name)
+
+
+@bp.get("/rota")
+@roles(Role.ADMIN)
+def rota_page() -> str:
+    return _rota_page()
+
+
+@bp.post("/rota/policy")
+@roles(Role.ADMIN)
+def set_policy() -> Response:
+    rc = current()
+    form = submitted(_policy_and_import_forms()[0])
+    escalation.set_policy(rc.session, rc.deps, actor=rc.actor, group_id=form.group.data,
+                          urgency=form.urgency.data or "", rung_minutes=form.minutes(),
+                          repeat_after_minutes=form.repeat_after.data, now=rc.now)
+    flash(_("Escalation policy saved: new requests follow it, waiting ones from their next rung."),
+          "success")
+    return redirect(url_for("admin.rota_page"))
+
+
+@bp.post("/rota/import")
+@roles(Role.ADMIN)
+def import_rota() -> Response | tuple[str, int]:
+    rc = current()
+    form = submitted(_policy_and_import_forms()[1])
+    upload = form.file.data
+    report = rota_import.import_rota(
+        rc.session, actor=rc.actor, data=upload.read(rota_import.MAX_BYTES + 1),
+        filename=upload.filename or "", timezone=rc.services.settings.timezone, fold=fold_of(form.fold),
+        group_id=form.group.data or None, level=form.level.data, now=rc.now)
+    if not report.ok:
+        return _rota_page(report), 400
+    flash(_("Rota imported: %(added)d shifts added, %(skipped)d already over and skipped.",
+            added=report.added, skipped=report.skipped), "success")
+    return redirect(url_for("admin.rota_page"))
 
 
 @bp.post("/rota/groups")
@@ -206,13 +258,12 @@ def add_destination() -> Response:
 def add_shift() -> Response:
     rc = current()
     form = submitted(_rota_forms()[2])
-    tz = ZoneInfo(rc.services.settings.timezone)
     if form.starts_at.data is None or form.ends_at.data is None:
-        raise InvalidInput("A shift needs a start and an end.")
-    rota.add_shift(rc.session, actor=rc.actor, group_id=form.group.data,
-                   user_id=form.physician.data, level=form.level.data,
-                   starts_at=form.starts_at.data.replace(tzinfo=tz),
-                   ends_at=form.ends_at.data.replace(tzinfo=tz), now=rc.now)
+        raise InvalidInput(_("A shift needs a start and an end."))
+    rota.add_shift_local(rc.session, actor=rc.actor, group_id=form.group.data,
+                         user_id=form.physician.data, level=form.level.data,
+                         starts_local=form.starts_at.data, ends_local=form.ends_at.data,
+                         timezone=rc.services.settings.timezone, fold=fold_of(form.fold), now=rc.now)
     flash("Shift added.", "success")
     return redirect(url_for("admin.rota_page"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
@@ -29,6 +30,16 @@ EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 FORM_EXPIRED = "The form expired. Reload the page."
 
 FormT = TypeVar("FormT", bound=FlaskForm)
+
+# Around the October clock change 02:00-03:00 happens twice: which one is meant.
+FOLD_CHOICES = [("", _l("ask me")), ("0", _l("the first occurrence (summer time)")),
+                ("1", _l("the second occurrence (winter time)"))]
+RUNG_CHOICES = [(0, _l("Primary")), (1, _l("Backup"))]
+
+
+def fold_of(field: SelectField) -> int | None:
+    """The occurrence chosen in a FOLD_CHOICES field (None: ask)."""
+    return int(field.data) if field.data in ("0", "1") else None
 
 
 def form_error(form: FlaskForm) -> InvalidInput:
@@ -169,3 +180,37 @@ class ShiftForm(FlaskForm):
                                    validators=[DataRequired()])
     ends_at = DateTimeLocalField("Ends (local time)", format="%Y-%m-%dT%H:%M",
                                  validators=[DataRequired()])
+    fold = SelectField(_l("If a time happens twice (the October clock change)"),
+                       choices=FOLD_CHOICES, default="")
+
+
+class PolicyForm(FlaskForm):
+    group = SelectField(_l("Group"), coerce=int, validators=[DataRequired()])
+    urgency = SelectField(_l("Urgency"), choices=[(u.value, u.value) for u in Urgency])
+    rung_minutes = StringField(_l("Minutes at each rung (primary, backup, head), e.g. 5, 5, 10"),
+                               validators=[DataRequired(), Length(max=100),
+                                           Regexp(r"^\s*\d+(\s*,\s*\d+)*\s*$",
+                                                  message=_l("Whole minutes separated by commas."))])
+    repeat_after = IntegerField(_l("Page the same rung again after (minutes, empty: no repeat)"),
+                                validators=[Optional(), NumberRange(min=1, max=1440)])
+
+    def minutes(self) -> list[int]:
+        return [int(m) for m in (self.rung_minutes.data or "").split(",")]
+
+
+class RotaImportForm(FlaskForm):
+    file = FileField(_l("Rota file (.csv or .ics)"), validators=[FileRequired(_l("Choose a file."))])
+    group = SelectField(_l("Group (for an .ics calendar)"), coerce=int)
+    level = SelectField(_l("Rung (for an .ics calendar)"), coerce=int, choices=RUNG_CHOICES)
+    fold = SelectField(_l("If a time happens twice (the October clock change)"),
+                       choices=FOLD_CHOICES, default="")
+
+
+class AbsenceForm(FlaskForm):
+    starts_at = DateTimeLocalField(_l("Away from (local time)"), format="%Y-%m-%dT%H:%M",
+                                   validators=[DataRequired()])
+    ends_at = DateTimeLocalField(_l("Back at (local time)"), format="%Y-%m-%dT%H:%M",
+                                 validators=[DataRequired()])
+    cover = SelectField(_l("Covered by"), coerce=int, validators=[DataRequired()])
+    fold = SelectField(_l("If a time happens twice (the October clock change)"),
+                       choices=FOLD_CHOICES, default="")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import enrolment
@@ -10,11 +11,23 @@ from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
 from signflow.core.pki import credentials as creds
 from signflow.core.requests import access
+from signflow.core.requests import cover as cover
+from signflow.core.requests import followup as followups
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import RequestState, Role
 from signflow.web.context import current
-from signflow.web.forms import ConfirmForm, DeclineForm, DelegateForm, PinForm, SignForm, UnblockForm
+from signflow.web.forms import (
+    AbsenceForm,
+    ConfirmForm,
+    DeclineForm,
+    DelegateForm,
+    PinForm,
+    SignForm,
+    UnblockForm,
+    fold_of,
+    form_error,
+)
 from signflow.web.guards import roles
 
 bp = Blueprint("physician", __name__, url_prefix="/inbox")
@@ -25,11 +38,31 @@ bp = Blueprint("physician", __name__, url_prefix="/inbox")
 def inbox() -> str:
     rc = current()
     requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
-    pending = [r for r in requests if r.state == RequestState.PENDING]
+    pending, handed_over = followups.handed_over_first(
+        rc.session, [r for r in requests if r.state == RequestState.PENDING])
     handled = [r for r in requests if r.state != RequestState.PENDING]
     credential = creds.active_credential(rc.session, rc.user.id)
     return render_template("physician/inbox.html", pending=pending, handled=handled,
-                           credential=credential)
+                           credential=credential, handed_over=handed_over)
+
+
+@bp.route("/absence", methods=["GET", "POST"])
+@roles(Role.PHYSICIAN)
+def absence() -> Response | str:
+    """The physician marks an absence and names the colleague who covers their shifts."""
+    rc = current()
+    form = AbsenceForm()
+    form.cover.choices = [(u.id, u.display_name) for u in cover.cover_choices(rc.session, user=rc.user)]
+    if form.validate_on_submit() and form.starts_at.data and form.ends_at.data:
+        cover.mark_absence(rc.session, actor=rc.actor, cover_user_id=form.cover.data,
+                           starts_local=form.starts_at.data, ends_local=form.ends_at.data,
+                           timezone=rc.settings.timezone, fold=fold_of(form.fold), now=rc.now)
+        flash(_("Absence saved: your colleague is on call for your shifts meanwhile."), "success")
+        return redirect(url_for("physician.absence"))
+    if form.errors:
+        raise form_error(form)
+    return render_template("physician/absence.html", form=form,
+                           absences=cover.absences_for(rc.session, user=rc.user, now=rc.now))
 
 
 @bp.get("/<int:request_id>")

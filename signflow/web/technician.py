@@ -9,6 +9,7 @@ from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
+from signflow.core.requests import ladder as ladder
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
@@ -43,6 +44,15 @@ def status() -> Response:
     rc = current()
     requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
     return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in requests})
+
+
+@bp.get("/<int:request_id>/ladder.json")
+@roles(Role.TECHNICIAN)
+def ladder_status(request_id: int) -> Response:
+    """The rung, who is paged and the time left, polled by the request page (app.js)."""
+    rc = current()
+    return jsonify(ladder.status(rc.session, rc.deps, user=rc.user, request_id=request_id,
+                                 now=rc.now).as_json())
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -81,7 +91,9 @@ def detail(request_id: int) -> str:
                            stamp_form=StampForm(), removed=access.removed_content(req),
                            notices=access.upload_notices(req),
                            route=[groups.get(g, "?") for g in access.route_of(req)],
-                           signatures=access.signatures_of(rc.session, req.id))
+                           signatures=access.signatures_of(rc.session, req.id),
+                           ladder=ladder.status(rc.session, rc.deps, user=rc.user, request_id=req.id,
+                                                now=rc.now))
 
 
 @bp.post("/<int:request_id>/stamp")

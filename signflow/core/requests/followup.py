@@ -135,6 +135,14 @@ def handed_over_ids(session: Session, request_ids: list[int]) -> set[int]:
         RequestFollowUp.kind == FollowUpKind.HANDOVER, RequestFollowUp.request_id.in_(request_ids))))
 
 
+def handed_over_first(session: Session, pending: list[SignatureRequest]
+                      ) -> tuple[list[SignatureRequest], set[int]]:
+    """A physician's pending requests, those handed over from an ended shift first
+    (oldest handover first), then the rest newest first; and which were handed over."""
+    handed = handed_over_ids(session, [r.id for r in pending])
+    return sorted(pending, key=lambda r: (r.id not in handed, r.id if r.id in handed else -r.id)), handed
+
+
 def acknowledgement_reminders(session: Session, deps: Deps, *, now: datetime) -> tuple[int, int]:
     """Delivered and not acknowledged: after `ack_reminder_minutes` the destination is
     reminded; after `ack_alert_minutes` the technician is alerted. Once each."""

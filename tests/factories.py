@@ -6,6 +6,7 @@ module can be read, moved or deleted on its own."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -85,3 +86,9 @@ def integration_token(svc: Any, *, name: str = "his", destination_id: int | None
                 submit_group_id=group_id)
         return tokens.create_api_token(s, actor=TEST_ACTOR, user=user, name=f"{name} token",
                                        scopes=scopes, days=days, now=svc.clock())
+
+
+def last_sunday(year: int, month: int) -> date:
+    """The last Sunday of `month` (March and October: Europe's clock changes)."""
+    day = date(year + (month == 12), month % 12 + 1, 1) - timedelta(days=1)
+    return day - timedelta(days=(day.weekday() - 6) % 7)

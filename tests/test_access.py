@@ -145,6 +145,20 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
             },
         ),
         Route("POST", f"/admin/rota/shifts/{shift}/remove", adm, 302),
+        Route("POST", "/admin/rota/policy", adm, 302, lambda _: {
+            "policy-group": str(world.other_group), "policy-urgency": "routine",
+            "policy-rung_minutes": "30, 30, 60", "policy-repeat_after": "10"}),
+        Route("POST", "/admin/rota/import", adm, 302, lambda _: {
+            "import-file": (__import__("io").BytesIO(
+                b"group,physician,rung,start,end\n"
+                b"Cardiology on call,head,backup,2030-02-01 08:00,2030-02-01 20:00\n"), "rota.csv"),
+            "import-group": "0", "import-level": "0", "import-fold": ""}),
+        Route("GET", "/oncall/", frozenset({"technician", "physician", "admin"}), 200),
+        Route("GET", "/inbox/absence", phys, 200),
+        Route("POST", "/inbox/absence", phys, 302, lambda _: {
+            "starts_at": "2030-03-01T08:00", "ends_at": "2030-03-08T08:00", "cover": str(world.backup),
+            "fold": ""}),
+        Route("GET", f"/requests/{main}/ladder.json", tech, 200),
         Route("GET", "/admin/users", adm, 200),
         Route(
             "POST",

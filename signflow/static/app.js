@@ -71,7 +71,7 @@
   const paged = box.querySelector("[data-ladder-paged]");
   const left = box.querySelector("[data-ladder-left]");
   const fill = function (template, values) {
-    return template.replace(/%\((\w+)\)[sd]/g, function (_m, key) { return String(values[key]); });
+    return template.replace(/\{(\w+)\}/g, function (_m, key) { return String(values[key]); });
   };
   let deadline = Date.now() + 1000 * Number(left.getAttribute("data-seconds-left") || 0);
   let pending = true;

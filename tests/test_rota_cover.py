@@ -1,0 +1,137 @@
+"""Who is on call: a night shift across both clock changes of Europe/Paris, absences
+covered by a named colleague, and the "now and tonight" board."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from signflow.core.audit.log import Actor
+from signflow.core.errors import Forbidden, InvalidInput
+from signflow.core.requests import access, cover, oncall, rota
+from signflow.models import AuditEntry, OnCallGroup, User
+from tests.conftest import T0, TEST_ACTOR, csrf_token, login
+from tests.factories import count, create_request, last_sunday
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize("month, hours", [(3, 11), (10, 13)])
+def test_a_night_shift_across_the_clock_change(svc, world, clock, month, hours):
+    day = last_sunday(T0.year + 1, month)
+    clock.now = datetime.combine(day - timedelta(days=2), time(12), UTC)
+    with svc.sessions() as s, s.begin():
+        group = rota.create_group(s, actor=TEST_ACTOR, name="Night ICU", head_user_id=None, now=clock())
+        shift = rota.add_shift_local(
+            s, actor=TEST_ACTOR, group_id=group.id, user_id=world.head, level=0,
+            starts_local=datetime.combine(day - timedelta(days=1), time(20)),
+            ends_local=datetime.combine(day, time(8)), timezone="Europe/Paris", fold=None, now=clock())
+        starts, ends, group_id = shift.starts_at, shift.ends_at, group.id
+    assert ends - starts == timedelta(hours=hours)
+    assert (starts.astimezone(PARIS).time(), ends.astimezone(PARIS).time()) == (time(20), time(8))
+    with svc.sessions() as s:
+        head = s.get(User, world.head)
+        at = starts
+        while at < ends:  # on call at every quarter of an hour of the night, in real time
+            assert [u.id for u in oncall.on_call(s, group_id, at)] == [world.head], at
+            assert group_id in oncall.groups_on_call(s, head, at)
+            at += timedelta(minutes=15)
+        assert oncall.on_call(s, group_id, ends) == []
+        assert oncall.on_call(s, group_id, starts - timedelta(seconds=1)) == []
+
+
+def _absence(svc, user_id, cover_id, starts, ends, fold=None):
+    with svc.sessions() as s, s.begin():
+        return cover.mark_absence(s, actor=Actor.of(s.get(User, user_id)), cover_user_id=cover_id,
+                                  starts_local=starts, ends_local=ends, timezone="Europe/Paris",
+                                  fold=fold, now=svc.clock()).id
+
+
+def test_an_absent_physician_is_replaced_by_the_named_cover(svc, world, clock):
+    rid = create_request(svc, world)
+    local = clock().astimezone(PARIS).replace(tzinfo=None, second=0)
+    _absence(svc, world.doc, world.offduty, local - timedelta(minutes=1), local + timedelta(hours=2))
+    with svc.sessions() as s:
+        group = s.get(OnCallGroup, world.group)
+        doc, offduty = s.get(User, world.doc), s.get(User, world.offduty)
+        assert [u.id for u in oncall.on_call(s, world.group, clock())] == [world.offduty, world.backup]
+        assert [u.id for u in oncall.recipients_for_level(s, group, 0, clock())] == [world.offduty]
+        # The cover sees and may sign the absent physician's requests; the absent one may not.
+        assert oncall.may_act_for_group(s, offduty, group, clock())
+        assert not oncall.may_act_for_group(s, doc, group, clock())
+        assert rid in [r.id for r in access.list_requests(s, user=offduty, now=clock())]
+        assert world.group in oncall.groups_on_call(s, offduty, clock())
+        later = clock() + timedelta(hours=3)
+        assert [u.id for u in oncall.on_call(s, world.group, later)] == [world.doc, world.backup]
+    assert count(svc, AuditEntry, AuditEntry.action == "rota.absence_marked") == 1
+
+
+def test_absences_refuse_bad_input(svc, world, clock):
+    local = clock().astimezone(PARIS).replace(tzinfo=None, second=0)
+    spring = last_sunday(T0.year + 1, 3)
+    for who, by, starts, ends, words in [
+        (world.doc, world.doc, local, local + timedelta(hours=1), "colleague who covers you"),
+        (world.doc, world.tech, local, local + timedelta(hours=1), "colleague who covers you"),
+        (world.doc, world.backup, local + timedelta(hours=2), local, "ends after it starts"),
+        (world.doc, world.backup, datetime.combine(spring, time(2, 30)),
+         datetime.combine(spring, time(9)), "does not exist in Europe/Paris"),
+    ]:
+        with pytest.raises(InvalidInput, match=words):
+            _absence(svc, who, by, starts, ends)
+    with pytest.raises(Forbidden, match="Only a physician"):
+        _absence(svc, world.tech, world.backup, local, local + timedelta(hours=1))
+    assert count(svc, AuditEntry, AuditEntry.action == "rota.absence_marked") == 0
+
+
+def test_a_physician_marks_an_absence_over_http(app, svc, world, clock):
+    doc = app.test_client()
+    login(doc, "doc")
+    token = csrf_token(doc, "/inbox/absence")
+    local = clock().astimezone(PARIS)
+    fmt = "%Y-%m-%dT%H:%M"
+    resp = doc.post("/inbox/absence", data={
+        "csrf_token": token, "starts_at": local.strftime(fmt),
+        "ends_at": (local + timedelta(days=1)).strftime(fmt), "cover": str(world.head), "fold": ""})
+    assert resp.status_code == 302
+    page = doc.get("/inbox/absence").get_data(as_text=True)
+    assert "Pr Øyvind Berg" in page and "Dr Hélène Lefèvre" in page
+    refused = doc.post("/inbox/absence", data={
+        "csrf_token": token, "starts_at": local.strftime(fmt),
+        "ends_at": (local - timedelta(days=1)).strftime(fmt), "cover": str(world.head), "fold": ""})
+    assert refused.status_code == 400
+
+
+def test_the_board_shows_every_group_now_and_tonight(app, svc, world, clock):
+    tonight = cover.tonight(clock(), "Europe/Paris")
+    with svc.sessions() as s, s.begin():
+        rota.add_shift(s, actor=TEST_ACTOR, group_id=world.other_group, user_id=world.head, level=1,
+                       starts_at=tonight, ends_at=tonight + timedelta(hours=10), now=clock())
+    with svc.sessions() as s:
+        board = cover.board(s, timezone="Europe/Paris", now=clock())
+    by_name = {g.name: g for g in board.groups}
+    anaesthesia = {r.label: r.people for r in by_name["Anaesthesia on call"].now}
+    assert anaesthesia == {"primary": ("Dr Hélène Lefèvre",), "backup": ("Dr Łukasz Nowak",),
+                           "head": ("Pr Øyvind Berg",)}
+    cardio_tonight = {r.label: r.people for r in by_name["Cardiology on call"].tonight}
+    assert cardio_tonight["backup"] == ("Pr Øyvind Berg",) and cardio_tonight["head"] == ()
+    assert tonight.astimezone(PARIS).time() == time(22) or tonight == clock()
+    for username in ("tech", "doc", "admin"):
+        client = app.test_client()
+        login(client, username)
+        page = client.get("/oncall/")
+        text = page.get_data(as_text=True)
+        assert page.status_code == 200 and "Cardiology on call" in text and "Dr Łukasz Nowak" in text
+        assert 'name="viewport"' in text and 'class="board"' in text
+    recipient = app.test_client()
+    login(recipient, "recipient")
+    assert recipient.get("/oncall/").status_code == 403
+
+
+def test_tonight_is_the_coming_evening_or_now_during_the_night():
+    day = datetime(2027, 6, 1, tzinfo=PARIS)
+    assert cover.tonight(day.replace(hour=15).astimezone(UTC), "Europe/Paris") == \
+        day.replace(hour=22).astimezone(UTC)
+    night = day.replace(hour=23).astimezone(UTC)
+    assert cover.tonight(night, "Europe/Paris") == night

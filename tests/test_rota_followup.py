@@ -11,11 +11,11 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from signflow import jobs
 from signflow.core.errors import InvalidInput
-from signflow.core.requests import policy, rota
+from signflow.core.requests import followup, policy, rota
 from signflow.models import AuditEntry, RequestFollowUp, SignatureRequest
 from tests.conftest import T0, TEST_ACTOR, csrf_token, login
 from tests.factories import acknowledge_receipt, count, create_request, last_sunday, sign_request
@@ -213,3 +213,23 @@ def test_the_reminder_delays_come_from_the_settings(svc, world, clock):
     with svc.sessions() as s:
         line = s.scalar(select(AuditEntry.line).where(AuditEntry.action == "request.ack_reminded"))
     assert json.loads(line)["minutes"] == 5 and re.search(r'"destination":\d+', line)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_workers_at_once_page_each_repeat_once(svc, world, clock):
+    _set_policy(svc, world.group, "urgent", [10, 10, 10], repeat=3)
+    rids = [create_request(svc, world, urgency="urgent") for _ in range(3)]
+    clock.advance(minutes=3)
+    with svc.sessions() as first, svc.sessions() as second:
+        with first.begin():
+            assert followup.run_due(first, svc.deps, now=clock()).repeated == 3
+            # While the first worker holds the requests, the second skips them (SKIP LOCKED).
+            with second.begin():
+                # Waiting on a lock would be the bug: fail instead of hanging.
+                second.execute(text("SET LOCAL lock_timeout = '5s'"))
+                assert followup.run_due(second, svc.deps, now=clock()).repeated == 0
+        with second.begin():  # and once the first committed, there is nothing left to do
+            assert followup.run_due(second, svc.deps, now=clock()).repeated == 0
+    assert count(svc, AuditEntry, AuditEntry.action == "request.repaged") == 3
+    jobs.run_once(svc)
+    assert sorted(_sent(svc, "STILL WAITING")) == ["Dr Hélène Lefèvre"] * len(rids)

@@ -13,7 +13,6 @@ from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
-from signflow.core.requests import ladder as ladder
 from signflow.core.requests import policy as escalation
 from signflow.core.requests import rota as rota
 from signflow.core.requests import rota_import as rota_import
@@ -191,8 +190,7 @@ def _rota_page(report: rota_import.ImportReport | None = None) -> str:
                            group_form=group_form, destination_form=destination_form,
                            shift_form=shift_form, remove=ConfirmForm(), policy_form=policy_form,
                            policies=escalation.policies(rc.session, rc.deps), import_form=import_form,
-                           report=report, group_names={g.id: g.name for g in groups},
-                           rung_name=ladder.rung_name)
+                           report=report, group_names={g.id: g.name for g in groups})
 
 
 @bp.get("/rota")

@@ -65,11 +65,6 @@ def rung_deadline(session: Session, deps: Deps, *, group_id: int, urgency: str, 
     return now + timedelta(minutes=policy_for(session, deps, group_id, urgency).minutes_at(rung))
 
 
-def rung_started(session: Session, deps: Deps, *, group_id: int, urgency: str, rung: int,
-                 deadline_at: datetime) -> datetime:
-    return deadline_at - timedelta(minutes=policy_for(session, deps, group_id, urgency).minutes_at(rung))
-
-
 def set_policy(session: Session, deps: Deps, *, actor: Actor, group_id: int, urgency: str,
                rung_minutes: list[int], repeat_after_minutes: int | None,
                now: datetime) -> Policy:

@@ -101,6 +101,10 @@ def test_a_physician_marks_an_absence_over_http(app, svc, world, clock):
         "csrf_token": token, "starts_at": local.strftime(fmt),
         "ends_at": (local - timedelta(days=1)).strftime(fmt), "cover": str(world.head), "fold": ""})
     assert refused.status_code == 400
+    admin = app.test_client()
+    login(admin, "admin")
+    rota_page = admin.get("/admin/rota").get_data(as_text=True)
+    assert "<td>Dr Hélène Lefèvre</td><td>Pr Øyvind Berg</td>" in rota_page
 
 
 def test_the_board_shows_every_group_now_and_tonight(app, svc, world, clock):

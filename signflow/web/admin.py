@@ -13,6 +13,7 @@ from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
+from signflow.core.requests import cover as cover
 from signflow.core.requests import policy as escalation
 from signflow.core.requests import rota as rota
 from signflow.core.requests import rota_import as rota_import
@@ -190,7 +191,8 @@ def _rota_page(report: rota_import.ImportReport | None = None) -> str:
                            group_form=group_form, destination_form=destination_form,
                            shift_form=shift_form, remove=ConfirmForm(), policy_form=policy_form,
                            policies=escalation.policies(rc.session, rc.deps), import_form=import_form,
-                           report=report, group_names={g.id: g.name for g in groups})
+                           report=report, group_names={g.id: g.name for g in groups},
+                           absences=cover.current_and_coming(rc.session, now=rc.now))
 
 
 @bp.get("/rota")

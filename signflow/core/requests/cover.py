@@ -60,6 +60,12 @@ def absences_for(session: Session, *, user: User, now: datetime) -> list[RotaAbs
         RotaAbsence.ends_at > now).order_by(RotaAbsence.starts_at)))
 
 
+def current_and_coming(session: Session, *, now: datetime) -> list[RotaAbsence]:
+    """Every absence not over yet (the administrators' rota page)."""
+    return list(session.scalars(select(RotaAbsence).where(RotaAbsence.ends_at > now)
+                                .order_by(RotaAbsence.starts_at)))
+
+
 def cover_choices(session: Session, *, user: User) -> list[User]:
     return [u for u in session.scalars(select(User).where(
         User.role == Role.PHYSICIAN, User.active.is_(True), User.id != user.id)

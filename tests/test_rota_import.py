@@ -154,6 +154,8 @@ def test_bad_icalendar_files_save_nothing(svc, world, clock):
         _event("zone@planning", f"{YEAR}0113T080000", f"{YEAR}0113T200000", "head@hospital.example")
         .replace("TZID=Europe/Paris", "TZID=Mars/Olympus"),
         _event("gap@planning", f"{SPRING:%Y%m%d}T023000", f"{SPRING:%Y%m%d}T080000", "head@hospital.example"),
+        _event("flood@planning", f"{YEAR}0114T080000", f"{YEAR}0114T080100", "head@hospital.example",
+               "FREQ=MINUTELY"),
     )
     report = _import(svc, data, "planning.ics", group_id=world.group)
     assert not report.ok
@@ -162,6 +164,7 @@ def test_bad_icalendar_files_save_nothing(svc, world, clock):
     assert "(event stranger@planning): no active physician matches" in joined
     assert "(event zone@planning): unknown time zone 'Mars/Olympus'" in joined
     assert "(event gap@planning): " in joined and "does not exist in Europe/Paris" in joined
+    assert "(event flood@planning): a shift does not recur every second or minute" in joined
     assert count(svc, RotaShift) == before
     garbage = _import(svc, b"BEGIN:VCALENDAR\r\nthis is not\r\n", "x.ics", group_id=world.group)
     assert garbage.errors and garbage.errors[0].startswith("The file is not iCalendar")

@@ -188,6 +188,9 @@ def read_ics(session: Session, data: bytes, *, group_id: int, level: int, timezo
             if user is None:
                 raise InvalidInput(f"no active physician matches {', '.join(n for n in names if n)[:80]!r}.")
             _ics_instant(event["DTSTART"], timezone=timezone, fold=fold)  # the first occurrence too
+            rule = event.get("RRULE")
+            if rule is not None and str(rule.get("FREQ", [""])[0]).upper() in ("SECONDLY", "MINUTELY"):
+                raise InvalidInput("a shift does not recur every second or minute (RRULE FREQ).")
         except InvalidInput as exc:
             errors.append(f"{where}: {_sentence(exc.message)}")
             continue
@@ -196,23 +199,27 @@ def read_ics(session: Session, data: bytes, *, group_id: int, level: int, timezo
         return [], errors
     horizon = now + timedelta(days=HORIZON_DAYS)
     try:
-        occurrences = recurring_ical_events.of(calendar).between(now - MAX_SHIFT, horizon)
+        # In order of start, lazily: a rule every minute for years costs MAX_SHIFTS steps.
+        for occurrence in recurring_ical_events.of(calendar).after(now - MAX_SHIFT):
+            start = occurrence["DTSTART"]
+            if isinstance(start.dt, datetime) and start.dt.tzinfo is not None and start.dt > horizon:
+                break
+            if len(found) + len(errors) >= MAX_SHIFTS:
+                errors.append(f"More than {MAX_SHIFTS} shifts within {HORIZON_DAYS} days: split the file.")
+                break
+            uid = str(occurrence.get("UID", ""))[:80]
+            where = f"Event {uid} on {start.dt:%Y-%m-%d %H:%M}"
+            try:
+                starts = _ics_instant(start, timezone=timezone, fold=fold)
+                ends = _ics_instant(occurrence["DTEND"], timezone=timezone, fold=fold)
+            except InvalidInput as exc:
+                errors.append(f"{where}: {_sentence(exc.message)}")
+                continue
+            if starts > horizon:
+                break
+            found.append(Candidate(where, group_id, users[uid], level, starts, ends))
     except Exception as exc:  # the library raises its own and dateutil's errors
         return [], [f"The recurrence rules cannot be expanded: {str(exc)[:160]}"]
-    for count, occurrence in enumerate(occurrences):
-        if count >= MAX_SHIFTS:
-            errors.append(f"More than {MAX_SHIFTS} shifts within {HORIZON_DAYS} days: split the file.")
-            break
-        uid = str(occurrence.get("UID", ""))[:80]
-        start = occurrence["DTSTART"]
-        where = f"Event {uid} on {start.dt:%Y-%m-%d %H:%M}"
-        try:
-            starts = _ics_instant(start, timezone=timezone, fold=fold)
-            ends = _ics_instant(occurrence["DTEND"], timezone=timezone, fold=fold)
-        except InvalidInput as exc:
-            errors.append(f"{where}: {_sentence(exc.message)}")
-            continue
-        found.append(Candidate(where, group_id, users[uid], level, starts, ends))
     if not found and not errors:
         errors.append(f"The file holds no shift within the next {HORIZON_DAYS} days.")
     return found, errors

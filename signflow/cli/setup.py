@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 from signflow.cli.context import OPERATOR, CliError, record_key_event, settings, write_secret
 from signflow.config import (
     SECRET_KEY_FILE,
+    VAPID_KEY_FILE,
     Settings,
     load_settings,
     require_public_base_url,
     require_secret_key,
+    require_vapid_key,
 )
 from signflow.core.accounts import enrolment, mfa
 from signflow.core.accounts import signing_pin as credentials
@@ -29,6 +31,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
+from signflow.core.notify.webpush import VapidSigner
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import hsm, seal
 from signflow.core.pki import keystore as pki
@@ -52,7 +55,7 @@ Row = TypeVar("Row", Destination, OnCallGroup)
 # made, which it marks with this file (instance folder) and this setting (database).
 DEMO_MARKER = "demo-instance"
 DEMO_SETTING = "demo.instance"
-PRIVATE_FILES = (SECRET_KEY_FILE, PASSPHRASE_FILE, DEMO_MARKER)
+PRIVATE_FILES = (SECRET_KEY_FILE, PASSPHRASE_FILE, VAPID_KEY_FILE, DEMO_MARKER)
 
 
 def _tighten(config: Settings) -> None:
@@ -82,6 +85,9 @@ def init_instance(config: Settings) -> Settings:
         config.instance_path / PASSPHRASE_FILE
     ).exists():
         write_secret(config.instance_path / PASSPHRASE_FILE, secrets.token_urlsafe(32))
+    if not config.vapid_private_key and not (config.instance_path / VAPID_KEY_FILE).exists():
+        # The key browsers subscribe to: made once, kept, or every subscription breaks.
+        write_secret(config.instance_path / VAPID_KEY_FILE, VapidSigner.generate_pem())
     config = load_settings(instance_path=config.instance_path, keys_path=config.keys_path,
                            env=config.env, database_url=config.database_url)
     passphrase = keys_passphrase(config)
@@ -295,6 +301,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_secret_key(config)
     require_notification_channel(config)
     require_public_base_url(config)
+    require_vapid_key(config)
     if hsm.config_from(config.pkcs11_module, config.pkcs11_token, config.pkcs11_pin,
                        config.pkcs11_pin_file) is None:
         # Fail now, in the foreground, on a bad configuration. Not with a token: a PKCS#11
@@ -309,6 +316,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     config = settings()
     require_notification_channel(config)
+    require_vapid_key(config)
     svc = build_services(config)
     if args.once:
         print(run_once(svc))

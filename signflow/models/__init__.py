@@ -14,6 +14,7 @@ from signflow.models.enums import (
     ServiceRole,
     Urgency,
 )
+from signflow.models.push import PushSubscription
 from signflow.models.tables import (
     ApiToken,
     AuditEntry,
@@ -60,6 +61,7 @@ __all__ = [
     "OnCallGroup",
     "RateLimit",
     "PendingChange",
+    "PushSubscription",
     "RequestState",
     "Role",
     "RotaShift",

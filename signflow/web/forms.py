@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from flask_babel import lazy_gettext
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
@@ -57,6 +58,13 @@ class CodeForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """A button: logout, cancel, acknowledge..."""
+
+
+class PushCodeForm(FlaskForm):
+    """The code the first push to a device showed."""
+
+    code = StringField(lazy_gettext("Code shown on the phone"),
+                       validators=[DataRequired(), Length(min=6, max=12)])
 
 
 class UploadForm(FlaskForm):

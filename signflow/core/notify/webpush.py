@@ -114,8 +114,13 @@ class VapidSigner:
     def __init__(self, private_key: str, subject: str) -> None:
         text = private_key.strip()
         try:
+            if not text.startswith("-----BEGIN") and len(_b64decode(text)) != 32:
+                raise ValueError("a raw P-256 private key is 32 bytes")
             vapid = (Vapid02.from_pem(text.encode()) if text.startswith("-----BEGIN")
                      else Vapid02.from_raw(text.encode()))
+            if not isinstance(vapid.private_key, ec.EllipticCurvePrivateKey) or not isinstance(
+                    vapid.private_key.curve, ec.SECP256R1):
+                raise ValueError("not a P-256 key")
         except Exception as exc:  # py_vapid raises anything from cryptography's parsers
             raise ConfigurationError("the VAPID private key is not a P-256 key") from exc
         self._vapid = vapid

@@ -32,6 +32,7 @@ from signflow.core.audit.log import Actor
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
 from signflow.core.notify.webpush import VapidSigner
+from signflow.core.ops.demo_outbox import DEMO_MARKER, DEMO_SETTING, OUTBOX_FILE, outbox_of
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import hsm, seal
 from signflow.core.pki import keystore as pki
@@ -52,10 +53,8 @@ Row = TypeVar("Row", Destination, OnCallGroup)
 
 
 # `signflow demo` resets the demo accounts' passwords: it runs only on an instance it
-# made, which it marks with this file (instance folder) and this setting (database).
-DEMO_MARKER = "demo-instance"
-DEMO_SETTING = "demo.instance"
-PRIVATE_FILES = (SECRET_KEY_FILE, PASSPHRASE_FILE, VAPID_KEY_FILE, DEMO_MARKER)
+# made, which it marks with DEMO_MARKER (instance folder) and DEMO_SETTING (database).
+PRIVATE_FILES = (SECRET_KEY_FILE, PASSPHRASE_FILE, VAPID_KEY_FILE, DEMO_MARKER, OUTBOX_FILE)
 
 
 def _tighten(config: Settings) -> None:
@@ -262,7 +261,10 @@ def claim_demo_instance(config: Settings) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from signflow.app import create_app
+    from signflow.cli.demo_gateways import mail_catcher, new_webhook_secret, sms_gateway
     from signflow.jobs import start_in_thread
 
     base_url = f"http://{args.host}:{args.port}"
@@ -270,6 +272,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       base_url=os.environ.get("SIGNFLOW_BASE_URL", base_url))
     claim_demo_instance(config)
     config = init_instance(config)
+    outbox = outbox_of(config.instance_path)
+    with ExitStack() as sinks:
+        # The demo's own mail catcher and SMS gateway, unless the operator points it at real ones.
+        if not config.smtp_host:
+            port = sinks.enter_context(mail_catcher(outbox, utcnow))
+            config = config.with_overrides(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
+        if not config.webhook_url:
+            secret = new_webhook_secret()
+            url = sinks.enter_context(sms_gateway(outbox, secret, utcnow))
+            config = config.with_overrides(webhook_url=url, webhook_secret=secret)
+        _run_demo(config, args, base_url, create_app, start_in_thread)
+    return 0
+
+
+def _run_demo(config: Settings, args: argparse.Namespace, base_url: str,
+              create_app: Callable[..., Any], start_in_thread: Callable[..., Any]) -> None:
     svc = build_services(config)
     printed = seed_demo(svc)
     print(f"\nsignflow demo running at {base_url}\n")
@@ -279,7 +297,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nPhysicians, admin and auditor log in with a second factor: add the TOTP secret to an"
           "\nauthenticator app (or: python -c \"import pyotp; print(pyotp.TOTP('SECRET').now())\")."
           "\nThe PIN unlocks the physician's own signing key. Dr Lefèvre is on call now"
-          "\n(Dr Nowak backup, Pr Berg head of department). Ctrl-C stops.\n", flush=True)
+          "\n(Dr Nowak backup, Pr Berg head of department)."
+          f"\nEvery e-mail and SMS/pager message sent: {base_url}/demo/messages (log in as admin)"
+          f"\n(mail to {config.smtp_host}:{config.smtp_port}, SMS/pager webhook to {config.webhook_url})."
+          "\nCtrl-C stops.\n", flush=True)
     # SQLite (like a PKCS#11 session) must not be open across gunicorn's fork: the
     # worker inherits the parent's lock bookkeeping and its own writes wait forever.
     # So the parent lets go of the database, and the job thread runs in the worker.
@@ -291,7 +312,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return app
 
     _serve(demo_app, args.host, args.port, workers=1)
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -4,8 +4,10 @@ VAPID and decrypts RFC 8291, through the real routes and the real worker."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 
 import pytest
@@ -13,16 +15,18 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from signflow.app import create_app
-from signflow.config import Settings
+from signflow.config import VAPID_KEY_FILE, Settings, load_settings
 from signflow.core.accounts import push_devices
 from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import ConfigurationError, InvalidInput, ServiceUnavailable
 from signflow.core.notify.webpush import PushTarget, VapidSigner, WebPushSender, check_endpoint
 from signflow.models import AuditAction, AuditEntry, PushSubscription
-from tests.conftest import csrf_token, login
+from signflow.services import make_push_sender
+from tests.conftest import T0, csrf_token, login
 from tests.factories import count, create_request
 from tests.helpers import run_jobs
 from tests.push_service import PushService, Subscriber, push_service, tls_contexts
+from tests.tools import run_cli
 
 CODE = re.compile(r"Your code: (\d{6})")
 
@@ -249,3 +253,23 @@ def test_production_refuses_to_start_without_a_vapid_key(tmp_path):
 def test_a_bad_vapid_key_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="VAPID"):
         VapidSigner("not a key " + secrets.token_hex(4), "mailto:a@b.example")
+
+
+def test_init_makes_the_vapid_key_once_owner_only(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNFLOW_")}
+    env.update(SIGNFLOW_INSTANCE=str(tmp_path / "instance"), SIGNFLOW_KEYS=str(tmp_path / "keys"))
+    assert run_cli(["init"], env).returncode == 0
+    key_file = tmp_path / "instance" / VAPID_KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    first = key_file.read_text()
+    assert run_cli(["init"], env).returncode == 0
+    assert key_file.read_text() == first  # subscriptions survive a second init
+    settings = load_settings(environ=env, env="development")
+    assert settings.vapid_private_key == first.strip()
+    public = VapidSigner(first, "mailto:a@b.example").application_server_key
+    assert make_push_sender(settings, lambda: T0).application_server_key == public
+    # Given by the environment instead, no file is written.
+    other = dict(env, SIGNFLOW_INSTANCE=str(tmp_path / "other"), SIGNFLOW_KEYS=str(tmp_path / "keys2"),
+                 SIGNFLOW_VAPID_PRIVATE_KEY=VapidSigner.generate_pem())
+    assert run_cli(["init"], other).returncode == 0
+    assert not (tmp_path / "other" / VAPID_KEY_FILE).exists()

@@ -173,15 +173,37 @@ def test_the_address_is_checked_again_at_send_time():
                                              (0, "no answer within 0.5 s")])
 def test_a_failing_push_service_leaves_nothing_half_saved(app, svc, world, pusher, answer, message):
     _sender, service = pusher
-    service.answer = answer
     client = app.test_client()
     login(client, "doc")
+    device = verified_device(client, service, "known")
+    service.answer = answer
     endpoint, subscriber = service.new_subscription("broken")
     resp = post_subscription(client, subscription_json(endpoint, subscriber))
     assert resp.status_code == 503
     assert message in resp.get_json()["detail"] and "/push/broken" not in resp.get_json()["detail"]
+    # The same phone subscribing again, with new keys, while its push service fails:
+    # the device it was stays as it was.
+    known = service.subscribers["known"]
+    resp = post_subscription(client, subscription_json(f"{service.origin}/push/known", Subscriber()))
+    assert resp.status_code == 503
+    assert count(svc, PushSubscription) == 1
+    with svc.sessions() as s:
+        row = s.get(PushSubscription, device)
+        assert row.verified_at is not None and row.p256dh == known.p256dh
+    assert count(svc, AuditEntry, AuditEntry.action == AuditAction.PUSH_DEVICE_ADDED) == 1
+
+
+def test_subscribing_is_rate_limited_even_when_the_push_fails(app, svc, world, pusher):
+    _sender, service = pusher
+    service.answer = 500
+    client = app.test_client()
+    login(client, "doc")
+    statuses = []
+    for n in range(push_devices.SUBSCRIBE_LIMIT + 1):
+        endpoint, subscriber = service.new_subscription(f"try{n}")
+        statuses.append(post_subscription(client, subscription_json(endpoint, subscriber)).status_code)
+    assert statuses == [503] * push_devices.SUBSCRIBE_LIMIT + [429]
     assert count(svc, PushSubscription) == 0
-    assert count(svc, AuditEntry, AuditEntry.action == AuditAction.PUSH_DEVICE_ADDED) == 0
 
 
 def test_a_gone_subscription_is_marked_and_not_used_again(app, svc, world, pusher):

@@ -19,10 +19,11 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from signflow.core.accounts import ratelimit
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
-from signflow.core.errors import Conflict, NotFound, ServiceUnavailable, WrongCode
+from signflow.core.errors import Conflict, NotFound, PushNotDelivered, ServiceUnavailable, WrongCode
 from signflow.core.notify.webpush import PushGone, PushTarget, check_keys
 from signflow.core.storage import derive_key
 from signflow.models import AuditAction, PushSubscription
@@ -32,6 +33,8 @@ CODE_LIFETIME = timedelta(minutes=15)
 MAX_CODE_TRIES = 5
 MAX_DEVICES = 10
 LABEL_LENGTH = 80
+SUBSCRIBE_LIMIT = 5
+SUBSCRIBE_WINDOW = timedelta(minutes=10)
 
 
 class PushSender(Protocol):
@@ -69,26 +72,41 @@ def subscribe(session: Session, sender: PushSender, master_key: bytes, *, actor:
     user = acting_user(session, actor)
     check_keys(p256dh, auth)
     sender.check(endpoint)
+    # Each attempt makes the server post to a URL a browser chose: counted, even when it fails.
+    ratelimit.hit(session, f"push-subscribe:{user.id}", limit=SUBSCRIBE_LIMIT, window=SUBSCRIBE_WINDOW,
+                  now=now, message="Too many attempts to turn notifications on: wait a few minutes.")
+    try:
+        with session.begin_nested():
+            row = _store_and_send_code(session, sender, master_key, user.id, now=now, endpoint=endpoint,
+                                       p256dh=p256dh, auth=auth, user_agent=user_agent)
+    except ServiceUnavailable as exc:
+        raise PushNotDelivered(exc.message) from exc
+    audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_ADDED,
+                 subscription=row.id, device=row.user_agent_label)
+    return row
+
+
+def _store_and_send_code(session: Session, sender: PushSender, master_key: bytes, user_id: int, *,
+                         now: datetime, endpoint: str, p256dh: str, auth: str,
+                         user_agent: str) -> PushSubscription:
     row = session.scalar(select(PushSubscription).where(PushSubscription.endpoint == endpoint))
     if row is None:
-        count = len(list_devices(session, user.id))
-        if count >= MAX_DEVICES:
+        if len(list_devices(session, user_id)) >= MAX_DEVICES:
             raise Conflict(f"You already have {MAX_DEVICES} devices: remove one first.")
         row = PushSubscription(endpoint=endpoint, code_attempts=0)
         session.add(row)
     # The same browser subscribing again (or another person now using it) starts over.
-    row.user_id, row.p256dh, row.auth = user.id, p256dh, auth
+    row.user_id, row.p256dh, row.auth = user_id, p256dh, auth
     row.user_agent_label = device_label(user_agent)[:LABEL_LENGTH]
     row.created_at, row.verified_at, row.gone_at, row.code_attempts = now, None, None, 0
     session.flush()
     code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
     row.code_hash = _digest(master_key, row.id, code)
+    session.flush()
     sender.send(target_of(row), {
         "kind": "verify", "title": "signflow: confirm this device",
         "body": f"Your code: {code}", "url": "/account/push", "tag": f"verify-{row.id}",
     })
-    audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_ADDED,
-                 subscription=row.id, device=row.user_agent_label)
     return row
 
 

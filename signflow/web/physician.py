@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from signflow.core.accounts import enrolment
+from signflow.core.accounts import enrolment, push_devices
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
 from signflow.core.pki import credentials as creds
@@ -28,8 +28,11 @@ def inbox() -> str:
     pending = [r for r in requests if r.state == RequestState.PENDING]
     handled = [r for r in requests if r.state != RequestState.PENDING]
     credential = creds.active_credential(rc.session, rc.user.id)
+    # Until a device receives pages, the inbox offers the one tap that turns push on.
+    push_key = rc.services.push.application_server_key if rc.services.push else None
     return render_template("physician/inbox.html", pending=pending, handled=handled,
-                           credential=credential)
+                           credential=credential, push_key=push_key,
+                           push_devices=push_devices.list_devices(rc.session, rc.user.id))
 
 
 @bp.get("/<int:request_id>")

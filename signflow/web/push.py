@@ -24,10 +24,9 @@ MAX_SUBSCRIPTION_BYTES = 4096
 @bp.get("/sw.js")
 def service_worker() -> Response:
     # Served from the root so that its scope is the whole site (notification links
-    # open any page); a service worker script must never be cached for long.
+    # open any page); never cached (web/headers.py: no-store), so an update is seen at once.
     response = send_file(STATIC / "sw.js", mimetype="text/javascript", max_age=0)
     response.headers["Service-Worker-Allowed"] = "/"
-    response.headers["Cache-Control"] = "no-cache"
     return response
 
 
@@ -36,8 +35,11 @@ def service_worker() -> Response:
 def devices() -> str:
     rc = current()
     sender = rc.services.push
+    devices = push_devices.list_devices(rc.session, rc.user.id)
+    # One code form: the newest device still waiting (the one just turned on).
+    waiting = [d for d in devices if d.verified_at is None and d.gone_at is None][-1:]
     return render_template(
-        "push/devices.html", devices=push_devices.list_devices(rc.session, rc.user.id),
+        "push/devices.html", devices=devices, waiting=waiting,
         application_server_key=sender.application_server_key if sender else None,
         code_form=PushCodeForm(), remove_form=ConfirmForm())
 

@@ -272,9 +272,11 @@ def test_production_refuses_to_start_without_a_vapid_key(tmp_path):
         create_app(production)
 
 
-def test_a_bad_vapid_key_is_a_configuration_error():
+def test_a_bad_vapid_key_or_subject_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="VAPID"):
         VapidSigner("not a key " + secrets.token_hex(4), "mailto:a@b.example")
+    with pytest.raises(ConfigurationError, match="VAPID_SUBJECT"):
+        VapidSigner(VapidSigner.generate_pem(), "signflow@hospital.example")
 
 
 def test_init_makes_the_vapid_key_once_owner_only(tmp_path):

@@ -123,6 +123,8 @@ class VapidSigner:
                 raise ValueError("not a P-256 key")
         except Exception as exc:  # py_vapid raises anything from cryptography's parsers
             raise ConfigurationError("the VAPID private key is not a P-256 key") from exc
+        if not subject.startswith(("mailto:", "https://")):
+            raise ConfigurationError("SIGNFLOW_VAPID_SUBJECT must be a mailto: or https: address")
         self._vapid = vapid
         self.subject = subject
 

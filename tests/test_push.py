@@ -85,6 +85,9 @@ def test_a_page_reaches_the_verified_phone_and_says_no_more_than_it_must(app, sv
     # Unverified: a request created now is not pushed to it.
     page = client.get(resp.get_json()["next"]).get_data(as_text=True)
     assert f'data-verify-for="{device}"' in page and "waiting for its code" in page
+    assert code not in page  # only the phone shows it
+    with svc.sessions() as s:
+        assert not any(code in e.line for e in s.scalars(select(AuditEntry)))
     wrong = "000000" if code != "000000" else "111111"
     resp = client.post(f"/account/push/{device}/verify",
                        data={"code": wrong, "csrf_token": csrf_token(client, "/account/push")})
@@ -297,3 +300,13 @@ def test_init_makes_the_vapid_key_once_owner_only(tmp_path):
                  SIGNFLOW_VAPID_PRIVATE_KEY=VapidSigner.generate_pem())
     assert run_cli(["init"], other).returncode == 0
     assert not (tmp_path / "other" / VAPID_KEY_FILE).exists()
+
+
+def test_private_endpoints_are_a_setting(tmp_path):
+    env = {"SIGNFLOW_INSTANCE": str(tmp_path), "SIGNFLOW_ENV": "development",
+           "SIGNFLOW_VAPID_PRIVATE_KEY": VapidSigner.generate_pem()}
+    assert make_push_sender(load_settings(environ=env), lambda: T0).allow_private is False
+    allowed = load_settings(environ=dict(env, SIGNFLOW_ALLOW_PRIVATE_ENDPOINTS="true"))
+    assert make_push_sender(allowed, lambda: T0).allow_private is True
+    assert make_push_sender(load_settings(environ={"SIGNFLOW_INSTANCE": str(tmp_path / "none"),
+                                                   "SIGNFLOW_ENV": "development"}), lambda: T0) is None

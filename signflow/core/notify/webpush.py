@@ -151,15 +151,24 @@ class VapidSigner:
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """Connects to the address that was checked, verifying TLS for the endpoint's name."""
 
-    def __init__(self, host: str, port: int, address: str, *, context: ssl.SSLContext,
+    def __init__(self, host: str, port: int, addresses: list[str], *, context: ssl.SSLContext,
                  timeout: float) -> None:
         super().__init__(host, port, context=context, timeout=timeout)
-        self._address = address
+        # IPv4 first: a phone's push service answers on both, a hospital network often on v4 only.
+        self._addresses = sorted(addresses, key=lambda a: ":" in a)
         self._tls = context
 
     def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+        failure: OSError | None = None
+        for address in self._addresses:
+            try:
+                raw = socket.create_connection((address, self.port), self.timeout)
+            except OSError as exc:
+                failure = exc
+                continue
+            self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+            return
+        raise failure or OSError("no address to connect to")
 
 
 class WebPushSender:
@@ -195,7 +204,7 @@ class WebPushSender:
             "Content-Encoding": "aes128gcm", "Content-Type": "application/octet-stream",
             "TTL": str(self.ttl_seconds), "Urgency": "high",
         }
-        connection = _PinnedHTTPSConnection(host, port, addresses[0], context=self.ssl_context,
+        connection = _PinnedHTTPSConnection(host, port, addresses, context=self.ssl_context,
                                             timeout=self.timeout)
         try:
             connection.request("POST", path, body=body, headers=headers)

@@ -85,17 +85,20 @@ def test_a_push_shows_a_notification_that_links_to_the_request(chromium, live_ur
     assert scope == live_url + "/"
     registration = next(r for r in registrations if r["scopeURL"] == scope and not r["isDeleted"])
 
+    # The service worker tells open pages once it has shown a notification.
+    page.evaluate("""() => { window.__pushes = [];
+        navigator.serviceWorker.addEventListener('message', (e) => window.__pushes.push(e.data)); }""")
     payload = {"kind": "page", "title": "EMERGENCY · Anaesthesia on call · #42",
                "body": "Signature needed: open signflow to act on it.", "url": "/inbox/42",
                "tag": "request-42"}
     cdp.send("ServiceWorker.deliverPushMessage", {
         "origin": live_url, "registrationId": registration["registrationId"], "data": json.dumps(payload)})
-    shown = page.wait_for_function("""async () => {
+    page.wait_for_function("() => window.__pushes.length === 1")
+    shown = page.evaluate("""async () => {
         const reg = await navigator.serviceWorker.ready;
-        const list = await reg.getNotifications();
-        return list.length ? {title: list[0].title, body: list[0].body, tag: list[0].tag,
-                              url: list[0].data.url} : null;
-    }""").json_value()
+        const list = await reg.getNotifications({tag: 'request-42'});
+        return {title: list[0].title, body: list[0].body, tag: list[0].tag, url: list[0].data.url};
+    }""")
     assert shown == {"title": payload["title"], "body": payload["body"], "tag": "request-42",
                      "url": live_url + "/inbox/42"}
 
@@ -103,11 +106,13 @@ def test_a_push_shows_a_notification_that_links_to_the_request(chromium, live_ur
     cdp.send("ServiceWorker.deliverPushMessage", {
         "origin": live_url, "registrationId": registration["registrationId"],
         "data": json.dumps({"title": "x", "url": "https://evil.example/phish", "tag": "other"})})
-    other = page.wait_for_function("""async () => {
+    page.wait_for_function("() => window.__pushes.length === 2")
+    other = page.evaluate("""async () => {
         const reg = await navigator.serviceWorker.ready;
-        const list = await reg.getNotifications({tag: 'other'});
-        return list.length ? list[0].data.url : null;
-    }""").json_value()
+        return (await reg.getNotifications({tag: 'other'}))[0].data.url;
+    }""")
     assert other == live_url + "/"
+    assert page.evaluate("window.__pushes") == [
+        {"type": "signflow-push", "title": payload["title"]}, {"type": "signflow-push", "title": "x"}]
     assert page.evaluate("window.__csp") == [] and errors == []
     context.close()

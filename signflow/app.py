@@ -12,7 +12,13 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from signflow import logs
-from signflow.config import Settings, load_settings, require_public_base_url, require_secret_key
+from signflow.config import (
+    Settings,
+    load_settings,
+    require_public_base_url,
+    require_secret_key,
+    require_vapid_key,
+)
 from signflow.services import Services, build_services, require_notification_channel
 from signflow.web.i18n import init_i18n
 from signflow.web.ids import IdConverter
@@ -35,6 +41,7 @@ def create_app(
     secret_key = require_secret_key(settings)
     require_notification_channel(settings)
     require_public_base_url(settings)
+    require_vapid_key(settings)
     services = services or build_services(settings)
 
     app = Flask(

@@ -16,6 +16,8 @@ from signflow.core.errors import ConfigurationError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+# The VAPID (RFC 8292) private key that signs every Web Push, PEM, written by `signflow init`.
+VAPID_KEY_FILE = "vapid_private_key"
 CONFIG_FILE = "signflow.toml"
 ENVIRONMENTS = ("production", "development", "testing")
 LANGUAGES = ("fr", "en")
@@ -58,6 +60,15 @@ class Settings:
     smtp_from: str = "signflow@localhost"
     smtp_starttls: bool = False
     webhook_url: str | None = None
+    # Standard Webhooks secret (`whsec_...`) of the SMS/pager gateway.
+    webhook_secret: str | None = None
+    # VAPID private key (PEM, or the raw key in base64url) that signs Web Push messages.
+    vapid_private_key: str | None = None
+    # Contact the push services may write to (VAPID `sub`): mailto: or https:.
+    vapid_subject: str | None = None
+    # Push endpoints come from browsers: private, loopback and link-local addresses are
+    # refused unless this is set (tests, a push service inside the hospital).
+    allow_private_endpoints: bool = False
     retention_days: int = 3650
     session_idle_minutes: int = 30
     session_max_hours: int = 12
@@ -137,6 +148,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         secret_file = instance / SECRET_KEY_FILE
         if secret_file.is_file():
             coerced["secret_key"] = secret_file.read_text().strip() or None
+    if not coerced.get("vapid_private_key"):
+        vapid_file = instance / VAPID_KEY_FILE
+        if vapid_file.is_file():
+            coerced["vapid_private_key"] = vapid_file.read_text().strip() or None
     settings = Settings(**coerced)
     validate(settings)
     return settings
@@ -184,3 +199,13 @@ def require_secret_key(settings: Settings) -> str:
             "or set SIGNFLOW_SECRET_KEY (32+ characters)"
         )
     return key
+
+
+def require_vapid_key(settings: Settings) -> None:
+    """Production never runs Web Push unsigned: push services refuse it, and an invented
+    key would break every subscription at the next restart."""
+    if settings.production and not settings.vapid_private_key:
+        raise ConfigurationError(
+            "no VAPID key for Web Push: run `signflow init` (writes instance/vapid_private_key) "
+            "or set SIGNFLOW_VAPID_PRIVATE_KEY"
+        )

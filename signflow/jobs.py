@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import notices
+from signflow.core.accounts import notices, push_devices
 from signflow.core.audit import checkpoints
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM
@@ -92,6 +92,35 @@ _PATHS: dict[NotifyEvent, str] = {
 }
 
 
+# Events that page a physician: they also go to the physician's verified Web Push devices.
+_PAGES = (NotifyEvent.CREATED, NotifyEvent.ESCALATED, NotifyEvent.DELEGATED)
+
+
+def _push_payload(req: SignatureRequest) -> dict[str, str]:
+    """What a phone's lock screen shows: urgency, group, request number. No title, no note."""
+    return {"kind": "page", "title": f"{str(req.urgency).upper()} · {req.group.name} · #{req.id}",
+            "body": "Signature needed: open signflow to act on it.", "url": f"/inbox/{req.id}",
+            "tag": f"request-{req.id}"}
+
+
+def _push(session: Session, svc: Services, message: Message, job: Job, now: datetime) -> int:
+    """Page the recipient's verified push devices too; how many were reached."""
+    if svc.push is None or message.to_user_id is None:
+        return 0
+    req = session.get(SignatureRequest, int(json.loads(job.payload)["request"]))
+    if req is None:
+        return 0
+    reached, problems = push_devices.push_to_user(session, svc.push, actor=SYSTEM, now=now,
+                                                  user_id=message.to_user_id, payload=_push_payload(req))
+    if reached:
+        audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
+                     request_id=req.id, to=message.to_name, channel="push", devices=reached)
+    for problem in problems:
+        audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
+                     request_id=req.id, to=message.to_name, channel="push", problem=problem)
+    return reached
+
+
 def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[Message]:
     payload = json.loads(job.payload)
     req = session.get(SignatureRequest, int(payload["request"]))
@@ -103,7 +132,8 @@ def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[
     link = svc.settings.base_url.rstrip("/") + _PATHS.get(event, "/requests/{id}").format(id=req.id)
     users = _recipients(session, req, event, int(payload.get("level", 0)), now, payload.get("users"))
     messages = [Message(to_name=u.display_name, to_email=u.email, to_phone=u.phone,
-                        subject=subject, body=subject + ". Open signflow to act on it.", link=link)
+                        subject=subject, body=subject + ". Open signflow to act on it.", link=link,
+                        to_user_id=u.id if event in _PAGES else None)
                 for u in users]
     if event in ("delivered", "ack_reminder") and req.destination.email:
         messages.append(Message(to_name=req.destination.name, to_email=req.destination.email,
@@ -154,6 +184,7 @@ def _notify(session: Session, svc: Services, job: Job, now: datetime) -> bool:
     messages = (_account_messages(session, svc, payload) if job.kind == JobKind.ACCOUNT_NOTICE
                 else _messages(session, svc, job, now))
     for message in messages:
+        sent += _push(session, svc, message, job, now) > 0
         try:
             channel = svc.notifier.send(message)
             sent += 1

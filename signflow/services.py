@@ -16,6 +16,7 @@ from signflow.config import Settings
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
 from signflow.core.notify.channels import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
+from signflow.core.notify.webpush import VapidSigner, WebPushSender
 from signflow.core.pades import timestamps
 from signflow.core.pdf.preview import PreviewCache
 from signflow.core.pdf.sandbox import SandboxLimits
@@ -42,6 +43,8 @@ class Services:
     clock: Callable[[], datetime]
     sandbox: SandboxLimits
     seal: seal_module.Seal
+    # Web Push sender; None without a VAPID key (development: push is then off).
+    push: WebPushSender | None = None
 
 
 def keys_passphrase(settings: Settings, environ: dict[str, str] | None = None) -> bytes:
@@ -81,6 +84,24 @@ def make_notifier(settings: Settings) -> Notifier:
     if not channels:
         return LogNotifier()
     return channels[0] if len(channels) == 1 else FanoutNotifier(channels)
+
+
+def vapid_subject(settings: Settings) -> str:
+    """The contact push services see (VAPID `sub`): the setting, else the site itself."""
+    from urllib.parse import urlsplit
+
+    if settings.vapid_subject:
+        return settings.vapid_subject
+    if settings.base_url.startswith("https://"):
+        return settings.base_url.rstrip("/")
+    return f"mailto:signflow@{urlsplit(settings.base_url).hostname or 'localhost'}"
+
+
+def make_push_sender(settings: Settings, clock: Callable[[], datetime]) -> WebPushSender | None:
+    if not settings.vapid_private_key:
+        return None
+    return WebPushSender(VapidSigner(settings.vapid_private_key, vapid_subject(settings)), clock=clock,
+                         allow_private=settings.allow_private_endpoints)
 
 
 def build_services(
@@ -126,4 +147,5 @@ def build_services(
         clock=clock,
         sandbox=sandbox,
         seal=seal_module.load_seal(settings.keys_path, passphrase=passphrase),
+        push=make_push_sender(settings, clock),
     )

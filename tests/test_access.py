@@ -202,6 +202,15 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         # RFC 3161 for integration tokens with the timestamp scope only (test_tsa.py).
         Route("POST", "/tsa", frozenset(), 401, same_for_all=True),
         Route("GET", "/static/app.css", PUBLIC, 200, same_for_all=True),
+        # Web Push devices: any logged-in user manages their own (test_push.py); device 1
+        # is nobody's here, so the actions are 404, and no JSON subscription is 400.
+        Route("GET", "/sw.js", PUBLIC, 200, same_for_all=True),
+        Route("GET", "/account/push", PUBLIC - {"anonymous"}, 200),
+        Route("POST", "/account/push/subscribe", PUBLIC - {"anonymous"}, 400),
+        Route("POST", "/account/push/1/verify", PUBLIC - {"anonymous"}, 404, lambda _: {"code": "123456"}),
+        Route("POST", "/account/push/1/remove", PUBLIC - {"anonymous"}, 404),
+        # Only on an instance `signflow demo` made (test_demo_outbox.py); not this one.
+        Route("GET", "/demo/messages", PUBLIC, 404, same_for_all=True),
     ]
 
 

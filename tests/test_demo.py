@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyotp
@@ -121,11 +122,11 @@ def wait_until_serving(base: str, demo: Demo) -> None:
             time.sleep(0.2)
 
 
-def log_in(base: str, username: str, password: str, totp: str | None = None
-           ) -> tuple[int, str, str]:
-    """A fresh browser-like session: GET the form, POST it with its CSRF token, follow;
-    then the second factor from the printed TOTP secret when there is one."""
-    opener = urllib.request.build_opener(
+def log_in(base: str, username: str, password: str, totp: str | None = None, *,
+           opener: urllib.request.OpenerDirector | None = None) -> tuple[int, str, str]:
+    """A fresh browser-like session (or `opener`'s): GET the form, POST it with its CSRF
+    token, follow; then the second factor from the printed TOTP secret when there is one."""
+    opener = opener or urllib.request.build_opener(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     with opener.open(f"{base}/login", timeout=10) as resp:
         form = resp.read().decode()
@@ -239,3 +240,49 @@ def test_init_twice_keeps_the_keys(tmp_path):
     secrets_now = tree_digest(tmp_path / "instance")
     assert {k: v for k, v in secrets_now.items() if not k.endswith(".db")} == {
         k: v for k, v in instance.items() if not k.endswith(".db")}
+
+
+def test_demo_shows_every_message_and_sends_sms_to_a_configured_gateway(tmp_path):
+    """The demo's mail catcher feeds /demo/messages; with SIGNFLOW_WEBHOOK_URL set, the
+    SMS/pager messages go to that gateway instead of the demo's own."""
+    from signflow.cli.demo_gateways import new_webhook_secret, sms_gateway
+    from signflow.core.ops.demo_outbox import DemoOutbox
+
+    gateway_outbox = DemoOutbox(tmp_path / "gateway.jsonl")
+    secret = new_webhook_secret()
+    with sms_gateway(gateway_outbox, secret, lambda: datetime.now(UTC)) as gateway_url:
+        env = dict(signflow_env(tmp_path), SIGNFLOW_WEBHOOK_URL=gateway_url,
+                   SIGNFLOW_WEBHOOK_SECRET=secret)
+        port = free_port()
+        demo = Demo(env, port)
+        try:
+            _url, table = demo.credentials()
+            base = f"http://127.0.0.1:{port}"
+            wait_until_serving(base, demo)
+            assert any(f"SMS/pager webhook to {gateway_url}" in line for line in demo.output)
+            admin = urllib.request.build_opener(
+                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            status, path, _page = log_in(base, "admin", table["admin"].password, table["admin"].totp,
+                                         opener=admin)
+            assert status == 200 and path != "/login"
+            # The demo physicians' enrolment codes went out by e-mail when the demo seeded
+            # them; the worker sends them at its first tick.
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while True:
+                with admin.open(f"{base}/demo/messages", timeout=10) as resp:
+                    page = resp.read().decode()
+                if page.count("dr.") >= 3 and "enrolment code" in page:
+                    break
+                assert time.monotonic() < deadline, page[:2000]
+                time.sleep(0.5)
+            assert "email · received" in page and "dr.lefevre@hospital.example" in page
+            # ...and the same notices reached the configured gateway, not the demo's own.
+            assert gateway_outbox.read(), "nothing reached SIGNFLOW_WEBHOOK_URL"
+            tech = urllib.request.build_opener(
+                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            log_in(base, "tech", table["tech"].password, opener=tech)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                tech.open(f"{base}/demo/messages", timeout=10)
+            assert refused.value.code == 403
+        finally:
+            demo.stop()

@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 from signflow.cli.context import OPERATOR, CliError, record_key_event, settings, write_secret
 from signflow.config import (
     SECRET_KEY_FILE,
+    VAPID_KEY_FILE,
     Settings,
     load_settings,
     require_public_base_url,
     require_secret_key,
+    require_vapid_key,
 )
 from signflow.core.accounts import enrolment, mfa
 from signflow.core.accounts import signing_pin as credentials
@@ -29,6 +31,8 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.clock import utcnow
 from signflow.core.errors import SignflowError
+from signflow.core.notify.webpush import VapidSigner
+from signflow.core.ops.demo_outbox import DEMO_MARKER, DEMO_SETTING, OUTBOX_FILE, outbox_of
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import hsm, seal
 from signflow.core.pki import keystore as pki
@@ -49,10 +53,8 @@ Row = TypeVar("Row", Destination, OnCallGroup)
 
 
 # `signflow demo` resets the demo accounts' passwords: it runs only on an instance it
-# made, which it marks with this file (instance folder) and this setting (database).
-DEMO_MARKER = "demo-instance"
-DEMO_SETTING = "demo.instance"
-PRIVATE_FILES = (SECRET_KEY_FILE, PASSPHRASE_FILE, DEMO_MARKER)
+# made, which it marks with DEMO_MARKER (instance folder) and DEMO_SETTING (database).
+PRIVATE_FILES = (SECRET_KEY_FILE, PASSPHRASE_FILE, VAPID_KEY_FILE, DEMO_MARKER, OUTBOX_FILE)
 
 
 def _tighten(config: Settings) -> None:
@@ -82,6 +84,9 @@ def init_instance(config: Settings) -> Settings:
         config.instance_path / PASSPHRASE_FILE
     ).exists():
         write_secret(config.instance_path / PASSPHRASE_FILE, secrets.token_urlsafe(32))
+    if not config.vapid_private_key and not (config.instance_path / VAPID_KEY_FILE).exists():
+        # The key browsers subscribe to: made once, kept, or every subscription breaks.
+        write_secret(config.instance_path / VAPID_KEY_FILE, VapidSigner.generate_pem())
     config = load_settings(instance_path=config.instance_path, keys_path=config.keys_path,
                            env=config.env, database_url=config.database_url)
     passphrase = keys_passphrase(config)
@@ -256,7 +261,10 @@ def claim_demo_instance(config: Settings) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from signflow.app import create_app
+    from signflow.cli.demo_gateways import mail_catcher, new_webhook_secret, sms_gateway
     from signflow.jobs import start_in_thread
 
     base_url = f"http://{args.host}:{args.port}"
@@ -264,6 +272,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       base_url=os.environ.get("SIGNFLOW_BASE_URL", base_url))
     claim_demo_instance(config)
     config = init_instance(config)
+    outbox = outbox_of(config.instance_path)
+    with ExitStack() as sinks:
+        # The demo's own mail catcher and SMS gateway, unless the operator points it at real ones.
+        if not config.smtp_host:
+            port = sinks.enter_context(mail_catcher(outbox, utcnow))
+            config = config.with_overrides(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
+        if not config.webhook_url:
+            secret = new_webhook_secret()
+            url = sinks.enter_context(sms_gateway(outbox, secret, utcnow))
+            config = config.with_overrides(webhook_url=url, webhook_secret=secret)
+        _run_demo(config, args, base_url, create_app, start_in_thread)
+    return 0
+
+
+def _run_demo(config: Settings, args: argparse.Namespace, base_url: str,
+              create_app: Callable[..., Any], start_in_thread: Callable[..., Any]) -> None:
     svc = build_services(config)
     printed = seed_demo(svc)
     print(f"\nsignflow demo running at {base_url}\n")
@@ -273,7 +297,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nPhysicians, admin and auditor log in with a second factor: add the TOTP secret to an"
           "\nauthenticator app (or: python -c \"import pyotp; print(pyotp.TOTP('SECRET').now())\")."
           "\nThe PIN unlocks the physician's own signing key. Dr Lefèvre is on call now"
-          "\n(Dr Nowak backup, Pr Berg head of department). Ctrl-C stops.\n", flush=True)
+          "\n(Dr Nowak backup, Pr Berg head of department)."
+          f"\nEvery e-mail and SMS/pager message sent: {base_url}/demo/messages (log in as admin)"
+          f"\n(mail to {config.smtp_host}:{config.smtp_port}, SMS/pager webhook to {config.webhook_url})."
+          "\nCtrl-C stops.\n", flush=True)
     # SQLite (like a PKCS#11 session) must not be open across gunicorn's fork: the
     # worker inherits the parent's lock bookkeeping and its own writes wait forever.
     # So the parent lets go of the database, and the job thread runs in the worker.
@@ -285,7 +312,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return app
 
     _serve(demo_app, args.host, args.port, workers=1)
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -295,6 +321,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_secret_key(config)
     require_notification_channel(config)
     require_public_base_url(config)
+    require_vapid_key(config)
     if hsm.config_from(config.pkcs11_module, config.pkcs11_token, config.pkcs11_pin,
                        config.pkcs11_pin_file) is None:
         # Fail now, in the foreground, on a bad configuration. Not with a token: a PKCS#11
@@ -309,6 +336,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     config = settings()
     require_notification_channel(config)
+    require_vapid_key(config)
     svc = build_services(config)
     if args.once:
         print(run_once(svc))

@@ -91,6 +91,14 @@ class ServiceUnavailable(SignflowError):
     code = "service-unavailable"
 
 
+class PushNotDelivered(ServiceUnavailable):
+    """The push that verifies a new device failed: the device is not kept (its changes
+    were rolled back to a savepoint), but the attempt counts against the rate limit."""
+
+    code = "push-not-delivered"
+    commit_changes = True
+
+
 class SignatureNotDelivered(SignflowError):
     """The signature just made did not validate: nothing was delivered, the request
     stays pending (sign again, or decline); the failure and its audit entry are kept."""

@@ -16,6 +16,7 @@ from signflow.models.enums import (
     Urgency,
 )
 from signflow.models.rota import EscalationPolicy, RequestFollowUp, RotaAbsence
+from signflow.models.push import PushSubscription
 from signflow.models.tables import (
     ApiToken,
     AuditEntry,
@@ -66,6 +67,7 @@ __all__ = [
     "RequestFollowUp",
     "RotaAbsence",
     "PendingChange",
+    "PushSubscription",
     "RequestState",
     "Role",
     "RotaShift",

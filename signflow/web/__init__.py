@@ -34,12 +34,14 @@ def register(app: Flask) -> None:
         auditor,
         auth,
         board,
+        demo,
         destination,
         documents,
         errors,
         headers,
         physician,
         pki_routes,
+        push,
         technician,
     )
 
@@ -58,7 +60,7 @@ def register(app: Flask) -> None:
     app.before_request(auth.require_second_factor)
     app.teardown_appcontext(close_session)
     for module in (auth, technician, physician, destination, documents, auditor, admin, api,
-                   pki_routes, board):
+                   pki_routes, board, push, demo):
         app.register_blueprint(module.bp)
     # The one transaction policy: every view commits (or rolls back) in one place.
     for endpoint, view in app.view_functions.items():

@@ -70,6 +70,13 @@ class ConfirmForm(FlaskForm):
     """A button: logout, cancel, acknowledge..."""
 
 
+class PushCodeForm(FlaskForm):
+    """The code the first push to a device showed."""
+
+    code = StringField(_l("Code shown on the phone"),
+                       validators=[DataRequired(), Length(min=6, max=12)])
+
+
 class UploadForm(FlaskForm):
     document = FileField("PDF document", validators=[FileRequired("Choose a PDF file.")])
     title = StringField("Title", validators=[Optional(), Length(max=200)])

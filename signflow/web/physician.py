@@ -6,7 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
-from signflow.core.accounts import enrolment
+from signflow.core.accounts import enrolment, push_devices
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
 from signflow.core.pki import credentials as creds
@@ -42,8 +42,11 @@ def inbox() -> str:
         rc.session, [r for r in requests if r.state == RequestState.PENDING])
     handled = [r for r in requests if r.state != RequestState.PENDING]
     credential = creds.active_credential(rc.session, rc.user.id)
+    # Until a device receives pages, the inbox offers the one tap that turns push on.
+    push_key = rc.services.push.application_server_key if rc.services.push else None
     return render_template("physician/inbox.html", pending=pending, handled=handled,
-                           credential=credential, handed_over=handed_over)
+                           credential=credential, handed_over=handed_over, push_key=push_key,
+                           push_devices=push_devices.list_devices(rc.session, rc.user.id))
 
 
 @bp.route("/absence", methods=["GET", "POST"])

@@ -23,6 +23,8 @@ class Message:
     subject: str
     body: str
     link: str
+    # The account told, when it is one (its Web Push devices are paged too).
+    to_user_id: int | None = None
 
 
 class Notifier(Protocol):

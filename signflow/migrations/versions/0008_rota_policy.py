@@ -2,7 +2,7 @@
 follow-ups the worker does once per request (repeat pages, handovers, reminders)
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-02 07:40:00
 
 `escalation_policies` holds, per on-call group and urgency, the minutes a request
@@ -20,7 +20,7 @@ from alembic import op
 import signflow.models
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -15,8 +15,8 @@ from signflow.models.enums import (
     ServiceRole,
     Urgency,
 )
-from signflow.models.rota import EscalationPolicy, RequestFollowUp, RotaAbsence
 from signflow.models.push import PushSubscription
+from signflow.models.rota import EscalationPolicy, RequestFollowUp, RotaAbsence
 from signflow.models.tables import (
     ApiToken,
     AuditEntry,

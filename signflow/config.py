@@ -54,6 +54,10 @@ class Settings:
     smtp_from: str = "signflow@localhost"
     smtp_starttls: bool = False
     webhook_url: str | None = None
+    # Standard Webhooks signing secret of the SMS/pager gateway ("whsec_" + base64).
+    webhook_secret: str | None = None
+    # Seconds a gateway or mail server may take before a message counts as failed.
+    notify_timeout_seconds: int = 10
     retention_days: int = 3650
     session_idle_minutes: int = 30
     session_max_hours: int = 12
@@ -151,6 +155,10 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError(f"SIGNFLOW_LANGUAGE must be one of {', '.join(LANGUAGES)}")
     if settings.key_algorithm not in ("ec", "rsa"):
         raise ConfigurationError("SIGNFLOW_KEY_ALGORITHM must be 'ec' or 'rsa'")
+    if settings.webhook_url and not (settings.webhook_secret or "").startswith("whsec_"):
+        # An unsigned page could be forged by anyone who can reach the gateway.
+        raise ConfigurationError("SIGNFLOW_WEBHOOK_URL needs SIGNFLOW_WEBHOOK_SECRET (whsec_...) "
+                                 "to sign every request to the gateway")
 
 
 def require_public_base_url(settings: Settings) -> None:

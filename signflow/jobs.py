@@ -12,25 +12,27 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import notices
+from signflow.core.accounts import contacts, notices
 from signflow.core.audit import checkpoints
-from signflow.core.audit import log as audit
-from signflow.core.audit.log import SYSTEM
-from signflow.core.errors import ConfigurationError, ServiceUnavailable
-from signflow.core.notify.channels import Message
+from signflow.core.audit.log import SYSTEM, JsonValue
+from signflow.core.errors import ConfigurationError
 from signflow.core.ops import archive_renewal as archive
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
 from signflow.core.pki import crl as revocation
 from signflow.core.requests import oncall as oncall
+from signflow.core.requests import outbox as outbox
+from signflow.core.requests import paging as paging
 from signflow.core.requests import workflow as workflow
 from signflow.models import (
-    AuditAction,
+    ChannelKind,
     Checkpoint,
+    ContactChannel,
     Job,
     JobKind,
     JobStatus,
@@ -43,7 +45,7 @@ from signflow.models import (
 from signflow.services import Services
 
 log = logging.getLogger("signflow.worker")
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = paging.MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ def _recipients(session: Session, req: SignatureRequest, event: NotifyEvent, lev
         return list(session.scalars(select(User).where(
             User.role == Role.RECIPIENT, User.destination_id == req.destination_id,
             User.active.is_(True))))
+    if event == NotifyEvent.NOBODY_ON_CALL:
+        return list(session.scalars(select(User).where(User.role == Role.ADMIN, User.active.is_(True))
+                                    .order_by(User.id)))
     return [req.technician]
 
 
@@ -76,41 +81,78 @@ _SUBJECTS: dict[NotifyEvent, str] = {
     NotifyEvent.EXPIRED: "Request #{id} expired unsigned",
     NotifyEvent.RECEIVED: "Request #{id} was received",
     NotifyEvent.FAILED: "Request #{id} failed: open signflow to see why",
+    NotifyEvent.NOBODY_ON_CALL: "Nobody on call for {group}: request #{id} went to the head of department",
 }
 _PATHS: dict[NotifyEvent, str] = {
     NotifyEvent.CREATED: "/inbox/{id}", NotifyEvent.ESCALATED: "/inbox/{id}",
     NotifyEvent.DELEGATED: "/inbox/{id}", NotifyEvent.DELIVERED: "/received/{id}",
+    NotifyEvent.NOBODY_ON_CALL: "/admin/rota",
 }
+# Pages ask a physician to act: audited as page.sent / page.failed, and a rung whose
+# every channel failed escalates at once.
+_PAGES = frozenset({NotifyEvent.CREATED, NotifyEvent.ESCALATED, NotifyEvent.DELEGATED})
+_LADDER = frozenset({NotifyEvent.CREATED, NotifyEvent.ESCALATED})
 
 
-def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[Message]:
-    payload = json.loads(job.payload)
+@dataclass(frozen=True)
+class _Plan:
+    recipients: list[paging.Recipient]
+    content: paging.Content
+    about: dict[str, JsonValue]
+    request_id: int | None = None
+    event: NotifyEvent | None = None
+    level: int | None = None
+
+
+def _person(session: Session, user: User) -> paging.Recipient:
+    return paging.Recipient(key=f"user:{user.id}", name=user.display_name, user_id=user.id,
+                            addresses=contacts.reachable(session, user))
+
+
+def _request_plan(session: Session, svc: Services, payload: dict[str, Any], now: datetime) -> _Plan | None:
     req = session.get(SignatureRequest, int(payload["request"]))
     if req is None:
-        return []
+        return None
     event = NotifyEvent(payload["event"])
+    level = int(payload.get("level", 0))
     # Only an identifier and a link leave the hospital: never a title, a note or the file.
-    subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id)
+    subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id, group=req.group.name)
     link = svc.settings.base_url.rstrip("/") + _PATHS.get(event, "/requests/{id}").format(id=req.id)
-    users = _recipients(session, req, event, int(payload.get("level", 0)), now)
-    messages = [Message(to_name=u.display_name, to_email=u.email, to_phone=u.phone,
-                        subject=subject, body=subject + ". Open signflow to act on it.", link=link)
-                for u in users]
-    if event == "delivered" and req.destination.email:
-        messages.append(Message(to_name=req.destination.name, to_email=req.destination.email,
-                                to_phone=None, subject=subject, body=subject, link=link))
-    return messages
+    recipients = [_person(session, u) for u in _recipients(session, req, event, level, now)]
+    if event == NotifyEvent.DELIVERED and req.destination.email:
+        recipients.append(paging.Recipient(
+            key=f"destination:{req.destination_id}", name=req.destination.name, user_id=None,
+            addresses=[contacts.Reachable(ChannelKind.EMAIL, req.destination.email, None, 0)]))
+    content = paging.Content(
+        subject=subject, text=f"signflow: {subject}, {req.group.name}. Open signflow to act on it.",
+        link=link, facts=(("urgency", str(req.urgency)), ("group", req.group.name),
+                          ("request", str(req.id))))
+    return _Plan(recipients=recipients, content=content, about={},
+                 request_id=req.id, event=event, level=level if event in _LADDER else None)
 
 
-def _account_messages(session: Session, svc: Services, payload: dict[str, object]) -> list[Message]:
-    """A notice about a person's own account, to that person's own address only."""
+def _account_plan(session: Session, svc: Services, payload: dict[str, Any]) -> _Plan | None:
+    """A notice about a person's own account, to that person's own address only (or
+    through the one channel it verifies)."""
     user = session.get(User, int(str(payload["user"])))
     if user is None:
-        return []
+        return None
+    addresses: list[contacts.Reachable] = []
+    if "channel" in payload:
+        channel = session.get(ContactChannel, int(payload["channel"]))
+        if channel is not None and channel.user_id == user.id:
+            addresses.append(contacts.Reachable(channel.kind, channel.address, channel.id, 0))
+    else:
+        if user.email:
+            addresses.append(contacts.Reachable(ChannelKind.EMAIL, user.email, None, 0))
+        if user.phone:
+            addresses.append(contacts.Reachable(ChannelKind.SMS, user.phone, None, 1))
     link = svc.settings.base_url.rstrip("/") + str(payload.get("path", "/"))
-    return [Message(to_name=user.display_name, to_email=user.email, to_phone=user.phone,
-                    subject=str(payload["subject"]), body=notices.body_of(payload, svc.keys.master_key),
-                    link=link)]
+    content = paging.Content(subject=str(payload["subject"]),
+                             text=notices.body_of(payload, svc.keys.master_key), link=link)
+    recipient = paging.Recipient(key=f"user:{user.id}", name=user.display_name, user_id=user.id,
+                                 addresses=addresses)
+    return _Plan(recipients=[recipient], content=content, about={"user": user.id})
 
 
 def run_job(svc: Services, *, now: datetime) -> bool | None:
@@ -135,35 +177,43 @@ def run_job(svc: Services, *, now: datetime) -> bool | None:
 
 
 def _notify(session: Session, svc: Services, job: Job, now: datetime) -> bool:
-    """Send a notification job's messages, in the transaction that claimed it."""
-    errors: list[str] = []
-    sent = 0
+    """Send a notification job's due messages, in the transaction that claimed it."""
     payload = json.loads(job.payload)
-    # What the audit entry names: the request, or the person told about their account.
-    about = ({"user": payload["user"]} if job.kind == JobKind.ACCOUNT_NOTICE
-             else {"request_id": payload["request"]})
-    messages = (_account_messages(session, svc, payload) if job.kind == JobKind.ACCOUNT_NOTICE
-                else _messages(session, svc, job, now))
-    for message in messages:
-        try:
-            channel = svc.notifier.send(message)
-            sent += 1
-            audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
-                         **about, to=message.to_name, channel=channel, subject=message.subject)
-        except ServiceUnavailable as exc:
-            errors.append(exc.message)
-            audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
-                         **about, to=message.to_name, problem=exc.message)
-    if errors and job.attempts < MAX_ATTEMPTS and sent == 0:
-        job.run_at = now + timedelta(seconds=30 * 2 ** job.attempts)
-        job.last_error = "; ".join(errors)[:2000]
+    plan = (_account_plan(session, svc, payload) if job.kind == JobKind.ACCOUNT_NOTICE
+            else _request_plan(session, svc, payload, now))
+    if plan is None:
+        job.status = JobStatus.DONE
+        return True
+    paging.plan(session, job, plan.recipients, request_id=plan.request_id, level=plan.level, now=now)
+    result = paging.send_due(session, svc.senders, job, lambda _row: plan.content, now=now,
+                             page=plan.event in _PAGES, request_id=plan.request_id,
+                             about=plan.about)
+    if result.errors:
+        job.last_error = "; ".join(result.errors)[:2000]
+    if result.next_attempt_at is not None:
+        job.run_at = result.next_attempt_at  # still pending: the recipients not reached yet
     else:
-        job.status = JobStatus.FAILED if errors and sent == 0 else JobStatus.DONE
-        job.last_error = "; ".join(errors)[:2000] or None
+        job.status = JobStatus.FAILED if result.given_up else JobStatus.DONE
         if job.kind == JobKind.ACCOUNT_NOTICE:
             # A one-time code leaves the database once the job is over.
             job.payload = notices.scrubbed(payload)
-    return not errors
+    if plan.level is not None and plan.request_id is not None and (
+            not plan.recipients or result.everyone_failed):
+        _unreachable_rung(session, svc, plan, now)
+    return not result.errors
+
+
+def _unreachable_rung(session: Session, svc: Services, plan: _Plan, now: datetime) -> None:
+    """Nobody at this rung can be reached: the next rung at once, and, when there was
+    nobody to page at all, the administrators told."""
+    assert plan.request_id is not None and plan.level is not None
+    if not plan.recipients and plan.event == NotifyEvent.ESCALATED:
+        outbox.enqueue(session, JobKind.NOTIFY, {"request": plan.request_id,
+                                                 "event": NotifyEvent.NOBODY_ON_CALL}, now=now)
+    if workflow.escalate_unreachable(session, svc.deps, request_id=plan.request_id,
+                                     level=plan.level, now=now):
+        log.warning("request %s: nobody reachable at rung %s, escalated at once",
+                    plan.request_id, plan.level)
 
 
 def run_once(svc: Services) -> RunSummary:

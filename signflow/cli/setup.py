@@ -22,7 +22,7 @@ from signflow.config import (
     require_public_base_url,
     require_secret_key,
 )
-from signflow.core.accounts import enrolment, mfa
+from signflow.core.accounts import contacts, enrolment, mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.audit import log as audit
@@ -36,6 +36,7 @@ from signflow.core.requests import oncall
 from signflow.db import create_private_file, sqlite_file
 from signflow.models import (
     AuditAction,
+    ChannelKind,
     Destination,
     OnCallGroup,
     Role,
@@ -128,6 +129,10 @@ DEMO_USERS = [
 ]
 
 
+# Valid French mobile numbers in a block no operator uses (a demo sends nothing real).
+DEMO_PHONES = {"dr.lefevre": "+33600000001", "dr.nowak": "+33600000002", "dr.head": "+33600000003"}
+
+
 DemoLogin = tuple[str, str, str, str | None, str | None]
 
 
@@ -171,6 +176,11 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
                 code = enrolment.send_code(session, svc.keys.master_key, actor=Actor.of(user), now=now)
                 credentials.set_signing_pin(session, svc.keys, actor=Actor.of(user), current_pin=None,
                                             new_pin=pin, now=now, enrolment_code=code)
+                # Verified demo channels: pages show up in the demo mail catcher and SMS page.
+                contacts.add_verified(session, actor=OPERATOR, user=user, kind=ChannelKind.EMAIL,
+                                      address=f"{username}@hospital.example", now=now)
+                contacts.add_verified(session, actor=OPERATOR, user=user, kind=ChannelKind.SMS,
+                                      address=DEMO_PHONES[username], now=now)
             totp = None
             if mfa.required_for(user, svc.settings.mfa_roles):
                 totp = mfa.new_secret()

@@ -33,6 +33,7 @@ def register(app: Flask) -> None:
         api,
         auditor,
         auth,
+        contacts,
         destination,
         documents,
         errors,
@@ -57,7 +58,7 @@ def register(app: Flask) -> None:
     app.before_request(auth.require_second_factor)
     app.teardown_appcontext(close_session)
     for module in (auth, technician, physician, destination, documents, auditor, admin, api,
-                   pki_routes):
+                   pki_routes, contacts):
         app.register_blueprint(module.bp)
     # The one transaction policy: every view commits (or rolls back) in one place.
     for endpoint, view in app.view_functions.items():

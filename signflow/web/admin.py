@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from signflow.core.accounts import four_eyes
+from signflow.core.accounts import contacts, four_eyes
 from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
@@ -112,7 +112,8 @@ def edit_user(user_id: int) -> Response | str:
     if form.errors:
         raise form_error(form)
     return render_template("admin/user.html", form=form, target=target,
-                           four_eyes=four_eyes.needs_four_eyes(target.role))
+                           four_eyes=four_eyes.needs_four_eyes(target.role),
+                           channels=contacts.channels_of(rc.session, target.id))
 
 
 @bp.get("/changes")

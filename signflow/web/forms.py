@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
@@ -169,3 +170,15 @@ class ShiftForm(FlaskForm):
                                    validators=[DataRequired()])
     ends_at = DateTimeLocalField("Ends (local time)", format="%Y-%m-%dT%H:%M",
                                  validators=[DataRequired()])
+
+
+class ContactForm(FlaskForm):
+    """A new contact channel; the address is parsed by the core (phone numbers in E.164)."""
+
+    kind = SelectField(_l("Channel"), choices=[("email", _l("E-mail")), ("sms", _l("Mobile phone (SMS)")),
+                                               ("pager", _l("Pager"))])
+    address = StringField(_l("Address or number"), validators=[DataRequired(), Length(max=320)])
+
+
+class ContactCodeForm(FlaskForm):
+    code = StringField(_l("Code"), validators=[DataRequired(), Length(max=20)])

@@ -204,3 +204,22 @@ def remove(session: Session, *, actor: Actor, channel_id: int, now: datetime) ->
     session.flush()
     audit.append(session, now=now, actor=actor, action=AuditAction.CONTACT_REMOVED,
                  channel=channel_id, kind=kind)
+
+
+def add_verified(session: Session, *, actor: Actor, user: User, kind: ChannelKind, address: str,
+                 now: datetime) -> ContactChannel:
+    """The operator's path (`signflow demo`): a channel recorded as verified, audited
+    as the operator. Idempotent: an existing channel with that address is returned."""
+    value = normalise(kind, address)
+    existing = channels_of(session, user.id)
+    for channel in existing:
+        if channel.kind == kind and channel.address == value:
+            channel.verified_at = channel.verified_at or now
+            return channel
+    channel = ContactChannel(user_id=user.id, kind=kind, address=value, position=len(existing),
+                             verified_at=now, code_tries=0, created_at=now)
+    session.add(channel)
+    session.flush()
+    audit.append(session, now=now, actor=actor, action=AuditAction.CONTACT_VERIFIED,
+                 channel=channel.id, kind=kind, user=user.id)
+    return channel

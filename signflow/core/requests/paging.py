@@ -137,8 +137,10 @@ def send_due(session: Session, senders: Senders, job: Job, content: Callable[[No
             audit.append(session, now=now, actor=SYSTEM, action=sent_action, request_id=request_id, **about,
                          to=row.recipient, channel=row.kind, delivery=row.id, subject=what.subject)
             for rest in recipient_rows:
-                if rest.status in (DeliveryStatus.QUEUED, DeliveryStatus.FAILED) and rest is not row:
-                    rest.status, rest.next_attempt_at = DeliveryStatus.SKIPPED, None
+                # Reached: nothing more to try (a failure keeps its reason on the page).
+                if rest.status == DeliveryStatus.QUEUED:
+                    rest.status = DeliveryStatus.SKIPPED
+                rest.next_attempt_at = None
             break
     session.flush()
     return _summary(by_recipient, sent=sent, failed=failed, errors=errors)

@@ -129,7 +129,8 @@ DEMO_USERS = [
 ]
 
 
-# Valid French mobile numbers in a block no operator uses (a demo sends nothing real).
+# Valid French mobile numbers for the demo physicians: the demo's own SMS page shows what
+# is sent to them (or SIGNFLOW_WEBHOOK_URL, when the operator sets one).
 DEMO_PHONES = {"dr.lefevre": "+33600000001", "dr.nowak": "+33600000002", "dr.head": "+33600000003"}
 
 

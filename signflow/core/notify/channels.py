@@ -10,12 +10,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Protocol
 
 from standardwebhooks.webhooks import Webhook
 
+from signflow.core.clock import utcnow
 from signflow.core.errors import ServiceUnavailable
 
 log = logging.getLogger("signflow.notify")
@@ -71,7 +72,7 @@ class SignedGateway:
     against its own, whatever clock the worker runs its schedule on)."""
 
     def __init__(self, url: str, secret: str, *, timeout: float = 10.0,
-                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 wall_clock: Callable[[], datetime] = utcnow) -> None:
         if not url.startswith(("https://", "http://")):
             raise ValueError("webhook URL must be http(s)")
         self.url, self.timeout, self.wall_clock = url, timeout, wall_clock

@@ -22,8 +22,7 @@ from signflow.core.errors import (
     SignflowError,
     WrongCode,
 )
-from signflow.core.pdf import normalise as pdfcheck
-from signflow.core.requests import outbox, workflow
+from signflow.core.requests import outbox
 from signflow.models import (
     AuditEntry,
     ContactChannel,
@@ -39,7 +38,7 @@ from signflow.models import (
 )
 from tests.conftest import login
 from tests.factories import create_request
-from tests.pdfs import make_pdf
+from tests.helpers import request_id_from, upload
 
 CODE = r"verification code is (\d{6})"
 
@@ -259,23 +258,21 @@ def test_nobody_on_call_goes_to_the_head_and_alerts_the_admins(app, svc, world, 
         s.add(empty)
         s.flush()
         empty_id = empty.id
-    upload = pdfcheck.normalise_upload(make_pdf(1, "Donor consent"), max_bytes=10**7, max_pages=50)
-    with svc.sessions() as s, s.begin():
-        req = workflow.create_request(
-            s, svc.deps, actor=_actor(svc, world.tech), now=clock(), upload=upload,
-            filename="c.pdf", title="Donor consent", group_id=empty_id,
-            destination_id=world.destination, urgency="urgent")
-        rid = req.id
-        assert req.escalation_level == 2
-        assert workflow.nobody_was_on_call(s, rid)
+    tech = app.test_client()
+    login(tech, "tech")
+    sent = upload(tech, world, group=empty_id, urgency="urgent")
+    rid = request_id_from(sent)
+    # Told on the spot, on the page the upload lands on.
+    assert "Nobody is on call for this group right now" in tech.get(sent.headers["Location"]).get_data(
+        as_text=True)
+    with svc.sessions() as s:
+        assert s.get(SignatureRequest, rid).escalation_level == 2
     jobs.run_once(svc)
     told = {(m.to_name, m.subject.split(":")[0]) for m in svc.notifier.sent}
     assert ("Pr Øyvind Berg", "Signature needed (urgent)") in told
     assert ("admin", "Nobody on call for Night surgery") in told
     assert "request.nobody_on_call" in [a for a, _ in _actions(svc, request_id=rid)]
 
-    tech = app.test_client()
-    login(tech, "tech")
     page = tech.get(f"/requests/{rid}").get_data(as_text=True)
     assert "Nobody was on call for this group" in page
     assert "Pr Øyvind Berg" in page and "delivery-sent" in page and "seen by" not in page
@@ -285,6 +282,16 @@ def test_nobody_on_call_goes_to_the_head_and_alerts_the_admins(app, svc, world, 
     assert head.get(f"/inbox/{rid}").status_code == 200
     page = tech.get(f"/requests/{rid}").get_data(as_text=True)
     assert "seen by Pr Øyvind Berg at" in page
+
+
+def test_a_group_with_someone_on_call_is_not_reported_empty(app, svc, world):
+    tech = app.test_client()
+    login(tech, "tech")
+    sent = upload(tech, world)
+    landing = tech.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "Nobody is on call" not in landing and "Nobody was on call" not in landing
+    with svc.sessions() as s:
+        assert s.get(SignatureRequest, request_id_from(sent)).escalation_level == 0
 
 
 def test_two_workers_at_once_send_every_message_exactly_once(svc, world, clock):

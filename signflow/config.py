@@ -6,6 +6,8 @@ instance secrets (0600 files); production refuses to start without them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -155,10 +157,23 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError(f"SIGNFLOW_LANGUAGE must be one of {', '.join(LANGUAGES)}")
     if settings.key_algorithm not in ("ec", "rsa"):
         raise ConfigurationError("SIGNFLOW_KEY_ALGORITHM must be 'ec' or 'rsa'")
-    if settings.webhook_url and not (settings.webhook_secret or "").startswith("whsec_"):
-        # An unsigned page could be forged by anyone who can reach the gateway.
-        raise ConfigurationError("SIGNFLOW_WEBHOOK_URL needs SIGNFLOW_WEBHOOK_SECRET (whsec_...) "
-                                 "to sign every request to the gateway")
+    if settings.webhook_url:
+        _check_webhook(settings.webhook_url, settings.webhook_secret)
+
+
+def _check_webhook(url: str, secret: str | None) -> None:
+    if not url.startswith(("https://", "http://")):
+        raise ConfigurationError("SIGNFLOW_WEBHOOK_URL must be an http(s) URL")
+    # An unsigned page could be forged by anyone who can reach the gateway.
+    key = (secret or "").removeprefix("whsec_")
+    try:
+        valid = bool(secret and secret.startswith("whsec_")
+                     and len(base64.b64decode(key + "=" * (-len(key) % 4), validate=True)) >= 16)
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        raise ConfigurationError("SIGNFLOW_WEBHOOK_URL needs SIGNFLOW_WEBHOOK_SECRET: whsec_ followed "
+                                 "by the base64 of at least 16 random bytes, shared with the gateway")
 
 
 def require_public_base_url(settings: Settings) -> None:

@@ -12,9 +12,10 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from signflow import jobs
+from signflow.config import load_settings
 from signflow.core.accounts import contacts
 from signflow.core.audit.log import Actor
-from signflow.core.errors import ServiceUnavailable
+from signflow.core.errors import ConfigurationError, ServiceUnavailable
 from signflow.core.notify.channels import SignedGateway
 from signflow.core.notify.dispatch import GatewaySender, Outgoing
 from signflow.models import NotificationDelivery, SignatureRequest, User
@@ -157,3 +158,13 @@ def test_gateway_down_falls_back_to_mail_and_a_hanging_one_escalates_at_once(svc
     assert rows == [("Dr Hélène Lefèvre", 0, "failed", "the gateway did not answer within 1 s"),
                     ("Dr Łukasz Nowak", 1, "sent", None)]
     assert box.messages[-1][0] == ["backup@hospital.example"]
+
+
+@pytest.mark.parametrize("secret", [None, "", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_!!!!", "whsec_QUJD"])
+def test_a_gateway_without_a_usable_signing_secret_is_refused_at_start(tmp_path, secret):
+    env = {"SIGNFLOW_INSTANCE": str(tmp_path), "SIGNFLOW_WEBHOOK_URL": "https://sms.hospital.example/"}
+    if secret is not None:
+        env["SIGNFLOW_WEBHOOK_SECRET"] = secret
+    with pytest.raises(ConfigurationError, match="SIGNFLOW_WEBHOOK_SECRET"):
+        load_settings(env)
+    assert load_settings({**env, "SIGNFLOW_WEBHOOK_SECRET": SECRET}).webhook_secret == SECRET

@@ -36,7 +36,7 @@ from signflow.models import (
     SignatureRequest,
     User,
 )
-from tests.conftest import login
+from tests.conftest import csrf_token, login
 from tests.factories import create_request
 from tests.helpers import request_id_from, upload
 
@@ -338,3 +338,31 @@ def test_two_workers_at_once_send_every_message_exactly_once(svc, world, clock):
         rows = list(s.scalars(select(NotificationDelivery)))
         assert len(rows) == 30 and {r.status for r in rows} == {DeliveryStatus.SENT}
         assert {r.attempts for r in rows} == {1}
+
+
+def test_the_physician_manages_channels_on_their_page_and_an_admin_sees_them(app, svc, world, clock):
+    import re
+
+    doc = app.test_client()
+    login(doc, "doc")
+    token = csrf_token(doc, "/account/contacts/")
+    for kind, address in (("sms", "06 12 34 56 78"), ("pager", "01 45 67 89 01")):
+        resp = doc.post("/account/contacts/", data={"csrf_token": token, "kind": kind, "address": address})
+        assert resp.status_code == 302
+    refused = doc.post("/account/contacts/", data={"csrf_token": token, "kind": "sms", "address": "12"})
+    assert refused.status_code == 400 and "does not exist" in refused.get_data(as_text=True)
+    with svc.sessions() as s:
+        sms, pager = [c.id for c in contacts.channels_of(s, world.doc)]
+    code = _code_sent_to(svc, "+33612345678")
+    assert doc.post(f"/account/contacts/{sms}/verify", data={"csrf_token": token, "code": code}
+                    ).status_code == 302
+    assert doc.post(f"/account/contacts/{pager}/earlier", data={"csrf_token": token}).status_code == 302
+    page = doc.get("/account/contacts/").get_data(as_text=True)
+    order = re.findall(r'data-channel="(\d+)"', page)
+    assert order == [str(pager), str(sms)] and "+33612345678" in page and "not verified" in page
+
+    admin = app.test_client()
+    login(admin, "admin")
+    shown = admin.get(f"/admin/users/{world.doc}").get_data(as_text=True)
+    assert re.findall(r'data-channel="(\d+)"', shown) == [str(pager), str(sms)]
+    assert "+33145678901" in shown

@@ -58,7 +58,6 @@ class Round:
     failed: int
     errors: tuple[str, ...]
     next_attempt_at: datetime | None  # None: nothing left to try
-    anyone_reached: bool
     everyone_failed: bool  # every channel of every recipient tried, none took it
     given_up: int  # recipients with no attempt left and never reached
 
@@ -155,7 +154,7 @@ def _summary(by_recipient: dict[str, list[NotificationDelivery]], *, sent: int, 
                    if k not in reached and all(r.next_attempt_at is None for r in rows))
     tried_all = all(r.status == DeliveryStatus.FAILED for rows in by_recipient.values() for r in rows)
     return Round(sent=sent, failed=failed, errors=tuple(errors),
-                 next_attempt_at=min(waiting) if waiting else None, anyone_reached=bool(reached),
+                 next_attempt_at=min(waiting) if waiting else None,
                  everyone_failed=bool(by_recipient) and tried_all, given_up=given_up)
 
 

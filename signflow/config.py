@@ -6,6 +6,8 @@ instance secrets (0600 files); production refuses to start without them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -69,6 +71,8 @@ class Settings:
     # Push endpoints come from browsers: private, loopback and link-local addresses are
     # refused unless this is set (tests, a push service inside the hospital).
     allow_private_endpoints: bool = False
+    # Seconds a gateway or mail server may take before a message counts as failed.
+    notify_timeout_seconds: int = 10
     retention_days: int = 3650
     session_idle_minutes: int = 30
     session_max_hours: int = 12
@@ -173,6 +177,23 @@ def validate(settings: Settings) -> None:
     if not 1 <= settings.ack_reminder_minutes <= settings.ack_alert_minutes:
         raise ConfigurationError("SIGNFLOW_ACK_REMINDER_MINUTES must be at least 1 and at most "
                                  "SIGNFLOW_ACK_ALERT_MINUTES")
+    if settings.webhook_url:
+        _check_webhook(settings.webhook_url, settings.webhook_secret)
+
+
+def _check_webhook(url: str, secret: str | None) -> None:
+    if not url.startswith(("https://", "http://")):
+        raise ConfigurationError("SIGNFLOW_WEBHOOK_URL must be an http(s) URL")
+    # An unsigned page could be forged by anyone who can reach the gateway.
+    key = (secret or "").removeprefix("whsec_")
+    try:
+        valid = bool(secret and secret.startswith("whsec_")
+                     and len(base64.b64decode(key + "=" * (-len(key) % 4), validate=True)) >= 16)
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        raise ConfigurationError("SIGNFLOW_WEBHOOK_URL needs SIGNFLOW_WEBHOOK_SECRET: whsec_ followed "
+                                 "by the base64 of at least 16 random bytes, shared with the gateway")
 
 
 def require_public_base_url(settings: Settings) -> None:

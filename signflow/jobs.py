@@ -12,26 +12,28 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import notices, push_devices
+from signflow.core.accounts import contacts, notices, push_devices
 from signflow.core.audit import checkpoints
-from signflow.core.audit import log as audit
-from signflow.core.audit.log import SYSTEM
-from signflow.core.errors import ConfigurationError, ServiceUnavailable
-from signflow.core.notify.channels import Message
+from signflow.core.audit.log import SYSTEM, JsonValue
+from signflow.core.errors import ConfigurationError
 from signflow.core.ops import archive_renewal as archive
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
 from signflow.core.pki import crl as revocation
 from signflow.core.requests import followup as followups
 from signflow.core.requests import oncall as oncall
+from signflow.core.requests import outbox as outbox
+from signflow.core.requests import paging as paging
 from signflow.core.requests import workflow as workflow
 from signflow.models import (
-    AuditAction,
+    ChannelKind,
     Checkpoint,
+    ContactChannel,
     Job,
     JobKind,
     JobStatus,
@@ -44,7 +46,7 @@ from signflow.models import (
 from signflow.services import Services
 
 log = logging.getLogger("signflow.worker")
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = paging.MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ def _recipients(session: Session, req: SignatureRequest, event: NotifyEvent, lev
         return list(session.scalars(select(User).where(
             User.role == Role.RECIPIENT, User.destination_id == req.destination_id,
             User.active.is_(True))))
+    if event == NotifyEvent.NOBODY_ON_CALL:
+        return list(session.scalars(select(User).where(User.role == Role.ADMIN, User.active.is_(True))
+                                    .order_by(User.id)))
     return [req.technician]
 
 
@@ -79,6 +84,7 @@ _SUBJECTS: dict[NotifyEvent, str] = {
     NotifyEvent.EXPIRED: "Request #{id} expired unsigned",
     NotifyEvent.RECEIVED: "Request #{id} was received",
     NotifyEvent.FAILED: "Request #{id} failed: open signflow to see why",
+    NotifyEvent.NOBODY_ON_CALL: "Nobody on call for {group}: request #{id} went to the head of department",
     NotifyEvent.REPAGED: "STILL WAITING, signature needed ({urgency}): request #{id}",
     NotifyEvent.HANDED_OVER: "Handed over to you, signature needed ({urgency}): request #{id}",
     NotifyEvent.ACK_REMINDER: "Reminder: signed document #{id} awaits your acknowledgement",
@@ -87,69 +93,82 @@ _SUBJECTS: dict[NotifyEvent, str] = {
 _PATHS: dict[NotifyEvent, str] = {
     NotifyEvent.CREATED: "/inbox/{id}", NotifyEvent.ESCALATED: "/inbox/{id}",
     NotifyEvent.DELEGATED: "/inbox/{id}", NotifyEvent.DELIVERED: "/received/{id}",
+    NotifyEvent.NOBODY_ON_CALL: "/admin/rota",
     NotifyEvent.REPAGED: "/inbox/{id}", NotifyEvent.HANDED_OVER: "/inbox/{id}",
     NotifyEvent.ACK_REMINDER: "/received/{id}",
 }
+# Pages ask a physician to act: audited as page.sent / page.failed, and a rung whose
+# every channel failed escalates at once.
+_PAGES = frozenset({NotifyEvent.CREATED, NotifyEvent.ESCALATED, NotifyEvent.DELEGATED,
+                    NotifyEvent.REPAGED, NotifyEvent.HANDED_OVER})
+_LADDER = frozenset({NotifyEvent.CREATED, NotifyEvent.ESCALATED})
 
 
-# Events that page a physician: they also go to the physician's verified Web Push devices.
-_PAGES = (NotifyEvent.CREATED, NotifyEvent.ESCALATED, NotifyEvent.DELEGATED)
+@dataclass(frozen=True)
+class _Plan:
+    recipients: list[paging.Recipient]
+    content: paging.Content
+    about: dict[str, JsonValue]
+    request_id: int | None = None
+    event: NotifyEvent | None = None
+    level: int | None = None
 
 
-def _push_payload(req: SignatureRequest) -> dict[str, str]:
-    """What a phone's lock screen shows: urgency, group, request number. No title, no note."""
-    return {"kind": "page", "title": f"{str(req.urgency).upper()} · {req.group.name} · #{req.id}",
-            "body": "Signature needed: open signflow to act on it.", "url": f"/inbox/{req.id}",
-            "tag": f"request-{req.id}"}
+def _person(session: Session, user: User) -> paging.Recipient:
+    return paging.Recipient(key=f"user:{user.id}", name=user.display_name, user_id=user.id,
+                            addresses=contacts.reachable(session, user))
 
 
-def _push(session: Session, svc: Services, message: Message, job: Job, now: datetime) -> int:
-    """Page the recipient's verified push devices too; how many were reached."""
-    if svc.push is None or message.to_user_id is None:
-        return 0
-    req = session.get(SignatureRequest, int(json.loads(job.payload)["request"]))
-    if req is None:
-        return 0
-    reached, problems = push_devices.push_to_user(session, svc.push, actor=SYSTEM, now=now,
-                                                  user_id=message.to_user_id, payload=_push_payload(req))
-    if reached:
-        audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
-                     request_id=req.id, to=message.to_name, channel="push", devices=reached)
-    for problem in problems:
-        audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
-                     request_id=req.id, to=message.to_name, channel="push", problem=problem)
-    return reached
-
-
-def _messages(session: Session, svc: Services, job: Job, now: datetime) -> list[Message]:
-    payload = json.loads(job.payload)
+def _request_plan(session: Session, svc: Services, payload: dict[str, Any], now: datetime) -> _Plan | None:
     req = session.get(SignatureRequest, int(payload["request"]))
     if req is None:
-        return []
+        return None
     event = NotifyEvent(payload["event"])
+    level = int(payload.get("level", 0))
     # Only an identifier and a link leave the hospital: never a title, a note or the file.
-    subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id)
+    subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id, group=req.group.name)
     link = svc.settings.base_url.rstrip("/") + _PATHS.get(event, "/requests/{id}").format(id=req.id)
-    users = _recipients(session, req, event, int(payload.get("level", 0)), now, payload.get("users"))
-    messages = [Message(to_name=u.display_name, to_email=u.email, to_phone=u.phone,
-                        subject=subject, body=subject + ". Open signflow to act on it.", link=link,
-                        to_user_id=u.id if event in _PAGES else None)
-                for u in users]
-    if event in ("delivered", "ack_reminder") and req.destination.email:
-        messages.append(Message(to_name=req.destination.name, to_email=req.destination.email,
-                                to_phone=None, subject=subject, body=subject, link=link))
-    return messages
+    users = _recipients(session, req, event, level, now, payload.get("users"))
+    recipients = [_person(session, u) for u in users]
+    if event in _PAGES:
+        # Each verified phone of a paged physician gets its own push, besides their channels.
+        recipients += [paging.Recipient(key=f"push:{device.channel_id}", name=u.display_name,
+                                        user_id=u.id, addresses=[device])
+                       for u in users for device in push_devices.reachable_devices(session, u.id)]
+    if event in (NotifyEvent.DELIVERED, NotifyEvent.ACK_REMINDER) and req.destination.email:
+        recipients.append(paging.Recipient(
+            key=f"destination:{req.destination_id}", name=req.destination.name, user_id=None,
+            addresses=[contacts.Reachable(ChannelKind.EMAIL, req.destination.email, None, 0)]))
+    content = paging.Content(
+        subject=subject, text=f"signflow: {subject}, {req.group.name}. Open signflow to act on it.",
+        link=link, facts=(("urgency", str(req.urgency)), ("group", req.group.name),
+                          ("request", str(req.id))))
+    return _Plan(recipients=recipients, content=content, about={},
+                 request_id=req.id, event=event, level=level if event in _LADDER else None)
 
 
-def _account_messages(session: Session, svc: Services, payload: dict[str, object]) -> list[Message]:
-    """A notice about a person's own account, to that person's own address only."""
+def _account_plan(session: Session, svc: Services, payload: dict[str, Any]) -> _Plan | None:
+    """A notice about a person's own account, to that person's own address only (or
+    through the one channel it verifies)."""
     user = session.get(User, int(str(payload["user"])))
     if user is None:
-        return []
+        return None
+    addresses: list[contacts.Reachable] = []
+    if "channel" in payload:
+        channel = session.get(ContactChannel, int(payload["channel"]))
+        if channel is not None and channel.user_id == user.id:
+            addresses.append(contacts.Reachable(channel.kind, channel.address, channel.id, 0))
+    else:
+        if user.email:
+            addresses.append(contacts.Reachable(ChannelKind.EMAIL, user.email, None, 0))
+        if user.phone:
+            addresses.append(contacts.Reachable(ChannelKind.SMS, user.phone, None, 1))
     link = svc.settings.base_url.rstrip("/") + str(payload.get("path", "/"))
-    return [Message(to_name=user.display_name, to_email=user.email, to_phone=user.phone,
-                    subject=str(payload["subject"]), body=notices.body_of(payload, svc.keys.master_key),
-                    link=link)]
+    content = paging.Content(subject=str(payload["subject"]),
+                             text=notices.body_of(payload, svc.keys.master_key), link=link)
+    recipient = paging.Recipient(key=f"user:{user.id}", name=user.display_name, user_id=user.id,
+                                 addresses=addresses)
+    return _Plan(recipients=[recipient], content=content, about={"user": user.id})
 
 
 def run_job(svc: Services, *, now: datetime) -> bool | None:
@@ -174,36 +193,46 @@ def run_job(svc: Services, *, now: datetime) -> bool | None:
 
 
 def _notify(session: Session, svc: Services, job: Job, now: datetime) -> bool:
-    """Send a notification job's messages, in the transaction that claimed it."""
-    errors: list[str] = []
-    sent = 0
+    """Send a notification job's due messages, in the transaction that claimed it."""
     payload = json.loads(job.payload)
-    # What the audit entry names: the request, or the person told about their account.
-    about = ({"user": payload["user"]} if job.kind == JobKind.ACCOUNT_NOTICE
-             else {"request_id": payload["request"]})
-    messages = (_account_messages(session, svc, payload) if job.kind == JobKind.ACCOUNT_NOTICE
-                else _messages(session, svc, job, now))
-    for message in messages:
-        sent += _push(session, svc, message, job, now) > 0
-        try:
-            channel = svc.notifier.send(message)
-            sent += 1
-            audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_SENT,
-                         **about, to=message.to_name, channel=channel, subject=message.subject)
-        except ServiceUnavailable as exc:
-            errors.append(exc.message)
-            audit.append(session, now=now, actor=SYSTEM, action=AuditAction.NOTIFICATION_FAILED,
-                         **about, to=message.to_name, problem=exc.message)
-    if errors and job.attempts < MAX_ATTEMPTS and sent == 0:
-        job.run_at = now + timedelta(seconds=30 * 2 ** job.attempts)
-        job.last_error = "; ".join(errors)[:2000]
+    plan = (_account_plan(session, svc, payload) if job.kind == JobKind.ACCOUNT_NOTICE
+            else _request_plan(session, svc, payload, now))
+    if plan is None:
+        job.status = JobStatus.DONE
+        return True
+    paging.plan(session, job, plan.recipients, request_id=plan.request_id, level=plan.level, now=now)
+    senders = svc.senders
+    if svc.push is not None:
+        senders = {**senders, ChannelKind.PUSH: push_devices.DeviceSender(session, svc.push, now=now)}
+    result = paging.send_due(session, senders, job, lambda _row: plan.content, now=now,
+                             page=plan.event in _PAGES, request_id=plan.request_id,
+                             about=plan.about)
+    if result.errors:
+        job.last_error = "; ".join(result.errors)[:2000]
+    if result.next_attempt_at is not None:
+        job.run_at = result.next_attempt_at  # still pending: the recipients not reached yet
     else:
-        job.status = JobStatus.FAILED if errors and sent == 0 else JobStatus.DONE
-        job.last_error = "; ".join(errors)[:2000] or None
+        job.status = JobStatus.FAILED if result.given_up else JobStatus.DONE
         if job.kind == JobKind.ACCOUNT_NOTICE:
             # A one-time code leaves the database once the job is over.
             job.payload = notices.scrubbed(payload)
-    return not errors
+    if plan.level is not None and plan.request_id is not None and (
+            not plan.recipients or result.everyone_failed):
+        _unreachable_rung(session, svc, plan, now)
+    return not result.errors
+
+
+def _unreachable_rung(session: Session, svc: Services, plan: _Plan, now: datetime) -> None:
+    """Nobody at this rung can be reached: the next rung at once, and, when there was
+    nobody to page at all, the administrators told."""
+    assert plan.request_id is not None and plan.level is not None
+    if not plan.recipients and plan.event == NotifyEvent.ESCALATED:
+        outbox.enqueue(session, JobKind.NOTIFY, {"request": plan.request_id,
+                                                 "event": NotifyEvent.NOBODY_ON_CALL}, now=now)
+    if workflow.escalate_unreachable(session, svc.deps, request_id=plan.request_id,
+                                     level=plan.level, now=now):
+        log.warning("request %s: nobody reachable at rung %s, escalated at once",
+                    plan.request_id, plan.level)
 
 
 def run_once(svc: Services) -> RunSummary:

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from signflow.config import Settings
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
-from signflow.core.notify.channels import FanoutNotifier, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier
+from signflow.core.notify.channels import LogNotifier, Notifier, SignedGateway, SmtpNotifier
+from signflow.core.notify.dispatch import ChannelSender, GatewaySender, NotifierSender
 from signflow.core.notify.webpush import VapidSigner, WebPushSender
 from signflow.core.pades import timestamps
 from signflow.core.pdf.preview import PreviewCache
@@ -39,6 +40,8 @@ class Services:
     blobs: BlobStore
     previews: PreviewCache
     notifier: Notifier
+    # The sender of each channel kind (email, sms, pager; push plugs in here).
+    senders: dict[str, ChannelSender]
     deps: Deps
     clock: Callable[[], datetime]
     sandbox: SandboxLimits
@@ -75,15 +78,29 @@ def require_notification_channel(settings: Settings) -> None:
 
 
 def make_notifier(settings: Settings) -> Notifier:
-    channels: list[Notifier] = []
+    """The e-mail transport (SMTP), or the log when none is configured."""
     if settings.smtp_host:
-        channels.append(SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.smtp_from,
-                                     starttls=settings.smtp_starttls))
-    if settings.webhook_url:
-        channels.append(WebhookNotifier(settings.webhook_url))
-    if not channels:
-        return LogNotifier()
-    return channels[0] if len(channels) == 1 else FanoutNotifier(channels)
+        return SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.smtp_from,
+                            starttls=settings.smtp_starttls,
+                            timeout=float(settings.notify_timeout_seconds))
+    return LogNotifier()
+
+
+def make_senders(settings: Settings, notifier: Notifier) -> dict[str, ChannelSender]:
+    """One sender per channel kind. SMS and pagers go to the signed gateway when one
+    is configured; a kind without a transport goes to `notifier` (the log in
+    development, a recorder in tests), except in production, where it is left out
+    and a message for it fails saying so."""
+    senders: dict[str, ChannelSender] = {}
+    if settings.smtp_host or not settings.production:
+        senders["email"] = NotifierSender(notifier)
+    if settings.webhook_url and settings.webhook_secret:
+        gateway = GatewaySender(SignedGateway(settings.webhook_url, settings.webhook_secret,
+                                              timeout=float(settings.notify_timeout_seconds)))
+        senders["sms"] = senders["pager"] = gateway
+    elif not settings.production:
+        senders["sms"] = senders["pager"] = NotifierSender(notifier)
+    return senders
 
 
 def vapid_subject(settings: Settings) -> str:
@@ -111,6 +128,7 @@ def build_services(
     """`keys`: already loaded key material (tests share one; the scrypt that unseals
     the keys folder is deliberately slow)."""
     engine = make_engine(settings.database_url)
+    notifier = notifier or make_notifier(settings)
     passphrase = keys_passphrase(settings)
     if keys is None:
         keys = pki.load_keys(settings.keys_path, passphrase=passphrase,
@@ -142,7 +160,8 @@ def build_services(
         blobs=blobs,
         previews=PreviewCache(settings.instance_path / "cache" / "previews", keys.master_key,
                               limits=sandbox),
-        notifier=notifier or make_notifier(settings),
+        notifier=notifier,
+        senders=make_senders(settings, notifier),
         deps=deps,
         clock=clock,
         sandbox=sandbox,

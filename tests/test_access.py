@@ -6,16 +6,25 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from asn1crypto import tsp
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from signflow.core.accounts import four_eyes
+from signflow.core.accounts import contacts, four_eyes
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
-from signflow.models import AuditEntry, RequestState, RotaShift, Signature, SignatureRequest, User
+from signflow.models import (
+    AuditEntry,
+    ContactChannel,
+    RequestState,
+    RotaShift,
+    Signature,
+    SignatureRequest,
+    User,
+)
 from tests.conftest import PASSWORD, PIN, TEST_ACTOR, csrf_token, login
 from tests.factories import count, state_of
 from tests.helpers import delivered_request, new_request, pending_request_seen_by, sign_form
@@ -37,10 +46,12 @@ class Route:
     path: str
     allowed: frozenset[str]
     ok: int
-    # Form data for the allowed roles (called with their client); others only get a CSRF token.
+    # Form data for the allowed roles and those of `extra` (called with their client); others
+    # only get a CSRF token.
     data: Callable[[FlaskClient], dict[str, Any]] | None = None
     # Status for every role, for public routes whose answer does not depend on the role.
     same_for_all: bool = False
+    # Roles whose call is let through the role check but refused further (another's object).
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -58,11 +69,14 @@ def _timestamp_query() -> bytes:
 
 
 def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any,
-           changes: tuple[int, int] = (0, 0)) -> list[Route]:
+           changes: tuple[int, int] = (0, 0), channel: int = 0) -> list[Route]:
     tech, phys, recip, aud, adm = (
         frozenset({r}) for r in ("technician", "physician", "recipient", "auditor", "admin")
     )
     readers = frozenset({"technician", "physician", "recipient"})
+    people = PUBLIC - {"anonymous"}
+    # A contact channel is its owner's (the physician's): anyone else's account finds no such channel.
+    not_theirs = {r: 404 for r in people - {"physician"}}
 
     def upload_data(_: FlaskClient) -> dict[str, Any]:
         import io
@@ -88,6 +102,15 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("POST", "/account/two-factor", PUBLIC - {"anonymous"}, 200),  # no code: shown again
         Route("GET", "/account/password", PUBLIC - {"anonymous"}, 200),
         Route("POST", "/account/password", PUBLIC - {"anonymous"}, 200),  # empty form: shown again
+        Route("GET", "/account/contacts/", people, 200),
+        Route("POST", "/account/contacts/", people, 302,
+              lambda _: {"kind": "sms", "address": "06 12 34 56 78"}),
+        Route("POST", f"/account/contacts/{channel}/verify", phys, 400, lambda _: {"code": "000000"},
+              extra=not_theirs),
+        Route("POST", f"/account/contacts/{channel}/code", phys, 302, extra=not_theirs),
+        Route("POST", f"/account/contacts/{channel}/later", phys, 302, extra=not_theirs),
+        Route("POST", f"/account/contacts/{channel}/earlier", phys, 302, extra=not_theirs),
+        Route("POST", f"/account/contacts/{channel}/remove", phys, 302, extra=not_theirs),
         Route("GET", "/requests/", tech, 200),
         Route("GET", "/requests/status.json", tech, 200),
         Route("GET", "/requests/new", tech, 200),
@@ -215,6 +238,8 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
 
 
 def expected(route: Route, role: str) -> int:
+    if role in route.extra:
+        return route.extra[role]
     if route.same_for_all or role in route.allowed:
         return route.ok
     if role == "anonymous":
@@ -228,7 +253,7 @@ def call(client: FlaskClient, route: Route, role: str, token: str) -> Any:
     if route.method == "GET":
         return client.get(route.path)
     data: dict[str, Any] = {"csrf_token": token}
-    if route.data is not None and role in route.allowed:
+    if route.data is not None and (role in route.allowed or role in route.extra):
         data.update(route.data(client))
     multipart = any(isinstance(v, tuple) for v in data.values())
     return client.post(route.path, data=data, content_type="multipart/form-data" if multipart else None)
@@ -254,7 +279,11 @@ def test_every_route_for_every_role(app, svc, world, keys_dir):
             password=PASSWORD, email=f"{name}@hospital.example", destination_id=world.destination,
         )[1] for name in ("newdesk", "otherdesk")]
         changes = (proposed[0].id, proposed[1].id)
-    table = routes(main, cancel, decline, delegate, shift, world, changes)
+        added = contacts.add_channel(s, svc.keys.master_key, actor=Actor.of(s.get(User, world.doc)),
+                                     kind="email", address="helene@home.example", now=svc.clock())
+        added.code_sent_at = svc.clock() - timedelta(minutes=2)  # a new code may be asked for
+        channel = added.id
+    table = routes(main, cancel, decline, delegate, shift, world, changes, channel)
 
     # Every rule the app serves is in the table, so a new route cannot go untested.
     served = {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}}
@@ -305,6 +334,10 @@ def test_every_route_for_every_role(app, svc, world, keys_dir):
         assert s.scalar(select(User.active).where(User.username == "otherdesk")) is False
         assert s.get(User, world.tech2).display_name == "Second Technician"
     assert count(svc, Signature) == 1
+    with svc.sessions() as s:
+        assert s.get(ContactChannel, channel) is None  # removed by its owner, last
+        added = s.scalars(select(ContactChannel.user_id).where(ContactChannel.address == "+33612345678"))
+        assert len(set(added)) == len(ACCOUNT)
 
     for role in ROLES:
         resp = clients[role].post("/logout", data={"csrf_token": tokens[role]})

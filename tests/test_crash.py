@@ -87,7 +87,7 @@ def _arm(monkeypatch, owner: object, name: str, nth: int) -> list[int]:
 
 
 # Reading pages legitimately logs views; these are the entries a write must not leave.
-WRITE_ACTIONS = [*consistency.TRANSITIONS, "request.signed", "notification.sent"]
+WRITE_ACTIONS = [*consistency.TRANSITIONS, "request.signed", "notification.sent", "page.sent"]
 
 
 def _snapshot(svc, *, writes_only: bool = False) -> tuple:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from sqlalchemy import func, select
@@ -12,7 +10,7 @@ from sqlalchemy import func, select
 from signflow import jobs
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from signflow.core.notify.channels import Message, ServiceUnavailable, SmtpNotifier, WebhookNotifier
+from signflow.core.notify.channels import Message, ServiceUnavailable, SmtpNotifier
 from signflow.core.requests import access
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
@@ -68,7 +66,7 @@ def test_notifications_carry_a_link_and_no_content(svc, world):
     assert "Donor consent" not in message.subject + message.body  # the title may name a patient
     with svc.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Job).where(Job.status == "pending")) == 0
-        sent = s.scalars(select(AuditEntry.line).where(AuditEntry.action == "notification.sent")).all()
+        sent = s.scalars(select(AuditEntry.line).where(AuditEntry.action == "page.sent")).all()
     assert len(sent) == 1 and json.loads(sent[0])["to"] == "Dr Hélène Lefèvre"
 
 
@@ -175,42 +173,23 @@ def test_smtp_down_is_a_clear_failure():
         SmtpNotifier("127.0.0.1", free_port(), "x@y.z", timeout=2).send(MESSAGE)
 
 
-def test_webhook_notifier_posts_json_to_a_real_server():
-    bodies = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.handle_request, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/page"
-    assert WebhookNotifier(url).send(MESSAGE) == "webhook"
-    thread.join(5)
-    server.server_close()
-    assert bodies == [{"to": "Dr Lefèvre", "email": "doc@hospital.example", "phone": "+33600000000",
-                       "subject": MESSAGE.subject, "text": "Open signflow.", "link": MESSAGE.link}]
-
-
 def test_failed_notification_is_retried_then_audited(svc, world, clock):
     class Down:
         def send(self, message):
             raise ServiceUnavailable("gateway down")
 
-    svc.notifier = Down()
+    svc.senders = {"email": Down(), "sms": Down(), "pager": Down()}
     rid = create_request(svc, world, urgency="routine")
     jobs.run_once(svc)
     with svc.sessions() as s:
         job = s.scalar(select(Job).order_by(Job.id))
         assert job.status == "pending" and job.attempts == 1 and "gateway down" in job.last_error
-        assert s.scalar(select(func.count()).select_from(AuditEntry).where(
-            AuditEntry.action == "notification.failed", AuditEntry.request_id == rid)) == 1
+        failures = s.scalars(select(AuditEntry.line).where(
+            AuditEntry.action == "page.failed", AuditEntry.request_id == rid)).all()
+        # Nobody at a rung could be reached: each next rung was paged at once, up to the head.
+        assert [json.loads(f)["to"] for f in failures] == [
+            "Dr Hélène Lefèvre", "Dr Łukasz Nowak", "Pr Øyvind Berg"]
+        assert s.get(SignatureRequest, rid).escalation_level == 2
         first_job = job.id
     for _ in range(jobs.MAX_ATTEMPTS):
         clock.advance(hours=1)

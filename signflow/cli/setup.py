@@ -24,7 +24,7 @@ from signflow.config import (
     require_secret_key,
     require_vapid_key,
 )
-from signflow.core.accounts import enrolment, mfa
+from signflow.core.accounts import contacts, enrolment, mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.audit import log as audit
@@ -40,6 +40,7 @@ from signflow.core.requests import oncall
 from signflow.db import create_private_file, sqlite_file
 from signflow.models import (
     AuditAction,
+    ChannelKind,
     Destination,
     OnCallGroup,
     Role,
@@ -133,6 +134,11 @@ DEMO_USERS = [
 ]
 
 
+# Valid French mobile numbers for the demo physicians: the demo's own SMS page shows what
+# is sent to them (or SIGNFLOW_WEBHOOK_URL, when the operator sets one).
+DEMO_PHONES = {"dr.lefevre": "+33600000001", "dr.nowak": "+33600000002", "dr.head": "+33600000003"}
+
+
 DemoLogin = tuple[str, str, str, str | None, str | None]
 
 
@@ -176,6 +182,11 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
                 code = enrolment.send_code(session, svc.keys.master_key, actor=Actor.of(user), now=now)
                 credentials.set_signing_pin(session, svc.keys, actor=Actor.of(user), current_pin=None,
                                             new_pin=pin, now=now, enrolment_code=code)
+                # Verified demo channels: pages show up in the demo mail catcher and SMS page.
+                contacts.add_verified(session, actor=OPERATOR, user=user, kind=ChannelKind.EMAIL,
+                                      address=f"{username}@hospital.example", now=now)
+                contacts.add_verified(session, actor=OPERATOR, user=user, kind=ChannelKind.SMS,
+                                      address=DEMO_PHONES[username], now=now)
             totp = None
             if mfa.required_for(user, svc.settings.mfa_roles):
                 totp = mfa.new_secret()

@@ -1,11 +1,14 @@
 """The ORM tables and the enums their typed columns hold."""
 
+from signflow.models.contacts import ContactChannel, NotificationDelivery
 from signflow.models.enums import (
     ADMINISTRATIVE_ACTIONS,
     ApiScope,
     AuditAction,
     ChangeKind,
     ChangeStatus,
+    ChannelKind,
+    DeliveryStatus,
     FollowUpKind,
     JobKind,
     JobStatus,
@@ -52,6 +55,9 @@ __all__ = [
     "Blob",
     "ChangeKind",
     "ChangeStatus",
+    "ChannelKind",
+    "ContactChannel",
+    "DeliveryStatus",
     "Checkpoint",
     "Destination",
     "EnrolmentCode",
@@ -61,6 +67,7 @@ __all__ = [
     "JobKind",
     "JobStatus",
     "LoginThrottle",
+    "NotificationDelivery",
     "NotifyEvent",
     "OnCallGroup",
     "RateLimit",

@@ -95,6 +95,8 @@ class NotifyEvent(StrEnum):
     HANDED_OVER = "handed_over"
     ACK_REMINDER = "ack_reminder"
     ACK_OVERDUE = "ack_overdue"
+    # To the administrators: a request reached a group with nobody on call.
+    NOBODY_ON_CALL = "nobody_on_call"
 
 
 class FollowUpKind(StrEnum):
@@ -105,6 +107,27 @@ class FollowUpKind(StrEnum):
     HANDOVER = "handover"
     ACK_REMINDER = "ack_reminder"
     ACK_OVERDUE = "ack_overdue"
+
+
+class ChannelKind(StrEnum):
+    """How a person is reached: a contact channel's kind, and the key the dispatch of
+    a page is looked up by (one sender per kind)."""
+
+    EMAIL = "email"
+    SMS = "sms"
+    PAGER = "pager"
+    PUSH = "push"
+
+
+class DeliveryStatus(StrEnum):
+    """One message to one recipient through one channel. FAILED with a
+    `next_attempt_at` is retried then (backoff); without one it is given up.
+    SKIPPED: an earlier channel of the same recipient reached them."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class JobStatus(StrEnum):
@@ -126,6 +149,11 @@ class AuditAction(StrEnum):
     AUDIT_EXPORTED = "audit.exported"
     BACKUP_CREATED = "backup.created"
     BACKUP_RESTORED = "backup.restored"
+    CONTACT_ADDED = "contact.added"
+    CONTACT_REMOVED = "contact.removed"
+    CONTACT_REORDERED = "contact.reordered"
+    CONTACT_VERIFICATION_FAILED = "contact.verification_failed"
+    CONTACT_VERIFIED = "contact.verified"
     CREDENTIAL_ENROLLED = "credential.enrolled"
     CREDENTIAL_ENROLMENT_CODE_FAILED = "credential.enrolment_code_failed"
     CREDENTIAL_ENROLMENT_CODE_SENT = "credential.enrolment_code_sent"
@@ -153,6 +181,8 @@ class AuditAction(StrEnum):
     MFA_RESET = "mfa.reset"
     NOTIFICATION_FAILED = "notification.failed"
     NOTIFICATION_SENT = "notification.sent"
+    PAGE_FAILED = "page.failed"
+    PAGE_SENT = "page.sent"
     PASSWORD_CHANGED = "password.changed"
     PUSH_DEVICE_ADDED = "push.device_added"
     PUSH_DEVICE_GONE = "push.device_gone"
@@ -170,6 +200,7 @@ class AuditAction(StrEnum):
     REQUEST_EXPIRED = "request.expired"
     REQUEST_FAILED = "request.failed"
     REQUEST_HANDED_OVER = "request.handed_over"
+    REQUEST_NOBODY_ON_CALL = "request.nobody_on_call"
     REQUEST_RECEIVED = "request.received"
     REQUEST_REPAGED = "request.repaged"
     REQUEST_SIGNED = "request.signed"

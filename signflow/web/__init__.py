@@ -34,6 +34,7 @@ def register(app: Flask) -> None:
         auditor,
         auth,
         board,
+        contacts,
         demo,
         destination,
         documents,
@@ -60,7 +61,7 @@ def register(app: Flask) -> None:
     app.before_request(auth.require_second_factor)
     app.teardown_appcontext(close_session)
     for module in (auth, technician, physician, destination, documents, auditor, admin, api,
-                   pki_routes, board, push, demo):
+                   pki_routes, board, push, demo, contacts):
         app.register_blueprint(module.bp)
     # The one transaction policy: every view commits (or rolls back) in one place.
     for endpoint, view in app.view_functions.items():

@@ -8,7 +8,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
-from signflow.core.accounts import four_eyes, push_devices
+from signflow.core.accounts import contacts, four_eyes, push_devices
 from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
@@ -119,7 +119,8 @@ def edit_user(user_id: int) -> Response | str:
         raise form_error(form)
     return render_template("admin/user.html", form=form, target=target,
                            four_eyes=four_eyes.needs_four_eyes(target.role),
-                           devices=push_devices.list_devices(rc.session, target.id))
+                           devices=push_devices.list_devices(rc.session, target.id),
+                           channels=contacts.channels_of(rc.session, target.id))
 
 
 @bp.get("/changes")

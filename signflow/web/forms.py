@@ -221,3 +221,15 @@ class AbsenceForm(FlaskForm):
     cover = SelectField(_l("Covered by"), coerce=int, validators=[DataRequired()])
     fold = SelectField(_l("If a time happens twice (the October clock change)"),
                        choices=FOLD_CHOICES, default="")
+
+
+class ContactForm(FlaskForm):
+    """A new contact channel; the address is parsed by the core (phone numbers in E.164)."""
+
+    kind = SelectField(_l("Channel"), choices=[("email", _l("E-mail")), ("sms", _l("Mobile phone (SMS)")),
+                                               ("pager", _l("Pager"))])
+    address = StringField(_l("Address or number"), validators=[DataRequired(), Length(max=320)])
+
+
+class ContactCodeForm(FlaskForm):
+    code = StringField(_l("Code"), validators=[DataRequired(), Length(max=20)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import users as accounts
@@ -10,6 +11,7 @@ from signflow.core.errors import InvalidInput
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
 from signflow.core.requests import ladder as ladder
+from signflow.core.requests import paging as paging
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
@@ -76,7 +78,11 @@ def new() -> Response | str:
             urgency=form.urgency.data, note=form.note.data or "",
             stamp_position=form.stamp_position.data or None,
             then_group_ids=[form.then_group.data] if form.then_group.data else [],)
-        flash("Sent for signature: the physicians on call are being notified.", "success")
+        if workflow.nobody_was_on_call(rc.session, req.id):
+            flash(_("Nobody is on call for this group right now: the request went straight to the "
+                    "head of department and the administrators were alerted."), "warning")
+        else:
+            flash("Sent for signature: the physicians on call are being notified.", "success")
         return redirect(url_for("technician.detail", request_id=req.id))
     return render_template("technician/new.html", form=form), 400 if form.errors else 200  # type: ignore[return-value]
 
@@ -93,7 +99,9 @@ def detail(request_id: int) -> str:
                            route=[groups.get(g, "?") for g in access.route_of(req)],
                            signatures=access.signatures_of(rc.session, req.id),
                            ladder=ladder.status(rc.session, rc.deps, user=rc.user, request_id=req.id,
-                                                now=rc.now))
+                                                now=rc.now),
+                           deliveries=paging.deliveries_of(rc.session, req.id),
+                           nobody_on_call=workflow.nobody_was_on_call(rc.session, req.id))
 
 
 @bp.post("/<int:request_id>/stamp")

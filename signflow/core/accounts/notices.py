@@ -22,15 +22,20 @@ def _purpose(user_id: int) -> str:
 
 def tell(
     session: Session, user: User, *, subject: str, body: str, now: datetime, path: str = "/",
-    secret: str | None = None, master_key: bytes | None = None,
+    secret: str | None = None, master_key: bytes | None = None, channel_id: int | None = None,
 ) -> Job | None:
     """Queue a message for `user` (None when they have no address to send it to).
 
+    `channel_id`: send it through that contact channel only, verified or not (its
+    verification code), instead of the account's own address.
+
     `secret`: a one-time code put in the body at `{code}` by the worker only; until then
     the job holds it sealed by the storage master key, and the worker drops it once sent."""
-    if not (user.email or user.phone):
+    if channel_id is None and not (user.email or user.phone):
         return None
     payload: dict[str, str | int] = {"user": user.id, "subject": subject, "body": body, "path": path}
+    if channel_id is not None:
+        payload["channel"] = channel_id
     if secret is not None:
         if master_key is None:
             raise ValueError("a secret needs the master key that seals it")

@@ -15,18 +15,21 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.core.accounts import ratelimit
+from signflow.core.accounts.contacts import Reachable
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
-from signflow.core.audit.log import Actor
+from signflow.core.audit.log import SYSTEM, Actor
 from signflow.core.errors import Conflict, NotFound, PushNotDelivered, ServiceUnavailable, WrongCode
+from signflow.core.notify.dispatch import Outgoing
 from signflow.core.notify.webpush import PushGone, PushTarget, check_keys
 from signflow.core.storage import derive_key
-from signflow.models import AuditAction, PushSubscription
+from signflow.models import AuditAction, ChannelKind, PushSubscription
 
 CODE_DIGITS = 6
 CODE_LIFETIME = timedelta(minutes=15)
@@ -150,31 +153,73 @@ def list_devices(session: Session, user_id: int) -> Sequence[PushSubscription]:
                            .order_by(PushSubscription.created_at, PushSubscription.id)).all()
 
 
-def push_to_user(session: Session, sender: PushSender, *, actor: Actor, now: datetime, user_id: int,
-                 payload: Mapping[str, Any]) -> tuple[int, list[str]]:
-    """Push to every verified, live device of the user: (devices reached, problems).
-    Each device's outcome is recorded on its row; a device the push service says is
-    gone is marked so and never used again."""
-    reached, problems = 0, []
-    rows = session.scalars(select(PushSubscription).where(
+def _live(session: Session, user_id: int) -> Sequence[PushSubscription]:
+    return session.scalars(select(PushSubscription).where(
         PushSubscription.user_id == user_id, PushSubscription.verified_at.is_not(None),
         PushSubscription.gone_at.is_(None)).order_by(PushSubscription.id)).all()
-    for row in rows:
+
+
+def reachable_devices(session: Session, user_id: int) -> list[Reachable]:
+    """The user's verified, live devices as page addresses (the address is the
+    device's id: the endpoint itself is a secret and never leaves this table)."""
+    return [Reachable(ChannelKind.PUSH, str(row.id), row.id, 0) for row in _live(session, user_id)]
+
+
+def deliver(session: Session, sender: PushSender, row: PushSubscription, payload: Mapping[str, Any], *,
+            actor: Actor, now: datetime) -> None:
+    """Push to one device, recording the outcome on its row; raise ServiceUnavailable
+    (PushGone when the push service dropped the subscription: never used again)."""
+    try:
+        sender.send(target_of(row), payload)
+    except PushGone as exc:
+        row.gone_at, row.last_failure_at, row.last_failure = now, now, exc.message[:300]
+        audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_GONE,
+                     subscription=row.id, device=row.user_agent_label)
+        raise
+    except ServiceUnavailable as exc:
+        row.last_failure_at, row.last_failure = now, exc.message[:300]
+        raise
+    row.last_success_at = now
+
+
+def push_to_user(session: Session, sender: PushSender, *, actor: Actor, now: datetime, user_id: int,
+                 payload: Mapping[str, Any]) -> tuple[int, list[str]]:
+    """Push to every verified, live device of the user: (devices reached, problems)."""
+    reached, problems = 0, []
+    for row in _live(session, user_id):
         try:
-            sender.send(target_of(row), payload)
-        except PushGone as exc:
-            row.gone_at, row.last_failure_at, row.last_failure = now, now, exc.message[:300]
-            audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_GONE,
-                         subscription=row.id, device=row.user_agent_label)
-            problems.append(exc.message)
+            deliver(session, sender, row, payload, actor=actor, now=now)
         except ServiceUnavailable as exc:
-            row.last_failure_at, row.last_failure = now, exc.message[:300]
             problems.append(exc.message)
         else:
-            row.last_success_at = now
             reached += 1
     session.flush()
     return reached, problems
+
+
+class DeviceSender:
+    """The "push" channel of the worker's page dispatch: the delivery's address names
+    the device; its outcome is recorded on the device row, in the worker's transaction."""
+
+    def __init__(self, session: Session, sender: PushSender, *, now: datetime) -> None:
+        self.session, self.sender, self.now = session, sender, now
+
+    def send(self, message: Outgoing) -> None:
+        row = self.session.get(PushSubscription, int(message.address))
+        if row is None or row.verified_at is None or row.gone_at is not None:
+            raise ServiceUnavailable("this device no longer receives pages")
+        deliver(self.session, self.sender, row, page_payload(message), actor=SYSTEM, now=self.now)
+
+
+def page_payload(message: Outgoing) -> dict[str, str]:
+    """What a phone's lock screen shows: urgency, group, request number; no title, no note."""
+    facts = dict(message.facts)
+    request = facts.get("request", "")
+    title = " · ".join(part for part in (facts.get("urgency", "").upper(), facts.get("group", ""),
+                                         f"#{request}" if request else "") if part)
+    return {"kind": "page", "title": title or message.subject,
+            "body": "Signature needed: open signflow to act on it.",
+            "url": urlsplit(message.link).path or "/", "tag": f"request-{request}"}
 
 
 def require_sender(sender: PushSender | None) -> PushSender:
@@ -183,5 +228,6 @@ def require_sender(sender: PushSender | None) -> PushSender:
     return sender
 
 
-__all__ = ["PushSender", "device_label", "list_devices", "push_to_user", "remove",
+__all__ = ["DeviceSender", "PushSender", "deliver", "device_label", "list_devices", "page_payload",
+           "push_to_user", "reachable_devices", "remove",
            "require_sender", "subscribe", "target_of", "verify"]

@@ -1,1 +1,2 @@
-"""Notification channels (SMTP, gateway webhook) behind one small interface."""
+"""Notification transports (SMTP, the signed SMS/pager gateway) and the dispatch of a
+message to the sender of its channel kind (`dispatch.py`); Web Push plugs in there."""

@@ -1,15 +1,22 @@
-"""Notifier adapters. A notification carries a link, never the document."""
+"""Notification transports. A message carries a link, never the document, and no
+patient data: urgency, group, request number, link."""
 
 from __future__ import annotations
 
 import json
 import logging
 import smtplib
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Protocol
 
+from standardwebhooks.webhooks import Webhook
+
+from signflow.core.clock import utcnow
 from signflow.core.errors import ServiceUnavailable
 
 log = logging.getLogger("signflow.notify")
@@ -57,29 +64,47 @@ class SmtpNotifier:
         return "email"
 
 
-class WebhookNotifier:
-    """POSTs JSON to a hospital paging / SMS gateway."""
+class SignedGateway:
+    """POSTs one JSON message to the hospital's SMS / paging gateway, signed as the
+    Standard Webhooks specification says (webhook-id, webhook-timestamp,
+    webhook-signature: HMAC-SHA256 under the shared `whsec_` secret).
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    `message_id` is the same for every retry of one message, so the gateway can
+    drop a duplicate; the timestamp is the wall clock (the gateway checks it
+    against its own, whatever clock the worker runs its schedule on)."""
+
+    def __init__(self, url: str, secret: str, *, timeout: float = 10.0,
+                 wall_clock: Callable[[], datetime] = utcnow) -> None:
         if not url.startswith(("https://", "http://")):
             raise ValueError("webhook URL must be http(s)")
-        self.url, self.timeout = url, timeout
+        self.url, self.timeout, self.wall_clock = url, timeout, wall_clock
+        self.signer = Webhook(secret)
 
-    def send(self, message: Message) -> str:
-        body = json.dumps({
-            "to": message.to_name, "email": message.to_email, "phone": message.to_phone,
-            "subject": message.subject, "text": message.body, "link": message.link,
-        }).encode()
+    def post(self, message_id: str, body: dict[str, object]) -> None:
+        data = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        stamp = self.wall_clock()
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(stamp.timestamp())),
+            "webhook-signature": self.signer.sign(message_id, stamp, data),
+        }
         req = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+            self.url, data=data.encode(), method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 if resp.status >= 300:
-                    raise ServiceUnavailable(f"webhook answered {resp.status}")
+                    raise ServiceUnavailable(f"the gateway answered {resp.status}")
+        except urllib.error.HTTPError as exc:
+            raise ServiceUnavailable(f"the gateway answered {exc.code}") from exc
+        except TimeoutError as exc:
+            raise ServiceUnavailable(f"the gateway did not answer within {self.timeout:g} s") from exc
         except OSError as exc:
-            raise ServiceUnavailable(f"webhook failed: {type(exc).__name__}") from exc
-        return "webhook"
+            reason = getattr(exc, "reason", None)
+            if isinstance(reason, TimeoutError):
+                raise ServiceUnavailable(
+                    f"the gateway did not answer within {self.timeout:g} s") from exc
+            raise ServiceUnavailable(f"the gateway is unreachable: {type(exc).__name__}") from exc
 
 
 class LogNotifier:
@@ -92,22 +117,3 @@ class LogNotifier:
         self.sent.append(message)
         log.info("notification to %r: %s %s", message.to_name, message.subject, message.link)
         return "log"
-
-
-class FanoutNotifier:
-    """Tries every channel; succeeds if at least one delivered."""
-
-    def __init__(self, notifiers: list[Notifier]) -> None:
-        self.notifiers = notifiers
-
-    def send(self, message: Message) -> str:
-        used: list[str] = []
-        errors: list[str] = []
-        for notifier in self.notifiers:
-            try:
-                used.append(notifier.send(message))
-            except ServiceUnavailable as exc:
-                errors.append(exc.message)
-        if not used:
-            raise ServiceUnavailable("; ".join(errors) or "no notification channel")
-        return "+".join(used)

@@ -30,6 +30,7 @@ from signflow.core.pki import crl as revocation
 from signflow.core.requests import access as access
 from signflow.core.requests import activation as activation
 from signflow.core.requests import outbox as outbox
+from signflow.core.requests import paging as paging
 from signflow.core.requests import workflow as workflow
 from signflow.core.requests.deps import Deps
 from signflow.models import (
@@ -237,6 +238,7 @@ def review(session: Session, deps: Deps, *, actor: Actor, request_id: int, now: 
     audit.append(session, now=now, actor=actor, action=AuditAction.DOCUMENT_VIEWED,
                  request_id=req.id, sha256=req.signed_sha256 or req.document_sha256,
                  pages=req.page_count)
+    paging.mark_seen(session, request_id=req.id, user_id=user.id, now=now)
     return Review(request=req, signing=form,
                   colleagues=access.colleagues(session, user=user, req=req, now=now) if form else [],
                   message=message, signatures=access.signatures_of(session, req.id))

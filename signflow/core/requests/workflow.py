@@ -22,11 +22,13 @@ from signflow.core.errors import Conflict, Forbidden, InvalidDocument, InvalidIn
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
+from signflow.core.requests import oncall as oncall
 from signflow.core.requests import outbox as outbox
 from signflow.core.requests import policy as policy
 from signflow.core.requests.deps import Deps
 from signflow.models import (
     AuditAction,
+    AuditEntry,
     Destination,
     JobKind,
     NotifyEvent,
@@ -79,25 +81,43 @@ def create_request(
         raise InvalidInput(f"The note is limited to {MAX_NOTE} characters.")
     title = " ".join(title.split())[:200] or filename
     _check_earlier_signatures(deps, upload, now)
+    # Nobody on call: straight to the head of department, and the administrators told.
+    nobody = not oncall.on_call(session, group.id, now)
+    level = head_level(deps) if nobody else 0
     stored = deps.blobs.put(session, upload.data, now=now)
     req = SignatureRequest(
         technician_id=user.id, group_id=group.id, step=0,
         route=[RouteStep(position=i, group_id=g) for i, g in enumerate(route)],
         destination_id=destination.id,
         title=title, urgency=urgency, note=note.strip(), state=RequestState.PENDING,
-        escalation_level=0, deadline_at=deadline(
-            session, deps, group_id=group.id, urgency=urgency, rung=0, now=now), filename=filename,
+        escalation_level=level, deadline_at=deadline(
+            session, deps, group_id=group.id, urgency=urgency, rung=level, now=now), filename=filename,
         original_sha256=upload.original_sha256, document_sha256=stored,
         page_count=upload.page_count, removed_content=access.upload_report(upload.removed, upload.notices),
         stamp_position=stamp_position, created_at=now, updated_at=now,
     )
     session.add(req)
     record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_CREATED,
-           notify=NotifyEvent.CREATED, ladder_level=0,
+           notify=NotifyEvent.CREATED, ladder_level=level,
            group=group.id, route=list(route), destination=destination.id, urgency=urgency,
            original_sha256=upload.original_sha256, document_sha256=stored,
            removed=list(upload.removed), notices=list(upload.notices), pages=upload.page_count)
+    if nobody:
+        record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_NOBODY_ON_CALL,
+               notify=NotifyEvent.NOBODY_ON_CALL, group=group.id, level=level)
     return req
+
+
+def head_level(deps: Deps) -> int:
+    """The head of department's rung (the last one when the ladder is shorter)."""
+    return min(oncall.HEAD, deps.escalation_levels - 1)
+
+
+def nobody_was_on_call(session: Session, request_id: int) -> bool:
+    """The request went straight to the head of department when it was sent."""
+    return session.scalar(select(AuditEntry.seq).where(
+        AuditEntry.request_id == request_id,
+        AuditEntry.action == AuditAction.REQUEST_NOBODY_ON_CALL).limit(1)) is not None
 
 
 def _check_earlier_signatures(deps: Deps, upload: NormalisedPdf, now: datetime) -> None:
@@ -218,14 +238,40 @@ def escalate_due(session: Session, deps: Deps, *, now: datetime, limit: int = 10
             record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_EXPIRED,
                    notify=NotifyEvent.EXPIRED, level=req.escalation_level)
         else:
-            req.escalation_level += 1
-            req.deadline_at = deadline(session, deps, group_id=req.group_id, urgency=req.urgency,
-                                       rung=req.escalation_level, now=now)
-            record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_ESCALATED,
-                   notify=NotifyEvent.ESCALATED, ladder_level=req.escalation_level,
-                   level=req.escalation_level)
+            _climb(session, deps, req, now=now)
         touched.append(req.id)
     return touched
+
+
+def _climb(session: Session, deps: Deps, req: SignatureRequest, *, now: datetime,
+           unreachable: int | None = None) -> None:
+    """One rung up; `unreachable`: the rung nobody could be reached at (else the deadline)."""
+    req.escalation_level += 1
+    req.deadline_at = deadline(session, deps, group_id=req.group_id, urgency=req.urgency,
+                               rung=req.escalation_level, now=now)
+    if unreachable is None:
+        record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_ESCALATED,
+               notify=NotifyEvent.ESCALATED, ladder_level=req.escalation_level,
+               level=req.escalation_level)
+    else:
+        record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_ESCALATED,
+               notify=NotifyEvent.ESCALATED, ladder_level=req.escalation_level,
+               level=req.escalation_level, unreachable=unreachable)
+
+
+def escalate_unreachable(session: Session, deps: Deps, *, request_id: int, level: int,
+                         now: datetime) -> bool:
+    """Nobody at rung `level` could be reached (every channel of every person failed,
+    or nobody to page): the next rung now instead of at the deadline. Not past the
+    last rung (the deadline expires the request there); a request that moved on
+    meanwhile is left alone. True when it climbed."""
+    req = session.scalar(select(SignatureRequest).where(SignatureRequest.id == request_id)
+                         .with_for_update())
+    if (req is None or req.state != RequestState.PENDING or req.escalation_level != level
+            or level + 1 >= deps.escalation_levels):
+        return False
+    _climb(session, deps, req, now=now, unreachable=level)
+    return True
 
 
 def take_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,

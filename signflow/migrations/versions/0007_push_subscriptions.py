@@ -1,7 +1,7 @@
 """Web Push subscriptions, one per device of a user
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 07:40:00
 
 `push_subscriptions` holds each browser's RFC 8030 endpoint and RFC 8291 keys, the
@@ -15,7 +15,7 @@ from alembic import op
 import signflow.models
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

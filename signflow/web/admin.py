@@ -15,9 +15,8 @@ from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
 from signflow.core.requests import rota as rota
 from signflow.models import Role
-from signflow.web.context import RequestContext, current
+from signflow.web.context import current
 from signflow.web.forms import (
-    FORM_EXPIRED,
     ConfirmForm,
     DestinationForm,
     GroupForm,
@@ -29,6 +28,7 @@ from signflow.web.forms import (
     submitted,
 )
 from signflow.web.guards import roles
+from signflow.web.pages import confirmed, posted
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -45,15 +45,6 @@ def _done(change: object | None, done: str) -> None:
     else:
         flash("Proposed: it takes effect when a second administrator approves it "
               "(Pending changes).", "info")
-
-
-def _on_confirm(operation: Callable[[RequestContext], object], done: str, back_to: str) -> Response:
-    """A one-button form (approve, reject, remove, reset): its token checked (an expired
-    one is refused, nothing done), then the one operation, then `done` shown on `back_to`."""
-    submitted(ConfirmForm(), FORM_EXPIRED)
-    operation(current())
-    flash(done, "success")
-    return redirect(url_for(back_to))
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -127,7 +118,7 @@ def changes() -> str:
 def _decide(decision: Callable[..., object], change_id: int, done: str) -> Response:
     """A second administrator's decision on a pending change (approve or reject: the
     same arguments), back on the list of changes."""
-    return _on_confirm(
+    return confirmed(
         lambda rc: decision(rc.session, actor=rc.actor, now=rc.now, change_id=change_id),
         done, "admin.changes")
 
@@ -148,12 +139,13 @@ def reject(change_id: int) -> Response:
 @bp.post("/users/<int:user_id>/revoke")
 @roles(Role.ADMIN)
 def revoke(user_id: int) -> Response:
-    rc = current()
-    form = submitted(RevokeForm(), "Tick the confirmation box to revoke a certificate.")
-    credentials.revoke_credential(rc.session, actor=rc.actor,
-                                  user_id=user_id, reason=form.reason.data or "superseded", now=rc.now)
-    flash("Certificate revoked; the physician must set a new signing PIN to enrol again.", "success")
-    return redirect(url_for("admin.users"))
+    return posted(
+        RevokeForm(),
+        lambda rc, form: credentials.revoke_credential(rc.session, actor=rc.actor, user_id=user_id,
+                                                       reason=form.reason.data or "superseded",
+                                                       now=rc.now),
+        "Certificate revoked; the physician must set a new signing PIN to enrol again.",
+        "admin.users", refusal="Tick the confirmation box to revoke a certificate.")
 
 
 def _rota_forms() -> tuple[GroupForm, DestinationForm, ShiftForm]:
@@ -182,23 +174,22 @@ def rota_page() -> str:
 @bp.post("/rota/groups")
 @roles(Role.ADMIN)
 def add_group() -> Response:
-    rc = current()
-    form = submitted(_rota_forms()[0])
-    rota.create_group(rc.session, actor=rc.actor, name=form.name.data or "",
-                      head_user_id=form.head.data or None, now=rc.now)
-    flash("Group created.", "success")
-    return redirect(url_for("admin.rota_page"))
+    return posted(_rota_forms()[0],
+                  lambda rc, form: rota.create_group(rc.session, actor=rc.actor,
+                                                     name=form.name.data or "",
+                                                     head_user_id=form.head.data or None,
+                                                     now=rc.now),
+                  "Group created.", "admin.rota_page")
 
 
 @bp.post("/rota/destinations")
 @roles(Role.ADMIN)
 def add_destination() -> Response:
-    rc = current()
-    form = submitted(_rota_forms()[1])
-    rota.create_destination(rc.session, actor=rc.actor,
-                            name=form.name.data or "", email=form.email.data, now=rc.now)
-    flash("Destination created.", "success")
-    return redirect(url_for("admin.rota_page"))
+    return posted(_rota_forms()[1],
+                  lambda rc, form: rota.create_destination(rc.session, actor=rc.actor,
+                                                           name=form.name.data or "",
+                                                           email=form.email.data, now=rc.now),
+                  "Destination created.", "admin.rota_page")
 
 
 @bp.post("/rota/shifts")
@@ -220,7 +211,7 @@ def add_shift() -> Response:
 @bp.post("/rota/shifts/<int:shift_id>/remove")
 @roles(Role.ADMIN)
 def remove_shift(shift_id: int) -> Response:
-    return _on_confirm(
+    return confirmed(
         lambda rc: rota.remove_shift(rc.session, actor=rc.actor, shift_id=shift_id, now=rc.now),
         "Shift removed.", "admin.rota_page")
 
@@ -228,6 +219,6 @@ def remove_shift(shift_id: int) -> Response:
 @bp.post("/users/<int:user_id>/reset-mfa")
 @roles(Role.ADMIN)
 def reset_mfa(user_id: int) -> Response:
-    return _on_confirm(
+    return confirmed(
         lambda rc: mfa.reset(rc.session, actor=rc.actor, user_id=user_id, now=rc.now),
         "Second factor reset: the user enrols a new authenticator at next login.", "admin.users")

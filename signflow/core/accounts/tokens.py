@@ -33,6 +33,8 @@ SUBMITTING = frozenset({ApiScope.SUBMIT, ApiScope.READ, ApiScope.DOWNLOAD})
 
 @dataclass(frozen=True)
 class IssuedToken:
+    """A token just made: `token` is shown this once, only its hash is kept."""
+
     token: str
     token_id: int
     expires_at: datetime

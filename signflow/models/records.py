@@ -37,6 +37,9 @@ class AuditHead(Base):
 
 
 class AuditEntry(Base):
+    """One entry of the append-only audit log, a leaf of its Merkle tree (RFC 9162); the
+    indexes serve the auditor's filters, each read in seq order."""
+
     __tablename__ = "audit_entries"
     __table_args__ = (
         Index("ix_audit_request_seq", "request_id", "seq"),

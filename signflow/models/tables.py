@@ -15,34 +15,16 @@ from signflow.models.accounts import (
     RateLimit,
     User,
 )
-from signflow.models.columns import E, TextEnum, UTCDateTime
+from signflow.models.columns import TextEnum, UTCDateTime
 from signflow.models.records import AuditEntry, AuditHead, Blob, Checkpoint, Job, Setting
 from signflow.models.requests import OnCallGroup, RotaShift, RouteStep, SignatureRequest
 from signflow.models.signing import Signature, SignatureActivation, SigningCredential
 
+# By concern, as the modules hold them.
 __all__ = [
-    "ApiToken",
-    "AuditEntry",
-    "AuditHead",
-    "Base",
-    "Blob",
-    "Checkpoint",
-    "Destination",
-    "E",
-    "EnrolmentCode",
-    "Job",
-    "LoginThrottle",
-    "OnCallGroup",
-    "PendingChange",
-    "RateLimit",
-    "RotaShift",
-    "RouteStep",
-    "Setting",
-    "Signature",
-    "SignatureActivation",
-    "SignatureRequest",
-    "SigningCredential",
-    "TextEnum",
-    "UTCDateTime",
-    "User",
+    "Base", "TextEnum", "UTCDateTime",
+    "ApiToken", "Destination", "EnrolmentCode", "LoginThrottle", "PendingChange", "RateLimit", "User",
+    "OnCallGroup", "RotaShift", "RouteStep", "SignatureRequest",
+    "Signature", "SignatureActivation", "SigningCredential",
+    "AuditEntry", "AuditHead", "Blob", "Checkpoint", "Job", "Setting",
 ]

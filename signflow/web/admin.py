@@ -115,25 +115,26 @@ def changes() -> str:
                            confirm=ConfirmForm())
 
 
-def _decide(decision: Callable[..., object], change_id: int, done: str) -> Response:
-    """A second administrator's decision on a pending change (approve or reject: the
-    same arguments), back on the list of changes."""
-    return confirmed(
-        lambda rc: decision(rc.session, actor=rc.actor, now=rc.now, change_id=change_id),
-        done, "admin.changes")
+def _one_button(operation: Callable[..., object], done: str, back_to: str, **target: int) -> Response:
+    """A one-button administration on one object (approve or reject a change, remove a
+    shift, reset a second factor): `operation(session, actor=, now=, **target)`, the
+    same arguments for each."""
+    return confirmed(lambda rc: operation(rc.session, actor=rc.actor, now=rc.now, **target),
+                     done, back_to)
 
 
 @bp.post("/changes/<int:change_id>/approve")
 @roles(Role.ADMIN)
 def approve(change_id: int) -> Response:
-    return _decide(four_eyes.approve, change_id,
-                   "Approved: the change is in effect and the person is told.")
+    return _one_button(four_eyes.approve, "Approved: the change is in effect and the person is told.",
+                       "admin.changes", change_id=change_id)
 
 
 @bp.post("/changes/<int:change_id>/reject")
 @roles(Role.ADMIN)
 def reject(change_id: int) -> Response:
-    return _decide(four_eyes.reject, change_id, "Rejected: nothing changed.")
+    return _one_button(four_eyes.reject, "Rejected: nothing changed.", "admin.changes",
+                       change_id=change_id)
 
 
 @bp.post("/users/<int:user_id>/revoke")
@@ -175,10 +176,8 @@ def rota_page() -> str:
 @roles(Role.ADMIN)
 def add_group() -> Response:
     return posted(_rota_forms()[0],
-                  lambda rc, form: rota.create_group(rc.session, actor=rc.actor,
-                                                     name=form.name.data or "",
-                                                     head_user_id=form.head.data or None,
-                                                     now=rc.now),
+                  lambda rc, form: rota.create_group(rc.session, head_user_id=form.head.data or None,
+                                                     actor=rc.actor, name=form.name.data or "", now=rc.now),
                   "Group created.", "admin.rota_page")
 
 
@@ -186,9 +185,9 @@ def add_group() -> Response:
 @roles(Role.ADMIN)
 def add_destination() -> Response:
     return posted(_rota_forms()[1],
-                  lambda rc, form: rota.create_destination(rc.session, actor=rc.actor,
-                                                           name=form.name.data or "",
-                                                           email=form.email.data, now=rc.now),
+                  lambda rc, form: rota.create_destination(rc.session, email=form.email.data,
+                                                           actor=rc.actor, name=form.name.data or "",
+                                                           now=rc.now),
                   "Destination created.", "admin.rota_page")
 
 
@@ -211,14 +210,12 @@ def add_shift() -> Response:
 @bp.post("/rota/shifts/<int:shift_id>/remove")
 @roles(Role.ADMIN)
 def remove_shift(shift_id: int) -> Response:
-    return confirmed(
-        lambda rc: rota.remove_shift(rc.session, actor=rc.actor, shift_id=shift_id, now=rc.now),
-        "Shift removed.", "admin.rota_page")
+    return _one_button(rota.remove_shift, "Shift removed.", "admin.rota_page", shift_id=shift_id)
 
 
 @bp.post("/users/<int:user_id>/reset-mfa")
 @roles(Role.ADMIN)
 def reset_mfa(user_id: int) -> Response:
-    return confirmed(
-        lambda rc: mfa.reset(rc.session, actor=rc.actor, user_id=user_id, now=rc.now),
-        "Second factor reset: the user enrols a new authenticator at next login.", "admin.users")
+    return _one_button(mfa.reset,
+                       "Second factor reset: the user enrols a new authenticator at next login.",
+                       "admin.users", user_id=user_id)

@@ -11,15 +11,10 @@ from signflow.models import Role
 from signflow.web.context import current
 from signflow.web.forms import ConfirmForm
 from signflow.web.guards import roles
-from signflow.web.pages import confirmed, my_request, my_requests
+from signflow.web.pages import add_request_list, confirmed_step, my_request
 
 bp = Blueprint("destination", __name__, url_prefix="/received")
-
-
-@bp.get("/")
-@roles(Role.RECIPIENT)
-def inbox() -> str:
-    return render_template("destination/inbox.html", requests=my_requests())
+add_request_list(bp, Role.RECIPIENT, "destination/inbox.html", endpoint="inbox")
 
 
 @bp.get("/<int:request_id>")
@@ -36,7 +31,5 @@ def detail(request_id: int) -> str:
 @bp.post("/<int:request_id>/acknowledge")
 @roles(Role.RECIPIENT)
 def acknowledge(request_id: int) -> Response:
-    return confirmed(
-        lambda rc: workflow.acknowledge_receipt(rc.session, rc.deps, actor=rc.actor,
-                                                request_id=request_id, now=rc.now),
-        "Receipt acknowledged: the technician sees it.", "destination.detail", request_id=request_id)
+    return confirmed_step(workflow.acknowledge_receipt, request_id,
+                          "Receipt acknowledged: the technician sees it.", "destination.detail")

@@ -15,7 +15,7 @@ from signflow.models import RequestState, Role
 from signflow.web.context import current
 from signflow.web.forms import ConfirmForm, DeclineForm, DelegateForm, PinForm, SignForm, UnblockForm
 from signflow.web.guards import roles
-from signflow.web.pages import confirmed, my_requests, posted
+from signflow.web.pages import confirmed, confirmed_step, my_requests, posted
 
 bp = Blueprint("physician", __name__, url_prefix="/inbox")
 
@@ -67,9 +67,8 @@ def sign(request_id: int) -> Response | tuple[str, int]:
 def decline(request_id: int) -> Response:
     return posted(
         DeclineForm(),
-        lambda rc, form: workflow.decline_request(rc.session, rc.deps, actor=rc.actor,
-                                                  request_id=request_id,
-                                                  reason=form.reason.data or "", now=rc.now),
+        lambda rc, form: workflow.decline_request(rc.session, rc.deps, reason=form.reason.data or "",
+                                                  actor=rc.actor, request_id=request_id, now=rc.now),
         "Declined: the technician is notified.", "physician.inbox",
         refusal="Say why you decline, for the technician.")
 
@@ -114,26 +113,23 @@ def send_enrolment_code() -> Response:
 def unblock_pin() -> Response | str:
     rc = current()
     form = UnblockForm()
-    if form.validate_on_submit():
-        if form.pin.data != form.confirm.data:
-            raise InvalidInput("The two new PINs differ.")
-        credentials.unblock_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
-                                        puk=form.puk.data or "", new_pin=form.pin.data or "",
-                                        now=rc.now)
-        flash("Your signing key is unblocked and your new PIN is set.", "success")
-        return redirect(url_for("physician.inbox"))
-    credential = creds.active_credential(rc.session, rc.user.id)
-    return render_template("physician/unblock.html", form=form, credential=credential)
+    if not form.validate_on_submit():
+        credential = creds.active_credential(rc.session, rc.user.id)
+        return render_template("physician/unblock.html", form=form, credential=credential)
+    if form.pin.data != form.confirm.data:
+        raise InvalidInput("The two new PINs differ.")
+    credentials.unblock_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
+                                    puk=form.puk.data or "", new_pin=form.pin.data or "",
+                                    now=rc.now)
+    flash("Your signing key is unblocked and your new PIN is set.", "success")
+    return redirect(url_for("physician.inbox"))
 
 
 @bp.post("/<int:request_id>/take")
 @roles(Role.PHYSICIAN)
 def take(request_id: int) -> Response:
-    return confirmed(
-        lambda rc: workflow.take_request(rc.session, rc.deps, actor=rc.actor,
-                                         request_id=request_id, now=rc.now),
-        "Colleagues and the technician see that you are on it.", "physician.review",
-        request_id=request_id)
+    return confirmed_step(workflow.take_request, request_id,
+                          "Colleagues and the technician see that you are on it.", "physician.review")
 
 
 @bp.post("/<int:request_id>/delegate")
@@ -141,8 +137,7 @@ def take(request_id: int) -> Response:
 def delegate(request_id: int) -> Response:
     return posted(
         DelegateForm(),
-        lambda rc, form: workflow.delegate_request(rc.session, rc.deps, actor=rc.actor,
-                                                   request_id=request_id,
-                                                   to_user_id=form.to.data, now=rc.now),
+        lambda rc, form: workflow.delegate_request(rc.session, rc.deps, to_user_id=form.to.data,
+                                                   actor=rc.actor, request_id=request_id, now=rc.now),
         lambda target: f"Delegated to {target.assignee.display_name if target.assignee else 'a colleague'}.",
         "physician.inbox", refusal="Choose a colleague.")

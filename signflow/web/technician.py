@@ -14,9 +14,10 @@ from signflow.models import Role
 from signflow.web.context import current
 from signflow.web.forms import ConfirmForm, StampForm, UploadForm
 from signflow.web.guards import roles
-from signflow.web.pages import confirmed, my_request, my_requests, posted
+from signflow.web.pages import add_request_list, confirmed_step, my_request, my_requests, posted
 
 bp = Blueprint("technician", __name__, url_prefix="/requests")
+add_request_list(bp, Role.TECHNICIAN, "technician/index.html", endpoint="index")
 
 
 def _upload_form() -> UploadForm:
@@ -27,12 +28,6 @@ def _upload_form() -> UploadForm:
     form.then_group.choices = [(0, "— nobody else —")] + [(g.id, g.name) for g in groups]
     form.destination.choices = [(d.id, d.name) for d in destinations]
     return form
-
-
-@bp.get("/")
-@roles(Role.TECHNICIAN)
-def index() -> str:
-    return render_template("technician/index.html", requests=my_requests())
 
 
 @bp.get("/status.json")
@@ -95,7 +90,5 @@ def stamp(request_id: int) -> Response:
 @bp.post("/<int:request_id>/cancel")
 @roles(Role.TECHNICIAN)
 def cancel(request_id: int) -> Response:
-    return confirmed(
-        lambda rc: workflow.cancel_request(rc.session, rc.deps, actor=rc.actor,
-                                           request_id=request_id, now=rc.now),
-        "Request cancelled.", "technician.detail", request_id=request_id)
+    return confirmed_step(workflow.cancel_request, request_id, "Request cancelled.",
+                          "technician.detail")

@@ -37,8 +37,8 @@ class IssuedToken:
 
     token: str
     token_id: int
-    expires_at: datetime
     scopes: tuple[ApiScope, ...]
+    expires_at: datetime
 
 
 @dataclass(frozen=True)

@@ -180,9 +180,9 @@ class _Closing:
     receipt: bool = False
 
 
-CANCELLING = _Closing(Role.TECHNICIAN, "Only the technician who sent a request can cancel it.",
+_CANCELLING = _Closing(Role.TECHNICIAN, "Only the technician who sent a request can cancel it.",
                       RequestState.PENDING, RequestState.CANCELLED, AuditAction.REQUEST_CANCELLED)
-ACKNOWLEDGING = _Closing(Role.RECIPIENT, "Only the destination service acknowledges receipt.",
+_ACKNOWLEDGING = _Closing(Role.RECIPIENT, "Only the destination service acknowledges receipt.",
                          RequestState.DELIVERED, RequestState.RECEIVED,
                          AuditAction.REQUEST_RECEIVED, NotifyEvent.RECEIVED,
                          conflict="This request is {state}; there is nothing to acknowledge.",
@@ -210,12 +210,12 @@ def _close(session: Session, deps: Deps, closing: _Closing, *, actor: Actor, req
 
 def cancel_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
                    now: datetime) -> SignatureRequest:
-    return _close(session, deps, CANCELLING, actor=actor, request_id=request_id, now=now)
+    return _close(session, deps, _CANCELLING, actor=actor, request_id=request_id, now=now)
 
 
 def acknowledge_receipt(session: Session, deps: Deps, *, actor: Actor, request_id: int,
                         now: datetime) -> SignatureRequest:
-    return _close(session, deps, ACKNOWLEDGING, actor=actor, request_id=request_id, now=now)
+    return _close(session, deps, _ACKNOWLEDGING, actor=actor, request_id=request_id, now=now)
 
 
 def escalate_due(session: Session, deps: Deps, *, now: datetime, limit: int = 100) -> list[int]:

@@ -306,24 +306,39 @@ def _skip_right_edge(fn: int, sn: int) -> tuple[int, int]:
     return fn, sn
 
 
+def _climb(
+    fn: int, sn: int, start: bytes, path: Sequence[bytes]
+) -> tuple[bytes, bytes, int] | None:
+    """The walk both RFC 9162 verifications make up an audit path, from node `fn` of a
+    tree whose last node is `sn`: the hash `fr` only takes the nodes met on the left
+    (the smaller tree's root, for consistency), `sr` every node (the larger tree's root,
+    or the inclusion root). None when the path runs past the root; else (fr, sr, sn),
+    and a sound path ends with sn 0."""
+    fr = sr = start
+    for c in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            fr = hash_children(c, fr)
+            sr = hash_children(c, sr)
+            fn, sn = _skip_right_edge(fn, sn)
+        else:
+            sr = hash_children(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr, sr, sn
+
+
 def verify_inclusion(
     leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:
     """RFC 9162 §2.1.3.2."""
     if not 0 <= index < size or len(leaf) != HASH_SIZE or len(root) != HASH_SIZE:
         return False
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if sn == 0 or len(p) != HASH_SIZE:
-            return False
-        if fn & 1 or fn == sn:
-            r = hash_children(p, r)
-            fn, sn = _skip_right_edge(fn, sn)
-        else:
-            r = hash_children(r, p)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and r == root
+    if any(len(p) != HASH_SIZE for p in proof):
+        return False
+    climbed = _climb(index, size - 1, leaf, proof)
+    return climbed is not None and climbed[2] == 0 and climbed[1] == root
 
 
 def verify_consistency(
@@ -348,19 +363,11 @@ def verify_consistency(
     while fn & 1:
         fn >>= 1
         sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            fr = hash_children(c, fr)
-            sr = hash_children(c, sr)
-            fn, sn = _skip_right_edge(fn, sn)
-        else:
-            sr = hash_children(sr, c)
-        fn >>= 1
-        sn >>= 1
-    return fr == old_root and sr == new_root and sn == 0
+    climbed = _climb(fn, sn, path[0], path[1:])
+    if climbed is None:
+        return False
+    first_root, second_root, sn = climbed
+    return first_root == old_root and second_root == new_root and sn == 0
 
 
 # --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pikepdf
 
@@ -438,6 +439,14 @@ class Case:
 
 
 JS = b"app.alert('HOSTILE-JS-MARKER')"
+EXECUTABLE = b"EMBEDDED-EXECUTABLE-MARKER"
+
+
+def stripped(name: str, *removed: str, absent: tuple[bytes, ...] = (b"HOSTILE-JS-MARKER",),
+             present: tuple[bytes, ...] = (), **page: Any) -> Case:
+    """An active-content case: the one page `simple(**page)` builds; the labels `removed`
+    must be reported removed and the `absent` markers gone from the output."""
+    return Case(name, lambda: simple(**page), absent=absent, present=present, removed=removed)
 
 
 def _cases() -> list[Case]:
@@ -651,195 +660,86 @@ def _cases() -> list[Case]:
             removed=("usage rights",),
         ),
         # --- active content: stripped
-        Case(
-            "javascript-names",
-            lambda: simple(
-                catalog_extra=b"/Names << /JavaScript << /Names [(init) 6 0 R] >> >>",
-                objects={6: js_action},
-            ),
-            absent=(b"HOSTILE-JS-MARKER",),
-            removed=("a script that runs when the file opens",),
-        ),
-        Case(
-            "javascript-openaction",
-            lambda: simple(catalog_extra=b"/OpenAction " + js_action),
-            absent=(b"HOSTILE-JS-MARKER",),
-            removed=("a script that runs when the file opens",),
-        ),
-        Case(
-            "javascript-stream-openaction",
-            lambda: simple(
-                catalog_extra=b"/OpenAction << /S /JavaScript /JS 6 0 R >>",
-                objects={6: stream(JS)},
-            ),
-            absent=(b"HOSTILE-JS-MARKER",),
-            removed=("a script that runs when the file opens",),
-        ),
-        Case(
-            "javascript-annotation-and-page-aa",
-            lambda: simple(
-                page_extra=b"/AA << /O " + js_action + b" >> /Annots [6 0 R]",
-                objects={6: _annot(b"/Link", b"/AA << /E " + js_action + b" >>")},
-            ),
-            absent=(b"HOSTILE-JS-MARKER",),
-            removed=("a script that runs by itself when a page or a form field is used (2)",),
-        ),
-        Case(
-            "javascript-form-field",
-            lambda: simple(
-                catalog_extra=b"/AcroForm << /Fields [6 0 R] >>",
-                page_extra=b"/Annots [6 0 R]",
-                objects={
-                    6: b"<< /Type /Annot /Subtype /Widget /FT /Tx /T (dose) /Rect [72 72 300 100] "
-                    b"/P 3 0 R /AA << /K " + js_action + b" >> /A " + js_action + b" >>"
-                },
-            ),
-            absent=(b"HOSTILE-JS-MARKER",),
-            removed=("a script that runs by itself", "a script behind a link, button or bookmark"),
-        ),
-        Case(
-            "javascript-outline",
-            lambda: simple(
-                catalog_extra=b"/Outlines 6 0 R",
-                objects={
-                    6: b"<< /Type /Outlines /First 7 0 R /Last 7 0 R /Count 1 >>",
-                    7: b"<< /Title (Click) /Parent 6 0 R /A " + js_action + b" >>",
-                },
-            ),
-            absent=(b"HOSTILE-JS-MARKER",),
-            removed=("a script behind a link, button or bookmark",),
-        ),
-        Case(
-            "javascript-next-chain-cycle",
-            lambda: simple(
-                page_extra=b"/Annots [6 0 R]",
-                objects={
-                    6: _annot(b"/Link", b"/A 7 0 R"),
-                    7: b"<< /S /GoTo /D [3 0 R /Fit] /Next 8 0 R >>",
-                    8: b"<< /S /JavaScript /JS (" + JS + b") /Next 7 0 R >>",
-                },
-            ),
-            absent=(b"HOSTILE-JS-MARKER",),
-            removed=("a script behind a link, button or bookmark",),
-        ),
-        Case(
-            "launch-action",
-            lambda: simple(
-                page_extra=b"/Annots [6 0 R]",
-                objects={
-                    6: _annot(
-                        b"/Link",
-                        b"/A << /S /Launch /F (calc.exe) "
-                        b"/Win << /F (cmd.exe) /P (/c LAUNCH-MARKER) >> >>",
-                    )
-                },
-            ),
-            absent=(b"LAUNCH-MARKER", b"calc.exe"),
-            removed=("a link that starts a program",),
-        ),
-        Case(
-            "gotor-importdata-submitform",
-            lambda: simple(
-                page_extra=b"/Annots [6 0 R 7 0 R 8 0 R]",
-                objects={
-                    6: _annot(
-                        b"/Link",
-                        b"/A << /S /GoToR /D [0 /Fit] "
-                        b"/F (\\\\\\\\attacker\\\\share\\\\REMOTE-MARKER.pdf) >>",
-                    ),
-                    7: _annot(b"/Link", b"/A << /S /ImportData /F (IMPORT-MARKER.fdf) >>"),
-                    8: b"<< /Type /Annot /Subtype /Widget /FT /Btn /T (send) /Rect [0 0 10 10] "
-                    b"/A << /S /SubmitForm "
-                    b"/F << /FS /URL /F (https://SUBMIT-MARKER.example/) >> >> >>",
-                },
-            ),
-            absent=(b"REMOTE-MARKER", b"IMPORT-MARKER", b"SUBMIT-MARKER"),
-            removed=("a link that opens another file", "loads data from another file",
-                     "sends what was typed in the form over the network"),
-        ),
-        Case(
-            "uri-link",
-            lambda: simple(
-                page_extra=b"/Annots [6 0 R 7 0 R 8 0 R]",
-                objects={
-                    6: _annot(b"/Link", b"/A << /S /URI /URI (https://WEB-LINK-KEPT.example/) >>"),
-                    7: _annot(b"/Link", b"/A << /S /URI /URI (file:///C:/URI-MARKER.exe) >>"),
-                    8: _annot(b"/Link", b"/A << /S /URI /URI (\\\\host\\URI-MARKER) >>"),
-                },
-            ),
-            absent=(b"URI-MARKER",),
-            present=(b"WEB-LINK-KEPT",),
-            removed=("a link to an address that is not a web page (2)",),
-        ),
-        Case(
-            "embedded-executable",
-            lambda: simple(
-                catalog_extra=b"/Names << /EmbeddedFiles << /Names [(invoice.exe) 6 0 R] >> >>",
-                objects=_filespec(6, 7),
-            ),
-            absent=(b"EMBEDDED-EXECUTABLE-MARKER",),
-            removed=("an attached file",),
-        ),
-        Case(
-            "file-attachment-annotation",
-            lambda: simple(
-                page_extra=b"/Annots [8 0 R]",
-                objects={**_filespec(6, 7), 8: _annot(b"/FileAttachment", b"/FS 6 0 R")},
-            ),
-            absent=(b"EMBEDDED-EXECUTABLE-MARKER",),
-            removed=("an attached file",),
-        ),
-        Case(
-            "associated-files",
-            lambda: simple(page_extra=b"/AF [6 0 R]", objects=_filespec(6, 7)),
-            absent=(b"EMBEDDED-EXECUTABLE-MARKER",),
-            removed=("an attached file",),
-        ),
-        Case(
-            "xfa-form",
-            lambda: simple(
-                catalog_extra=b"/NeedsRendering true /AcroForm << /Fields [] /XFA 6 0 R >>",
-                objects={
-                    6: stream(
-                        b"<xdp:xdp xmlns:xdp='http://ns.adobe.com/xdp/'><script>XFA-MARKER</script></xdp:xdp>"
-                    )
-                },
-            ),
-            absent=(b"XFA-MARKER",),
-            removed=("XFA",),
-        ),
-        Case(
-            "richmedia",
-            lambda: simple(
-                page_extra=b"/Annots [6 0 R]",
-                objects={
-                    6: _annot(
-                        b"/RichMedia",
-                        b"/RichMediaContent << /Assets << /Names [(a.swf) 7 0 R] >> >>",
-                    ),
-                    7: b"<< /Type /Filespec /F (a.swf) /EF << /F 8 0 R >> >>",
-                    8: stream(b"FWS RICHMEDIA-MARKER"),
-                },
-            ),
-            absent=(b"RICHMEDIA-MARKER",),
-            removed=("video, sound or 3D",),
-        ),
-        Case(
-            "3d-movie-sound-screen",
-            lambda: simple(
-                page_extra=b"/Annots [6 0 R 7 0 R 8 0 R 9 0 R]",
-                objects={
-                    6: _annot(b"/3D", b"/3DD 10 0 R"),
-                    7: _annot(b"/Movie", b"/Movie << /F (MOVIE-MARKER.mov) >>"),
-                    8: _annot(b"/Sound", b"/Sound 11 0 R"),
-                    9: _annot(b"/Screen", b"/A << /S /Rendition /JS (" + JS + b") >>"),
-                    10: stream(b"U3D 3D-MARKER", b"/Type /3D /Subtype /U3D"),
-                    11: stream(b"SOUND-MARKER", b"/Type /Sound /R 8000"),
-                },
-            ),
-            absent=(b"3D-MARKER", b"MOVIE-MARKER", b"SOUND-MARKER", b"HOSTILE-JS-MARKER"),
-            removed=("embedded video, sound or 3D content (4)",),
-        ),
+        stripped("javascript-names", "a script that runs when the file opens",
+                 catalog_extra=b"/Names << /JavaScript << /Names [(init) 6 0 R] >> >>",
+                 objects={6: js_action}),
+        stripped("javascript-openaction", "a script that runs when the file opens",
+                 catalog_extra=b"/OpenAction " + js_action),
+        stripped("javascript-stream-openaction", "a script that runs when the file opens",
+                 catalog_extra=b"/OpenAction << /S /JavaScript /JS 6 0 R >>", objects={6: stream(JS)}),
+        stripped("javascript-annotation-and-page-aa",
+                 "a script that runs by itself when a page or a form field is used (2)",
+                 page_extra=b"/AA << /O " + js_action + b" >> /Annots [6 0 R]",
+                 objects={6: _annot(b"/Link", b"/AA << /E " + js_action + b" >>")}),
+        stripped("javascript-form-field",
+                 "a script that runs by itself", "a script behind a link, button or bookmark",
+                 catalog_extra=b"/AcroForm << /Fields [6 0 R] >>", page_extra=b"/Annots [6 0 R]",
+                 objects={6: b"<< /Type /Annot /Subtype /Widget /FT /Tx /T (dose) /Rect [72 72 300 100] "
+                          b"/P 3 0 R /AA << /K " + js_action + b" >> /A " + js_action + b" >>"}),
+        stripped("javascript-outline", "a script behind a link, button or bookmark",
+                 catalog_extra=b"/Outlines 6 0 R",
+                 objects={6: b"<< /Type /Outlines /First 7 0 R /Last 7 0 R /Count 1 >>",
+                          7: b"<< /Title (Click) /Parent 6 0 R /A " + js_action + b" >>"}),
+        stripped("javascript-next-chain-cycle", "a script behind a link, button or bookmark",
+                 page_extra=b"/Annots [6 0 R]",
+                 objects={6: _annot(b"/Link", b"/A 7 0 R"),
+                          7: b"<< /S /GoTo /D [3 0 R /Fit] /Next 8 0 R >>",
+                          8: b"<< /S /JavaScript /JS (" + JS + b") /Next 7 0 R >>"}),
+        stripped("launch-action", "a link that starts a program",
+                 absent=(b"LAUNCH-MARKER", b"calc.exe"), page_extra=b"/Annots [6 0 R]",
+                 objects={6: _annot(b"/Link", b"/A << /S /Launch /F (calc.exe) "
+                                    b"/Win << /F (cmd.exe) /P (/c LAUNCH-MARKER) >> >>")}),
+        stripped("gotor-importdata-submitform", "a link that opens another file",
+                 "loads data from another file", "sends what was typed in the form over the network",
+                 absent=(b"REMOTE-MARKER", b"IMPORT-MARKER", b"SUBMIT-MARKER"),
+                 page_extra=b"/Annots [6 0 R 7 0 R 8 0 R]",
+                 objects={
+                     6: _annot(b"/Link", b"/A << /S /GoToR /D [0 /Fit] "
+                               b"/F (\\\\\\\\attacker\\\\share\\\\REMOTE-MARKER.pdf) >>"),
+                     7: _annot(b"/Link", b"/A << /S /ImportData /F (IMPORT-MARKER.fdf) >>"),
+                     8: b"<< /Type /Annot /Subtype /Widget /FT /Btn /T (send) /Rect [0 0 10 10] "
+                     b"/A << /S /SubmitForm /F << /FS /URL /F (https://SUBMIT-MARKER.example/) >> >> >>",
+                 }),
+        stripped("uri-link", "a link to an address that is not a web page (2)",
+                 absent=(b"URI-MARKER",), present=(b"WEB-LINK-KEPT",),
+                 page_extra=b"/Annots [6 0 R 7 0 R 8 0 R]",
+                 objects={
+                     6: _annot(b"/Link", b"/A << /S /URI /URI (https://WEB-LINK-KEPT.example/) >>"),
+                     7: _annot(b"/Link", b"/A << /S /URI /URI (file:///C:/URI-MARKER.exe) >>"),
+                     8: _annot(b"/Link", b"/A << /S /URI /URI (\\\\host\\URI-MARKER) >>"),
+                 }),
+        # An executable attached three ways: named, on an annotation, as associated file.
+        stripped("embedded-executable", "an attached file", absent=(EXECUTABLE,),
+                 catalog_extra=b"/Names << /EmbeddedFiles << /Names [(invoice.exe) 6 0 R] >> >>",
+                 objects=_filespec(6, 7)),
+        stripped("file-attachment-annotation", "an attached file", absent=(EXECUTABLE,),
+                 page_extra=b"/Annots [8 0 R]",
+                 objects={**_filespec(6, 7), 8: _annot(b"/FileAttachment", b"/FS 6 0 R")}),
+        stripped("associated-files", "an attached file", absent=(EXECUTABLE,),
+                 page_extra=b"/AF [6 0 R]", objects=_filespec(6, 7)),
+        stripped("xfa-form", "XFA", absent=(b"XFA-MARKER",),
+                 catalog_extra=b"/NeedsRendering true /AcroForm << /Fields [] /XFA 6 0 R >>",
+                 objects={6: stream(b"<xdp:xdp xmlns:xdp='http://ns.adobe.com/xdp/'>"
+                                    b"<script>XFA-MARKER</script></xdp:xdp>")}),
+        stripped("richmedia", "video, sound or 3D", absent=(b"RICHMEDIA-MARKER",),
+                 page_extra=b"/Annots [6 0 R]",
+                 objects={
+                     6: _annot(b"/RichMedia",
+                               b"/RichMediaContent << /Assets << /Names [(a.swf) 7 0 R] >> >>"),
+                     7: b"<< /Type /Filespec /F (a.swf) /EF << /F 8 0 R >> >>",
+                     8: stream(b"FWS RICHMEDIA-MARKER"),
+                 }),
+        stripped("3d-movie-sound-screen", "embedded video, sound or 3D content (4)",
+                 absent=(b"3D-MARKER", b"MOVIE-MARKER", b"SOUND-MARKER", b"HOSTILE-JS-MARKER"),
+                 page_extra=b"/Annots [6 0 R 7 0 R 8 0 R 9 0 R]",
+                 objects={
+                     6: _annot(b"/3D", b"/3DD 10 0 R"),
+                     7: _annot(b"/Movie", b"/Movie << /F (MOVIE-MARKER.mov) >>"),
+                     8: _annot(b"/Sound", b"/Sound 11 0 R"),
+                     9: _annot(b"/Screen", b"/A << /S /Rendition /JS (" + JS + b") >>"),
+                     10: stream(b"U3D 3D-MARKER", b"/Type /3D /Subtype /U3D"),
+                     11: stream(b"SOUND-MARKER", b"/Type /Sound /R 8000"),
+                 }),
         # --- polyglots and smuggling
         Case(
             "html-pdf-polyglot",

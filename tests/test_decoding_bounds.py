@@ -68,6 +68,31 @@ def test_the_budget_decodes_every_chain_as_qpdf_does() -> None:
         assert budget.decoded_size(lzw_zeros(size), [(budget.LZW, 1)]) == len(stream.read_bytes())
 
 
+def _spread(text: bytes, every: int) -> bytes:
+    """`text` with a line break every `every` characters: groups straddle the budget's
+    64 KiB chunks at every offset."""
+    return b"\r\n".join(text[i:i + every] for i in range(0, len(text), every))
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    # An odd last hex digit stands for its high nibble ("7>" is 0x70); spaces anywhere.
+    ("ASCIIHexDecode", _spread(random.Random(3).randbytes(70_001).hex().encode(), 77) + b"7 >"),
+    ("ASCIIHexDecode", b"61 62\t63\n6>trailing junk after the end"),
+    # "z" is four zero bytes; the last group may be short.
+    ("ASCII85Decode", _spread(base64.a85encode(bytes(90_000) + b"dose 5 mg" * 9_000 + b"ab"), 73)
+     + b"~>"),
+    ("ASCII85Decode", b"zz@:B~>ignored"),
+])
+def test_the_text_filters_decode_as_qpdf_does_across_chunks(name: str, raw: bytes) -> None:
+    pdf = pikepdf.new()
+    stream = pikepdf.Stream(pdf, raw)
+    stream.Filter = pikepdf.Name("/" + name)
+    stages = budget._stages(*budget.filters_of(stream))
+    assert stages is not None
+    expected = stream.read_bytes(pikepdf.StreamDecodeLevel.specialized)
+    assert budget.decoded_size(raw, stages) == len(expected) > 0
+
+
 @pytest.mark.parametrize("chain", [
     ["FlateDecode", "FlateDecode"],
     ["RunLengthDecode"],

@@ -20,9 +20,11 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
-from signflow.core.errors import DocumentTooLarge, InvalidDocument
+from signflow.core.errors import DocumentTooLarge, InvalidDocument, ServiceUnavailable
+from signflow.core.pdf import sandbox
+from signflow.core.pdf.geometry import page_geometry
 from signflow.core.pdf.normalise import NormalisedPdf, normalise_upload, sanitize_filename
-from signflow.core.pdf.preview import PNG_MAGIC, render_page
+from signflow.core.pdf.preview import PNG_MAGIC, render_page, render_page_info
 from signflow.core.pdf.sandbox import DEFAULT_LIMITS, SandboxLimits
 from signflow.core.storage import sha256_hex
 from tests.hostile import CASES, Case, runlength_expansion, sign, simple, throwaway_signer
@@ -237,6 +239,27 @@ def test_wall_clock_timeout_kills_the_child() -> None:
     assert time.monotonic() - started < 2.0
     # The parent is unharmed and the next upload goes through.
     assert _normalise(make_pdf()).page_count == 1
+
+
+@pytest.mark.parametrize(("task", "stopped"), [
+    (lambda pdf, limits: _normalise(pdf, limits=limits), "could not be processed safely"),
+    (lambda pdf, limits: page_geometry(pdf, 1, limits), "could not be processed safely"),
+    (lambda pdf, limits: render_page_info(pdf, 0, limits=limits), "could not be rendered safely"),
+], ids=["normalise", "geometry", "preview"])
+def test_every_sandboxed_task_refuses_a_stopped_child_and_says_when_busy(task, stopped) -> None:
+    """One mapping (sandbox.run_checked) for every caller: a child stopped at a limit is
+    InvalidDocument, every slot taken is ServiceUnavailable, nothing else leaks out."""
+    pdf = make_pdf()
+    with pytest.raises(InvalidDocument, match=stopped):
+        task(pdf, SandboxLimits(timeout_s=0.01))
+    limits = SandboxLimits(timeout_s=0.01, max_parallel=1)
+    slot = sandbox._slot(limits)  # the one slot of these limits, held as another upload would
+    assert slot.acquire(blocking=False)
+    try:
+        with pytest.raises(ServiceUnavailable, match="the server is busy"):
+            task(pdf, limits)
+    finally:
+        slot.release()
 
 
 def test_decoding_is_counted_streaming_and_the_memory_limit_still_holds() -> None:

@@ -18,9 +18,8 @@ from signflow.core.requests import policy as escalation
 from signflow.core.requests import rota as rota
 from signflow.core.requests import rota_import as rota_import
 from signflow.models import Role
-from signflow.web.context import RequestContext, current
+from signflow.web.context import current
 from signflow.web.forms import (
-    FORM_EXPIRED,
     ConfirmForm,
     DestinationForm,
     GroupForm,
@@ -35,6 +34,7 @@ from signflow.web.forms import (
     submitted,
 )
 from signflow.web.guards import roles
+from signflow.web.pages import confirmed, posted
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -51,15 +51,6 @@ def _done(change: object | None, done: str) -> None:
     else:
         flash("Proposed: it takes effect when a second administrator approves it "
               "(Pending changes).", "info")
-
-
-def _on_confirm(operation: Callable[[RequestContext], object], done: str, back_to: str) -> Response:
-    """A one-button form (approve, reject, remove, reset): its token checked (an expired
-    one is refused, nothing done), then the one operation, then `done` shown on `back_to`."""
-    submitted(ConfirmForm(), FORM_EXPIRED)
-    operation(current())
-    flash(done, "success")
-    return redirect(url_for(back_to))
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -132,36 +123,38 @@ def changes() -> str:
                            confirm=ConfirmForm())
 
 
-def _decide(decision: Callable[..., object], change_id: int, done: str) -> Response:
-    """A second administrator's decision on a pending change (approve or reject: the
-    same arguments), back on the list of changes."""
-    return _on_confirm(
-        lambda rc: decision(rc.session, actor=rc.actor, now=rc.now, change_id=change_id),
-        done, "admin.changes")
+def _one_button(operation: Callable[..., object], done: str, back_to: str, **target: int) -> Response:
+    """A one-button administration on one object (approve or reject a change, remove a
+    shift, reset a second factor): `operation(session, actor=, now=, **target)`, the
+    same arguments for each."""
+    return confirmed(lambda rc: operation(rc.session, actor=rc.actor, now=rc.now, **target),
+                     done, back_to)
 
 
 @bp.post("/changes/<int:change_id>/approve")
 @roles(Role.ADMIN)
 def approve(change_id: int) -> Response:
-    return _decide(four_eyes.approve, change_id,
-                   "Approved: the change is in effect and the person is told.")
+    return _one_button(four_eyes.approve, "Approved: the change is in effect and the person is told.",
+                       "admin.changes", change_id=change_id)
 
 
 @bp.post("/changes/<int:change_id>/reject")
 @roles(Role.ADMIN)
 def reject(change_id: int) -> Response:
-    return _decide(four_eyes.reject, change_id, "Rejected: nothing changed.")
+    return _one_button(four_eyes.reject, "Rejected: nothing changed.", "admin.changes",
+                       change_id=change_id)
 
 
 @bp.post("/users/<int:user_id>/revoke")
 @roles(Role.ADMIN)
 def revoke(user_id: int) -> Response:
-    rc = current()
-    form = submitted(RevokeForm(), "Tick the confirmation box to revoke a certificate.")
-    credentials.revoke_credential(rc.session, actor=rc.actor,
-                                  user_id=user_id, reason=form.reason.data or "superseded", now=rc.now)
-    flash("Certificate revoked; the physician must set a new signing PIN to enrol again.", "success")
-    return redirect(url_for("admin.users"))
+    return posted(
+        RevokeForm(),
+        lambda rc, form: credentials.revoke_credential(rc.session, actor=rc.actor, user_id=user_id,
+                                                       reason=form.reason.data or "superseded",
+                                                       now=rc.now),
+        "Certificate revoked; the physician must set a new signing PIN to enrol again.",
+        "admin.users", refusal="Tick the confirmation box to revoke a certificate.")
 
 
 def _rota_forms() -> tuple[GroupForm, DestinationForm, ShiftForm]:
@@ -236,23 +229,20 @@ def import_rota() -> Response | tuple[str, int]:
 @bp.post("/rota/groups")
 @roles(Role.ADMIN)
 def add_group() -> Response:
-    rc = current()
-    form = submitted(_rota_forms()[0])
-    rota.create_group(rc.session, actor=rc.actor, name=form.name.data or "",
-                      head_user_id=form.head.data or None, now=rc.now)
-    flash("Group created.", "success")
-    return redirect(url_for("admin.rota_page"))
+    return posted(_rota_forms()[0],
+                  lambda rc, form: rota.create_group(rc.session, head_user_id=form.head.data or None,
+                                                     actor=rc.actor, name=form.name.data or "", now=rc.now),
+                  "Group created.", "admin.rota_page")
 
 
 @bp.post("/rota/destinations")
 @roles(Role.ADMIN)
 def add_destination() -> Response:
-    rc = current()
-    form = submitted(_rota_forms()[1])
-    rota.create_destination(rc.session, actor=rc.actor,
-                            name=form.name.data or "", email=form.email.data, now=rc.now)
-    flash("Destination created.", "success")
-    return redirect(url_for("admin.rota_page"))
+    return posted(_rota_forms()[1],
+                  lambda rc, form: rota.create_destination(rc.session, email=form.email.data,
+                                                           actor=rc.actor, name=form.name.data or "",
+                                                           now=rc.now),
+                  "Destination created.", "admin.rota_page")
 
 
 @bp.post("/rota/shifts")
@@ -273,14 +263,12 @@ def add_shift() -> Response:
 @bp.post("/rota/shifts/<int:shift_id>/remove")
 @roles(Role.ADMIN)
 def remove_shift(shift_id: int) -> Response:
-    return _on_confirm(
-        lambda rc: rota.remove_shift(rc.session, actor=rc.actor, shift_id=shift_id, now=rc.now),
-        "Shift removed.", "admin.rota_page")
+    return _one_button(rota.remove_shift, "Shift removed.", "admin.rota_page", shift_id=shift_id)
 
 
 @bp.post("/users/<int:user_id>/reset-mfa")
 @roles(Role.ADMIN)
 def reset_mfa(user_id: int) -> Response:
-    return _on_confirm(
-        lambda rc: mfa.reset(rc.session, actor=rc.actor, user_id=user_id, now=rc.now),
-        "Second factor reset: the user enrols a new authenticator at next login.", "admin.users")
+    return _one_button(mfa.reset,
+                       "Second factor reset: the user enrols a new authenticator at next login.",
+                       "admin.users", user_id=user_id)

@@ -10,7 +10,6 @@ from signflow.core.accounts import enrolment, push_devices
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
 from signflow.core.pki import credentials as creds
-from signflow.core.requests import access
 from signflow.core.requests import cover as cover
 from signflow.core.requests import followup as followups
 from signflow.core.requests import signing as request_signing
@@ -29,6 +28,7 @@ from signflow.web.forms import (
     form_error,
 )
 from signflow.web.guards import roles
+from signflow.web.pages import confirmed, confirmed_step, my_requests, posted
 
 bp = Blueprint("physician", __name__, url_prefix="/inbox")
 
@@ -37,7 +37,7 @@ bp = Blueprint("physician", __name__, url_prefix="/inbox")
 @roles(Role.PHYSICIAN)
 def inbox() -> str:
     rc = current()
-    requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
+    requests = my_requests()
     pending, handed_over = followups.handed_over_first(
         rc.session, [r for r in requests if r.state == RequestState.PENDING])
     handled = [r for r in requests if r.state != RequestState.PENDING]
@@ -88,29 +88,25 @@ def review(request_id: int) -> str:
 @bp.post("/<int:request_id>/sign")
 @roles(Role.PHYSICIAN)
 def sign(request_id: int) -> Response | tuple[str, int]:
-    rc = current()
-    form = SignForm()
-    if not form.validate_on_submit():
-        raise InvalidInput("Enter your signing PIN.")
-    req = request_signing.sign_request(
-        rc.session, rc.deps, actor=rc.actor, request_id=request_id, pin=form.pin.data or "",
-        activation_token=form.activation.data or "", shown_sha256=form.document_sha256.data or "",
-        now=rc.now,)
-    flash(f"Signed and delivered to {req.destination.name}.", "success")
-    return redirect(url_for("physician.review", request_id=request_id))
+    return posted(
+        SignForm(),
+        lambda rc, form: request_signing.sign_request(
+            rc.session, rc.deps, actor=rc.actor, request_id=request_id, pin=form.pin.data or "",
+            activation_token=form.activation.data or "",
+            shown_sha256=form.document_sha256.data or "", now=rc.now),
+        lambda req: f"Signed and delivered to {req.destination.name}.", "physician.review",
+        refusal="Enter your signing PIN.", request_id=request_id)
 
 
 @bp.post("/<int:request_id>/decline")
 @roles(Role.PHYSICIAN)
 def decline(request_id: int) -> Response:
-    rc = current()
-    form = DeclineForm()
-    if not form.validate_on_submit():
-        raise InvalidInput("Say why you decline, for the technician.")
-    workflow.decline_request(rc.session, rc.deps, actor=rc.actor, request_id=request_id,
-                             reason=form.reason.data or "", now=rc.now)
-    flash("Declined: the technician is notified.", "success")
-    return redirect(url_for("physician.inbox"))
+    return posted(
+        DeclineForm(),
+        lambda rc, form: workflow.decline_request(rc.session, rc.deps, reason=form.reason.data or "",
+                                                  actor=rc.actor, request_id=request_id, now=rc.now),
+        "Declined: the technician is notified.", "physician.inbox",
+        refusal="Say why you decline, for the technician.")
 
 
 @bp.route("/signing-pin", methods=["GET", "POST"])
@@ -140,13 +136,12 @@ def signing_pin() -> Response | str:
 @bp.post("/signing-pin/code")
 @roles(Role.PHYSICIAN)
 def send_enrolment_code() -> Response:
-    rc = current()
-    if not ConfirmForm().validate_on_submit():
-        raise InvalidInput("The form expired. Reload the page.")
     # The code goes to the physician's own address only: never on a page.
-    enrolment.send_code(rc.session, rc.deps.keys.master_key, actor=rc.actor, now=rc.now)
-    flash("An enrolment code is on its way to your e-mail or phone: it lasts 15 minutes.", "success")
-    return redirect(url_for("physician.signing_pin"))
+    return confirmed(
+        lambda rc: enrolment.send_code(rc.session, rc.deps.keys.master_key, actor=rc.actor,
+                                       now=rc.now),
+        "An enrolment code is on its way to your e-mail or phone: it lasts 15 minutes.",
+        "physician.signing_pin")
 
 
 @bp.route("/signing-pin/unblock", methods=["GET", "POST"])
@@ -154,38 +149,31 @@ def send_enrolment_code() -> Response:
 def unblock_pin() -> Response | str:
     rc = current()
     form = UnblockForm()
-    if form.validate_on_submit():
-        if form.pin.data != form.confirm.data:
-            raise InvalidInput("The two new PINs differ.")
-        credentials.unblock_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
-                                        puk=form.puk.data or "", new_pin=form.pin.data or "",
-                                        now=rc.now)
-        flash("Your signing key is unblocked and your new PIN is set.", "success")
-        return redirect(url_for("physician.inbox"))
-    credential = creds.active_credential(rc.session, rc.user.id)
-    return render_template("physician/unblock.html", form=form, credential=credential)
+    if not form.validate_on_submit():
+        credential = creds.active_credential(rc.session, rc.user.id)
+        return render_template("physician/unblock.html", form=form, credential=credential)
+    if form.pin.data != form.confirm.data:
+        raise InvalidInput("The two new PINs differ.")
+    credentials.unblock_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
+                                    puk=form.puk.data or "", new_pin=form.pin.data or "",
+                                    now=rc.now)
+    flash("Your signing key is unblocked and your new PIN is set.", "success")
+    return redirect(url_for("physician.inbox"))
 
 
 @bp.post("/<int:request_id>/take")
 @roles(Role.PHYSICIAN)
 def take(request_id: int) -> Response:
-    rc = current()
-    if not ConfirmForm().validate_on_submit():
-        raise InvalidInput("The form expired. Reload the page.")
-    workflow.take_request(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
-    flash("Colleagues and the technician see that you are on it.", "success")
-    return redirect(url_for("physician.review", request_id=request_id))
+    return confirmed_step(workflow.take_request, request_id,
+                          "Colleagues and the technician see that you are on it.", "physician.review")
 
 
 @bp.post("/<int:request_id>/delegate")
 @roles(Role.PHYSICIAN)
 def delegate(request_id: int) -> Response:
-    rc = current()
-    form = DelegateForm()
-    if not form.validate_on_submit():
-        raise InvalidInput("Choose a colleague.")
-    target = workflow.delegate_request(rc.session, rc.deps, actor=rc.actor, request_id=request_id,
-                                       to_user_id=form.to.data, now=rc.now)
-    flash(f"Delegated to {target.assignee.display_name if target.assignee else 'a colleague'}.",
-          "success")
-    return redirect(url_for("physician.inbox"))
+    return posted(
+        DelegateForm(),
+        lambda rc, form: workflow.delegate_request(rc.session, rc.deps, to_user_id=form.to.data,
+                                                   actor=rc.actor, request_id=request_id, now=rc.now),
+        lambda target: f"Delegated to {target.assignee.display_name if target.assignee else 'a colleague'}.",
+        "physician.inbox", refusal="Choose a colleague.")

@@ -7,7 +7,6 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import users as accounts
-from signflow.core.errors import InvalidInput
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
 from signflow.core.requests import ladder as ladder
@@ -18,8 +17,10 @@ from signflow.models import Role
 from signflow.web.context import current
 from signflow.web.forms import ConfirmForm, StampForm, UploadForm
 from signflow.web.guards import roles
+from signflow.web.pages import add_request_list, confirmed_step, my_request, my_requests, posted
 
 bp = Blueprint("technician", __name__, url_prefix="/requests")
+add_request_list(bp, Role.TECHNICIAN, "technician/index.html", endpoint="index")
 
 
 def _upload_form() -> UploadForm:
@@ -32,20 +33,10 @@ def _upload_form() -> UploadForm:
     return form
 
 
-@bp.get("/")
-@roles(Role.TECHNICIAN)
-def index() -> str:
-    rc = current()
-    requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
-    return render_template("technician/index.html", requests=requests)
-
-
 @bp.get("/status.json")
 @roles(Role.TECHNICIAN)
 def status() -> Response:
-    rc = current()
-    requests = access.list_requests(rc.session, user=rc.user, now=rc.now)
-    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in requests})
+    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in my_requests()})
 
 
 @bp.get("/<int:request_id>/ladder.json")
@@ -91,7 +82,7 @@ def new() -> Response | str:
 @roles(Role.TECHNICIAN)
 def detail(request_id: int) -> str:
     rc = current()
-    req = access.get_request(rc.session, user=rc.user, request_id=request_id, now=rc.now)
+    req = my_request(request_id)
     groups = {g.id: g.name for g in accounts.directory(rc.session)[0]}
     return render_template("technician/detail.html", req=req, cancel_form=ConfirmForm(),
                            stamp_form=StampForm(), removed=access.removed_content(req),
@@ -107,23 +98,17 @@ def detail(request_id: int) -> str:
 @bp.post("/<int:request_id>/stamp")
 @roles(Role.TECHNICIAN)
 def stamp(request_id: int) -> Response:
-    rc = current()
-    form = StampForm()
-    if not form.validate_on_submit():
-        raise InvalidInput("Tap inside a page of the document.")
-    request_signing.set_stamp_position(rc.session, rc.deps, actor=rc.actor, request_id=request_id,
-                                page=form.page.data or 0, fx=form.fx.data or 0.0,
-                                fy=form.fy.data or 0.0, now=rc.now)
-    flash("The signature stamp will go where you tapped.", "success")
-    return redirect(url_for("technician.detail", request_id=request_id))
+    return posted(
+        StampForm(),
+        lambda rc, form: request_signing.set_stamp_position(
+            rc.session, rc.deps, actor=rc.actor, request_id=request_id, page=form.page.data or 0,
+            fx=form.fx.data or 0.0, fy=form.fy.data or 0.0, now=rc.now),
+        "The signature stamp will go where you tapped.", "technician.detail",
+        refusal="Tap inside a page of the document.", request_id=request_id)
 
 
 @bp.post("/<int:request_id>/cancel")
 @roles(Role.TECHNICIAN)
 def cancel(request_id: int) -> Response:
-    rc = current()
-    form = ConfirmForm()
-    if form.validate_on_submit():
-        workflow.cancel_request(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
-        flash("Request cancelled.", "success")
-    return redirect(url_for("technician.detail", request_id=request_id))
+    return confirmed_step(workflow.cancel_request, request_id, "Request cancelled.",
+                          "technician.detail")

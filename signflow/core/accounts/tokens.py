@@ -33,10 +33,12 @@ SUBMITTING = frozenset({ApiScope.SUBMIT, ApiScope.READ, ApiScope.DOWNLOAD})
 
 @dataclass(frozen=True)
 class IssuedToken:
+    """A token just made: `token` is shown this once, only its hash is kept."""
+
     token: str
     token_id: int
-    expires_at: datetime
     scopes: tuple[ApiScope, ...]
+    expires_at: datetime
 
 
 @dataclass(frozen=True)

@@ -111,16 +111,9 @@ def prove_request(
 
 
 def search(
-    session: Session,
-    *,
-    request_id: int | None = None,
-    actor_id: int | None = None,
-    action: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    after_seq: int | None = None,
-    limit: int = 50,
-    actions: Collection[str] | None = None,
+    session: Session, *, request_id: int | None = None, actor_id: int | None = None,
+    action: str | None = None, since: datetime | None = None, until: datetime | None = None,
+    after_seq: int | None = None, limit: int = 50, actions: Collection[str] | None = None,
 ) -> list[AuditEntry]:
     """Newest first. Next page: pass the last returned seq as `after_seq`.
 

@@ -7,8 +7,7 @@ import dataclasses
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from asn1crypto import x509 as asn1_x509
@@ -31,122 +30,27 @@ from pyhanko_certvalidator.policy_decl import REQUIRE_REVINFO, CertRevTrustPolic
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
 from signflow.core.errors import ConfigurationError, InvalidDocument
+from signflow.core.pades.countersignatures import issued_under, verdict
+from signflow.core.pades.reports import (
+    NOT_TRUSTED,
+    TIMESTAMP_NOT_TRUSTED,
+    SignatureReport,
+    ValidationReport,
+    acceptable_outside,
+)
 from signflow.core.pades.sign import run_sync
 from signflow.core.pki.tsa import to_asn1_cert
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class SignatureReport:
-    field_name: str
-    signer: str
-    professional_id: str | None
-    certificate_serial: str
-    issuer: str
-    signing_time: datetime | None
-    timestamp_time: datetime | None
-    intact: bool
-    valid: bool
-    trusted: bool
-    revoked: bool
-    coverage: str
-    modification_level: str
-    pades_level: str | None
-    is_timestamp: bool
-    ok: bool
-    problems: tuple[str, ...]
-    # pyHanko's AdES long-term validation (ETSI EN 319 102-1 5.6.3), offline, with
-    # only the file's own validation data: "PASSED", or the indication/subindication.
-    ades: str | None = None
-    # Made with a certificate the hospital did not issue (an earlier signature on a
-    # countersigned file): reported for what it is, never counted as the hospital's.
-    outside: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "field_name": self.field_name,
-            "signer": self.signer,
-            "professional_id": self.professional_id,
-            "certificate_serial": self.certificate_serial,
-            "issuer": self.issuer,
-            "signing_time": _iso(self.signing_time),
-            "timestamp_time": _iso(self.timestamp_time),
-            "intact": self.intact,
-            "valid": self.valid,
-            "trusted": self.trusted,
-            "revoked": self.revoked,
-            "coverage": self.coverage,
-            "modification_level": self.modification_level,
-            "pades_level": self.pades_level,
-            "ades": self.ades,
-            "is_timestamp": self.is_timestamp,
-            "outside": self.outside,
-            "ok": self.ok,
-            "problems": list(self.problems),
-        }
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    signatures: tuple[SignatureReport, ...]
-    ok: bool
-    # In words: what the recipient should know beyond the verdict (earlier
-    # signatures not issued by the hospital).
-    notes: tuple[str, ...] = ()
-
-    @property
-    def problems(self) -> tuple[str, ...]:
-        """Why the file is not valid, in words (empty when it is)."""
-        if self.ok:
-            return ()
-        found = [p for s in self.signatures if not (s.outside and acceptable_outside(s))
-                 for p in s.problems]
-        if not self.signatures:
-            found.append("the file carries no signature")
-        return tuple(dict.fromkeys(found)) or ("the last signature does not cover the whole file",)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "signatures": [s.as_json() for s in self.signatures],
-                "notes": list(self.notes), "problems": list(self.problems)}
-
-
-NOT_TRUSTED = "the signer's certificate is not trusted"
-TIMESTAMP_NOT_TRUSTED = "the signature's timestamp is not valid or not trusted"
-
-
-def acceptable_outside(report: SignatureReport) -> bool:
-    """An earlier outside signature that is intact and mathematically valid: only
-    its trust (and its own timestamp's) is unknown to the hospital."""
-    return report.intact and (report.valid or report.is_timestamp) and set(report.problems) <= {
-        NOT_TRUSTED, TIMESTAMP_NOT_TRUSTED}
-
-
-def _verdict(reports: list[SignatureReport], pdf: bytes) -> tuple[bool, tuple[str, ...]]:
-    """Valid when every hospital signature is, the last hospital signature comes
-    after every outside one, and the file ends with it (or its validation data)."""
-    hospital = [i for i, r in enumerate(reports) if not r.outside and not r.is_timestamp]
-    outside = [i for i, r in enumerate(reports) if r.outside]
-    ok = (
-        bool(hospital)
-        and all(r.ok for r in reports if not r.outside)
-        and all(acceptable_outside(reports[i]) for i in outside)
-        and (not outside or max(outside) < hospital[-1])
-        and _covers_file(reports[-1], pdf)
-    )
-    notes = [
-        f"an earlier {'document timestamp' if r.is_timestamp else 'signature'} by {r.signer}, "
-        f"not issued by the hospital (issuer: {r.issuer})"
-        + ("" if acceptable_outside(r) else f": {'; '.join(r.problems)}")
-        for r in reports if r.outside
-    ]
-    if notes and ok:
-        notes.append("the hospital's signature is valid and covers the whole file")
-    return ok, tuple(notes)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+__all__ = [
+    "NOT_TRUSTED",
+    "TIMESTAMP_NOT_TRUSTED",
+    "SignatureReport",
+    "ValidationReport",
+    "acceptable_outside",
+    "validate_pdf",
+]
 
 
 def _name_attr(name: asn1_x509.Name, attr: str) -> str | None:
@@ -219,45 +123,11 @@ def validate_pdf(
         report = _validate_one(sig, context, has_dss=has_dss, doc_ts_after=doc_timestamps_after[index])
         if not report.is_timestamp and report.intact and report.valid:
             report = _with_ades_level(report, sig, trust_roots)
-        if not report.trusted and not report.revoked and not _issued_under(sig, roots):
+        if not report.trusted and not report.revoked and not issued_under(sig, roots):
             report = dataclasses.replace(report, outside=True)
         reports.append(report)
-    ok, notes = _verdict(reports, pdf)
+    ok, notes = verdict(reports, pdf)
     return ValidationReport(signatures=tuple(reports), ok=ok, notes=notes)
-
-
-def _issued_under(sig: Any, roots: list[asn1_x509.Name]) -> bool:
-    """Whether the signer's certificate names one of `roots` as its issuer, directly
-    or through the certificates embedded with it. Names only: a look-alike CA
-    counts as the hospital's, and then fails as untrusted (never the reverse)."""
-    try:
-        cert = sig.signer_cert
-        embedded = {c.subject.dump(): c for c in sig.other_embedded_certs}
-    except Exception:
-        return True  # unreadable: judged as the hospital's, hence not valid
-    wanted = {name.dump() for name in roots}
-    for _ in range(8):
-        if cert.issuer.dump() in wanted or cert.subject.dump() in wanted:
-            return True
-        parent = embedded.get(cert.issuer.dump())
-        if parent is None or parent is cert:
-            return False
-        cert = parent
-    return False
-
-
-def _covers_file(last: SignatureReport, pdf: bytes) -> bool:
-    """The last signature covers the whole file, save for validation data
-    (DSS, document timestamps) that pyHanko itself appends after B-LT/B-LTA, and
-    nothing trails the last %%EOF (junk there does not show in any revision)."""
-    if last.coverage == "ENTIRE_FILE":
-        return True
-    tail = pdf[pdf.rfind(b"%%EOF") + len(b"%%EOF") :]
-    return (
-        last.coverage == "ENTIRE_REVISION"
-        and last.modification_level == "LTA_UPDATES"
-        and not tail.strip(b"\r\n\t \x00")
-    )
 
 
 def _validate_one(
@@ -283,6 +153,11 @@ def _validate_one(
     except Exception:
         signer, professional_id, certificate_serial, issuer = "unknown", None, "", "unknown"
         problems.append("the signer's certificate cannot be read")
+    # Who signed, common to every outcome below.
+    who: dict[str, Any] = {
+        "field_name": str(sig.field_name), "signer": signer, "professional_id": professional_id,
+        "certificate_serial": certificate_serial, "issuer": issuer, "is_timestamp": is_timestamp,
+    }
 
     try:
         if is_timestamp:
@@ -298,25 +173,11 @@ def _validate_one(
                 status = _validate_signature(sig, context(ts.timestamp), context(None))
     except Exception as exc:
         log.info("signature %s could not be validated: %s", sig.field_name, type(exc).__name__)
+        # Nothing could be judged: every verdict field fails closed.
         return SignatureReport(
-            field_name=str(sig.field_name),
-            signer=signer,
-            professional_id=professional_id,
-            certificate_serial=certificate_serial,
-            issuer=issuer,
-            signing_time=None,
-            timestamp_time=None,
-            intact=False,
-            valid=False,
-            trusted=False,
-            revoked=False,
-            coverage="UNKNOWN",
-            modification_level="UNKNOWN",
-            pades_level=None,
-            is_timestamp=is_timestamp,
-            ok=False,
-            problems=(*problems, "the signature cannot be processed"),
-        )
+            **who, signing_time=None, timestamp_time=None, intact=False, valid=False,
+            trusted=False, revoked=False, coverage="UNKNOWN", modification_level="UNKNOWN",
+            pades_level=None, ok=False, problems=(*problems, "the signature cannot be processed"))
 
     intact, valid, trusted = bool(status.intact), bool(status.valid), bool(status.trusted)
     revoked = bool(getattr(status, "revoked", False))
@@ -359,11 +220,7 @@ def _validate_one(
     else:
         pades_level = "B-T"
     return SignatureReport(
-        field_name=str(sig.field_name),
-        signer=signer,
-        professional_id=professional_id,
-        certificate_serial=certificate_serial,
-        issuer=issuer,
+        **who,
         signing_time=signing_time,
         timestamp_time=timestamp_time,
         intact=intact,
@@ -373,7 +230,6 @@ def _validate_one(
         coverage=coverage,
         modification_level=modification_level,
         pades_level=pades_level,
-        is_timestamp=is_timestamp,
         ok=bottom_line and not problems,
         problems=tuple(problems),
     )

@@ -13,15 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from signflow.core.errors import InvalidDocument, InvalidInput, ServiceUnavailable
-from signflow.core.pdf.sandbox import (
-    DEFAULT_LIMITS,
-    SandboxBusy,
-    SandboxFailure,
-    SandboxLimits,
-    SandboxRefusal,
-    run_task,
-)
+from signflow.core.errors import InvalidDocument, InvalidInput, SignflowError
+from signflow.core.pdf.sandbox import DEFAULT_LIMITS, SandboxLimits, SandboxRefusal, run_checked
 from signflow.core.pdf.sandbox_child.forms import usable as field_takes_stamp
 
 Box = tuple[float, float, float, float]
@@ -105,16 +98,14 @@ def stamp_box(geometry: PageGeometry, size_pt: tuple[float, float], *, margin_pt
 def page_geometry(data: bytes, page: int, limits: SandboxLimits = DEFAULT_LIMITS) -> PageGeometry:
     """Geometry of the 1-based `page`, read in the sandbox (hostile bytes never
     meet a parser in this process)."""
-    try:
-        result = run_task("geometry", {"page_index": page - 1}, data, limits)
-    except SandboxRefusal as refusal:
+    def refused(refusal: SandboxRefusal) -> SignflowError:
         if refusal.kind == "not-found":
-            raise InvalidInput(f"Page {page} does not exist in the document.") from None
-        raise InvalidDocument(refusal.message) from None
-    except SandboxFailure:
-        raise InvalidDocument("the PDF could not be processed safely") from None
-    except SandboxBusy:
-        raise ServiceUnavailable("the server is busy checking other documents; try again") from None
+            return InvalidInput(f"Page {page} does not exist in the document.")
+        return InvalidDocument(refusal.message)
+
+    result = run_checked("geometry", {"page_index": page - 1}, data, limits, refused=refused,
+                         failure="the PDF could not be processed safely",
+                         busy="the server is busy checking other documents; try again")
     meta = result.meta
     try:
         visible = tuple(float(v) for v in meta["visible"])

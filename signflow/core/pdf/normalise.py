@@ -25,15 +25,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
-from signflow.core.errors import DocumentTooLarge, InvalidDocument, ServiceUnavailable
-from signflow.core.pdf.sandbox import (
-    DEFAULT_LIMITS,
-    SandboxBusy,
-    SandboxFailure,
-    SandboxLimits,
-    SandboxRefusal,
-    run_task,
-)
+from signflow.core.errors import DocumentTooLarge, InvalidDocument, SignflowError
+from signflow.core.pdf.sandbox import DEFAULT_LIMITS, SandboxLimits, SandboxRefusal, run_checked
 
 ACTIVE_CONTENT_MODES = ("strip", "refuse")
 # Many readers accept a header after some junk (mail gateways prepend it);
@@ -91,19 +84,14 @@ def normalise_upload(
         "active_content": active_content,
         "allow_signed": allow_signed,
     }
-    try:
-        result = run_task("normalise", params, data, limits)
-    except SandboxRefusal as refusal:
+    def refused(refusal: SandboxRefusal) -> SignflowError:
         log.warning("upload %s refused: %s; parser: %s", reference, refusal.message,
                     refusal.detail or "-")
-        raise InvalidDocument(_referenced(refusal.message, reference)) from None
-    except SandboxFailure as failure:
-        log.warning("upload %s refused: the sandbox stopped (%s)", reference, failure)
-        raise InvalidDocument(_referenced(UNSAFE, reference)) from None
-    except SandboxBusy:
-        log.warning("upload %s not checked: every sandbox busy", reference)
-        raise ServiceUnavailable("the server is busy checking other documents; try again "
-                                 "in a minute") from None
+        return InvalidDocument(_referenced(refusal.message, reference))
+
+    result = run_checked("normalise", params, data, limits, refused=refused,
+                         label=f"upload {reference}", failure=_referenced(UNSAFE, reference),
+                         busy="the server is busy checking other documents; try again in a minute")
     page_count = result.meta.get("page_count")
     removed = result.meta.get("removed")
     notices = result.meta.get("notices", [])

@@ -28,17 +28,15 @@ from signflow.core.errors import (
     InvalidDocument,
     InvalidInput,
     NotFound,
-    ServiceUnavailable,
+    SignflowError,
     StorageCorrupted,
 )
 from signflow.core.pdf.sandbox import (
     DEFAULT_LIMITS,
-    SandboxBusy,
-    SandboxFailure,
     SandboxLimits,
     SandboxRefusal,
     SandboxResult,
-    run_task,
+    run_checked,
 )
 from signflow.core.storage import decrypt_secret, derive_key, encrypt_secret, write_atomically
 
@@ -54,17 +52,16 @@ class RenderedPage:
     height_px: int
 
 
+def _not_found_or_invalid(refusal: SandboxRefusal) -> SignflowError:
+    if refusal.kind == "not-found":
+        return NotFound("no such page")
+    return InvalidDocument(refusal.message)
+
+
 def _run(task: str, params: dict[str, object], pdf: bytes, limits: SandboxLimits) -> SandboxResult:
-    try:
-        return run_task(task, dict(params), pdf, limits)
-    except SandboxRefusal as refusal:
-        if refusal.kind == "not-found":
-            raise NotFound("no such page") from None
-        raise InvalidDocument(refusal.message) from None
-    except SandboxFailure:
-        raise InvalidDocument("the PDF could not be rendered safely") from None
-    except SandboxBusy:
-        raise ServiceUnavailable("the server is busy rendering pages; try again") from None
+    return run_checked(task, dict(params), pdf, limits, refused=_not_found_or_invalid,
+                       failure="the PDF could not be rendered safely",
+                       busy="the server is busy rendering pages; try again")
 
 
 def render_page_info(

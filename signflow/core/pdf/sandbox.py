@@ -8,8 +8,8 @@ parent (`run_task`) starts `python -I sandbox_child/` with an empty environment
 (no SIGNFLOW_* secrets), the child (signflow.core.pdf.sandbox_child) caps its own
 address space, CPU time, file writes and process creation *before* importing
 any parser or reading a byte of input, and the parent kills it at the
-wall-clock timeout. The parent maps the child's answers to domain errors
-(signflow.core.pdf.normalise, signflow.core.pdf.preview).
+wall-clock timeout. `run_checked` maps the child's answers to domain errors, one
+mapping for every caller (geometry, normalisation, preview).
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from signflow.core.errors import InvalidDocument, ServiceUnavailable, SignflowError
 from signflow.core.pdf import sandbox_child
 from signflow.core.pdf.sandbox_child.wire import MiB, frame, unframe
 
@@ -139,3 +141,33 @@ def run_task(
                              str(detail) if detail else None)
     log.warning("sandbox %s failed: %s", task, header.get("detail", kind))
     raise SandboxFailure(kind)
+
+
+def _invalid(refusal: SandboxRefusal) -> SignflowError:
+    return InvalidDocument(refusal.message)
+
+
+def run_checked(
+    task: str,
+    params: dict[str, Any],
+    payload: bytes,
+    limits: SandboxLimits,
+    *,
+    failure: str,
+    busy: str,
+    refused: Callable[[SandboxRefusal], SignflowError] = _invalid,
+    label: str | None = None,
+) -> SandboxResult:
+    """`run_task` with its three ways of saying no as the errors a user sees: the
+    child's refusal (worded by `refused`), a stopped child (InvalidDocument `failure`),
+    every slot busy (ServiceUnavailable `busy`). `label` names the input in the log."""
+    try:
+        return run_task(task, params, payload, limits)
+    except SandboxRefusal as refusal:
+        raise refused(refusal) from None
+    except SandboxFailure as stopped:
+        log.warning("%s refused: the sandbox stopped (%s)", label or task, stopped)
+        raise InvalidDocument(failure) from None
+    except SandboxBusy:
+        log.warning("%s not checked: every sandbox busy", label or task)
+        raise ServiceUnavailable(busy) from None

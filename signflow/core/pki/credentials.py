@@ -366,15 +366,8 @@ def unlock(
     return key
 
 
-def change_pin(
-    session: Session,
-    keys: keystore.KeyMaterial,
-    credential: SigningCredential,
-    old_pin: str,
-    new_pin: str,
-    *,
-    now: datetime,
-) -> None:
+def change_pin(session: Session, keys: keystore.KeyMaterial, credential: SigningCredential,
+               old_pin: str, new_pin: str, *, now: datetime) -> None:
     """Re-wrap the key under `new_pin`; the old PIN is checked (and counted) by unlock."""
     validate_pin_policy(new_pin)
     if new_pin == old_pin:

@@ -10,6 +10,7 @@ PENDING --sign--> SIGNED --(auto)--> DELIVERED --acknowledge--> RECEIVED
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -167,11 +168,6 @@ def locked_for(session: Session, actor: Actor, request_id: int, now: datetime, *
     return user, req
 
 
-def _require_pending(req: SignatureRequest, deps: Deps) -> None:
-    if req.state != RequestState.PENDING:
-        raise Conflict(access.state_message(req, deps.timezone))
-
-
 def deliver(session: Session, req: SignatureRequest, *, now: datetime) -> None:
     req.state = RequestState.DELIVERED
     record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_DELIVERED,
@@ -194,30 +190,59 @@ def decline_request(session: Session, deps: Deps, *, actor: Actor, request_id: i
     return req
 
 
+@dataclass(frozen=True)
+class _Closing:
+    """A transition that one role makes from one state, and that may be asked for
+    twice (a double submit): asked again, it lands on the state already reached."""
+
+    role: Role
+    refusal: str  # why anyone else is refused
+    source: RequestState
+    target: RequestState
+    action: AuditAction
+    notify: NotifyEvent | None = None
+    # None: the state's own message (access.state_message); else with {state}.
+    conflict: str | None = None
+    # Acknowledging: who acknowledged and when, and the signed hash in the audit entry.
+    receipt: bool = False
+
+
+_CANCELLING = _Closing(Role.TECHNICIAN, "Only the technician who sent a request can cancel it.",
+                      RequestState.PENDING, RequestState.CANCELLED, AuditAction.REQUEST_CANCELLED)
+_ACKNOWLEDGING = _Closing(Role.RECIPIENT, "Only the destination service acknowledges receipt.",
+                         RequestState.DELIVERED, RequestState.RECEIVED,
+                         AuditAction.REQUEST_RECEIVED, NotifyEvent.RECEIVED,
+                         conflict="This request is {state}; there is nothing to acknowledge.",
+                         receipt=True)
+
+
+def _close(session: Session, deps: Deps, closing: _Closing, *, actor: Actor, request_id: int,
+           now: datetime) -> SignatureRequest:
+    user, req = locked_for(session, actor, request_id, now, role=closing.role,
+                           refusal=closing.refusal)
+    if req.state == closing.target:
+        return req  # a double submit is not an error
+    if req.state != closing.source:
+        raise Conflict(access.state_message(req, deps.timezone) if closing.conflict is None
+                       else closing.conflict.format(state=req.state))
+    req.state = closing.target
+    if not closing.receipt:
+        record(session, req, actor=actor, now=now, action=closing.action, notify=closing.notify)
+        return req
+    req.acknowledged_by_id, req.acknowledged_at = user.id, now
+    record(session, req, actor=actor, now=now, action=closing.action, notify=closing.notify,
+           sha256=req.signed_sha256)
+    return req
+
+
 def cancel_request(session: Session, deps: Deps, *, actor: Actor, request_id: int,
                    now: datetime) -> SignatureRequest:
-    _user, req = locked_for(session, actor, request_id, now, role=Role.TECHNICIAN,
-                            refusal="Only the technician who sent a request can cancel it.")
-    if req.state == RequestState.CANCELLED:
-        return req
-    _require_pending(req, deps)
-    req.state = RequestState.CANCELLED
-    record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_CANCELLED)
-    return req
+    return _close(session, deps, _CANCELLING, actor=actor, request_id=request_id, now=now)
 
 
 def acknowledge_receipt(session: Session, deps: Deps, *, actor: Actor, request_id: int,
                         now: datetime) -> SignatureRequest:
-    user, req = locked_for(session, actor, request_id, now, role=Role.RECIPIENT,
-                           refusal="Only the destination service acknowledges receipt.")
-    if req.state == RequestState.RECEIVED:
-        return req  # a double submit is not an error
-    if req.state != RequestState.DELIVERED:
-        raise Conflict(f"This request is {req.state}; there is nothing to acknowledge.")
-    req.state, req.acknowledged_by_id, req.acknowledged_at = RequestState.RECEIVED, user.id, now
-    record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_RECEIVED,
-           notify=NotifyEvent.RECEIVED, sha256=req.signed_sha256)
-    return req
+    return _close(session, deps, _ACKNOWLEDGING, actor=actor, request_id=request_id, now=now)
 
 
 def escalate_due(session: Session, deps: Deps, *, now: datetime, limit: int = 100) -> list[int]:

@@ -139,41 +139,47 @@ def _lzw(chunks: Iterable[bytes], early_change: int = 1) -> Iterator[bytes]:
         yield bytes(out)
 
 
-def _ascii85(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def _grouped_text(
+    chunks: Iterable[bytes],
+    *,
+    end_marker: bytes,
+    group: int,
+    prepare: Callable[[bytes, bool], bytes],
+    decode: Callable[[bytes], bytes],
+) -> Iterator[bytes]:
+    """A text encoding read in whole groups of `group` characters (5 for ASCII85, 2 for
+    hex): whitespace dropped, stop at `end_marker`; a partial group waits for the next
+    chunk, except the last one. `prepare(data, ended)` expands shorthands and pads.
+    Corrupt text ends the stream where a reader would stop too."""
     pending = b""
+    step = CHUNK - CHUNK % group
     for chunk in chunks:
         data = pending + chunk.translate(None, b" \t\r\n\f\x00")
-        end = data.find(b"~")
+        end = data.find(end_marker)
         if end >= 0:
             data = data[:end]
-        data = data.replace(b"z", b"!!!!!")
-        usable = len(data) - len(data) % 5 if end < 0 else len(data)
-        step = CHUNK - CHUNK % 5  # whole 5-character groups
+        data = prepare(data, end >= 0)
+        usable = len(data) - len(data) % group if end < 0 else len(data)
         try:
             for start in range(0, usable, step):
-                yield base64.a85decode(data[start : min(start + step, usable)])
-        except ValueError:
+                yield decode(data[start : min(start + step, usable)])
+        except ValueError:  # UnicodeDecodeError included
             return
         if end >= 0:
             return
         pending = data[usable:]
+
+
+def _ascii85(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    return _grouped_text(chunks, end_marker=b"~", group=5, decode=base64.a85decode,
+                         prepare=lambda data, _ended: data.replace(b"z", b"!!!!!"))
 
 
 def _asciihex(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    pending = b""
-    for chunk in chunks:
-        data = pending + chunk.translate(None, b" \t\r\n\f\x00")
-        end = data.find(b">")
-        if end >= 0:
-            data = data[:end] + (b"0" if (end % 2) else b"")
-        usable = len(data) - len(data) % 2
-        try:
-            yield bytes.fromhex(data[:usable].decode("ascii"))
-        except (ValueError, UnicodeDecodeError):
-            return
-        if end >= 0:
-            return
-        pending = data[usable:]
+    # An odd final digit stands for its high nibble: "7>" is 0x70.
+    return _grouped_text(chunks, end_marker=b">", group=2,
+                         decode=lambda text: bytes.fromhex(text.decode("ascii")),
+                         prepare=lambda data, ended: data + b"0" if ended and len(data) % 2 else data)
 
 
 DECODERS: dict[str, Callable[[Iterable[bytes]], Iterator[bytes]]] = {

@@ -114,7 +114,7 @@ def test_a_page_reaches_the_verified_phone_and_says_no_more_than_it_must(app, sv
     assert "Donor consent" not in json.dumps(page_push)  # the title (patient data) never leaves
     with svc.sessions() as s:
         assert s.get(PushSubscription, device).last_success_at == svc.clock()
-        sent = s.scalars(select(AuditEntry).where(AuditEntry.action == AuditAction.NOTIFICATION_SENT,
+        sent = s.scalars(select(AuditEntry).where(AuditEntry.action == AuditAction.PAGE_SENT,
                                                   AuditEntry.request_id == rid)).all()
         assert any('"channel":"push"' in e.line for e in sent)
 

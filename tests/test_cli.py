@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,10 @@ def test_verify_signed_tampered_unsigned_and_not_a_pdf(svc, world, settings, tmp
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_worker_once_and_audit_commands(svc, world, settings, tmp_path):
+def test_worker_once_and_audit_commands(svc, world, settings, clock, tmp_path):
+    # The worker runs on the wall clock: the request is made now, not at the session's T0,
+    # or a long suite would see its first deadline pass and count an escalation too.
+    clock.now = datetime.now(UTC).replace(microsecond=0)
     create_request(svc, world)
     env = _env(settings.instance_path, settings.keys_path, settings.database_url)
     env["SIGNFLOW_KEYS_PASSPHRASE"] = PASSPHRASE

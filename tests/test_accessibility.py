@@ -212,3 +212,93 @@ def test_the_whole_signing_flow_with_the_keyboard_alone_on_a_phone(browser, live
         assert s.get(SignatureRequest, request_id).state == "delivered"
     tech.close()
     doc.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_status_changes_are_announced_where_the_page_updates_live(browser, live_url, app, world,
+                                                                  clock):
+    """The list and the request's page poll the server; what changes is written to an
+    aria-live region, which a screen reader says without the user moving."""
+    from playwright.sync_api import expect
+
+    tech, doc = app.test_client(), app.test_client()
+    login(tech, "tech")
+    login(doc, "doc")
+    listed = new_request(tech, world, title="Kidney transplant consent")
+    shown = new_request(tech, world, title=TITLE)
+    context, page, errors = _context(browser, live_url, **SIZES["phone"])
+    # The browser's timers run only when told (run_for): no sleeping for the next poll.
+    page.clock.install(time=clock())
+    page.clock.pause_at(clock() + timedelta(seconds=1))
+    log_in(page, "tech")
+    page.goto("/requests/")
+    announce = page.locator("[data-live-announce]")
+    assert announce.get_attribute("aria-live") == "polite"
+    expect(announce).to_have_text("")
+    assert sign(doc, listed).status_code == 302
+    page.clock.run_for(10_000)  # the list's next poll of status.json
+    expect(page.locator(f'[data-state-for="{listed}"]')).to_have_text("delivered")
+    expect(announce).to_have_text(f"#{listed} Kidney transplant consent: delivered")
+
+    page.goto(f"/requests/{shown}")
+    live = page.locator("[data-ladder] [aria-live=polite]")
+    expect(live).to_contain_text("Rung 1 of 3")
+    assert sign(doc, shown).status_code == 302
+    page.clock.run_for(15_000)  # the ladder's next poll of ladder.json
+    expect(live).to_contain_text("no longer pending")
+    expect(page.locator("[data-state-for]")).to_have_text("delivered")
+    assert page.evaluate("window.__cspViolations") == [] and errors == []
+    context.close()
+
+
+# 200 % zoom of a 1280 x 800 window: the page lays out in 640 x 400 CSS pixels.
+ZOOMED = dict(viewport={"width": 640, "height": 400}, device_scale_factor=2)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_page_stays_usable_at_200_percent_zoom(browser, live_url, app, world):
+    ids = _requests(app, world)
+    wide: list[str] = []
+    for username, paths in PAGES.items():
+        context, page, errors = _context(browser, live_url, **ZOOMED)
+        if username:
+            log_in(page, username)
+        for template in paths:
+            page.goto(template.format(**ids))
+            page.wait_for_load_state("load")
+            if not no_horizontal_scroll(page):
+                wide.append(f"{username} {page.url}")
+            # Text is not shrunk to fit: the body keeps its 16 px.
+            assert page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)") >= 16
+        assert errors == [], username
+        context.close()
+    assert wide == []
+
+
+@pytest.mark.browser
+def test_the_zoom_check_sees_a_page_too_wide(browser):
+    context = browser.new_context(**ZOOMED)
+    page = context.new_page()
+    page.set_content('<!doctype html><meta name="viewport" content="width=device-width">'
+                     '<div style="width: 900px">a fixed-width block</div>')
+    assert not no_horizontal_scroll(page)
+    context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_motion_stops_for_those_who_ask_for_less(browser, live_url):
+    context, page, errors = _context(browser, live_url)
+    page.goto("/login")
+    button = page.get_by_role("button", name="Log in")
+    # The durations of the button's transitions (one per property), and how the page scrolls.
+    motion = """(el) => [[...new Set(getComputedStyle(el).transitionDuration.split(', '))],
+                         getComputedStyle(document.documentElement).scrollBehavior]"""
+    page.emulate_media(reduced_motion="no-preference")
+    assert button.evaluate(motion) == [["0.15s"], "smooth"]
+    page.emulate_media(reduced_motion="reduce")
+    assert button.evaluate(motion) == [["0s"], "auto"]
+    assert errors == []
+    context.close()

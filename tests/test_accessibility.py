@@ -17,7 +17,7 @@ from signflow.models import SignatureRequest
 from tests.a11y import (RECORD_CSP, SIZES, axe_source, axe_violations, choose_by_keyboard,
                         describe, focused_matches, log_in, no_horizontal_scroll, tab_to,
                         unreachable_by_tab)
-from tests.conftest import PASSWORD, PIN, login
+from tests.conftest import PASSWORD, PIN, csrf_token, login
 from tests.helpers import delivered_request, new_request, sign
 from tests.pdfs import make_pdf
 
@@ -149,6 +149,12 @@ def test_the_whole_signing_flow_with_the_keyboard_alone_on_a_phone(browser, live
     tech.log_in("tech")
     tech.follow('main a[href$="/requests/new"]')
     page = tech.page
+    # Sent without its file first: the form comes back with the error tied to the field.
+    tab_to(page, 'main button[type="submit"]')
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    expect(page.locator("#document-errors")).to_have_text("Choose a PDF file.")
+    tech.check()
     # Listening from now on turns Playwright's file chooser interception on before the
     # key is pressed (enabling it inside expect_file_chooser races with the keypress).
     page.on("filechooser", lambda _chooser: None)
@@ -302,3 +308,21 @@ def test_motion_stops_for_those_who_ask_for_less(browser, live_url):
     assert button.evaluate(motion) == [["0s"], "auto"]
     assert errors == []
     context.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_field_in_error_says_so_and_points_at_its_message(client, world):
+    """The hint and the error are read with the field (aria-describedby), and the field
+    is marked invalid: a screen reader user hears why the form came back."""
+    login(client, "tech")
+    token = csrf_token(client, "/requests/new")
+    page = client.post("/requests/new", data={"csrf_token": token, "title": "x"}).get_data(as_text=True)
+    field = re.search(r'<input[^>]*id="document"[^>]*>', page)
+    assert field, page[:2000]
+    assert 'aria-describedby="document-hint document-errors"' in field.group(0)
+    assert 'aria-invalid="true"' in field.group(0)
+    assert re.search(r'id="document-hint">PDF only\.<', page)
+    assert re.search(r'id="document-errors"><small class="err">Choose a PDF file\.</small>', page)
+    title = re.search(r'<input[^>]*id="title"[^>]*>', page)
+    assert title and 'aria-describedby="title-hint"' in title.group(0)
+    assert "aria-invalid" not in title.group(0)

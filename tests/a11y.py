@@ -144,11 +144,12 @@ def unreachable_by_tab(page: Any) -> list[str]:
     # Twice round: wherever the focus starts, every element comes by at least once.
     for _ in range(2 * count + 2):
         page.keyboard.press("Tab")
-        page.evaluate("() => document.activeElement && document.activeElement.setAttribute('data-tab-seen', '')")
+        page.evaluate("() => document.activeElement?.setAttribute('data-tab-seen', '')")
     missed: list[str] = page.evaluate(f"""() => ({FOCUSABLE})()
         .filter((el) => !el.hasAttribute('data-tab-seen'))
         .map((el) => el.outerHTML.slice(0, 120))""")
-    page.evaluate("() => document.querySelectorAll('[data-tab-seen]').forEach((el) => el.removeAttribute('data-tab-seen'))")
+    page.evaluate("""() => document.querySelectorAll('[data-tab-seen]')
+        .forEach((el) => el.removeAttribute('data-tab-seen'))""")
     return missed
 
 

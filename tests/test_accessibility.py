@@ -14,9 +14,19 @@ import pytest
 from flask import Flask
 
 from signflow.models import SignatureRequest
-from tests.a11y import (RECORD_CSP, SIZES, axe_source, axe_violations, choose_by_keyboard,
-                        describe, focused_matches, log_in, no_horizontal_scroll, tab_to,
-                        unreachable_by_tab)
+from tests.a11y import (
+    RECORD_CSP,
+    SIZES,
+    axe_source,
+    axe_violations,
+    choose_by_keyboard,
+    describe,
+    focused_matches,
+    log_in,
+    no_horizontal_scroll,
+    tab_to,
+    unreachable_by_tab,
+)
 from tests.conftest import PASSWORD, PIN, csrf_token, login
 from tests.helpers import delivered_request, new_request, sign
 from tests.pdfs import make_pdf

@@ -11,6 +11,7 @@ import pytest
 from signflow.core.notify.webpush import VapidSigner, WebPushSender
 from tests.a11y import RECORD_CSP, log_in
 
+
 @pytest.mark.browser
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_push_shows_a_notification_that_links_to_the_request(browser, live_url, svc, world):

@@ -16,6 +16,7 @@ from tests.a11y import PHONE, RECORD_CSP, log_in
 from tests.conftest import login
 from tests.helpers import new_request
 
+
 @pytest.fixture
 def phone(browser: Any, live_url: str) -> Iterator[Any]:
     context = browser.new_context(base_url=live_url, **PHONE)

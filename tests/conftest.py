@@ -284,6 +284,24 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
+def live_url(app: Flask) -> Iterator[str]:
+    """`app` over real HTTP, for the browser tests."""
+    from tests.a11y import live_server  # a11y imports this module: import late
+
+    with live_server(app) as url:
+        yield url
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright (tests/a11y.py: chromium)."""
+    from tests.a11y import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
 def delivered(app: Flask, world: World) -> tuple[int, FlaskClient]:
     """A request signed and delivered through the routes: its id and the technician's
     logged-in client (what the API tests start from)."""

@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from signflow.core.pades import validate as validation
 from signflow.web.headers import CSP
+from tests.a11y import PHONE, RECORD_CSP
 from tests.conftest import PASSWORD, PIN, login
 from tests.helpers import request_id_from, sign, upload
 from tests.pdfs import make_pdf
-from tests.tools import missing, require_file, serving
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PHONE = dict(viewport={"width": 360, "height": 740}, device_scale_factor=3, is_mobile=True,
-             has_touch=True)
 TITLE = "Liver transplant consent"
 MIN_TAP = 44
-
-# Runs before any page script: CSP violations are events, not exceptions, so record them.
-RECORD_CSP = """
-window.__cspViolations = [];
-document.addEventListener('securitypolicyviolation', (e) => {
-  window.__cspViolations.push(e.violatedDirective + ' ' + (e.blockedURI || 'inline'));
-});
-"""
 
 PHONE_AUDIT = """
 () => {
@@ -68,18 +53,6 @@ PHONE_AUDIT = """
   return {problems, csp: window.__cspViolations || []};
 }
 """.replace("MIN_TAP", str(MIN_TAP))
-
-
-def require_chromium() -> str:
-    """Debian's Chromium, never a downloaded one."""
-    return require_file(CHROMIUM, "package chromium")
-
-
-@pytest.fixture
-def live_url(app: Flask) -> Iterator[str]:
-    # Port 0: the kernel picks a free port, no race with other test runs.
-    with serving(make_server("127.0.0.1", 0, app, threaded=True)) as port:
-        yield f"http://127.0.0.1:{port}"
 
 
 class Phone:
@@ -136,21 +109,6 @@ def validate_outside_playwright_loop(pdf: bytes, root: Any) -> validation.Valida
     (Playwright's sync API runs one in this thread: see test_validate_pdf_under_a_running_loop)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(validation.validate_pdf, pdf, trust_roots=[root]).result()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    executable = require_chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.mark.browser

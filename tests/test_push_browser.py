@@ -4,65 +4,27 @@ delivered through the DevTools protocol, showing the notification."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
-from werkzeug.serving import make_server
 
 from signflow.core.notify.webpush import VapidSigner, WebPushSender
-from tests.conftest import PASSWORD
-from tests.tools import missing, require_file, serving
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-RECORD_CSP = """
-window.__csp = [];
-document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective));
-"""
-
-
-@pytest.fixture
-def live_url(app: Flask) -> Iterator[str]:
-    with serving(make_server("127.0.0.1", 0, app, threaded=True)) as port:
-        yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    executable = require_file(CHROMIUM, "package chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+from tests.a11y import RECORD_CSP, log_in
 
 
 @pytest.mark.browser
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_push_shows_a_notification_that_links_to_the_request(chromium, live_url, svc, world):
+def test_a_push_shows_a_notification_that_links_to_the_request(browser, live_url, svc, world):
     svc.push = WebPushSender(VapidSigner(VapidSigner.generate_pem(), "mailto:signflow@hospital.example"),
                              clock=svc.clock, allow_private=True)
-    context = chromium.new_context(base_url=live_url, viewport={"width": 360, "height": 740},
+    context = browser.new_context(base_url=live_url, viewport={"width": 360, "height": 740},
                                    is_mobile=True, has_touch=True)
     context.grant_permissions(["notifications"], origin=live_url)
     context.add_init_script(RECORD_CSP)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto("/login")
-    page.get_by_label("User name").fill("doc")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").tap()
-    page.wait_for_url(lambda url: "/login" not in url)
+    log_in(page, "doc")
     page.get_by_role("link", name="Alerts on this phone").tap()
     page.wait_for_url("**/account/push")
     button = page.get_by_role("button", name="Turn on notifications on this phone")
@@ -114,5 +76,5 @@ def test_a_push_shows_a_notification_that_links_to_the_request(chromium, live_ur
     assert other == live_url + "/"
     assert page.evaluate("window.__pushes") == [
         {"type": "signflow-push", "title": payload["title"]}, {"type": "signflow-push", "title": "x"}]
-    assert page.evaluate("window.__csp") == [] and errors == []
+    assert page.evaluate("window.__cspViolations") == [] and errors == []
     context.close()

@@ -7,52 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from signflow import jobs
-from tests.conftest import PASSWORD, login
+from tests.a11y import PHONE, RECORD_CSP, log_in
+from tests.conftest import login
 from tests.helpers import new_request
-from tests.tools import missing, require_file, serving
-
-PHONE = dict(viewport={"width": 360, "height": 740}, device_scale_factor=3, is_mobile=True,
-             has_touch=True)
-RECORD_CSP = """
-window.__csp = [];
-document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective));
-"""
 
 
 @pytest.fixture
-def phone(app: Any) -> Iterator[Any]:
-    executable = require_file(Path("/usr/bin/chromium"), "package chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed (pip install -e '.[test]')")
-    with serving(make_server("127.0.0.1", 0, app, threaded=True)) as port, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
-        context = browser.new_context(base_url=f"http://127.0.0.1:{port}", **PHONE)
-        context.add_init_script(RECORD_CSP)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        try:
-            yield page
-        finally:
-            browser.close()
-        assert errors == []
-
-
-def _login(page: Any, username: str) -> None:
-    page.goto("/login")
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").tap()
-    page.wait_for_url(lambda url: "/login" not in url)
+def phone(browser: Any, live_url: str) -> Iterator[Any]:
+    context = browser.new_context(base_url=live_url, **PHONE)
+    context.add_init_script(RECORD_CSP)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == []
 
 
 @pytest.mark.browser
@@ -66,7 +40,7 @@ def test_the_ladder_updates_live_when_the_worker_escalates(phone, app, svc, worl
     # The browser's time stands still but for run_for: each poll then shows the server's view.
     phone.clock.install(time=clock())
     phone.clock.pause_at(clock() + timedelta(seconds=1))
-    _login(phone, "tech")
+    log_in(phone, "tech")
     phone.goto(f"/requests/{rid}")
     live = phone.locator("[data-ladder] [aria-live=polite]")
     expect(live).to_contain_text("Rung 1 of 3")
@@ -84,13 +58,13 @@ def test_the_ladder_updates_live_when_the_worker_escalates(phone, app, svc, worl
     expect(live).to_contain_text("Rung 2 of 3 (backup)")
     expect(live).to_contain_text("Dr Łukasz Nowak")
     expect(timer).to_contain_text("5:00 before it moves up the ladder")
-    assert phone.evaluate("window.__csp") == []
+    assert phone.evaluate("window.__cspViolations") == []
 
 
 @pytest.mark.browser
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_board_reads_on_a_phone(phone, world):
-    _login(phone, "doc")
+    log_in(phone, "doc")
     phone.goto("/oncall/")
     cards = phone.locator(".board-group")
     assert cards.count() == 2
@@ -98,4 +72,4 @@ def test_the_board_reads_on_a_phone(phone, world):
     assert phone.evaluate("document.documentElement.scrollWidth") <= width
     boxes = [cards.nth(i).bounding_box() for i in range(2)]
     assert boxes[0]["y"] + boxes[0]["height"] <= boxes[1]["y"]  # stacked, one per row
-    assert phone.evaluate("window.__csp") == []
+    assert phone.evaluate("window.__cspViolations") == []

@@ -1,14 +1,18 @@
-// Live status on the technician's list: poll a small JSON view, update badges.
+// Live status on the technician's list: poll a small JSON view, update badges; each
+// change is also written to the list's aria-live region, so a screen reader says it
+// (a badge changing silently in the middle of the list would go unnoticed).
 "use strict";
 (function () {
   const list = document.querySelector("[data-live-status]");
   if (!list) return;
   const url = list.getAttribute("data-live-status");
+  const announce = document.querySelector("[data-live-announce]");
   async function refresh() {
     try {
       const resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (!resp.ok) return;
       const states = await resp.json();
+      const changes = [];
       for (const badge of list.querySelectorAll("[data-state-for]")) {
         const info = states[badge.getAttribute("data-state-for")];
         if (!info) continue;
@@ -16,8 +20,12 @@
         if (badge.textContent !== text) {
           badge.textContent = text;
           badge.className = "badge state-" + info.state;
+          const item = badge.closest("li");
+          const title = item ? item.querySelector("strong") : null;
+          changes.push((title ? title.textContent + ": " : "") + text);
         }
       }
+      if (announce && changes.length) announce.textContent = changes.join(". ");
     } catch (e) { /* offline for a moment: try again at the next tick */ }
   }
   setInterval(refresh, 10000);
@@ -90,8 +98,17 @@
       if (!resp.ok) return;
       const info = await resp.json();
       if (info.state !== "pending") {
+        // Said once through the live region (the timer is not announced), and the
+        // page's badge shows the new state.
         pending = false;
         left.textContent = left.getAttribute("data-text-done");
+        rung.textContent = left.getAttribute("data-text-done");
+        paged.textContent = "";
+        const badge = document.querySelector("[data-state-for]");
+        if (badge) {
+          badge.textContent = info.state;
+          badge.className = "badge state-" + info.state;
+        }
         return;
       }
       deadline = Date.now() + 1000 * info.seconds_left;

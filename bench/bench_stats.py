@@ -9,7 +9,8 @@ PostgreSQL database given by --db-url: its tables are created by the migrations)
 Then it times the whole report over the year, over one group, and over four weeks,
 against a floor measured in the same run: a plain COUNT(*) of the same period's
 requests, so the ratios compare across machines. Times are CPU seconds of this process
-on SQLite (in-process) and wall-clock seconds on PostgreSQL (its server does the work). `--quick`: 2,000 requests.
+on SQLite (in-process) and wall-clock seconds on PostgreSQL (its server does the work).
+`--quick`: 2,000 requests.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def populate(sessions, n: int) -> tuple[int, int]:  # type: ignore[no-untyped-de
                 deadline_at=created + timedelta(minutes=15), filename="x.pdf",
                 original_sha256="0" * 64, document_sha256="0" * 64, page_count=1,
                 signed_at=signed_at if signed else None,
-                acknowledged_at=signed_at + timedelta(seconds=(i * 53) % 7200) if state == "received" else None,
+                acknowledged_at=(signed_at + timedelta(seconds=(i * 53) % 7200)
+                                 if state == "received" else None),
                 created_at=created, updated_at=created))
             for level in (0, 1) if i % 7 == 0 else (0,):
                 deliveries.append(dict(
@@ -141,7 +143,8 @@ def main() -> None:
         manager_id, group_id = populate(sessions, n)
         print(f"setup: {n} requests on {engine.dialect.name} in {time.perf_counter() - start:.1f} s")
         year = stats_period.make_period(FIRST, FIRST + timedelta(days=363), "UTC")
-        month = stats_period.make_period(FIRST + timedelta(weeks=20), FIRST + timedelta(weeks=24, days=-1), "UTC")
+        month = stats_period.make_period(FIRST + timedelta(weeks=20), FIRST + timedelta(weeks=24, days=-1),
+                                         "UTC")
         with sessions() as s:
             manager = s.get(User, manager_id)
 
@@ -157,7 +160,8 @@ def main() -> None:
             unit = "CPU" if cpu else "wall"
             counted, base, _ = timed(floor(year), cpu=cpu)
             print(f"baseline COUNT(*) over the year ({counted} requests): {base * 1000:.1f} ms {unit}")
-            for label, p, g in (("whole year, every group", year, None), ("whole year, one group", year, group_id),
+            for label, p, g in (("whole year, every group", year, None),
+                                ("whole year, one group", year, group_id),
                                 ("four weeks, every group", month, None)):
                 built, spent, wall = timed(report(p, g), cpu=cpu)
                 _, floor_spent, _ = timed(floor(p), cpu=cpu)

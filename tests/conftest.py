@@ -270,7 +270,8 @@ def make_world(svc: Services, now: datetime, password_hash: str) -> World:
         return World(
             tech=tech.id, tech2=tech2.id, doc=doc.id, backup=backup.id, head=head.id,
             offduty=offduty.id, recipient=recipient.id, other_recipient=other_recipient.id,
-            auditor=auditor.id, admin=admin.id, manager=manager.id, group=group.id, other_group=other_group.id,
+            auditor=auditor.id, admin=admin.id, manager=manager.id, group=group.id,
+            other_group=other_group.id,
             destination=dest.id, other_destination=other_dest.id,
         )
 

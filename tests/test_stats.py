@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from signflow.core.audit import log as audit
+from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden, InvalidInput
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow
@@ -30,7 +31,6 @@ from signflow.models import (
     SignatureRequest,
     User,
 )
-from signflow.core.audit.log import Actor
 from tests.conftest import login
 from tests.factories import acknowledge_receipt, create_request, integration_token, sign_request
 from tests.helpers import run_jobs

@@ -49,12 +49,12 @@ def duration(seconds: int | None) -> str:
     if seconds is None:
         return "–"
     if seconds < 60:
-        return _("%(s)d s", s=seconds)
+        return str(_("%(s)d s", s=seconds))
     if seconds < 3600:
-        return _("%(m)d min %(s)02d s", m=seconds // 60, s=seconds % 60)
+        return str(_("%(m)d min %(s)02d s", m=seconds // 60, s=seconds % 60))
     if seconds < 86400:
-        return _("%(h)d h %(m)02d min", h=seconds // 3600, m=seconds % 3600 // 60)
-    return _("%(d)d d %(h)d h", d=seconds // 86400, h=seconds % 86400 // 3600)
+        return str(_("%(h)d h %(m)02d min", h=seconds // 3600, m=seconds % 3600 // 60))
+    return str(_("%(d)d d %(h)d h", d=seconds // 86400, h=seconds % 86400 // 3600))
 
 
 @bp.get("/")

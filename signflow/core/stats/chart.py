@@ -1,6 +1,6 @@
 """The weekly trend as plain geometry for a hand-written SVG template: bars and ticks
-in a 400-unit-wide view box (scaled to the screen, so a phone's 360 px keep the text
-at about 12 px). No charting library: pygal writes <style> elements and style
+in a 320-unit-wide view box (scaled to the screen, so on a phone's 360 px the text
+stays at about 12 px). No charting library: pygal writes <style> elements and style
 attributes, which the Content-Security-Policy (style-src 'self') forbids; presentation
 attributes (fill, x, y...) are not styles."""
 
@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from signflow.core.stats.report import Report
 
-WIDTH = 400
-LEFT, RIGHT = 44, 8
+WIDTH = 320
+LEFT, RIGHT = 36, 6
 PANEL_HEIGHT = 150
-GAP = 64
+GAP = 84
 TOP = 30
 MAX_X_LABELS = 5
 
@@ -94,5 +94,5 @@ def weekly(report: Report) -> Chart:
     every = max(1, -(-len(weeks) // MAX_X_LABELS))
     labels = tuple((round(LEFT + (i + 0.5) * slot, 2), w.first_day.strftime("%d/%m"))
                    for i, w in enumerate(weeks) if i % every == 0)
-    return Chart(width=WIDTH, height=int(minutes.bottom + 44), left=LEFT, right=WIDTH - RIGHT,
+    return Chart(width=WIDTH, height=int(minutes.bottom + 58), left=LEFT, right=WIDTH - RIGHT,
                  panels=(counts, minutes), x_labels=labels)

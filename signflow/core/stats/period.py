@@ -31,11 +31,11 @@ class Period:
         return (self.days + 6) // 7
 
 
-def _day(raw: str, which: str) -> date:
+def _day(raw: str) -> date:
     try:
         return date.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidInput(f"The {which} day must be a date (YYYY-MM-DD).") from None
+        raise InvalidInput("Each day of the period must be a date (YYYY-MM-DD).") from None
 
 
 def make_period(first: date, last: date, tz: str) -> Period:
@@ -43,6 +43,9 @@ def make_period(first: date, last: date, tz: str) -> Period:
         raise InvalidInput("The period ends before it starts: swap the two days.")
     if (last - first).days + 1 > MAX_DAYS:
         raise InvalidInput(f"Choose a period of at most {MAX_DAYS} days.")
+    # Beyond these, the end of the last day may not even be a datetime.
+    if first.year < 2000 or last.year > 9998:
+        raise InvalidInput("Choose days between the years 2000 and 9998.")
     zone = ZoneInfo(tz)
     starts = datetime.combine(first, time(), zone)
     ends = datetime.combine(last + timedelta(days=1), time(), zone)
@@ -59,4 +62,4 @@ def parse_period(raw_from: str | None, raw_to: str | None, *, tz: str, now: date
         return make_period(today - timedelta(days=DEFAULT_DAYS - 1), today, tz)
     if not raw_from or not raw_to:
         raise InvalidInput("Give both the first and the last day of the period.")
-    return make_period(_day(raw_from, "first"), _day(raw_to, "last"), tz)
+    return make_period(_day(raw_from), _day(raw_to), tz)

@@ -338,3 +338,13 @@ def test_the_default_period_is_the_last_four_weeks(svc, world):
     assert chosen.ends_at == datetime(2026, 2, 16, 23, 0, tzinfo=UTC)
     with svc.sessions() as s:
         assert s.scalar(select(func.count()).select_from(OnCallGroup)) == 2
+
+
+def test_the_hour_an_autumn_clock_change_adds_belongs_to_the_last_week(svc, world):
+    # 5 October .. 1 November 2026 in Paris: four weeks and one hour (25 October).
+    with svc.sessions() as s, s.begin():
+        _request(s, world, created=datetime(2026, 11, 1, 22, 30, tzinfo=UTC),  # 23:30 in Paris
+                 state=RequestState.DELIVERED, signed_after=5)
+    report = _report(svc, world, first=date(2026, 10, 5), last=date(2026, 11, 1))
+    assert [(w.requests, w.to_signed.median) for w in report.weeks] == [
+        (0, None), (0, None), (0, None), (1, 5)]

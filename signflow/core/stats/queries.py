@@ -67,7 +67,10 @@ def _statement(dialect: str, *, one_group: bool) -> str:
 WITH base AS MATERIALIZED (
   SELECT r.group_id AS group_id, r.urgency AS urgency, r.state AS state,
          r.escalation_level AS rung, {e("r.created_at")} AS t0,
-         ({e("r.created_at")} - :start_epoch) / {WEEK_SECONDS} AS week,
+         -- Weeks of 7 x 24 h from the start; an autumn clock change makes the period an
+         -- hour longer than its days, and that hour belongs to the last week.
+         CASE WHEN ({e("r.created_at")} - :start_epoch) / {WEEK_SECONDS} > :last_week
+              THEN :last_week ELSE ({e("r.created_at")} - :start_epoch) / {WEEK_SECONDS} END AS week,
          (SELECT {e("MIN(d.sent_at)")} {page}) AS t_paged,
          (SELECT {e("MIN(d.seen_at)")} {page}) AS t_opened,
          CASE WHEN r.state IN ({done}) THEN {e("r.signed_at")} END AS t_signed,
@@ -111,9 +114,10 @@ def run(session: Session, period: Period, *, group_id: int | None) -> Figures:
         raise RuntimeError(f"statistics are written for {sorted(EPOCH)}, not {dialect}")
     statement = text(_statement(dialect, one_group=group_id is not None)).bindparams(
         bindparam("starts_at", type_=UTCDateTime()), bindparam("ends_at", type_=UTCDateTime()),
-        bindparam("start_epoch", type_=Integer()))
+        bindparam("start_epoch", type_=Integer()), bindparam("last_week", type_=Integer()))
     params: dict[str, object] = {"starts_at": period.starts_at, "ends_at": period.ends_at,
-                                 "start_epoch": int(period.starts_at.timestamp())}
+                                 "start_epoch": int(period.starts_at.timestamp()),
+                                 "last_week": period.weeks - 1}
     if group_id is not None:
         params["group_id"] = group_id
     return Figures(rows=[tuple(row) for row in session.execute(statement, params)])

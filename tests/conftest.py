@@ -199,6 +199,7 @@ class World:
     other_recipient: int
     auditor: int
     admin: int
+    manager: int
     group: int
     other_group: int
     destination: int
@@ -251,6 +252,7 @@ def make_world(svc: Services, now: datetime, password_hash: str) -> World:
         other_recipient = user("cardio", Role.RECIPIENT, destination_id=other_dest.id)
         auditor = user("auditor", Role.AUDITOR)
         admin = user("admin", Role.ADMIN)
+        manager = user("manager", Role.MANAGER)
         group = OnCallGroup(name="Anaesthesia on call", head_user_id=head.id)
         other_group = OnCallGroup(name="Cardiology on call")
         s.add_all([group, other_group])
@@ -268,7 +270,8 @@ def make_world(svc: Services, now: datetime, password_hash: str) -> World:
         return World(
             tech=tech.id, tech2=tech2.id, doc=doc.id, backup=backup.id, head=head.id,
             offduty=offduty.id, recipient=recipient.id, other_recipient=other_recipient.id,
-            auditor=auditor.id, admin=admin.id, group=group.id, other_group=other_group.id,
+            auditor=auditor.id, admin=admin.id, manager=manager.id, group=group.id,
+            other_group=other_group.id,
             destination=dest.id, other_destination=other_dest.id,
         )
 

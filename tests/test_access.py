@@ -29,13 +29,14 @@ from tests.conftest import PASSWORD, PIN, TEST_ACTOR, csrf_token, login
 from tests.factories import count, state_of
 from tests.helpers import delivered_request, new_request, pending_request_seen_by, sign_form
 
-ROLES = ("anonymous", "technician", "physician", "recipient", "auditor", "admin")
+ROLES = ("anonymous", "technician", "physician", "recipient", "auditor", "admin", "manager")
 ACCOUNT = {
     "technician": "tech",
     "physician": "doc",
     "recipient": "recipient",
     "auditor": "auditor",
     "admin": "admin",
+    "manager": "manager",
 }
 PUBLIC = frozenset(ROLES)
 
@@ -70,8 +71,8 @@ def _timestamp_query() -> bytes:
 
 def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any,
            changes: tuple[int, int] = (0, 0), channel: int = 0) -> list[Route]:
-    tech, phys, recip, aud, adm = (
-        frozenset({r}) for r in ("technician", "physician", "recipient", "auditor", "admin")
+    tech, phys, recip, aud, adm, mgr = (
+        frozenset({r}) for r in ("technician", "physician", "recipient", "auditor", "admin", "manager")
     )
     readers = frozenset({"technician", "physician", "recipient"})
     people = PUBLIC - {"anonymous"}
@@ -176,6 +177,12 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
                 b"group,physician,rung,start,end\n"
                 b"Cardiology on call,head,backup,2030-02-01 08:00,2030-02-01 20:00\n"), "rota.csv"),
             "import-group": "0", "import-level": "0", "import-fold": ""}),
+        # The turnaround statistics: the manager only (test_stats.py), and on the API a
+        # token with the stats scope.
+        Route("GET", "/stats/", mgr, 200),
+        Route("GET", "/stats/trend.svg", mgr, 200),
+        Route("GET", "/stats/export.csv", mgr, 200),
+        Route("GET", "/api/v1/stats", frozenset(), 401, same_for_all=True),
         Route("GET", "/oncall/", frozenset({"technician", "physician", "admin"}), 200),
         Route("GET", "/inbox/absence", phys, 200),
         Route("POST", "/inbox/absence", phys, 302, lambda _: {

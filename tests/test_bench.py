@@ -29,3 +29,8 @@ def test_audit_benchmark_runs():
 def test_stall_benchmark_runs():
     out = _run("bench/bench_stall.py", "--entries", "20", "--rounds", "1", "--pages", "2")
     assert "x baseline" in out and "six uploads at once" in out and "errors 0" in out
+
+
+def test_stats_benchmark_runs():
+    out = _run("bench/bench_stats.py", "--quick")
+    assert "x baseline" in out and "whole year, every group: 1999 requests" in out

@@ -310,3 +310,29 @@ def test_a_page_that_cannot_be_shown_takes_the_sign_form_away(browser, app, live
     expect(phone.page.get_by_alt_text("Page 1 of 3")).to_be_visible()
     expect(phone.page.locator("details.decline form")).to_have_count(1)
     phone.context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_manager_reads_the_statistics_on_a_phone(browser, live_url, svc, world):
+    """The dashboard at 360 px: no sideways scroll, labelled filters, the chart shown as
+    an image within the CSP (signflow/core/stats, tests/test_stats.py for the figures)."""
+    from tests.factories import create_request
+
+    create_request(svc, world)
+    manager = Phone(browser, live_url, "manager")
+    manager.login("manager")  # lands on the statistics, audited
+    page = manager.page
+    assert page.url.endswith("/stats/")
+    chart = page.get_by_role("img", name=re.compile("weekly trend"))
+    chart.wait_for()
+    page.wait_for_function("() => document.querySelector('img.chart').complete")
+    box = chart.bounding_box()
+    assert page.evaluate("() => document.querySelector('img.chart').naturalWidth") > 0
+    assert box is not None and 300 < box["width"] <= 360 and box["height"] > 200
+    page.get_by_label("On-call group").select_option(label="Anaesthesia on call")
+    page.get_by_role("button", name="Show").tap()
+    page.wait_for_url("**group=**")
+    manager.audit()
+    assert page.get_by_role("table", name=re.compile("Time from upload, Anaesthesia on call")).count() == 1
+    manager.close()

@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 90.0
 TABLE_HEADER = re.compile(r"^login\s+password\s+role\s+PIN\s+TOTP secret\s*$")
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
-HOMES = {"technician": ("/requests/", "My requests"), "physician": ("/inbox/", "To sign")}
+HOMES = {"technician": ("/requests/", "My requests"), "physician": ("/inbox/", "To sign"),
+         "manager": ("/stats/", "Turnaround statistics")}
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,9 @@ def run_demo(tmp_path: Path, *, stale: dict[str, Credential] | None = None
         assert table["tech"].totp is None and table["dr.lefevre"].totp  # MFA for physicians
         assert_home(base, table["tech"])
         assert_home(base, table["dr.lefevre"])
+        # The manager's statistics (no second factor: aggregates only).
+        assert table["manager"].role == "manager" and table["manager"].totp is None
+        assert_home(base, table["manager"])
         assert_refused(base, Credential("tech", table["tech"].password + "x", "technician", None))
         for old in (stale or {}).values():
             assert old.password != table[old.login].password

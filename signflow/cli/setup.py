@@ -131,6 +131,7 @@ DEMO_USERS = [
     ("transplant", "Transplant service desk", Role.RECIPIENT, None),
     ("auditor", "Ada Auditor", Role.AUDITOR, None),
     ("admin", "Alex Admin", Role.ADMIN, None),
+    ("manager", "Maud Manager", Role.MANAGER, None),
 ]
 
 

@@ -15,6 +15,9 @@ class Role(StrEnum):
     # A system, not a person: uses API tokens only, bound to one destination (it
     # receives like a recipient) or one on-call group (it submits like a technician).
     INTEGRATION = "integration"
+    # Runs the service: turnaround statistics only (signflow.core.stats), never a
+    # document, a request's title or a person's name.
+    MANAGER = "manager"
 
 
 class ServiceRole(StrEnum):
@@ -35,6 +38,8 @@ class ApiScope(StrEnum):
     DOWNLOAD = "download"
     ACKNOWLEDGE = "acknowledge"
     TIMESTAMP = "timestamp"
+    # The turnaround statistics (GET /api/v1/stats): aggregate figures, no request.
+    STATS = "stats"
 
 
 class RequestState(StrEnum):

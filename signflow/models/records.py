@@ -46,6 +46,8 @@ class AuditEntry(Base):
         Index("ix_audit_actor_seq", "actor_id", "seq"),
         Index("ix_audit_action_seq", "action", "seq"),
         Index("ix_audit_time", "time"),
+        # A request's delivery and escalations, for the statistics.
+        Index("ix_audit_request_action", "request_id", "action", "time"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -50,6 +50,8 @@ class SignatureRequest(Base):
         Index("ix_requests_state_deadline", "state", "deadline_at"),
         Index("ix_requests_technician", "technician_id", "created_at"),
         Index("ix_requests_destination", "destination_id", "state"),
+        # The statistics read a period of uploads (signflow.core.stats.queries).
+        Index("ix_requests_created", "created_at", "group_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -12,10 +12,12 @@ from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
+from signflow.core.stats import report as stats
 from signflow.models import ApiScope, SignatureRequest, Urgency
 from signflow.web.bearer import bearer_required
 from signflow.web.context import current
 from signflow.web.documents import attachment
+from signflow.web.stats import current_report
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -108,6 +110,13 @@ def acknowledge(request_id: int) -> Response:
     return jsonify(_summary(req))
 
 
+@bp.get("/stats")
+@bearer_required(ApiScope.STATS)
+def statistics() -> Response:
+    """The manager's dashboard figures (same query string: from, to, group)."""
+    return jsonify(stats.as_json(current_report()))
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(OPENAPI)
@@ -165,6 +174,18 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "PDF", "content": {"application/pdf": {
                 "schema": {"type": "string", "format": "binary"}}}},
                 "401": _ERR, "403": _ERR, "404": _ERR}}},
+        "/stats": {"get": {
+            "summary": "Turnaround statistics per on-call group and urgency, and per week "
+                       "(scope stats); times in seconds from the upload, nearest-rank percentiles",
+            "parameters": [
+                {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"},
+                 "description": "first day (site time zone); with `to`, or neither (last 28 days)"},
+                {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"},
+                 "description": "last day, included"},
+                {"name": "group", "in": "query", "schema": {"type": "integer"},
+                 "description": "one on-call group's id; every group without it"}],
+            "responses": {"200": {"description": "Figures", "content": {"application/json": {
+                "schema": {"type": "object"}}}}, "400": _ERR, "401": _ERR, "403": _ERR}}},
         "/requests/{request_id}/acknowledge": {"post": {
             "summary": "Acknowledge receipt of a delivered document", "parameters": _ID,
             "responses": {"200": _REQ, "401": _ERR, "403": _ERR, "404": _ERR, "409": _ERR}}},

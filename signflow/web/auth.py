@@ -33,6 +33,7 @@ HOME = {
     Role.RECIPIENT: "destination.inbox",
     Role.AUDITOR: "auditor.index",
     Role.ADMIN: "admin.users",
+    Role.MANAGER: "stats.index",
 }
 
 

@@ -14,7 +14,7 @@ from signflow.web.forms import FORM_EXPIRED, ConfirmForm, ContactCodeForm, Conta
 from signflow.web.guards import roles
 
 bp = Blueprint("contacts", __name__, url_prefix="/account/contacts")
-PEOPLE = (Role.PHYSICIAN, Role.TECHNICIAN, Role.RECIPIENT, Role.ADMIN, Role.AUDITOR)
+PEOPLE = (Role.PHYSICIAN, Role.TECHNICIAN, Role.RECIPIENT, Role.ADMIN, Role.AUDITOR, Role.MANAGER)
 
 
 @bp.get("/")

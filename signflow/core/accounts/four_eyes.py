@@ -6,7 +6,8 @@ The rule: an account whose role reads documents it did not produce or signs
 second, different administrator approves. So creating or re-enabling one, changing a
 physician's name, professional id or address (where the enrolment code goes), or
 attaching a recipient to a destination is a *pending change*. Technicians (who see
-only what they upload) and auditors (metadata, never contents) are created at once.
+only what they upload), auditors (metadata, never contents) and managers (aggregate
+statistics only) are created at once.
 Taking power away (disabling) never waits. Both steps are audited and the person
 concerned is told. The `signflow` command line (the operator's break-glass path,
 audited as the operator) is not subject to this.

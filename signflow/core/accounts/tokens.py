@@ -65,12 +65,15 @@ def scopes_of(row: ApiToken) -> frozenset[ApiScope]:
 
 def allowed_scopes(user: User) -> frozenset[ApiScope]:
     """What an integration account's binding lets its tokens do: a destination's
-    account receives, a group's account submits; any may ask for timestamps."""
+    account receives, a group's account submits; any may ask for timestamps; one bound
+    to neither may also read the statistics."""
     if user.destination_id is not None:
         return RECEIVING | {ApiScope.TIMESTAMP}
     if user.submit_group_id is not None:
         return SUBMITTING | {ApiScope.TIMESTAMP}
-    return frozenset({ApiScope.TIMESTAMP})
+    # Bound to neither: a timestamping client, or a reporting system reading the
+    # turnaround statistics (aggregates only, never a request).
+    return frozenset({ApiScope.TIMESTAMP, ApiScope.STATS})
 
 
 def create_api_token(

@@ -44,6 +44,7 @@ PAGES: dict[str, list[str]] = {
             "/inbox/signing-pin/unblock", "/inbox/absence", "/oncall/", *ACCOUNT],
     "recipient": ["/received/", "/received/{delivered}", *ACCOUNT],
     "auditor": ["/audit/", "/audit/requests/{delivered}", "/audit/verify", *ACCOUNT],
+    "manager": ["/stats/", "/stats/?group={group}", *ACCOUNT],
     "admin": ["/admin/users", "/admin/users/{doc}", "/admin/changes", "/admin/rota", "/oncall/",
               *ACCOUNT],
 }
@@ -55,7 +56,7 @@ def _requests(app: Flask, world: Any) -> dict[str, int]:
     tech = app.test_client()
     login(tech, "tech")
     pending = new_request(tech, world, data=make_pdf(3, TITLE), title=TITLE)
-    return {"pending": pending, "delivered": delivered, "doc": world.doc}
+    return {"pending": pending, "delivered": delivered, "doc": world.doc, "group": world.group}
 
 
 def _context(browser: Any, live_url: str, **size: Any) -> tuple[Any, Any, list[str]]:

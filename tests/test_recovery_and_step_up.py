@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-
 from datetime import timedelta
 
 import pikepdf

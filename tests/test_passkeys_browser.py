@@ -20,8 +20,9 @@ from werkzeug.serving import make_server
 from signflow.app import create_app
 from signflow.core.accounts import passkeys
 from signflow.core.errors import AuthenticationFailed
-from signflow.models import AuditEntry, PasskeyPurpose, WebAuthnCredential
-from tests.conftest import PASSWORD
+from signflow.models import AuditEntry, PasskeyPurpose, SignatureRequest, WebAuthnCredential
+from tests.conftest import PASSWORD, PIN, login
+from tests.helpers import new_request
 from tests.tools import missing, require_file, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -110,7 +111,7 @@ class Phone:
         self.page.goto("/login")
         self.page.get_by_label("User name").fill(username)
         self.page.get_by_label("Password").fill(PASSWORD)
-        self.page.get_by_role("button", name="Log in", exact=True).click()
+        self.page.get_by_role("button", name="Log in").click()
         self.page.wait_for_url(lambda url: "/login" not in url or "/login/code" in url)
 
     def add_passkey(self, name: str) -> None:
@@ -121,7 +122,7 @@ class Phone:
 
     def passkey_login(self) -> None:
         self.page.goto("/login")
-        self.page.get_by_role("button", name="Log in with a passkey").click()
+        self.page.get_by_role("button", name="Use a passkey instead").click()
 
     def logout(self) -> None:
         self.page.get_by_role("button", name="Log out").click()
@@ -258,3 +259,26 @@ def test_an_older_assertion_replayed_after_a_newer_one_is_refused(chromium, site
         passkeys.authenticate(s, rp, purpose=PasskeyPurpose.LOGIN, user_id=None,
                               response_json=newer, now=clock(), ip="127.0.0.1")
     assert _refusals(svc)[-1]["problem"] == "challenge"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_passkey_confirms_on_the_sign_page(chromium, site, svc, world):
+    tech = site.app.test_client()
+    login(tech, "tech")
+    rid = new_request(tech, world)
+    phone = Phone(chromium, site.url)
+    page = phone.page
+    phone.password_login("doc")
+    phone.add_passkey("My phone")  # no second factor was used in this login: step-up applies
+    page.goto(f"/inbox/{rid}")
+    page.get_by_label("Signing PIN").fill(PIN)
+    page.get_by_role("button", name="Confirm with my passkey and sign").click()
+    page.get_by_text("Signed and delivered").wait_for()
+    with svc.sessions() as s:
+        req = s.get(SignatureRequest, rid)
+        assert req.signed_by_id == world.doc
+        lines = s.scalars(select(AuditEntry.line).where(
+            AuditEntry.action == "step_up.succeeded")).all()
+    assert [json.loads(line)["factor"] for line in lines] == ["passkey"]
+    assert phone.csp() == [] and phone.errors == []

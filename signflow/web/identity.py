@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import factors, passkeys, recovery, step_up
@@ -201,6 +202,8 @@ def second_factor_recovery() -> Response:
     """A recovery code in place of the second factor (lost phone): it logs in, but is no
     fresh factor for signing; the user is sent to set up a new one."""
     rc = current()
+    if current_user.is_authenticated:
+        return redirect(url_for("auth.home"))
     account = pending_account()
     if account is None:
         return redirect(url_for("auth.login"))

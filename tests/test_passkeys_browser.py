@@ -282,3 +282,22 @@ def test_a_passkey_confirms_on_the_sign_page(chromium, site, svc, world):
             AuditEntry.action == "step_up.succeeded")).all()
     assert [json.loads(line)["factor"] for line in lines] == ["passkey"]
     assert phone.csp() == [] and phone.errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_passwordless_login_is_for_physicians_only(chromium, site, svc, world):
+    phone = Phone(chromium, site.url)
+    phone.password_login("tech")
+    phone.add_passkey("Desk key")  # a technician's passkey is a second factor...
+    phone.logout()
+    phone.passkey_login()  # ...not a login on its own
+    status = phone.page.locator("[data-passkey-status]")
+    status.wait_for()
+    assert "not accepted" in status.inner_text() and phone.page.url.endswith("/login")
+    assert _refusals(svc)[-1]["problem"] == "not-allowed"
+    phone.password_login("tech")
+    assert "/login/code" in phone.page.url
+    phone.page.get_by_role("button", name="Use my passkey").click()
+    phone.page.wait_for_url("**/requests/")
+    assert _logins(svc, world.tech)[-1] == ["password", "passkey"]

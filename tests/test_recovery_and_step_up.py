@@ -245,3 +245,24 @@ def test_a_physician_without_a_second_factor_is_not_asked(app, svc, world, clock
     assert 'name="step_up_code"' not in doc.get(f"/inbox/{rid}").get_data(as_text=True)
     assert sign(doc, rid).status_code == 302
     assert "step_up.required" not in _actions(svc, world.doc)
+
+
+def test_adding_a_passkey_takes_a_fresh_factor_once_one_is_enrolled(app, svc, world, clock):
+    # A stolen session must not add its own passkey and so pass the step-up.
+    doc, secret = _doc_with_totp(app, clock)
+    token = csrf_token(doc, "/account/passkeys")
+    assert doc.post("/account/passkeys/options", data={"csrf_token": token}).status_code == 200
+    clock.advance(minutes=16)
+    stale = doc.post("/account/passkeys/options", data={"csrf_token": token})
+    assert stale.status_code == 403 and "confirm it is you" in stale.get_data(as_text=True)
+    # A recovery code just used (the lost phone) lets the owner add one at once.
+    codes = new_recovery_codes(doc)
+    clock.advance(seconds=60)
+    lost = app.test_client()
+    password_step(lost, "doc")
+    assert recovery_step(lost, codes[0]).status_code == 302
+    token = csrf_token(lost, "/account/passkeys")
+    options = lost.post("/account/passkeys/options", data={"csrf_token": token})
+    assert options.status_code == 200 and options.json["rp"]["id"] == "127.0.0.1"
+    assert options.json["authenticatorSelection"]["userVerification"] == "required"
+    assert secret  # the TOTP seed stays enrolled meanwhile

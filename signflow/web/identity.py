@@ -14,9 +14,9 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from signflow.core.accounts import factors, passkeys, recovery, step_up
+from signflow.core.accounts import passkeys, recovery, step_up
 from signflow.core.audit.log import Actor
-from signflow.core.errors import AuthenticationFailed, Forbidden, InvalidInput
+from signflow.core.errors import AuthenticationFailed, InvalidInput
 from signflow.models import PasskeyPurpose
 from signflow.web.auth import (
     RECOVERED_AT,
@@ -52,8 +52,7 @@ def _answer(body: dict[str, object]) -> str:
 
 
 def _options(raw_json: str) -> Response:
-    resp = Response(raw_json, mimetype="application/json")
-    return resp
+    return Response(raw_json, mimetype="application/json")
 
 
 @bp.get("/account/passkeys")
@@ -65,17 +64,12 @@ def passkeys_page() -> str:
 
 
 def _require_enrolment_allowed() -> None:
-    """A new passkey is a new way to pass step-up: adding one takes what step-up takes (a
-    fresh factor), or a recovery code just used (the lost phone), or having none yet."""
     rc = current()
-    minutes = rc.settings.step_up_minutes
     recovered = session.get(RECOVERED_AT)
-    recovered_at = datetime.fromtimestamp(float(recovered), UTC) if recovered is not None else None
-    if (factors.has_second_factor(rc.session, rc.user)
-            and not step_up.is_fresh(last_factor_at(), now=rc.now, minutes=minutes)
-            and not step_up.is_fresh(recovered_at, now=rc.now, minutes=minutes)):
-        raise Forbidden("To add a passkey, confirm it is you first: log out, then log in again "
-                        "with your current passkey or authenticator app.")
+    step_up.require_enrolment_allowed(
+        rc.session, rc.user, last_factor_at=last_factor_at(),
+        recovered_at=datetime.fromtimestamp(float(recovered), UTC) if recovered is not None else None,
+        now=rc.now, minutes=rc.settings.step_up_minutes)
 
 
 @bp.post("/account/passkeys/options")
@@ -156,7 +150,7 @@ def login_passkey() -> Response:
                                     user_id=None, response_json=_answer(_json_body()), now=rc.now,
                                     ip=rc.ip)
     passkeys.record_login(rc.session, actor=Actor.of(account, rc.ip), factors=["passkey"],
-                          now=rc.now)
+                          now=rc.now, throttle_key=rc.deps.login_key)
     target = safe_next(request.args.get("next")) or url_for("auth.home")
     session.clear()
     start_session(account, fresh_factor=True)
@@ -185,7 +179,8 @@ def second_factor_passkey() -> Response:
                           user_id=account.id, response_json=_answer(_json_body()), now=rc.now,
                           ip=rc.ip)
     passkeys.record_login(rc.session, actor=Actor.of(account, rc.ip),
-                          factors=["password", "passkey"], now=rc.now)
+                          factors=["password", "passkey"], now=rc.now,
+                          throttle_key=rc.deps.login_key, device=session.get("mfa_device"))
     return _as_json(finish_second_factor(account, fresh_factor=True))
 
 

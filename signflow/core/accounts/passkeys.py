@@ -35,6 +35,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from signflow.core.accounts import throttle
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
@@ -259,8 +260,11 @@ def authenticate(session: Session, rp: RelyingParty, *, purpose: PasskeyPurpose,
     return owner
 
 
-def record_login(session: Session, *, actor: Actor, factors: list[str], now: datetime) -> None:
-    """A login completed with a passkey (alone, or after the password)."""
+def record_login(session: Session, *, actor: Actor, factors: list[str], now: datetime,
+                 throttle_key: bytes, device: str | None = None) -> None:
+    """A login completed with a passkey (alone, or after the password): as after a right
+    TOTP code, the failure counters of this account from here start over."""
+    throttle.record_success(session, throttle.Attempt(throttle_key, actor.name, actor.ip, device))
     audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_SUCCEEDED,
                  factors=list(factors))
 

@@ -38,6 +38,18 @@ def needed(session: Session, user: User, *, last_factor_at: datetime | None, now
         last_factor_at, now=now, minutes=minutes)
 
 
+def require_enrolment_allowed(session: Session, user: User, *, last_factor_at: datetime | None,
+                              recovered_at: datetime | None, now: datetime, minutes: int) -> None:
+    """A new passkey is a new way past the step-up, so adding one takes what the step-up
+    takes (a fresh factor), or a recovery code just used (the lost phone), or having no
+    second factor yet: a stolen session cannot add its own."""
+    if (factors.has_second_factor(session, user)
+            and not is_fresh(last_factor_at, now=now, minutes=minutes)
+            and not is_fresh(recovered_at, now=now, minutes=minutes)):
+        raise Forbidden("To add a passkey, confirm it is you first: log out, then log in again "
+                        "with your current passkey or authenticator app.")
+
+
 def record_required(session: Session, *, actor: Actor, request_id: int, now: datetime) -> None:
     audit.append(session, now=now, actor=actor, action=AuditAction.STEP_UP_REQUIRED,
                  request_id=request_id)

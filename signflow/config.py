@@ -90,8 +90,10 @@ class Settings:
     pkcs11_pin_file: str | None = None
     # Add a fresh archive timestamp when the newest one expires within this many days.
     lta_renew_days: int = 180
-    # Roles that must log in with a second factor (TOTP).
+    # Roles that must log in with a second factor (TOTP or a passkey).
     mfa_roles: str = "physician,admin,auditor"
+    # A signature needs a second factor used within this many minutes (step-up).
+    step_up_minutes: int = 15
 
     @property
     def production(self) -> bool:

@@ -188,3 +188,47 @@ def enrolment_code(svc: Any, client: FlaskClient, email: str) -> str:
     match = ENROLMENT_CODE.search(sent[-1].body)
     assert match
     return match.group(1)
+
+
+# --------------------------------------------------------------------------- second factors
+
+TOTP_SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
+RECOVERY_CODE = re.compile(r"<code>([2-9A-Z]{5}-[2-9A-Z]{5})</code>")
+
+
+def password_step(client: FlaskClient, username: str, password: str = PASSWORD):
+    """The login form, posted: the response (a redirect to the second factor or home)."""
+    token = csrf_token(client, "/login")
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": token})
+
+
+def enrol_totp(client: FlaskClient, now: Any) -> str:
+    """The logged-in user turns TOTP on through the page, with a real code; returns the seed."""
+    import pyotp
+
+    # Each visit seals a new seed in the session: seed and token from the same page.
+    page = client.get("/account/two-factor").get_data(as_text=True)
+    secret_match = TOTP_SECRET.search(page)
+    token_match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert secret_match and token_match, page[:1500]
+    secret, token = secret_match.group(1), token_match.group(1)
+    resp = client.post("/account/two-factor", data={"csrf_token": token,
+                                                    "code": pyotp.TOTP(secret).at(now)})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-800:]
+    return secret
+
+
+def new_recovery_codes(client: FlaskClient) -> list[str]:
+    """The logged-in user makes a (new) set of recovery codes; returns the ten shown."""
+    token = csrf_token(client, "/account/recovery-codes")
+    page = client.post("/account/recovery-codes", data={"csrf_token": token})
+    assert page.status_code == 200, page.get_data(as_text=True)[-800:]
+    codes = RECOVERY_CODE.findall(page.get_data(as_text=True))
+    assert len(codes) == 10
+    return codes
+
+
+def recovery_step(client: FlaskClient, code: str):
+    token = csrf_token(client, "/login/code")
+    return client.post("/login/recovery", data={"code": code, "csrf_token": token})

@@ -239,6 +239,19 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("POST", "/account/push/subscribe", PUBLIC - {"anonymous"}, 400),
         Route("POST", "/account/push/1/verify", PUBLIC - {"anonymous"}, 404, lambda _: {"code": "123456"}),
         Route("POST", "/account/push/1/remove", PUBLIC - {"anonymous"}, 404),
+        # Passkeys and recovery codes: anyone logged in manages their own (tests in
+        # test_passkeys_browser.py, test_recovery_and_step_up.py). Passkey 1 is nobody's,
+        # nobody has one (so no step-up options: 404), and a body that is not the
+        # browser's JSON answer is 400.
+        Route("GET", "/account/passkeys", people, 200),
+        Route("POST", "/account/passkeys/options", people, 200),
+        Route("POST", "/account/passkeys", people, 400),
+        Route("POST", "/account/passkeys/1/revoke", people, 404),
+        Route("POST", "/account/step-up/options", people, 404),
+        Route("GET", "/account/recovery-codes", people, 200),
+        Route("POST", "/account/recovery-codes", people, 200),
+        Route("POST", "/login/passkey/options", PUBLIC, 200, same_for_all=True),
+        Route("POST", "/login/passkey", PUBLIC, 400, same_for_all=True),
         # Only on an instance `signflow demo` made (test_demo_outbox.py); not this one.
         Route("GET", "/demo/messages", PUBLIC, 404, same_for_all=True),
     ]
@@ -301,7 +314,9 @@ def test_every_route_for_every_role(app, svc, world, keys_dir):
         rule = next(r for r in app.url_map.iter_rules(endpoint) if route.method in r.methods)
         tested.add((route.method, rule.rule))
     # Checked at the end: logout, and the second-factor step (which drops any session).
-    tested |= {("POST", "/logout"), ("GET", "/login/code"), ("POST", "/login/code")}
+    tested |= {("POST", "/logout"), ("GET", "/login/code"), ("POST", "/login/code"),
+               ("POST", "/login/recovery"), ("POST", "/login/code/passkey"),
+               ("POST", "/login/code/passkey/options")}
     assert served - tested == set()
 
     denied_before = count(svc, AuditEntry, AuditEntry.action == "access.denied")
@@ -362,8 +377,14 @@ def test_every_route_for_every_role(app, svc, world, keys_dir):
         for resp in (
             client.post("/login/code", data={"csrf_token": token, "code": "123456"}),
             client.get("/login/code"),
+            client.post("/login/recovery", data={"csrf_token": token, "code": "ABCDE-FGHJK"}),
         ):
             assert resp.status_code == 302 and resp.headers["Location"] == target, role
+        # The passkey variant of the step answers its script: no login under way.
+        for path in ("/login/code/passkey/options", "/login/code/passkey"):
+            resp = client.post(path, data={"csrf_token": token},
+                               headers={"Accept": "application/json"})
+            assert resp.status_code == 401 and resp.mimetype == "application/problem+json", role
         if role != "anonymous":
             assert client.get("/").headers["Location"] != "/login", role  # still logged in
 

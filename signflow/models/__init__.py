@@ -13,6 +13,7 @@ from signflow.models.enums import (
     JobKind,
     JobStatus,
     NotifyEvent,
+    PasskeyPurpose,
     RequestState,
     Role,
     ServiceRole,
@@ -33,6 +34,7 @@ from signflow.models.tables import (
     OnCallGroup,
     PendingChange,
     RateLimit,
+    RecoveryCode,
     RotaShift,
     RouteStep,
     Setting,
@@ -43,6 +45,8 @@ from signflow.models.tables import (
     TextEnum,
     User,
     UTCDateTime,
+    WebAuthnChallenge,
+    WebAuthnCredential,
 )
 
 __all__ = [
@@ -70,7 +74,9 @@ __all__ = [
     "NotificationDelivery",
     "NotifyEvent",
     "OnCallGroup",
+    "PasskeyPurpose",
     "RateLimit",
+    "RecoveryCode",
     "RequestFollowUp",
     "RotaAbsence",
     "PendingChange",
@@ -89,4 +95,6 @@ __all__ = [
     "UTCDateTime",
     "Urgency",
     "User",
+    "WebAuthnChallenge",
+    "WebAuthnCredential",
 ]

@@ -141,6 +141,15 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+class PasskeyPurpose(StrEnum):
+    """What a WebAuthn ceremony's challenge was issued for: one is never accepted for another."""
+
+    REGISTER = "register"
+    LOGIN = "login"  # passwordless: the passkey (with user verification) is both factors
+    SECOND_FACTOR = "second_factor"  # after the password
+    STEP_UP = "step_up"  # a fresh factor on the sign page
+
+
 class AuditAction(StrEnum):
     """Every kind of audit entry. The auditor's filter and the README list come from here."""
 
@@ -188,12 +197,18 @@ class AuditAction(StrEnum):
     NOTIFICATION_SENT = "notification.sent"
     PAGE_FAILED = "page.failed"
     PAGE_SENT = "page.sent"
+    PASSKEY_REFUSED = "passkey.refused"
+    PASSKEY_REGISTERED = "passkey.registered"
+    PASSKEY_REVOKED = "passkey.revoked"
     PASSWORD_CHANGED = "password.changed"
     PUSH_DEVICE_ADDED = "push.device_added"
     PUSH_DEVICE_GONE = "push.device_gone"
     PUSH_DEVICE_REMOVED = "push.device_removed"
     PUSH_DEVICE_VERIFIED = "push.device_verified"
     PUSH_VERIFICATION_FAILED = "push.verification_failed"
+    RECOVERY_CODE_REFUSED = "recovery_code.refused"
+    RECOVERY_CODE_USED = "recovery_code.used"
+    RECOVERY_CODES_GENERATED = "recovery_codes.generated"
     REQUEST_ACK_OVERDUE = "request.ack_overdue"
     REQUEST_ACK_REMINDED = "request.ack_reminded"
     REQUEST_CANCELLED = "request.cancelled"
@@ -219,6 +234,9 @@ class AuditAction(StrEnum):
     ROTA_SHIFT_ADDED = "rota.shift_added"
     ROTA_SHIFT_REMOVED = "rota.shift_removed"
     SIGNATURE_PIN_REJECTED = "signature.pin_rejected"
+    STEP_UP_FAILED = "step_up.failed"
+    STEP_UP_REQUIRED = "step_up.required"
+    STEP_UP_SUCCEEDED = "step_up.succeeded"
     USER_CREATED = "user.created"
     USER_DISABLED = "user.disabled"
     USER_ENABLED = "user.enabled"

@@ -16,6 +16,7 @@ from signflow.models.accounts import (
     User,
 )
 from signflow.models.columns import TextEnum, UTCDateTime
+from signflow.models.identity import RecoveryCode, WebAuthnChallenge, WebAuthnCredential
 from signflow.models.records import AuditEntry, AuditHead, Blob, Checkpoint, Job, Setting
 from signflow.models.requests import OnCallGroup, RotaShift, RouteStep, SignatureRequest
 from signflow.models.signing import Signature, SignatureActivation, SigningCredential
@@ -24,6 +25,7 @@ from signflow.models.signing import Signature, SignatureActivation, SigningCrede
 __all__ = [
     "Base", "TextEnum", "UTCDateTime",
     "ApiToken", "Destination", "EnrolmentCode", "LoginThrottle", "PendingChange", "RateLimit", "User",
+    "RecoveryCode", "WebAuthnChallenge", "WebAuthnCredential",
     "OnCallGroup", "RotaShift", "RouteStep", "SignatureRequest",
     "Signature", "SignatureActivation", "SigningCredential",
     "AuditEntry", "AuditHead", "Blob", "Checkpoint", "Job", "Setting",

@@ -59,7 +59,7 @@
       note.textContent = img.alt + " could not be displayed. Do not sign a document you " +
         "cannot read: reload the page, or decline it and tell the technician why.";
       img.replaceWith(note);
-      const panel = document.querySelector(".sign-panel form[action$='/sign']");
+      const panel = document.querySelector(".sign-panel #sign-form");
       if (panel) panel.remove();
     };
     if (img.loading !== "lazy" && img.complete && img.naturalWidth === 0) fail();

@@ -6,18 +6,20 @@ import base64
 import hashlib
 import hmac
 import secrets
+from datetime import UTC, datetime
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from signflow.core.accounts import mfa as mfa
+from signflow.core.accounts import factors, mfa, recovery
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
 from signflow.models import Role, User
 from signflow.web.context import current
-from signflow.web.forms import CodeForm, ConfirmForm, LoginForm, PasswordForm
+from signflow.web.forms import CodeForm, ConfirmForm, LoginForm, PasswordForm, RecoveryCodeForm
 from signflow.web.guards import login_required, safe_next
 
 bp = Blueprint("auth", __name__)
@@ -58,16 +60,16 @@ def login() -> Response | str:
         # A fresh session at login: nothing from before survives (fixation).
         session.clear()
         target = safe_next(request.args.get("next")) or url_for("auth.home")
-        if account.totp_secret_enc is not None:
+        if factors.has_second_factor(rc.session, account):
             session["mfa_pending"] = account.get_id()
             session["mfa_started"] = rc.now.timestamp()
             session["mfa_next"] = target
             if device:
                 session["mfa_device"] = device
             return redirect(url_for("auth.second_factor"))
-        _start_session(account)
-        return _remember_device(redirect(target), account)
-    return render_template("auth/login.html", form=form)
+        start_session(account, fresh_factor=False)
+        return remember_device(redirect(target), account)
+    return render_template("auth/login.html", form=form, passkey_login=True)
 
 
 def _device_signature(username: str, nonce: str) -> str:
@@ -89,7 +91,7 @@ def _known_device(typed_username: str) -> str | None:
     return nonce
 
 
-def _remember_device(resp: Response, account: User) -> Response:
+def remember_device(resp: Response, account: User) -> Response:
     """After a full login: this browser is now a known device for `account`."""
     nonce = secrets.token_urlsafe(18)
     resp.set_cookie(
@@ -100,18 +102,37 @@ def _remember_device(resp: Response, account: User) -> Response:
     return resp
 
 
-def _start_session(account: User) -> None:
+def start_session(account: User, *, fresh_factor: bool) -> None:
+    """Log `account` in; `fresh_factor`: a second factor (TOTP, passkey) was just used."""
     rc = current()
     login_user(account)
     session.permanent = True
     session["login_at"] = rc.now.timestamp()
+    if fresh_factor:
+        mark_factor()
 
 
-@bp.route("/login/code", methods=["GET", "POST"])
-def second_factor() -> Response | str:
+# The time of the last second factor (TOTP or passkey) lives in the login state, which
+# the secret key signs: step-up before signing reads it (core.accounts.step_up).
+FACTOR_AT = "factor_at"
+# When a recovery code stood in for the second factor in this login: enrolling a new
+# passkey right after is allowed (the lost phone), as after a fresh factor.
+RECOVERED_AT = "recovered_at"
+
+
+def mark_factor() -> None:
+    session[FACTOR_AT] = current().now.timestamp()
+
+
+def last_factor_at() -> datetime | None:
+    raw = session.get(FACTOR_AT)
+    return datetime.fromtimestamp(float(raw), UTC) if raw is not None else None
+
+
+def pending_account() -> User | None:
+    """The account whose password was accepted a moment ago and whose second factor is
+    awaited; None (and the half-finished login dropped) when there is none or it is stale."""
     rc = current()
-    if current_user.is_authenticated:
-        return redirect(url_for("auth.home"))
     pending = session.get("mfa_pending")
     started = float(session.get("mfa_started", 0))
     account = accounts.load_session_user(rc.session, pending) if pending else None
@@ -119,17 +140,35 @@ def second_factor() -> Response | str:
         # Only the half-finished login is dropped: a cross-site GET must not log anyone out.
         for key in ("mfa_pending", "mfa_started", "mfa_next", "mfa_device"):
             session.pop(key, None)
+        return None
+    return account
+
+
+def finish_second_factor(account: User, *, fresh_factor: bool) -> Response:
+    """The second factor was right: the real session starts, back where the user was going."""
+    target = session.get("mfa_next") or url_for("auth.home")
+    session.clear()
+    start_session(account, fresh_factor=fresh_factor)
+    return remember_device(redirect(safe_next(target) or url_for("auth.home")), account)
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def second_factor() -> Response | str:
+    rc = current()
+    if current_user.is_authenticated:
+        return redirect(url_for("auth.home"))
+    account = pending_account()
+    if account is None:
         return redirect(url_for("auth.login"))
     form = CodeForm()
     if form.validate_on_submit():
         mfa.verify(rc.session, rc.services.keys.master_key, actor=Actor.of(account, rc.ip),
                    code=form.code.data or "", now=rc.now, throttle_key=rc.deps.login_key,
                    device=session.get("mfa_device"))
-        target = session.get("mfa_next") or url_for("auth.home")
-        session.clear()
-        _start_session(account)
-        return _remember_device(redirect(safe_next(target) or url_for("auth.home")), account)
-    return render_template("auth/code.html", form=form)
+        return finish_second_factor(account, fresh_factor=True)
+    return render_template("auth/code.html", form=form, recovery=RecoveryCodeForm(),
+                           methods=factors.enrolled(rc.session, account),
+                           has_recovery=recovery.has_codes(rc.session, account.id))
 
 
 @bp.route("/account/two-factor", methods=["GET", "POST"])
@@ -147,13 +186,22 @@ def setup_mfa() -> Response | str:
         mfa.enable(rc.session, master_key, actor=Actor.of(account, rc.ip), sealed_secret=sealed,
                    code=form.code.data or "", now=rc.now)
         session.pop("mfa_setup", None)
-        flash("Two-factor authentication is on.", "success")
+        # The code just typed proves the new authenticator is at hand: a fresh factor.
+        mark_factor()
+        flash(_("Two-factor authentication is on."), "success")
         return redirect(url_for("auth.home"))
     # The seed travels in the (signed) session only sealed by the master key.
     secret = mfa.new_secret()
     session["mfa_setup"] = base64.b64encode(mfa.seal_secret(master_key, account, secret)).decode()
     return render_template("auth/setup_mfa.html", form=form, secret=secret,
                            uri=mfa.provisioning_uri(secret, account))
+
+
+# What a user who must enrol a second factor may still reach: either kind of enrolment.
+ENROLMENT_ENDPOINTS = frozenset({
+    "auth.setup_mfa", "auth.change_password", "auth.logout", "static", "identity.passkeys_page",
+    "identity.passkey_options", "identity.passkey_register",
+})
 
 
 def require_second_factor() -> Response | None:
@@ -163,7 +211,9 @@ def require_second_factor() -> Response | None:
         return None
     if not mfa.required_for(current_user, rc.services.settings.mfa_roles):
         return None
-    if request.endpoint in ("auth.setup_mfa", "auth.change_password", "auth.logout", "static"):
+    if request.endpoint in ENROLMENT_ENDPOINTS:
+        return None
+    if factors.has_second_factor(rc.session, current_user._get_current_object()):
         return None
     return redirect(url_for("auth.setup_mfa"))
 

@@ -100,6 +100,21 @@ class SignForm(FlaskForm):
     pin = PasswordField("Signing PIN", validators=[DataRequired(), Length(min=4, max=64)])
     activation = HiddenField(validators=[DataRequired(), Length(max=600)])
     document_sha256 = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9a-f]{64}$")])
+    # Step-up (core.accounts.step_up): a fresh second factor, asked for on this very form
+    # when the last one is too old: a TOTP code, or a passkey's answer (filled by passkeys.js).
+    step_up_code = StringField(_l("6-digit code from your authenticator app"), validators=[
+        Optional(), Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message=_l("Six digits."))])
+    step_up_passkey = HiddenField(validators=[Optional(), Length(max=16000)])
+
+
+class RecoveryCodeForm(FlaskForm):
+    code = StringField(_l("Recovery code"), validators=[DataRequired(), Length(min=8, max=40)])
+
+
+class PasskeyForm(FlaskForm):
+    """The name of a new passkey (the browser's answer comes as JSON with it)."""
+
+    name = StringField(_l("Name of this passkey"), validators=[DataRequired(), Length(max=80)])
 
 
 class DeclineForm(FlaskForm):

@@ -15,6 +15,7 @@ from signflow.core.requests import followup as followups
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import RequestState, Role
+from signflow.web import step_up as step_up_page
 from signflow.web.context import current
 from signflow.web.forms import (
     AbsenceForm,
@@ -70,26 +71,20 @@ def absence() -> Response | str:
 
 @bp.get("/<int:request_id>")
 @roles(Role.PHYSICIAN)
-def review(request_id: int) -> str:
-    rc = current()
-    view = request_signing.review(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
-    form = decline = delegate = None
-    if view.signing is not None:
-        form = SignForm(activation=view.signing.activation_token,
-                        document_sha256=view.signing.document_sha256)
-        decline = DeclineForm()
-        delegate = DelegateForm()
-        delegate.to.choices = [(c.id, c.display_name) for c in view.colleagues]
-    return render_template("physician/review.html", req=view.request, form=form, decline=decline,
-                           delegate=delegate, take=ConfirmForm(), state_message=view.message,
-                           signatures=view.signatures)
+def review(request_id: int) -> tuple[str, int]:
+    return step_up_page.review_page(request_id)
 
 
 @bp.post("/<int:request_id>/sign")
 @roles(Role.PHYSICIAN)
 def sign(request_id: int) -> Response | tuple[str, int]:
+    form = SignForm()
+    # A stale second factor: the same page again, asking for a fresh one (web.step_up).
+    again = step_up_page.guard(form, request_id)
+    if again is not None:
+        return again
     return posted(
-        SignForm(),
+        form,
         lambda rc, form: request_signing.sign_request(
             rc.session, rc.deps, actor=rc.actor, request_id=request_id, pin=form.pin.data or "",
             activation_token=form.activation.data or "",

@@ -72,9 +72,10 @@ def enable(session: Session, master_key: bytes, *, actor: Actor, sealed_secret: 
 
 
 def verify(session: Session, master_key: bytes, *, actor: Actor, code: str, now: datetime,
-           throttle_key: bytes, device: str | None = None) -> None:
-    """Second factor at login. Failures count with the password's throttle (per
-    account and source, or per known device: see `throttle`)."""
+           throttle_key: bytes, device: str | None = None, step_up: bool = False) -> None:
+    """Second factor at login, or (`step_up`) a fresh one before signing. Failures
+    count with the password's throttle (per account and source, or per known device:
+    see `throttle`): a stolen session guesses no faster than a stranger."""
     user = acting_user(session, actor)
     if user.totp_secret_enc is None:
         raise NotFound("Two-factor authentication is not set up.")
@@ -91,11 +92,16 @@ def verify(session: Session, master_key: bytes, *, actor: Actor, code: str, now:
     step = _matching_step(secret, code, now, user.totp_last_step)
     if step is None:
         throttle.record_failure(session, attempt, now=now)
-        audit.append(session, now=now, actor=actor,
-                     action=AuditAction.LOGIN_SECOND_FACTOR_FAILED, factor="totp")
+        audit.append(session, now=now, actor=actor, factor="totp",
+                     action=AuditAction.STEP_UP_FAILED if step_up
+                     else AuditAction.LOGIN_SECOND_FACTOR_FAILED)
         raise AuthenticationFailed("Wrong or already used code.")
     user.totp_last_step = step
     throttle.record_success(session, attempt)
+    if step_up:
+        audit.append(session, now=now, actor=actor, action=AuditAction.STEP_UP_SUCCEEDED,
+                     factor="totp")
+        return
     audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_SUCCEEDED,
                  factors=["password", "totp"])
 

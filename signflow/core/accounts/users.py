@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import identity, throttle
+from signflow.core.accounts import factors, identity, throttle
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import (
@@ -211,7 +211,7 @@ def authenticate(
         raise AuthenticationFailed("Wrong user name or password.")
     if _HASHER.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    if user.totp_secret_enc is not None:
+    if factors.has_second_factor(session, user):
         # The failure counter resets only once the second factor is right too.
         audit.append(session, now=now, actor=Actor.of(user, ip), action=AuditAction.LOGIN_PASSWORD_ACCEPTED)
         return user

@@ -216,6 +216,8 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("GET", f"/api/v1/requests/{main}", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}/verification", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}/document", frozenset(), 401, same_for_all=True),
+        Route("GET", f"/api/v1/requests/{main}/timeline", frozenset(), 401, same_for_all=True),
+        Route("GET", f"/api/v1/requests/{main}/fhir", frozenset(), 401, same_for_all=True),
         Route("POST", f"/api/v1/requests/{main}/acknowledge", frozenset(), 401, same_for_all=True),
         Route("GET", "/api/v1/openapi.json", PUBLIC, 200, same_for_all=True),
         Route("GET", "/pki/root.crt", PUBLIC, 200, same_for_all=True),

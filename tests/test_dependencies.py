@@ -17,7 +17,7 @@ PACKAGE = ROOT / "signflow"
 # Shared ground floor of the domain: the error hierarchy, the clock, blob storage.
 CORE_BASE = {"core.errors", "core.clock", "core.storage"}
 CORE_PACKAGES = {"core.audit", "core.pki", "core.pdf", "core.pades", "core.accounts",
-                 "core.notify", "core.requests", "core.evidence", "core.ops"}
+                 "core.notify", "core.requests", "core.evidence", "core.ops", "core.integration"}
 ALL_CORE = CORE_BASE | CORE_PACKAGES | {"core"}
 
 # part -> the other parts it may import (a part may always import itself).
@@ -47,6 +47,9 @@ ALLOWED: dict[str, set[str]] = {
                                   "core.requests", "models"},
     "core.ops": CORE_BASE | {"core.audit", "core.pki", "core.pdf", "core.pades",
                              "core.accounts", "core.requests", "models", "db", "migrate"},
+    # Hospital systems (API submissions, webhooks, FHIR) build on the request workflow.
+    "core.integration": CORE_BASE | {"core.audit", "core.pki", "core.pdf", "core.pades",
+                                     "core.accounts", "core.notify", "core.requests", "models"},
     "services": ALL_CORE | {"config", "db", "models"},
     "jobs": ALL_CORE | {"services", "config", "models"},
     "web": ALL_CORE | {"services", "config", "models", "auditverify", "logs"},

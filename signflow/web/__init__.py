@@ -44,6 +44,7 @@ def register(app: Flask) -> None:
         pki_routes,
         push,
         technician,
+        webhooks,
     )
 
     login = LoginManager(app)
@@ -61,7 +62,7 @@ def register(app: Flask) -> None:
     app.before_request(auth.require_second_factor)
     app.teardown_appcontext(close_session)
     for module in (auth, technician, physician, destination, documents, auditor, admin, api,
-                   pki_routes, board, push, demo, contacts):
+                   pki_routes, board, push, demo, contacts, webhooks):
         app.register_blueprint(module.bp)
     # The one transaction policy: every view commits (or rolls back) in one place.
     for endpoint, view in app.view_functions.items():

@@ -96,7 +96,8 @@ def _limits(status: int) -> dict[str, object]:
 
 _TITLES = {
     400: "Please check the form", 401: "Login failed", 403: "Not allowed", 404: "Not found",
-    405: "Not allowed", 409: "Already handled", 413: "File too large", 415: "Unsupported media type", 422: "Document refused",
+    405: "Not allowed", 409: "Already handled", 413: "File too large",
+    415: "Unsupported media type", 422: "Document refused",
     423: "Signing credential blocked", 429: "Too many attempts", 502: "Signature not delivered",
     503: "Service unavailable",
 }
@@ -110,7 +111,7 @@ def _http_error(exc: HTTPException) -> Response:
         detail = (f"The file is larger than {settings.max_upload_mb} MB, the limit of this site: "
                   "ask for a lighter copy (scanned at 300 dpi or less) or split it into parts "
                   f"of at most {settings.max_upload_mb} MB and send each one.")
-    resp = render_error(status, _TITLES.get(status, exc.name), detail, **_limits(status))
+    resp = render_error(status, _TITLES.get(status, exc.name), detail, None, **_limits(status))
     # What the exception says about the response (405's Allow, 416's Content-Range...).
     for name, value in exc.get_headers():
         if name.lower() != "content-type":

@@ -38,7 +38,7 @@ def test_every_operation_conforms_and_never_fails(app, svc, world, delivered):
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
-        def call(case) -> None:  # noqa: ANN001 - a schemathesis Case
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
+        def call(case, auth: str = f"Bearer {token}") -> None:  # noqa: ANN001 - a schemathesis Case
+            case.call_and_validate(headers={"Authorization": auth}, checks=CHECKS)
 
         call()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 import threading
@@ -26,6 +27,7 @@ from tests.conftest import TEST_ACTOR, csrf_token, login
 from tests.factories import count, integration_token
 from tests.gateway import running_gateway
 from tests.helpers import new_request, sign
+from tests.pdfs import make_pdf
 
 SECRET_SHOWN = re.compile(r'<code id="webhook-secret">(whsec_[A-Za-z0-9+/=]+)</code>')
 
@@ -218,8 +220,6 @@ def test_a_fhir_server_gets_the_bundle_of_each_delivered_document(app, svc, worl
         his = integration_token(svc, name="his", destination_id=world.destination,
                                 scopes=("read", "download"))
         api = app.test_client()
-        from tests.pdfs import make_pdf  # noqa: PLC0415 - only this test sends a file
-        import io  # noqa: PLC0415
         sent = api.post("/api/v1/requests", headers={"Authorization": f"Bearer {lab.token}"},
                         content_type="multipart/form-data", data={
                             "document": (io.BytesIO(make_pdf(1, "Crossmatch")), "x.pdf"),

@@ -24,7 +24,7 @@ _COMMON = {"401": _err("No valid token (missing, unknown, revoked, expired)"),
            "503": _err("A dependency is unavailable")}
 _ONE = {**_COMMON, "404": _err("No such request, or not the token's account's")}
 _ID = [{"name": "request_id", "in": "path", "required": True,
-        "schema": {"type": "integer", "minimum": 0, "maximum": 2**53}}]
+        "schema": {"type": "integer", "minimum": 0}}]
 _REQ = {"description": "A request", "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Request"}}}}
 _STRING_OR_NULL = {"type": ["string", "null"]}

@@ -5,7 +5,6 @@ the `limits` package (a busy site then keeps the counting off the database)."""
 from __future__ import annotations
 
 import math
-import time
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -51,7 +50,9 @@ class RedisLimiter:
         except self.storage.base_exceptions as exc:
             raise ServiceUnavailable("The rate limiter (Redis) cannot be reached: try again "
                                      "in a moment.") from exc
-        raise Throttled(MESSAGE, retry_after=max(1, math.ceil(reset - time.time())))
+        # Redis keeps the window on its clock; the app's `now` is the same wall clock in
+        # production, and a window never outlasts its minute.
+        raise Throttled(MESSAGE, retry_after=max(1, min(60, math.ceil(reset - now.timestamp()))))
 
 
 def make_limiter(redis_url: str | None, per_minute: int) -> ApiLimiter:

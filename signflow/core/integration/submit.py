@@ -75,9 +75,16 @@ class Submitted:
     replayed: bool  # the answer to an earlier call with the same key
 
 
+MAX_ID = 2**31 - 1  # the tables' INTEGER ids (PostgreSQL's int4 refuses larger numbers)
+
+
+def _is_id(raw: str) -> bool:
+    return raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= MAX_ID
+
+
 def _id(fields: Mapping[str, str], name: str) -> int:
     raw = fields.get(name, "")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not _is_id(raw):
         raise InvalidInput(f"'{name}' must be an id (a positive integer).")
     return int(raw)
 
@@ -89,7 +96,7 @@ def _route(fields: Mapping[str, str]) -> list[int]:
     if "route" not in fields:
         return [_id(fields, "group")]
     parts = fields["route"].split(",")
-    if not all(p.strip().isascii() and p.strip().isdigit() and len(p.strip()) <= 18 for p in parts):
+    if not all(_is_id(p.strip()) for p in parts):
         raise InvalidInput("'route' must be group ids separated by commas.")
     return [int(p) for p in parts]
 

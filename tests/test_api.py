@@ -98,7 +98,10 @@ def test_missing_bad_and_revoked_tokens_are_401(app, svc, world, clock, delivere
         ("get", f"/api/v1/requests/{rid}"),
         ("get", f"/api/v1/requests/{rid}/verification"),
         ("get", f"/api/v1/requests/{rid}/document"),
+        ("get", f"/api/v1/requests/{rid}/timeline"),
+        ("get", f"/api/v1/requests/{rid}/fhir"),
         ("post", f"/api/v1/requests/{rid}/acknowledge"),
+        ("post", "/api/v1/requests"),
     ]
     tampered = issued.token[:-2] + ("AA" if not issued.token.endswith("AA") else "BB")
     bad_headers = [

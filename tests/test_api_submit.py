@@ -216,3 +216,46 @@ def test_each_token_is_rate_limited(app, svc, world, backend):
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     # Another token has its own count.
     assert api.get("/api/v1/requests", headers=bearer(other.token)).status_code == 200
+
+
+def test_scope_and_ownership_denials_on_every_endpoint(app, svc, world, delivered):
+    rid, _tech = delivered
+    api = app.test_client()
+    mine = post(api, lab_token(svc, world).token, form(world)).json["id"]
+    per_request = [("get", ""), ("get", "/timeline"), ("get", "/verification"),
+                   ("get", "/document"), ("get", "/fhir"), ("post", "/acknowledge")]
+    scope_of = {"": "read", "/timeline": "read", "/verification": "read", "/document": "download",
+                "/fhir": "read", "/acknowledge": "acknowledge"}
+    # Missing scope: 403 insufficient-scope, whatever the request.
+    for scope in ("read", "download", "acknowledge"):
+        others = tuple(s for s in ("read", "download", "acknowledge") if s != scope)
+        his = integration_token(svc, name=f"his-{scope}", destination_id=world.destination,
+                                scopes=others)
+        for method, suffix in per_request:
+            if scope_of[suffix] != scope:
+                continue
+            resp = getattr(api, method)(f"/api/v1/requests/{rid}{suffix}", headers=bearer(his.token))
+            assert_problem(resp, 403, "insufficient-scope")
+        if scope == "read":
+            assert_problem(api.get("/api/v1/requests", headers=bearer(his.token)), 403,
+                           "insufficient-scope")
+    reader = integration_token(svc, name="his-reader", destination_id=world.destination,
+                               scopes=("read",))
+    assert_problem(post(api, reader.token, form(world)), 403, "insufficient-scope")
+    # Ownership: another destination, and another submitting account, see nothing (404).
+    cardio = integration_token(svc, name="cardio-his", destination_id=world.other_destination,
+                               scopes=("read", "download", "acknowledge"))
+    other_lab = integration_token(svc, name="other-lab", group_id=world.other_group,
+                                  scopes=("submit", "read", "download"))
+    for token, target in ((cardio.token, rid), (other_lab.token, mine), (cardio.token, mine)):
+        for method, suffix in per_request:
+            if token == other_lab.token and suffix == "/acknowledge":
+                continue  # not its scope: 403 first, checked above
+            resp = getattr(api, method)(f"/api/v1/requests/{target}{suffix}", headers=bearer(token))
+            assert_problem(resp, 404, "not-found")
+    assert api.get("/api/v1/requests", headers=bearer(other_lab.token)).json["items"] == []
+    # The pending request is not the destination's yet, not even as FHIR.
+    his = integration_token(svc, name="his", destination_id=world.destination, scopes=("read",))
+    assert_problem(api.get(f"/api/v1/requests/{mine}/fhir", headers=bearer(his.token)), 404,
+                   "not-found")
+    assert api.get(f"/api/v1/requests/{rid}/fhir", headers=bearer(his.token)).status_code == 200

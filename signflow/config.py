@@ -57,6 +57,10 @@ class Settings:
     tsa_token: str | None = None
     # Time-stamp requests a minute per API token on /tsa.
     tsa_rate_per_minute: int = 120
+    # API calls a minute per token on /api/v1 (counted in Redis when SIGNFLOW_REDIS_URL
+    # is set, else in the database: every instance shares the count either way).
+    api_rate_per_minute: int = 300
+    redis_url: str | None = None
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "signflow@localhost"

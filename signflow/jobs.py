@@ -20,7 +20,10 @@ from sqlalchemy.orm import Session
 from signflow.core.accounts import contacts, notices, push_devices
 from signflow.core.audit import checkpoints
 from signflow.core.audit.log import SYSTEM, JsonValue
+from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
+from signflow.core.integration import webhooks as webhooks
+from signflow.core.notify import webpush as webpush
 from signflow.core.ops import archive_renewal as archive
 from signflow.core.ops import consistency as consistency
 from signflow.core.ops import retention as retention
@@ -249,6 +252,9 @@ def run_once(svc: Services) -> RunSummary:
     while (outcome := run_job(svc, now=now)) is not None:
         notified += outcome
         failed += not outcome
+    # Webhooks and FHIR servers: each delivery its own transaction (a hanging receiver
+    # costs one timeout, the rest go on).
+    webhooks.deliver_due(svc.sessions, svc.deps, outbound(svc), now=now)
     with svc.sessions() as session, session.begin():
         latest = checkpoints.latest_checkpoint(session)
         interval = timedelta(seconds=svc.settings.checkpoint_interval_seconds)
@@ -262,6 +268,15 @@ def run_once(svc: Services) -> RunSummary:
     purge_expired_documents(svc, now=now)
     return RunSummary(escalated=len(escalated), notified=notified, failed=failed,
                       checkpoint_size=latest.size if latest is not None else None)
+
+
+def outbound(svc: Services) -> webhooks.Outbound:
+    settings = svc.settings
+    return webhooks.Outbound(
+        master_key=svc.keys.master_key, base_url=settings.base_url, production=settings.production,
+        allow_private=settings.allow_private_endpoints,
+        timeout=float(settings.notify_timeout_seconds), wall_clock=utcnow,
+        resolve=webpush.resolve_host)
 
 
 def _checkpoint(session: Session, svc: Services, now: datetime) -> Checkpoint:

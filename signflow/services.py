@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from signflow.config import Settings
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
+from signflow.core.integration import limiter
 from signflow.core.notify.channels import LogNotifier, Notifier, SignedGateway, SmtpNotifier
 from signflow.core.notify.dispatch import ChannelSender, GatewaySender, NotifierSender
 from signflow.core.notify.webpush import VapidSigner, WebPushSender
@@ -48,6 +49,8 @@ class Services:
     seal: seal_module.Seal
     # Web Push sender; None without a VAPID key (development: push is then off).
     push: WebPushSender | None = None
+    # Calls per API token and minute (database, or Redis when SIGNFLOW_REDIS_URL is set).
+    api_limiter: limiter.ApiLimiter | None = None
 
 
 def keys_passphrase(settings: Settings, environ: dict[str, str] | None = None) -> bytes:
@@ -167,4 +170,5 @@ def build_services(
         sandbox=sandbox,
         seal=seal_module.load_seal(settings.keys_path, passphrase=passphrase),
         push=make_push_sender(settings, clock),
+        api_limiter=limiter.make_limiter(settings.redis_url, settings.api_rate_per_minute),
     )

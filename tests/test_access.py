@@ -16,6 +16,8 @@ from sqlalchemy import select
 from signflow.core.accounts import contacts, four_eyes
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
+from signflow.core.integration import webhooks
+from signflow.core.requests import events
 from signflow.models import (
     AuditEntry,
     ContactChannel,
@@ -70,7 +72,8 @@ def _timestamp_query() -> bytes:
 
 
 def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, world: Any,
-           changes: tuple[int, int] = (0, 0), channel: int = 0) -> list[Route]:
+           changes: tuple[int, int] = (0, 0), channel: int = 0,
+           hook: tuple[int, int] = (0, 0)) -> list[Route]:
     tech, phys, recip, aud, adm, mgr = (
         frozenset({r}) for r in ("technician", "physician", "recipient", "auditor", "admin", "manager")
     )
@@ -153,6 +156,15 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("POST", "/audit/export.zip", aud, 200),
         Route("POST", f"/admin/users/{world.head}/reset-mfa", adm, 302),
         Route("GET", "/admin/rota", adm, 200),
+        Route("GET", "/admin/webhooks/", adm, 200),
+        # Let through the role check, then refused: a loopback URL (private endpoints not allowed).
+        Route("POST", "/admin/webhooks/", adm, 400, lambda _: {
+            "kind": "webhook", "url": "http://127.0.0.1/hook", "scope": f"d:{world.destination}",
+            "events": ["request.delivered"]}),
+        Route("GET", f"/admin/webhooks/{hook[0]}", adm, 200),
+        Route("POST", f"/admin/webhooks/{hook[0]}/test", adm, 302),
+        Route("POST", f"/admin/webhooks/{hook[0]}/deliveries/{hook[1]}/replay", adm, 302),
+        Route("POST", f"/admin/webhooks/{hook[0]}/off", adm, 302),
         Route("POST", "/admin/rota/groups", adm, 302, lambda _: {"group-name": "Nephrology on call"}),
         Route("POST", "/admin/rota/destinations", adm, 302, lambda _: {"dest-name": "Nephrology"}),
         Route(
@@ -223,6 +235,8 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("GET", f"/api/v1/requests/{main}", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}/verification", frozenset(), 401, same_for_all=True),
         Route("GET", f"/api/v1/requests/{main}/document", frozenset(), 401, same_for_all=True),
+        Route("GET", f"/api/v1/requests/{main}/timeline", frozenset(), 401, same_for_all=True),
+        Route("GET", f"/api/v1/requests/{main}/fhir", frozenset(), 401, same_for_all=True),
         Route("POST", f"/api/v1/requests/{main}/acknowledge", frozenset(), 401, same_for_all=True),
         Route("GET", "/api/v1/openapi.json", PUBLIC, 200, same_for_all=True),
         Route("GET", "/pki/root.crt", PUBLIC, 200, same_for_all=True),
@@ -303,7 +317,16 @@ def test_every_route_for_every_role(app, svc, world, keys_dir):
                                      kind="email", address="helene@home.example", now=svc.clock())
         added.code_sent_at = svc.clock() - timedelta(minutes=2)  # a new code may be asked for
         channel = added.id
-    table = routes(main, cancel, decline, delegate, shift, world, changes, channel)
+        sub = webhooks.subscribe(
+            s, actor=TEST_ACTOR, now=svc.clock(), kind="webhook", url="https://hooks.example.org/in",
+            destination_id=world.destination, technician_id=None, event_types=["request.delivered"],
+            master_key=svc.keys.master_key, production=True, allow_private=False,
+            resolve=lambda _host, _port: ["93.184.215.14"]).subscription
+        delivery = events.queue(s, sub, "request.delivered", {"id": 0}, request_id=None,
+                                now=svc.clock())
+        s.flush()
+        hook = (sub.id, delivery.id)
+    table = routes(main, cancel, decline, delegate, shift, world, changes, channel, hook)
 
     # Every rule the app serves is in the table, so a new route cannot go untested.
     served = {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}}

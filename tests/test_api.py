@@ -98,7 +98,10 @@ def test_missing_bad_and_revoked_tokens_are_401(app, svc, world, clock, delivere
         ("get", f"/api/v1/requests/{rid}"),
         ("get", f"/api/v1/requests/{rid}/verification"),
         ("get", f"/api/v1/requests/{rid}/document"),
+        ("get", f"/api/v1/requests/{rid}/timeline"),
+        ("get", f"/api/v1/requests/{rid}/fhir"),
         ("post", f"/api/v1/requests/{rid}/acknowledge"),
+        ("post", "/api/v1/requests"),
     ]
     tampered = issued.token[:-2] + ("AA" if not issued.token.endswith("AA") else "BB")
     bad_headers = [
@@ -144,7 +147,7 @@ def test_other_destination_and_other_roles_see_nothing(app, svc, world, clock, d
     auth = bearer(issue_token(svc, world, "other_destination").token)
     # Only the calls themselves are recorded (api_token.used), nothing else.
     audit_before = count(svc, AuditEntry, AuditEntry.action != "api_token.used")
-    assert api.get("/api/v1/requests", headers=auth).json == {"items": []}
+    assert api.get("/api/v1/requests", headers=auth).json == {"items": [], "next_cursor": None}
     for method, path in (
         ("get", f"/api/v1/requests/{rid}"),
         ("get", f"/api/v1/requests/{rid}/verification"),
@@ -161,7 +164,7 @@ def test_other_destination_and_other_roles_see_nothing(app, svc, world, clock, d
     # A submitting system sees what it sent, nothing it did not.
     sender = bearer(integration_token(svc, name="lab", group_id=world.group,
                                       scopes=("read", "download")).token)
-    assert api.get("/api/v1/requests", headers=sender).json == {"items": []}
+    assert api.get("/api/v1/requests", headers=sender).json == {"items": [], "next_cursor": None}
     assert_problem(api.get(f"/api/v1/requests/{rid}", headers=sender), 404)
     assert_problem(api.get(f"/api/v1/requests/{rid}/document", headers=sender), 404)
     assert state_of(svc, rid) == RequestState.DELIVERED

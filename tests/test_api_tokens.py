@@ -129,7 +129,8 @@ def test_a_destination_token_never_sees_another_destination(app, svc, world, del
     cardio = integration_token(svc, name="cardio-his", destination_id=world.other_destination,
                                scopes=RECEIVER)
     api = app.test_client()
-    assert api.get("/api/v1/requests", headers=bearer(cardio.token)).json == {"items": []}
+    listing = api.get("/api/v1/requests", headers=bearer(cardio.token)).json
+    assert listing == {"items": [], "next_cursor": None}
     for method, suffix in (("get", ""), ("get", "/verification"), ("get", "/document"),
                            ("post", "/acknowledge")):
         resp = getattr(api, method)(f"/api/v1/requests/{rid}{suffix}", headers=bearer(cardio.token))

@@ -17,7 +17,8 @@ PACKAGE = ROOT / "signflow"
 # Shared ground floor of the domain: the error hierarchy, the clock, blob storage.
 CORE_BASE = {"core.errors", "core.clock", "core.storage"}
 CORE_PACKAGES = {"core.audit", "core.pki", "core.pdf", "core.pades", "core.accounts",
-                 "core.notify", "core.requests", "core.evidence", "core.ops", "core.stats"}
+                 "core.notify", "core.requests", "core.evidence", "core.ops", "core.stats",
+                 "core.integration"}
 ALL_CORE = CORE_BASE | CORE_PACKAGES | {"core"}
 
 # part -> the other parts it may import (a part may always import itself).
@@ -50,6 +51,9 @@ ALLOWED: dict[str, set[str]] = {
     # The turnaround statistics read the tables in SQL and nothing else: no request is
     # loaded, so no access rule of core.requests is needed (aggregates only).
     "core.stats": CORE_BASE | {"models"},
+    # Hospital systems (API submissions, webhooks, FHIR) build on the request workflow.
+    "core.integration": CORE_BASE | {"core.audit", "core.pki", "core.pdf", "core.pades",
+                                     "core.accounts", "core.notify", "core.requests", "models"},
     "services": ALL_CORE | {"config", "db", "models"},
     "jobs": ALL_CORE | {"services", "config", "models"},
     "web": ALL_CORE | {"services", "config", "models", "auditverify", "logs"},

@@ -9,7 +9,8 @@ from tests.conftest import login
 from tests.factories import integration_token
 
 HUGE = str(2**63)
-BAD_IDS = (HUGE, "99999999999999999999999999", "-1")
+# 2^31: past PostgreSQL's INTEGER (schemathesis found it a 500 on the API, issue 15).
+BAD_IDS = (HUGE, str(2**31), "99999999999999999999999999", "-1")
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)

@@ -34,6 +34,12 @@ class DocumentTooLarge(InvalidInput):
     code = "document-too-large"
 
 
+class UnsupportedMediaType(InvalidInput):
+    """The body is not in the content type the endpoint takes (415)."""
+
+    code = "unsupported-media-type"
+
+
 class AuthenticationFailed(SignflowError):
     code = "authentication-failed"
     commit_changes = True

@@ -70,6 +70,20 @@ class JobKind(StrEnum):
     ACCOUNT_NOTICE = "account_notice"
 
 
+class HookKind(StrEnum):
+    """What a subscription posts: Standard Webhooks events, or FHIR transaction Bundles."""
+
+    WEBHOOK = "webhook"
+    FHIR = "fhir"
+
+
+class HookStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    # Not answered 2xx within the retry window (24 h): an admin may replay it.
+    FAILED = "failed"
+
+
 class ChangeKind(StrEnum):
     """What an administrator proposed and a second administrator must approve (four eyes)."""
 
@@ -241,6 +255,10 @@ class AuditAction(StrEnum):
     USER_DISABLED = "user.disabled"
     USER_ENABLED = "user.enabled"
     USER_UPDATED = "user.updated"
+    WEBHOOK_REPLAYED = "webhook.replayed"
+    WEBHOOK_SUBSCRIBED = "webhook.subscribed"
+    WEBHOOK_TESTED = "webhook.tested"
+    WEBHOOK_UNSUBSCRIBED = "webhook.unsubscribed"
 
 
 
@@ -255,5 +273,6 @@ ADMINISTRATIVE_ACTIONS: frozenset[AuditAction] = frozenset({
     AuditAction.MFA_RESET, AuditAction.ROTA_GROUP_CREATED, AuditAction.ROTA_SHIFT_ADDED,
     AuditAction.ROTA_SHIFT_REMOVED, AuditAction.ROTA_IMPORTED, AuditAction.ROTA_POLICY_SET,
     AuditAction.ROTA_ABSENCE_MARKED, AuditAction.USER_CREATED, AuditAction.USER_DISABLED,
-    AuditAction.USER_ENABLED, AuditAction.USER_UPDATED,
+    AuditAction.USER_ENABLED, AuditAction.USER_UPDATED, AuditAction.WEBHOOK_REPLAYED,
+    AuditAction.WEBHOOK_SUBSCRIBED, AuditAction.WEBHOOK_TESTED, AuditAction.WEBHOOK_UNSUBSCRIBED,
 })

@@ -17,6 +17,13 @@ from signflow.models.accounts import (
 )
 from signflow.models.columns import TextEnum, UTCDateTime
 from signflow.models.identity import RecoveryCode, WebAuthnChallenge, WebAuthnCredential
+from signflow.models.integration import (
+    IdempotencyKey,
+    RequestReference,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from signflow.models.records import AuditEntry, AuditHead, Blob, Checkpoint, Job, Setting
 from signflow.models.requests import OnCallGroup, RotaShift, RouteStep, SignatureRequest
 from signflow.models.signing import Signature, SignatureActivation, SigningCredential
@@ -29,4 +36,5 @@ __all__ = [
     "OnCallGroup", "RotaShift", "RouteStep", "SignatureRequest",
     "Signature", "SignatureActivation", "SigningCredential",
     "AuditEntry", "AuditHead", "Blob", "Checkpoint", "Job", "Setting",
+    "IdempotencyKey", "RequestReference", "WebhookAttempt", "WebhookDelivery", "WebhookSubscription",
 ]

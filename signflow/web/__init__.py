@@ -46,6 +46,7 @@ def register(app: Flask) -> None:
         push,
         stats,
         technician,
+        webhooks,
     )
 
     login = LoginManager(app)
@@ -63,7 +64,7 @@ def register(app: Flask) -> None:
     app.before_request(auth.require_second_factor)
     app.teardown_appcontext(close_session)
     for module in (auth, technician, physician, destination, documents, auditor, admin, api,
-                   pki_routes, board, push, demo, contacts, stats, identity):
+                   pki_routes, board, push, demo, contacts, stats, identity, webhooks):
         app.register_blueprint(module.bp)
     # The one transaction policy: every view commits (or rolls back) in one place.
     for endpoint, view in app.view_functions.items():

@@ -23,9 +23,10 @@ def caller() -> tokens.Bearer:
     return found
 
 
-def bearer_required(scope: ApiScope) -> Callable[[F], F]:
+def bearer_required(scope: ApiScope, *, rate_limited: bool = False) -> Callable[[F], F]:
     """The view runs for an integration token carrying `scope`: 401 for any token that
-    does not authenticate (one answer for every reason), 403 for a missing scope."""
+    does not authenticate (one answer for every reason), 403 for a missing scope;
+    `rate_limited`: 429 past SIGNFLOW_API_RATE_PER_MINUTE calls of the token."""
 
     def decorator(view: F) -> F:
         @wraps(view)
@@ -40,6 +41,9 @@ def bearer_required(scope: ApiScope) -> Callable[[F], F]:
             g.bearer, g.api_user = bearer, bearer.user
             try:
                 bearer.require(scope)
+                limiter = rc.services.api_limiter
+                if rate_limited and limiter is not None:
+                    limiter.hit(rc.session, bearer.token_id, now=rc.now)
                 result = view(*args, **kwargs)
             except SignflowError as exc:
                 outcome = f"refused:{exc.code}"

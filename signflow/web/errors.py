@@ -9,11 +9,14 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from signflow.core import errors as e
+from signflow.core.integration.submit import KeyReused
 
 log = logging.getLogger("signflow.web")
 
 STATUS: dict[type[e.SignflowError], int] = {
     e.DocumentTooLarge: 413,
+    e.UnsupportedMediaType: 415,
+    KeyReused: 422,
     e.InvalidDocument: 422,
     e.InvalidInput: 400,
     e.AuthenticationFailed: 401,
@@ -40,18 +43,29 @@ def wants_json() -> bool:
     return request.path.startswith(("/api/", "/tsa")) or request.accept_mimetypes.best == "application/json"
 
 
-def problem(status: int, title: str, detail: str, code: str | None = None) -> Response:
-    body = {"type": f"about:blank#{code}" if code else "about:blank", "title": title,
-            "status": status, "detail": detail}
+# Stable problem types (RFC 9457): one per error code, whatever the wording of the detail.
+PROBLEM_TYPE = "urn:signflow:problem:"
+_HTTP_CODES = {400: "bad-request", 401: "authentication-failed", 403: "forbidden",
+               404: "not-found", 405: "method-not-allowed", 406: "not-acceptable",
+               409: "conflict", 413: "document-too-large", 415: "unsupported-media-type",
+               429: "throttled", 500: "internal-error"}
+
+
+def problem(status: int, title: str, detail: str, code: str | None = None,
+            **extensions: object) -> Response:
+    code = code or _HTTP_CODES.get(status, f"http-{status}")
+    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail,
+            **extensions}
     resp = jsonify(body)
     resp.status_code = status
     resp.mimetype = "application/problem+json"
     return resp
 
 
-def render_error(status: int, title: str, detail: str, code: str | None = None) -> Response:
+def render_error(status: int, title: str, detail: str, code: str | None = None,
+                 **extensions: object) -> Response:
     if wants_json():
-        return problem(status, title, detail, code)
+        return problem(status, title, detail, code, **extensions)
     html = render_template("error.html", status=status, title=title, detail=detail)
     return Response(html, status=status, mimetype="text/html")
 
@@ -60,7 +74,8 @@ def _domain_error(exc: e.SignflowError) -> Response:
     # Committed or rolled back already, by the one transaction policy (web.context).
     status = status_for(exc)
     log.info("refused %s %s: %s (%s)", request.method, request.path, exc.code, status)
-    resp = render_error(status, _TITLES.get(status, "Request refused"), exc.message, exc.code)
+    resp = render_error(status, _TITLES.get(status, "Request refused"), exc.message, exc.code,
+                        **_limits(status))
     if isinstance(exc, e.Throttled):
         resp.headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, e.AuthenticationFailed) and request.path.startswith(("/api/", "/tsa")):
@@ -71,9 +86,18 @@ def _domain_error(exc: e.SignflowError) -> Response:
     return resp
 
 
+def _limits(status: int) -> dict[str, object]:
+    """A too-large upload's problem says the limit, for a system to split its file."""
+    if status != 413:
+        return {}
+    settings = current_app.extensions["signflow"].settings
+    return {"max_bytes": settings.max_upload_bytes}
+
+
 _TITLES = {
     400: "Please check the form", 401: "Login failed", 403: "Not allowed", 404: "Not found",
-    405: "Not allowed", 409: "Already handled", 413: "File too large", 422: "Document refused",
+    405: "Not allowed", 409: "Already handled", 413: "File too large",
+    415: "Unsupported media type", 422: "Document refused",
     423: "Signing credential blocked", 429: "Too many attempts", 502: "Signature not delivered",
     503: "Service unavailable",
 }
@@ -87,7 +111,7 @@ def _http_error(exc: HTTPException) -> Response:
         detail = (f"The file is larger than {settings.max_upload_mb} MB, the limit of this site: "
                   "ask for a lighter copy (scanned at 300 dpi or less) or split it into parts "
                   f"of at most {settings.max_upload_mb} MB and send each one.")
-    resp = render_error(status, _TITLES.get(status, exc.name), detail)
+    resp = render_error(status, _TITLES.get(status, exc.name), detail, None, **_limits(status))
     # What the exception says about the response (405's Allow, 416's Content-Range...).
     for name, value in exc.get_headers():
         if name.lower() != "content-type":

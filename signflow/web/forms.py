@@ -15,6 +15,7 @@ from wtforms import (
     IntegerField,
     PasswordField,
     SelectField,
+    SelectMultipleField,
     StringField,
     TextAreaField,
 )
@@ -22,6 +23,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from signflow.core.accounts.identity import MAX_DISPLAY_NAME
 from signflow.core.errors import InvalidInput
+from signflow.core.requests.events import EVENT_TYPES
 from signflow.core.requests.workflow import MAX_NOTE, MAX_REASON
 from signflow.models import Role, Urgency
 
@@ -248,3 +250,14 @@ class ContactForm(FlaskForm):
 
 class ContactCodeForm(FlaskForm):
     code = StringField(_l("Code"), validators=[DataRequired(), Length(max=20)])
+
+
+class SubscriptionForm(FlaskForm):
+    """A webhook or FHIR subscription (web.webhooks fills `scope`'s choices)."""
+
+    kind = SelectField(_l("Kind"), choices=[("webhook", _l("Webhook (Standard Webhooks)")),
+                                            ("fhir", _l("FHIR server (transaction)"))])
+    url = StringField(_l("Endpoint URL"), validators=[DataRequired(), Length(max=2000)])
+    # "d:<id>" a destination service, "t:<id>" a sending account.
+    scope = SelectField(_l("Requests of"), validators=[DataRequired()])
+    events = SelectMultipleField(_l("Events"), choices=[(e, e) for e in EVENT_TYPES])

@@ -1,5 +1,6 @@
-"""Ids in URLs and filters: a database id is a positive 64-bit integer; anything
-else (negative, >= 2^63, not a number) is 404, never a database error."""
+"""Ids in URLs and filters: a database id is a positive 32-bit integer (the tables'
+ids are INTEGER, int4 on PostgreSQL, which refuses to compare with a larger number);
+anything else (negative, >= 2^31, not a number) is 404, never a database error."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from werkzeug.routing import IntegerConverter, Map
 
 from signflow.core.errors import NotFound
 
-MAX_ID = 2**63 - 1
+MAX_ID = 2**31 - 1
 
 
 class IdConverter(IntegerConverter):
-    """`<int:...>` everywhere: unsigned and at most 2^63 - 1, so that no route
+    """`<int:...>` everywhere: unsigned and at most 2^31 - 1, so that no route
     matches (404) for an id no table can hold."""
 
     def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:

@@ -80,6 +80,12 @@ def resolve_host(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+def is_public(address: str) -> bool:
+    """A global unicast address (not private, loopback, link-local or multicast)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    return ip.is_global and not ip.is_multicast
+
+
 def check_endpoint(endpoint: str, *, allow_private: bool,
                    resolve: Resolver = resolve_host) -> tuple[str, int, list[str]]:
     """(host, port, addresses) of an acceptable endpoint; InvalidInput otherwise."""
@@ -99,8 +105,7 @@ def check_endpoint(endpoint: str, *, allow_private: bool,
         raise InvalidInput(f"The push service's host {parts.hostname!r} does not resolve.")
     if not allow_private:
         for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global or ip.is_multicast:
+            if not is_public(address):
                 raise InvalidInput(
                     f"The push endpoint's host {parts.hostname!r} is a private, loopback or "
                     "link-local address: refused.")

@@ -23,6 +23,7 @@ from signflow.core.errors import Conflict, Forbidden, InvalidDocument, InvalidIn
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
+from signflow.core.requests import events as events
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests import outbox as outbox
 from signflow.core.requests import policy as policy
@@ -148,6 +149,7 @@ def record(
     req.updated_at = now
     session.flush()
     audit.append(session, now=now, actor=actor, action=action, request_id=req.id, **details)
+    events.emit(session, req, action, now=now)  # webhooks, with the transition or not at all
     if notify is not None:
         payload: dict[str, JsonValue] = {"request": req.id, "event": notify}
         if ladder_level is not None:

@@ -1,0 +1,1 @@
+"""Hospital systems talking to signflow: API submissions, webhooks, FHIR documents."""

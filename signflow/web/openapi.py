@@ -128,7 +128,8 @@ OPENAPI: dict[str, Any] = {
                 {"name": "group", "in": "query", "schema": {"type": "integer"},
                  "description": "one on-call group's id; every group without it"}],
             "responses": {"200": {"description": "Figures", "content": {"application/json": {
-                "schema": {"type": "object"}}}}, "400": _err("A reversed, unbounded or malformed period, or an unknown group"),
+                "schema": {"type": "object"}}}}, "400": _err("A reversed, unbounded or malformed period, "
+                                         "or an unknown group"),
                           **_COMMON}}},
         "/requests/{request_id}/acknowledge": {"post": {
             "summary": "Acknowledge receipt of a delivered document (scope acknowledge)",

@@ -111,7 +111,7 @@ def edit_user(user_id: int) -> Response | str:
     return render_template("admin/user.html", form=form, target=target,
                            four_eyes=four_eyes.needs_four_eyes(target.role),
                            devices=push_devices.list_devices(rc.session, target.id),
-                           channels=contacts.channels_of(rc.session, target.id))
+                           channels=contacts.ordered(rc.session, target.id))
 
 
 @bp.get("/changes")

@@ -22,7 +22,7 @@ from signflow.core.errors import (
     SignflowError,
     WrongCode,
 )
-from signflow.core.requests import outbox
+from signflow.core.requests import outbox, paging
 from signflow.models import (
     AuditEntry,
     ContactChannel,
@@ -370,3 +370,34 @@ def test_the_physician_manages_channels_on_their_page_and_an_admin_sees_them(app
     shown = admin.get(f"/admin/users/{world.doc}").get_data(as_text=True)
     assert re.findall(r'data-channel="(\d+)"', shown) == [str(email), str(pager), str(sms)]
     assert "+33145678901" in shown
+
+
+def test_the_enrolment_code_verifies_the_account_address_and_nothing_else_is_paged(app, svc, world, clock):
+    with svc.sessions() as s:
+        [email] = contacts.channels_of(s, world.doc)
+        assert (email.kind, email.address, email.verified_at) == ("email", "doc@hospital.example", clock())
+    assert ("contact.verified", "enrolment code") in [
+        (a, line.get("proof")) for a, line in _actions(svc) if line.get("channel") == email.id]
+    # Her only verified channel removed: the e-mail on her account is no channel of hers.
+    with svc.sessions() as s, s.begin():
+        contacts.remove(s, actor=_actor(svc, world.doc), channel_id=email.id, now=clock())
+        assert s.get(User, world.doc).email == "doc@hospital.example"
+    admin = app.test_client()
+    login(admin, "admin")
+    assert "data-unreachable" in admin.get(f"/admin/users/{world.doc}").get_data(as_text=True)
+    assert "data-unreachable" not in admin.get(f"/admin/users/{world.backup}").get_data(as_text=True)
+    before = len(svc.notifier.sent)
+    rid = create_request(svc, world)
+    jobs.run_once(svc)
+    # Unreachable counts as every channel failed: the backup at once, the administrators told.
+    assert _rows(svc, rid)[0] == ("Dr Hélène Lefèvre", "email", "failed", 0, paging.NO_ADDRESS)
+    with svc.sessions() as s:
+        assert s.get(SignatureRequest, rid).escalation_level == 1
+    sent = [(m.to_email, m.subject) for m in svc.notifier.sent[before:]]
+    assert "doc@hospital.example" not in [to for to, _ in sent]
+    assert ("admin@hospital.example",
+            f"Nobody reachable on call for Anaesthesia on call: request #{rid} moved up at once") in sent
+    assert ("backup@hospital.example", f"ESCALATED signature needed (urgent): request #{rid}") in sent
+    clock.advance(minutes=2)
+    jobs.run_once(svc)  # the retries of the same page do not alert again
+    assert len([m for m in svc.notifier.sent[before:] if m.to_email == "admin@hospital.example"]) == 1

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from signflow.core.audit.log import Actor
-from signflow.core.errors import Forbidden, InvalidInput
+from signflow.config import load_settings
+from signflow.core.errors import ConfigurationError, Forbidden, InvalidInput
 from signflow.core.requests import access, cover, oncall, rota
 from signflow.models import AuditEntry, OnCallGroup, User
 from tests.conftest import T0, TEST_ACTOR, csrf_token, login
@@ -108,19 +109,19 @@ def test_a_physician_marks_an_absence_over_http(app, svc, world, clock):
 
 
 def test_the_board_shows_every_group_now_and_tonight(app, svc, world, clock):
-    tonight = cover.tonight(clock(), "Europe/Paris")
+    tonight = cover.tonight(clock(), "Europe/Paris", svc.deps.night_starts)
     with svc.sessions() as s, s.begin():
         rota.add_shift(s, actor=TEST_ACTOR, group_id=world.other_group, user_id=world.head, level=1,
                        starts_at=tonight, ends_at=tonight + timedelta(hours=10), now=clock())
     with svc.sessions() as s:
-        board = cover.board(s, timezone="Europe/Paris", now=clock())
+        board = cover.board(s, timezone="Europe/Paris", night_starts=svc.deps.night_starts, now=clock())
     by_name = {g.name: g for g in board.groups}
     anaesthesia = {r.label: r.people for r in by_name["Anaesthesia on call"].now}
     assert anaesthesia == {"primary": ("Dr Hélène Lefèvre",), "backup": ("Dr Łukasz Nowak",),
                            "head": ("Pr Øyvind Berg",)}
     cardio_tonight = {r.label: r.people for r in by_name["Cardiology on call"].tonight}
     assert cardio_tonight["backup"] == ("Pr Øyvind Berg",) and cardio_tonight["head"] == ()
-    assert tonight.astimezone(PARIS).time() == time(22) or tonight == clock()
+    assert tonight.astimezone(PARIS).time() == time(20) or tonight == clock()  # the default
     for username in ("tech", "doc", "admin"):
         client = app.test_client()
         login(client, username)
@@ -135,7 +136,25 @@ def test_the_board_shows_every_group_now_and_tonight(app, svc, world, clock):
 
 def test_tonight_is_the_coming_evening_or_now_during_the_night():
     day = datetime(2027, 6, 1, tzinfo=PARIS)
-    assert cover.tonight(day.replace(hour=15).astimezone(UTC), "Europe/Paris") == \
-        day.replace(hour=22).astimezone(UTC)
+    for starts in (time(20), time(22, 30)):
+        assert cover.tonight(day.replace(hour=15).astimezone(UTC), "Europe/Paris", starts) == \
+            day.replace(hour=starts.hour, minute=starts.minute).astimezone(UTC)
     night = day.replace(hour=23).astimezone(UTC)
-    assert cover.tonight(night, "Europe/Paris") == night
+    assert cover.tonight(night, "Europe/Paris", time(22, 30)) == night
+    early = day.replace(hour=21).astimezone(UTC)  # already night with 20:00, not with 22:30
+    assert cover.tonight(early, "Europe/Paris", time(20)) == early
+    assert cover.tonight(early, "Europe/Paris", time(22, 30)) == day.replace(hour=22, minute=30).astimezone(UTC)
+    # A night said to start at 02:30 on the spring-forward day starts when the clocks reach 03:00.
+    spring = datetime.combine(last_sunday(2027, 3), time(1), UTC)
+    assert cover.tonight(spring - timedelta(hours=1), "Europe/Paris", time(2, 30)) == spring - timedelta(hours=1)
+
+
+def test_the_night_start_is_a_setting_refused_unless_a_time_of_day(tmp_path):
+    env = {"SIGNFLOW_INSTANCE": str(tmp_path)}
+    assert load_settings(env).night_starts_at == "20:00"
+    assert load_settings({**env, "SIGNFLOW_NIGHT_STARTS_AT": "21:15"}).night_starts_at == "21:15"
+    for bad in ("8pm", "24:00", "20:60", "20", "", "20:00:00", " 20:00"):
+        with pytest.raises(ConfigurationError, match="SIGNFLOW_NIGHT_STARTS_AT"):
+            load_settings({**env, "SIGNFLOW_NIGHT_STARTS_AT": bad})
+
+

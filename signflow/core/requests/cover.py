@@ -17,7 +17,7 @@ from signflow.core.requests import oncall as oncall
 from signflow.models import AuditAction, OnCallGroup, Role, RotaAbsence, User
 
 MAX_ABSENCE = timedelta(days=92)
-NIGHT_STARTS = time(22, 0)  # "tonight" on the board: the coming 22:00, local time
+MORNING = time(7, 0)  # before this, the night that began yesterday evening is "tonight"
 
 
 def mark_absence(session: Session, *, actor: Actor, cover_user_id: int, starts_local: datetime,
@@ -99,18 +99,23 @@ def _rungs(session: Session, group: OnCallGroup, at: datetime) -> tuple[Rung, ..
     return tuple(rungs)
 
 
-def tonight(now: datetime, timezone: str) -> datetime:
-    """The coming NIGHT_STARTS in the hospital's zone (now, if the night has begun)."""
+def tonight(now: datetime, timezone: str, night_starts: time) -> datetime:
+    """The coming `night_starts` (SIGNFLOW_NIGHT_STARTS_AT) in the hospital's zone (now,
+    if the night has begun). A start the clocks skip that evening is the instant after."""
     tz = localtime.zone(timezone)
     local = now.astimezone(tz)
-    if local.time() >= NIGHT_STARTS or local.time() < time(7, 0):
+    if local.time() >= night_starts or local.time() < MORNING:
         return now
-    return localtime.instant(datetime.combine(local.date(), NIGHT_STARTS), tz, fold=0)
+    wall = datetime.combine(local.date(), night_starts)
+    try:
+        return localtime.instant(wall, tz, fold=0)
+    except InvalidInput:  # 02:xx on the spring-forward night: the night starts at 03:00
+        return localtime.instant(wall + timedelta(hours=1), tz, fold=0)
 
 
-def board(session: Session, *, timezone: str, now: datetime) -> Board:
+def board(session: Session, *, timezone: str, night_starts: time, now: datetime) -> Board:
     """Every group's primary, backup and head, now and tonight."""
-    at = tonight(now, timezone)
+    at = tonight(now, timezone, night_starts)
     groups = session.scalars(select(OnCallGroup).order_by(OnCallGroup.name))
     return Board(tonight_at=at, groups=tuple(
         GroupBoard(name=g.name, now=_rungs(session, g, now), tonight=_rungs(session, g, at)) for g in groups))

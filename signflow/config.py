@@ -180,9 +180,10 @@ def validate(settings: Settings) -> None:
     if not 1 <= settings.ack_reminder_minutes <= settings.ack_alert_minutes:
         raise ConfigurationError("SIGNFLOW_ACK_REMINDER_MINUTES must be at least 1 and at most "
                                  "SIGNFLOW_ACK_ALERT_MINUTES")
-    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(settings.night_starts_at)):
-        raise ConfigurationError("SIGNFLOW_NIGHT_STARTS_AT must be a time of day as HH:MM "
-                                 "(24-hour clock, e.g. 20:00)")
+    # An evening (12:00 to 23:59): "tonight" is the coming one, never a skipped hour.
+    if not re.fullmatch(r"(1\d|2[0-3]):[0-5]\d", str(settings.night_starts_at)):
+        raise ConfigurationError("SIGNFLOW_NIGHT_STARTS_AT must be an evening time as HH:MM, "
+                                 "from 12:00 to 23:59 (e.g. 20:00)")
     if settings.webhook_url:
         _check_webhook(settings.webhook_url, settings.webhook_secret)
 

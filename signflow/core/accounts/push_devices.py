@@ -20,8 +20,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import ratelimit
-from signflow.core.accounts import contacts
+from signflow.core.accounts import contacts, ratelimit
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor

@@ -5,16 +5,16 @@ rota, covers included) with where their page is, when it moves up (and the repea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
 from signflow.core.requests import access as access
 from signflow.core.requests import oncall as oncall
+from signflow.core.requests import paging as paging
 from signflow.core.requests import policy as policy
 from signflow.core.requests.deps import Deps
-from signflow.core.requests import paging as paging
 from signflow.models import DeliveryStatus, NotificationDelivery, RequestState, User
 
 RUNG_NAMES = ("primary on call", "backup", "head of department")

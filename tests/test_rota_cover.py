@@ -114,12 +114,12 @@ def test_a_physician_marks_an_absence_over_http(app, svc, world, clock):
 def test_an_admin_records_a_sick_call_and_the_physician_is_told(app, svc, world, clock):
     admin = app.test_client()
     login(admin, "admin")
-    token = csrf_token(admin, "/admin/rota")
     local = clock().astimezone(PARIS)
-    fmt = "%Y-%m-%dT%H:%M"
-    form = {"csrf_token": token, "absence-physician": str(world.doc), "absence-cover": str(world.offduty),
-            "absence-starts_at": local.strftime(fmt), "absence-fold": "",
-            "absence-ends_at": (local + timedelta(hours=12)).strftime(fmt)}
+    # The rota page's form (its fields prefixed), for the next twelve hours.
+    form = {"csrf_token": csrf_token(admin, "/admin/rota"), "absence-physician": str(world.doc),
+            "absence-cover": str(world.offduty), "absence-fold": "",
+            **{f"absence-{k}": t.strftime("%Y-%m-%dT%H:%M")
+               for k, t in (("starts_at", local), ("ends_at", local + timedelta(hours=12)))}}
     refused = admin.post("/admin/rota/absences", data=form | {"absence-cover": str(world.doc)})
     assert refused.status_code == 400 and "covers them" in refused.get_data(as_text=True)
     assert admin.post("/admin/rota/absences", data=form).status_code == 302

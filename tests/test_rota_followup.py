@@ -16,7 +16,14 @@ from sqlalchemy import delete, select, text
 from signflow import jobs
 from signflow.core.errors import InvalidInput
 from signflow.core.requests import followup, policy, rota
-from signflow.models import AuditEntry, RequestFollowUp, RotaAbsence, RotaShift, SignatureRequest
+from signflow.models import (
+    AuditEntry,
+    FollowUpKind,
+    RequestFollowUp,
+    RotaAbsence,
+    RotaShift,
+    SignatureRequest,
+)
 from tests.conftest import T0, TEST_ACTOR, csrf_token, login
 from tests.factories import acknowledge_receipt, count, create_request, last_sunday, sign_request
 from tests.helpers import new_request
@@ -241,14 +248,14 @@ def test_two_workers_at_once_page_each_repeat_once(svc, world, clock):
     clock.advance(minutes=3)
     with svc.sessions() as first, svc.sessions() as second:
         with first.begin():
-            assert followup.run_due(first, svc.deps, now=clock()).repeated == 3
+            assert followup.run_due(first, svc.deps, now=clock())[FollowUpKind.REPEAT_PAGE] == 3
             # While the first worker holds the requests, the second skips them (SKIP LOCKED).
             with second.begin():
                 # Waiting on a lock would be the bug: fail instead of hanging.
                 second.execute(text("SET LOCAL lock_timeout = '5s'"))
-                assert followup.run_due(second, svc.deps, now=clock()).repeated == 0
+                assert followup.run_due(second, svc.deps, now=clock())[FollowUpKind.REPEAT_PAGE] == 0
         with second.begin():  # and once the first committed, there is nothing left to do
-            assert followup.run_due(second, svc.deps, now=clock()).repeated == 0
+            assert followup.run_due(second, svc.deps, now=clock())[FollowUpKind.REPEAT_PAGE] == 0
     assert count(svc, AuditEntry, AuditEntry.action == "request.repaged") == 3
     jobs.run_once(svc)
     assert sorted(_sent(svc, "STILL WAITING")) == ["Dr Hélène Lefèvre"] * len(rids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -34,6 +35,8 @@ class Settings:
     secret_key: str | None = None
     base_url: str = DEFAULT_BASE_URL
     timezone: str = "Europe/Paris"
+    # When "tonight" begins on the on-call board (hospital's local time, HH:MM).
+    night_starts_at: str = "20:00"
     # Site language ("fr" or "en"); each user may choose, the login page follows the browser.
     language: str = "fr"
     max_upload_mb: int = 25
@@ -183,6 +186,10 @@ def validate(settings: Settings) -> None:
     if not 1 <= settings.ack_reminder_minutes <= settings.ack_alert_minutes:
         raise ConfigurationError("SIGNFLOW_ACK_REMINDER_MINUTES must be at least 1 and at most "
                                  "SIGNFLOW_ACK_ALERT_MINUTES")
+    # An evening (12:00 to 23:59): "tonight" is the coming one, never a skipped hour.
+    if not re.fullmatch(r"(1\d|2[0-3]):[0-5]\d", str(settings.night_starts_at)):
+        raise ConfigurationError("SIGNFLOW_NIGHT_STARTS_AT must be an evening time as HH:MM, "
+                                 "from 12:00 to 23:59 (e.g. 20:00)")
     if settings.webhook_url:
         _check_webhook(settings.webhook_url, settings.webhook_secret)
 

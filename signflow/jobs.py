@@ -72,7 +72,7 @@ def _recipients(session: Session, req: SignatureRequest, event: NotifyEvent, lev
         return list(session.scalars(select(User).where(
             User.role == Role.RECIPIENT, User.destination_id == req.destination_id,
             User.active.is_(True))))
-    if event == NotifyEvent.NOBODY_ON_CALL:
+    if event in (NotifyEvent.NOBODY_ON_CALL, NotifyEvent.NOBODY_REACHABLE):
         return list(session.scalars(select(User).where(User.role == Role.ADMIN, User.active.is_(True))
                                     .order_by(User.id)))
     return [req.technician]
@@ -88,6 +88,7 @@ _SUBJECTS: dict[NotifyEvent, str] = {
     NotifyEvent.RECEIVED: "Request #{id} was received",
     NotifyEvent.FAILED: "Request #{id} failed: open signflow to see why",
     NotifyEvent.NOBODY_ON_CALL: "Nobody on call for {group}: request #{id} went to the head of department",
+    NotifyEvent.NOBODY_REACHABLE: "Nobody reachable on call for {group}: request #{id} moved up at once",
     NotifyEvent.REPAGED: "STILL WAITING, signature needed ({urgency}): request #{id}",
     NotifyEvent.HANDED_OVER: "Handed over to you, signature needed ({urgency}): request #{id}",
     NotifyEvent.ACK_REMINDER: "Reminder: signed document #{id} awaits your acknowledgement",
@@ -96,7 +97,7 @@ _SUBJECTS: dict[NotifyEvent, str] = {
 _PATHS: dict[NotifyEvent, str] = {
     NotifyEvent.CREATED: "/inbox/{id}", NotifyEvent.ESCALATED: "/inbox/{id}",
     NotifyEvent.DELEGATED: "/inbox/{id}", NotifyEvent.DELIVERED: "/received/{id}",
-    NotifyEvent.NOBODY_ON_CALL: "/admin/rota",
+    NotifyEvent.NOBODY_ON_CALL: "/admin/rota", NotifyEvent.NOBODY_REACHABLE: "/admin/users",
     NotifyEvent.REPAGED: "/inbox/{id}", NotifyEvent.HANDED_OVER: "/inbox/{id}",
     NotifyEvent.ACK_REMINDER: "/received/{id}",
 }
@@ -117,9 +118,9 @@ class _Plan:
     level: int | None = None
 
 
-def _person(session: Session, user: User) -> paging.Recipient:
+def _person(session: Session, user: User, *, page: bool) -> paging.Recipient:
     return paging.Recipient(key=f"user:{user.id}", name=user.display_name, user_id=user.id,
-                            addresses=contacts.reachable(session, user))
+                            addresses=contacts.reachable(session, user, page=page))
 
 
 def _request_plan(session: Session, svc: Services, payload: dict[str, Any], now: datetime) -> _Plan | None:
@@ -132,12 +133,8 @@ def _request_plan(session: Session, svc: Services, payload: dict[str, Any], now:
     subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id, group=req.group.name)
     link = svc.settings.base_url.rstrip("/") + _PATHS.get(event, "/requests/{id}").format(id=req.id)
     users = _recipients(session, req, event, level, now, payload.get("users"))
-    recipients = [_person(session, u) for u in users]
-    if event in _PAGES:
-        # Each verified phone of a paged physician gets its own push, besides their channels.
-        recipients += [paging.Recipient(key=f"push:{device.channel_id}", name=u.display_name,
-                                        user_id=u.id, addresses=[device])
-                       for u in users for device in push_devices.reachable_devices(session, u.id)]
+    # Each person's verified channels, Web Push devices among them, in their own order.
+    recipients = [_person(session, u, page=event in _PAGES) for u in users]
     if event in (NotifyEvent.DELIVERED, NotifyEvent.ACK_REMINDER) and req.destination.email:
         recipients.append(paging.Recipient(
             key=f"destination:{req.destination_id}", name=req.destination.name, user_id=None,
@@ -162,10 +159,7 @@ def _account_plan(session: Session, svc: Services, payload: dict[str, Any]) -> _
         if channel is not None and channel.user_id == user.id:
             addresses.append(contacts.Reachable(channel.kind, channel.address, channel.id, 0))
     else:
-        if user.email:
-            addresses.append(contacts.Reachable(ChannelKind.EMAIL, user.email, None, 0))
-        if user.phone:
-            addresses.append(contacts.Reachable(ChannelKind.SMS, user.phone, None, 1))
+        addresses = contacts.account_addresses(user)
     link = svc.settings.base_url.rstrip("/") + str(payload.get("path", "/"))
     content = paging.Content(subject=str(payload["subject"]),
                              text=notices.body_of(payload, svc.keys.master_key), link=link)
@@ -221,17 +215,21 @@ def _notify(session: Session, svc: Services, job: Job, now: datetime) -> bool:
             job.payload = notices.scrubbed(payload)
     if plan.level is not None and plan.request_id is not None and (
             not plan.recipients or result.everyone_failed):
-        _unreachable_rung(session, svc, plan, now)
+        _unreachable_rung(session, svc, plan, now, first_run=job.attempts == 1)
     return not result.errors
 
 
-def _unreachable_rung(session: Session, svc: Services, plan: _Plan, now: datetime) -> None:
-    """Nobody at this rung can be reached: the next rung at once, and, when there was
-    nobody to page at all, the administrators told."""
+def _unreachable_rung(session: Session, svc: Services, plan: _Plan, now: datetime, *,
+                      first_run: bool) -> None:
+    """Nobody at this rung can be reached (nobody to page; or nobody with a verified
+    channel, or every channel failed): the next rung at once, and the administrators
+    told, once per rung (a request created with nobody on call already told them)."""
     assert plan.request_id is not None and plan.level is not None
-    if not plan.recipients and plan.event == NotifyEvent.ESCALATED:
-        outbox.enqueue(session, JobKind.NOTIFY, {"request": plan.request_id,
-                                                 "event": NotifyEvent.NOBODY_ON_CALL}, now=now)
+    alert = (NotifyEvent.NOBODY_ON_CALL if not plan.recipients and plan.event == NotifyEvent.ESCALATED
+             else NotifyEvent.NOBODY_REACHABLE if plan.recipients else None)
+    if alert is not None and first_run:
+        outbox.enqueue(session, JobKind.NOTIFY, {"request": plan.request_id, "event": alert,
+                                                 "level": plan.level}, now=now)
     if workflow.escalate_unreachable(session, svc.deps, request_id=plan.request_id,
                                      level=plan.level, now=now):
         log.warning("request %s: nobody reachable at rung %s, escalated at once",

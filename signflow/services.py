@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -152,6 +152,7 @@ def build_services(
         escalation_levels=settings.escalation_levels,
         ack_reminder_minutes=settings.ack_reminder_minutes,
         ack_alert_minutes=settings.ack_alert_minutes,
+        night_starts=time.fromisoformat(settings.night_starts_at),
     )
     sandbox = SandboxLimits(timeout_s=float(settings.parse_timeout_seconds),
                             memory_bytes=settings.parse_memory_mb * 1024 * 1024)

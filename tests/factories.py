@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from signflow.core.accounts import tokens
+from signflow.core.accounts import contacts, tokens
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
 from signflow.core.pdf import normalise as pdfcheck
@@ -31,6 +31,16 @@ def create_request(svc: Any, world: Any, *, urgency: str = "urgent", user_id: in
             upload=upload, filename="consent.pdf", title="Donor consent (Mme X)",
             group_id=world.group, destination_id=world.destination, urgency=urgency)
         return int(req.id)
+
+
+def put_first(svc: Any, user_id: int, channel_id: int) -> None:
+    """`channel_id` moved to the head of its owner's order, as they do it (one place up
+    at a time): the physicians of the test world start with their enrolment-verified
+    e-mail first, and a test that adds a phone usually wants it tried first."""
+    with svc.sessions() as s, s.begin():
+        actor = Actor.of(s.get(User, user_id))
+        while contacts.channels_of(s, user_id)[0].id != channel_id:
+            contacts.move(s, actor=actor, channel_id=channel_id, earlier=True, now=svc.clock())
 
 
 def create_request_from(svc: Any, world: Any, upload: pdfcheck.NormalisedPdf) -> int:

@@ -200,6 +200,10 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("POST", "/inbox/absence", phys, 302, lambda _: {
             "starts_at": "2030-03-01T08:00", "ends_at": "2030-03-08T08:00", "cover": str(world.backup),
             "fold": ""}),
+        Route("POST", "/admin/rota/absences", adm, 302, lambda _: {
+            "absence-physician": str(world.head), "absence-cover": str(world.offduty),
+            "absence-starts_at": "2030-04-01T08:00", "absence-ends_at": "2030-04-02T08:00",
+            "absence-fold": ""}),
         Route("GET", f"/requests/{main}/ladder.json", tech, 200),
         Route("GET", "/admin/users", adm, 200),
         Route(

@@ -27,6 +27,7 @@ from signflow.config import load_settings
 from signflow.core.pki import credentials as creds
 from signflow.models import User
 from signflow.services import build_services
+from tests.pdfs import make_pdf
 from tests.tools import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,10 +247,42 @@ def test_init_twice_keeps_the_keys(tmp_path):
         k: v for k, v in instance.items() if not k.endswith(".db")}
 
 
+def send_for_signature(base: str, opener: urllib.request.OpenerDirector, *, title: str) -> int:
+    """The technician's upload form, posted as a browser does (multipart, CSRF token)."""
+    with opener.open(f"{base}/requests/new", timeout=10) as resp:
+        form = resp.read().decode()
+    token = CSRF.search(form)
+    assert token, form[:1000]
+
+    def first_option(name: str) -> str:
+        select = re.search(rf'<select[^>]*name="{name}"[^>]*>(.*?)</select>', form, re.S)
+        assert select, form[:2000]
+        return re.findall(r'<option[^>]*value="(\d+)"', select.group(1))[0]
+
+    fields = {"csrf_token": token.group(1), "title": title, "group": first_option("group"),
+              "then_group": "0", "destination": first_option("destination"), "urgency": "emergency",
+              "note": "", "stamp_position": ""}
+    boundary = "signflow-demo-test"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="document"; '
+                 f'filename="consent.pdf"\r\nContent-Type: application/pdf\r\n\r\n'.encode()
+                 + make_pdf(1, "Donor consent") + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{base}/requests/new", data=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with opener.open(request, timeout=60) as resp:
+        path = urllib.parse.urlsplit(resp.url).path
+    match = re.fullmatch(r"/requests/(\d+)", path)
+    assert match, path
+    return int(match.group(1))
+
+
 def test_demo_shows_every_message_and_sends_sms_to_a_configured_gateway(tmp_path):
     """The demo's mail catcher feeds /demo/messages; with SIGNFLOW_WEBHOOK_URL set, the
     SMS/pager messages go to that gateway instead of the demo's own."""
     from signflow.cli.demo_gateways import new_webhook_secret, sms_gateway
+    from signflow.cli.setup import DEMO_PHONES
     from signflow.core.ops.demo_outbox import DemoOutbox
 
     gateway_outbox = DemoOutbox(tmp_path / "gateway.jsonl")
@@ -280,12 +313,21 @@ def test_demo_shows_every_message_and_sends_sms_to_a_configured_gateway(tmp_path
                 assert time.monotonic() < deadline, page[:2000]
                 time.sleep(0.5)
             assert "email · received" in page and "dr.lefevre@hospital.example" in page
-            # Account notices go to the first channel that takes them (e-mail here), so the
-            # configured gateway is not reached by them; the signed SMS path is covered by
-            # tests/test_gateway.py.
+            # A request: Dr Lefèvre, on call, is paged on her verified phone first, through
+            # the configured gateway (which verified the signature), and no patient data goes.
             tech = urllib.request.build_opener(
                 urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
             log_in(base, "tech", table["tech"].password, opener=tech)
+            rid = send_for_signature(base, tech, title="Donor consent (Mme Durand)")
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while not (pages := [m for m in gateway_outbox.read() if m.to == DEMO_PHONES["dr.lefevre"]]):
+                assert time.monotonic() < deadline, gateway_outbox.read()
+                time.sleep(0.5)
+            [sms] = pages
+            assert (sms.channel, sms.status) == ("sms", "verified")
+            assert f"request #{rid}" in sms.text and f"/inbox/{rid}" in sms.text
+            assert "Durand" not in sms.text and "Donor consent" not in sms.text
+            assert all(m.status == "verified" for m in gateway_outbox.read())
             with pytest.raises(urllib.error.HTTPError) as refused:
                 tech.open(f"{base}/demo/messages", timeout=10)
             assert refused.value.code == 403

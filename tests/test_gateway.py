@@ -20,7 +20,7 @@ from signflow.core.notify.channels import SignedGateway
 from signflow.core.notify.dispatch import GatewaySender, Outgoing
 from signflow.models import NotificationDelivery, SignatureRequest, User
 from signflow.services import make_notifier, make_senders
-from tests.factories import create_request
+from tests.factories import create_request, put_first
 from tests.gateway import SECRET, post_raw, running_gateway
 from tests.tools import free_port
 
@@ -103,6 +103,7 @@ def _sms_channel(svc, clock, gateway, user_id, number):
     code = re.search(r"code is (\d{6})", texts[-1]).group(1)
     with svc.sessions() as s, s.begin():
         contacts.verify(s, svc.keys.master_key, actor=actor, channel_id=channel, code=code, now=clock())
+    put_first(svc, user_id, channel)  # before the e-mail the enrolment code verified
 
 
 def test_a_page_reaches_the_phone_through_the_gateway_and_the_backup_by_mail(svc, world, clock,
@@ -117,7 +118,7 @@ def test_a_page_reaches_the_phone_through_the_gateway_and_the_backup_by_mail(svc
                     "group": "Anaesthesia on call", "request": str(rid),
                     "link": f"http://127.0.0.1:5000/inbox/{rid}", "text": page["text"]}
     assert len(page["text"]) <= 160 and "Donor consent" not in str(page)  # no patient data
-    # The deadline passes: the backup has no channel of their own, the account's e-mail.
+    # The deadline passes: the backup's only channel is the e-mail their enrolment code verified.
     clock.advance(minutes=6)
     jobs.run_once(svc)
     assert [to for to, _ in box.messages] == [["backup@hospital.example"]]
@@ -128,10 +129,7 @@ def test_gateway_down_falls_back_to_mail_and_a_hanging_one_escalates_at_once(svc
                                                                            gateway, mailbox):
     box, port = mailbox
     _wire(svc, gateway, port, timeout=1)
-    _sms_channel(svc, clock, gateway, world.doc, "06 12 34 56 78")
-    with svc.sessions() as s, s.begin():
-        contacts.add_verified(s, actor=Actor.of(s.get(User, world.doc)), user=s.get(User, world.doc),
-                              kind="email", address="helene@hospital.example", now=clock())
+    _sms_channel(svc, clock, gateway, world.doc, "06 12 34 56 78")  # then her verified e-mail
     gateway.mode = "500"
     first = create_request(svc, world)
     jobs.run_once(svc)
@@ -141,7 +139,7 @@ def test_gateway_down_falls_back_to_mail_and_a_hanging_one_escalates_at_once(svc
             .order_by(NotificationDelivery.position))]
         assert rows == [("sms", "failed", "the gateway answered 500"), ("email", "sent", None)]
         assert s.get(SignatureRequest, first).escalation_level == 0
-    assert [to for to, _ in box.messages] == [["helene@hospital.example"]]
+    assert [to for to, _ in box.messages] == [["doc@hospital.example"]]
 
     # Her only channel hangs now: nobody on the rung reachable, the backup is paged at once.
     with svc.sessions() as s, s.begin():
@@ -155,8 +153,9 @@ def test_gateway_down_falls_back_to_mail_and_a_hanging_one_escalates_at_once(svc
         rows = [(d.recipient, d.level, d.status, d.last_error) for d in s.scalars(
             select(NotificationDelivery).where(NotificationDelivery.request_id == second)
             .order_by(NotificationDelivery.id))]
+    # ...and the administrators are told nobody on the first rung could be reached.
     assert rows == [("Dr Hélène Lefèvre", 0, "failed", "the gateway did not answer within 1 s"),
-                    ("Dr Łukasz Nowak", 1, "sent", None)]
+                    ("admin", None, "sent", None), ("Dr Łukasz Nowak", 1, "sent", None)]
     assert box.messages[-1][0] == ["backup@hospital.example"]
 
 

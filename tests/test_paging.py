@@ -22,7 +22,7 @@ from signflow.core.errors import (
     SignflowError,
     WrongCode,
 )
-from signflow.core.requests import outbox
+from signflow.core.requests import outbox, paging
 from signflow.models import (
     AuditEntry,
     ContactChannel,
@@ -37,7 +37,7 @@ from signflow.models import (
     User,
 )
 from tests.conftest import csrf_token, login
-from tests.factories import create_request
+from tests.factories import create_request, put_first
 from tests.helpers import request_id_from, upload
 
 CODE = r"verification code is (\d{6})"
@@ -151,7 +151,7 @@ def test_a_channel_is_verified_by_a_code_sent_through_it(svc, world, clock):
         assert row.verified_at == clock() and row.code_hash is None and row.address == "+33612345678"
         # The job that carried the code keeps no trace of it once sent.
         assert all("sealed" not in j.payload for j in s.scalars(select(Job)))
-    actions = [a for a, _ in _actions(svc) if a.startswith("contact.")]
+    actions = [a for a, line in _actions(svc) if a.startswith("contact.") and line.get("channel") == channel]
     assert actions == ["contact.added"] + ["contact.verification_failed"] * 5 + ["contact.verified"]
 
 
@@ -182,7 +182,9 @@ def test_unverified_channels_are_never_paged(svc, world, clock):
 
 def test_pages_follow_the_owners_order_and_fall_back_to_the_next_channel(svc, world, clock):
     sms = _verified(svc, clock, world.doc, "sms", "06 12 34 56 78")
-    _verified(svc, clock, world.doc, "pager", "01 45 67 89 01")
+    pager = _verified(svc, clock, world.doc, "pager", "01 45 67 89 01")
+    put_first(svc, world.doc, pager)
+    put_first(svc, world.doc, sms)  # phone, pager, then the enrolment-verified e-mail
     with svc.sessions() as s, s.begin():
         contacts.move(s, actor=_actor(svc, world.doc), channel_id=sms, earlier=False, now=clock())
 
@@ -196,6 +198,7 @@ def test_pages_follow_the_owners_order_and_fall_back_to_the_next_channel(svc, wo
     assert _rows(svc, rid) == [
         ("Dr Hélène Lefèvre", "pager", "failed", 1, "the gateway answered 503"),
         ("Dr Hélène Lefèvre", "sms", "sent", 1, None),
+        ("Dr Hélène Lefèvre", "email", "skipped", 0, None),  # reached: not tried
     ]
     with svc.sessions() as s:
         assert s.get(SignatureRequest, rid).escalation_level == 0  # she was reached
@@ -352,17 +355,49 @@ def test_the_physician_manages_channels_on_their_page_and_an_admin_sees_them(app
     refused = doc.post("/account/contacts/", data={"csrf_token": token, "kind": "sms", "address": "12"})
     assert refused.status_code == 400 and "does not exist" in refused.get_data(as_text=True)
     with svc.sessions() as s:
-        sms, pager = [c.id for c in contacts.channels_of(s, world.doc)]
+        # The account's e-mail first: the enrolment code verified it.
+        email, sms, pager = [c.id for c in contacts.channels_of(s, world.doc)]
     code = _code_sent_to(svc, "+33612345678")
     assert doc.post(f"/account/contacts/{sms}/verify", data={"csrf_token": token, "code": code}
                     ).status_code == 302
     assert doc.post(f"/account/contacts/{pager}/earlier", data={"csrf_token": token}).status_code == 302
     page = doc.get("/account/contacts/").get_data(as_text=True)
     order = re.findall(r'data-channel="(\d+)"', page)
-    assert order == [str(pager), str(sms)] and "+33612345678" in page and "not verified" in page
+    assert order == [str(email), str(pager), str(sms)] and "+33612345678" in page and "not verified" in page
 
     admin = app.test_client()
     login(admin, "admin")
     shown = admin.get(f"/admin/users/{world.doc}").get_data(as_text=True)
-    assert re.findall(r'data-channel="(\d+)"', shown) == [str(pager), str(sms)]
+    assert re.findall(r'data-channel="(\d+)"', shown) == [str(email), str(pager), str(sms)]
     assert "+33145678901" in shown
+
+
+def test_the_enrolment_code_verifies_the_account_address_and_nothing_else_is_paged(app, svc, world, clock):
+    with svc.sessions() as s:
+        [email] = contacts.channels_of(s, world.doc)
+        assert (email.kind, email.address, email.verified_at) == ("email", "doc@hospital.example", clock())
+    assert ("contact.verified", "enrolment code") in [
+        (a, line.get("proof")) for a, line in _actions(svc) if line.get("channel") == email.id]
+    # Her only verified channel removed: the e-mail on her account is no channel of hers.
+    with svc.sessions() as s, s.begin():
+        contacts.remove(s, actor=_actor(svc, world.doc), channel_id=email.id, now=clock())
+        assert s.get(User, world.doc).email == "doc@hospital.example"
+    admin = app.test_client()
+    login(admin, "admin")
+    assert "data-unreachable" in admin.get(f"/admin/users/{world.doc}").get_data(as_text=True)
+    assert "data-unreachable" not in admin.get(f"/admin/users/{world.backup}").get_data(as_text=True)
+    before = len(svc.notifier.sent)
+    rid = create_request(svc, world)
+    jobs.run_once(svc)
+    # Unreachable counts as every channel failed: the backup at once, the administrators told.
+    assert _rows(svc, rid)[0] == ("Dr Hélène Lefèvre", "email", "failed", 0, paging.NO_ADDRESS)
+    with svc.sessions() as s:
+        assert s.get(SignatureRequest, rid).escalation_level == 1
+    sent = [(m.to_email, m.subject) for m in svc.notifier.sent[before:]]
+    assert "doc@hospital.example" not in [to for to, _ in sent]
+    assert ("admin@hospital.example",
+            f"Nobody reachable on call for Anaesthesia on call: request #{rid} moved up at once") in sent
+    assert ("backup@hospital.example", f"ESCALATED signature needed (urgent): request #{rid}") in sent
+    clock.advance(minutes=2)
+    jobs.run_once(svc)  # the retries of the same page do not alert again
+    assert len([m for m in svc.notifier.sent[before:] if m.to_email == "admin@hospital.example"]) == 1

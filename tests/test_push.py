@@ -65,7 +65,20 @@ def verified_device(client: FlaskClient, service: PushService, token: str = "pho
     resp = client.post(f"/account/push/{device}/verify",
                        data={"code": code, "csrf_token": csrf_token(client, "/account/push")})
     assert resp.status_code == 302
+    device_first(client, int(device))
     return int(device)
+
+
+def device_first(client: FlaskClient, device: int) -> None:
+    """The device moved to the top of its owner's one ordered list on /account/contacts
+    (it joins it last, after the e-mail the enrolment code verified)."""
+    page = client.get("/account/contacts/").get_data(as_text=True)
+    channel = re.search(rf'data-channel="(\d+)" data-device="{device}"', page)
+    assert channel, page
+    while re.findall(r'data-channel="(\d+)"', page)[0] != channel.group(1):
+        assert client.post(f"/account/contacts/{channel.group(1)}/earlier",
+                           data={"csrf_token": csrf_token(client, "/account/contacts/")}).status_code == 302
+        page = client.get("/account/contacts/").get_data(as_text=True)
 
 
 def test_a_page_reaches_the_verified_phone_and_says_no_more_than_it_must(app, svc, world, pusher):
@@ -102,13 +115,24 @@ def test_a_page_reaches_the_verified_phone_and_says_no_more_than_it_must(app, sv
         row = s.get(PushSubscription, device)
         assert row.verified_at == svc.clock() and row.code_hash is None
         assert row.user_agent_label == "Chrome on Android"
+    # Verified: it joins the physician's one ordered list, last (after the e-mail).
+    listed = client.get("/account/contacts/").get_data(as_text=True)
+    assert "Chrome on Android" in listed and f'data-device="{device}"' in listed
+    before = len(svc.notifier.sent)
+    rid = create_request(svc, world)
+    run_jobs(svc)
+    assert [p["kind"] for p in service.payloads("phone")] == ["verify"]  # the e-mail took it
+    assert [m.to_email for m in svc.notifier.sent[before:]] == ["doc@hospital.example"]
 
+    device_first(client, device)
     rid = create_request(svc, world, urgency="emergency")
     run_jobs(svc)
     page_push = service.payloads("phone")[-1]
-    assert page_push == {"kind": "page", "title": f"EMERGENCY · Anaesthesia on call · #{rid}",
-                         "body": "Signature needed: open signflow to act on it.",
+    assert page_push == {"kind": "page", "title": f"Signature needed (emergency): request #{rid}",
+                         "body": f"signflow: Signature needed (emergency): request #{rid}, "
+                                 "Anaesthesia on call. Open signflow to act on it.",
                          "url": f"/inbox/{rid}", "tag": f"request-{rid}"}
+    assert len(svc.notifier.sent) == before + 1  # the phone took it: no e-mail this time
     delivered = service.deliveries[-1]
     assert delivered.headers["urgency"] == "high"
     assert "Donor consent" not in json.dumps(page_push)  # the title (patient data) never leaves
@@ -215,8 +239,12 @@ def test_a_gone_subscription_is_marked_and_not_used_again(app, svc, world, pushe
     login(client, "doc")
     device = verified_device(client, service)
     service.answer = 410
+    before = len(svc.notifier.sent)
     create_request(svc, world)
     run_jobs(svc)
+    # The phone is gone: the next channel in her order (the e-mail) took the page at once.
+    assert [m.to_email for m in svc.notifier.sent[before:]] == ["doc@hospital.example"]
+    assert f'data-device="{device}"' not in client.get("/account/contacts/").get_data(as_text=True)
     with svc.sessions() as s:
         row = s.get(PushSubscription, device)
         assert row.gone_at == svc.clock() and "gone (410)" in row.last_failure

@@ -11,12 +11,19 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 
 from signflow import jobs
 from signflow.core.errors import InvalidInput
 from signflow.core.requests import followup, policy, rota
-from signflow.models import AuditEntry, RequestFollowUp, SignatureRequest
+from signflow.models import (
+    AuditEntry,
+    FollowUpKind,
+    RequestFollowUp,
+    RotaAbsence,
+    RotaShift,
+    SignatureRequest,
+)
 from tests.conftest import T0, TEST_ACTOR, csrf_token, login
 from tests.factories import acknowledge_receipt, count, create_request, last_sunday, sign_request
 from tests.helpers import new_request
@@ -88,22 +95,41 @@ def test_the_technician_sees_the_rung_who_is_paged_and_the_time_left(app, svc, w
     rid = new_request(tech, world)  # an emergency
     page = tech.get(f"/requests/{rid}").get_data(as_text=True)
     assert f'data-ladder="/requests/{rid}/ladder.json"' in page and 'aria-live="polite"' in page
-    assert "Dr Hélène Lefèvre" in page and 'role="timer"' in page and "<script>" not in page
+    assert "Dr Hélène Lefèvre (queued)" in page and 'role="timer"' in page and "<script>" not in page
     status = tech.get(f"/requests/{rid}/ladder.json").get_json()
+    # Who the rota has on call at this rung now, paged or not yet.
     assert status | {"escalates_at": None} == {
         "id": rid, "state": "pending", "rung": 1, "rungs": 3, "rung_name": "primary on call",
-        "paged": ["Dr Hélène Lefèvre"], "escalates_at": None, "seconds_left": 120,
-        "repeat_at": (clock() + timedelta(minutes=1)).isoformat()}
+        "paged": [{"name": "Dr Hélène Lefèvre", "state": "queued"}], "escalates_at": None,
+        "seconds_left": 120, "repeat_at": (clock() + timedelta(minutes=1)).isoformat()}
+    jobs.run_once(svc)
+    status = tech.get(f"/requests/{rid}/ladder.json").get_json()
+    assert status["paged"] == [{"name": "Dr Hélène Lefèvre", "state": "sent"}]
+    doc = app.test_client()
+    login(doc, "doc")
+    assert doc.get(f"/inbox/{rid}").status_code == 200
+    status = tech.get(f"/requests/{rid}/ladder.json").get_json()
+    assert status["paged"] == [{"name": "Dr Hélène Lefèvre", "state": "seen"}]
+    # A second physician joins the rung through an absence cover: the rota, not the deliveries.
+    with svc.sessions() as s, s.begin():
+        s.add(RotaShift(group_id=world.group, user_id=world.head, level=0,
+                        starts_at=clock() - timedelta(hours=1), ends_at=clock() + timedelta(hours=2)))
+        s.add(RotaAbsence(user_id=world.head, cover_user_id=world.offduty, starts_at=clock(),
+                          ends_at=clock() + timedelta(hours=2), created_at=clock()))
+    page = tech.get(f"/requests/{rid}").get_data(as_text=True)
+    assert "Dr Off Duty (queued)" in page and "Dr Hélène Lefèvre (seen)" in page
+    with svc.sessions() as s, s.begin():
+        s.execute(delete(RotaAbsence))
+        s.execute(delete(RotaShift).where(RotaShift.user_id == world.head))
     clock.advance(minutes=2, seconds=30)
     jobs.run_once(svc)
     status = tech.get(f"/requests/{rid}/ladder.json").get_json()
-    assert (status["rung"], status["paged"], status["seconds_left"]) == (2, ["Dr Łukasz Nowak"], 180)
+    assert (status["rung"], status["paged"], status["seconds_left"]) == (
+        2, [{"name": "Dr Łukasz Nowak", "state": "sent"}], 180)
     # Role and object are checked: another technician's request is missing, a physician's refused.
     other = app.test_client()
     login(other, "tech2")
     assert other.get(f"/requests/{rid}/ladder.json").status_code == 404
-    doc = app.test_client()
-    login(doc, "doc")
     assert doc.get(f"/requests/{rid}/ladder.json").status_code == 403
 
 
@@ -222,14 +248,14 @@ def test_two_workers_at_once_page_each_repeat_once(svc, world, clock):
     clock.advance(minutes=3)
     with svc.sessions() as first, svc.sessions() as second:
         with first.begin():
-            assert followup.run_due(first, svc.deps, now=clock()).repeated == 3
+            assert followup.run_due(first, svc.deps, now=clock())[FollowUpKind.REPEAT_PAGE] == 3
             # While the first worker holds the requests, the second skips them (SKIP LOCKED).
             with second.begin():
                 # Waiting on a lock would be the bug: fail instead of hanging.
                 second.execute(text("SET LOCAL lock_timeout = '5s'"))
-                assert followup.run_due(second, svc.deps, now=clock()).repeated == 0
+                assert followup.run_due(second, svc.deps, now=clock())[FollowUpKind.REPEAT_PAGE] == 0
         with second.begin():  # and once the first committed, there is nothing left to do
-            assert followup.run_due(second, svc.deps, now=clock()).repeated == 0
+            assert followup.run_due(second, svc.deps, now=clock())[FollowUpKind.REPEAT_PAGE] == 0
     assert count(svc, AuditEntry, AuditEntry.action == "request.repaged") == 3
     jobs.run_once(svc)
     assert sorted(_sent(svc, "STILL WAITING")) == ["Dr Hélène Lefèvre"] * len(rids)

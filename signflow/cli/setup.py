@@ -179,15 +179,15 @@ def seed_demo(svc: Services) -> list[DemoLogin]:
                 if creds.active_credential(session, user.id) is not None:
                     credentials.revoke_credential(session, actor=OPERATOR, user_id=user.id,
                                                   reason="superseded", now=now)
-                # The operator's break-glass path: the code the physician would receive.
+                # Verified demo channels, the phone first (a page rings it; the e-mail is next
+                # should the SMS fail): pages show up on the demo's SMS page and mail catcher.
+                contacts.add_verified(session, actor=OPERATOR, user=user, kind=ChannelKind.SMS,
+                                      address=DEMO_PHONES[username], now=now)
+                # The operator's break-glass path: the code the physician would receive (at
+                # the account's e-mail, which using it verifies).
                 code = enrolment.send_code(session, svc.keys.master_key, actor=Actor.of(user), now=now)
                 credentials.set_signing_pin(session, svc.keys, actor=Actor.of(user), current_pin=None,
                                             new_pin=pin, now=now, enrolment_code=code)
-                # Verified demo channels: pages show up in the demo mail catcher and SMS page.
-                contacts.add_verified(session, actor=OPERATOR, user=user, kind=ChannelKind.EMAIL,
-                                      address=f"{username}@hospital.example", now=now)
-                contacts.add_verified(session, actor=OPERATOR, user=user, kind=ChannelKind.SMS,
-                                      address=DEMO_PHONES[username], now=now)
             totp = None
             if mfa.required_for(user, svc.settings.mfa_roles):
                 totp = mfa.new_secret()

@@ -116,6 +116,9 @@ class NotifyEvent(StrEnum):
     ACK_OVERDUE = "ack_overdue"
     # To the administrators: a request reached a group with nobody on call.
     NOBODY_ON_CALL = "nobody_on_call"
+    # To the administrators: nobody at a rung could be reached (no verified channel, or
+    # every channel failed), so the request moved up at once.
+    NOBODY_REACHABLE = "nobody_reachable"
 
 
 class FollowUpKind(StrEnum):

@@ -82,6 +82,7 @@
     return template.replace(/\{(\w+)\}/g, function (_m, key) { return String(values[key]); });
   };
   const names = JSON.parse(box.getAttribute("data-rung-names") || "[]");
+  const states = JSON.parse(box.getAttribute("data-page-states") || "{}");
   let deadline = Date.now() + 1000 * Number(left.getAttribute("data-seconds-left") || 0);
   let pending = true;
   function tick() {
@@ -113,7 +114,9 @@
       }
       deadline = Date.now() + 1000 * info.seconds_left;
       const rungText = fill(left.getAttribute("data-text-rung"), { rung: info.rung, rungs: info.rungs, name: names[Math.min(info.rung, names.length) - 1] || info.rung_name });
-      const pagedText = info.paged.length ? info.paged.join(", ") : left.getAttribute("data-text-nobody");
+      const pagedText = info.paged.length
+        ? info.paged.map(function (p) { return p.name + " (" + (states[p.state] || p.state) + ")"; }).join(", ")
+        : left.getAttribute("data-text-nobody");
       if (rung.textContent !== rungText) rung.textContent = rungText;
       if (paged.textContent !== pagedText) paged.textContent = pagedText;
       tick();

@@ -20,6 +20,7 @@ from signflow.core.requests import rota_import as rota_import
 from signflow.models import Role
 from signflow.web.context import current
 from signflow.web.forms import (
+    AdminAbsenceForm,
     ConfirmForm,
     DestinationForm,
     GroupForm,
@@ -111,7 +112,7 @@ def edit_user(user_id: int) -> Response | str:
     return render_template("admin/user.html", form=form, target=target,
                            four_eyes=four_eyes.needs_four_eyes(target.role),
                            devices=push_devices.list_devices(rc.session, target.id),
-                           channels=contacts.channels_of(rc.session, target.id))
+                           channels=contacts.ordered(rc.session, target.id))
 
 
 @bp.get("/changes")
@@ -176,6 +177,13 @@ def _policy_and_import_forms() -> tuple[PolicyForm, RotaImportForm]:
     return policy_form, import_form
 
 
+def _absence_form() -> AdminAbsenceForm:
+    form = AdminAbsenceForm(prefix="absence")
+    choices = [(u.id, u.display_name) for u in cover.cover_choices(current().session)]
+    form.physician.choices, form.cover.choices = choices, choices
+    return form
+
+
 def _rota_page(report: rota_import.ImportReport | None = None) -> str:
     rc = current()
     group_form, destination_form, shift_form = _rota_forms()
@@ -187,7 +195,8 @@ def _rota_page(report: rota_import.ImportReport | None = None) -> str:
                            shift_form=shift_form, remove=ConfirmForm(), policy_form=policy_form,
                            policies=escalation.policies(rc.session, rc.deps), import_form=import_form,
                            report=report, group_names={g.id: g.name for g in groups},
-                           absences=cover.current_and_coming(rc.session, now=rc.now))
+                           absences=cover.current_and_coming(rc.session, now=rc.now),
+                           absence_form=_absence_form())
 
 
 @bp.get("/rota")
@@ -223,6 +232,23 @@ def import_rota() -> Response | tuple[str, int]:
         return _rota_page(report), 400
     flash(_("Rota imported: %(added)d shifts added, %(skipped)d already over and skipped.",
             added=report.added, skipped=report.skipped), "success")
+    return redirect(url_for("admin.rota_page"))
+
+
+@bp.post("/rota/absences")
+@roles(Role.ADMIN)
+def record_absence() -> Response:
+    """A physician's absence and cover recorded for them (audited; they are told)."""
+    rc = current()
+    form = submitted(_absence_form())
+    if form.starts_at.data is None or form.ends_at.data is None:
+        raise InvalidInput(_("An absence needs a start and an end."))
+    cover.mark_absence(rc.session, actor=rc.actor, absent_user_id=form.physician.data,
+                       cover_user_id=form.cover.data, starts_local=form.starts_at.data,
+                       ends_local=form.ends_at.data, timezone=rc.services.settings.timezone,
+                       fold=fold_of(form.fold), now=rc.now)
+    flash(_("Absence recorded: the colleague covers their shifts, and the physician is told."),
+          "success")
     return redirect(url_for("admin.rota_page"))
 
 

@@ -17,4 +17,5 @@ bp = Blueprint("board", __name__, url_prefix="/oncall")
 def board() -> str:
     rc = current()
     return render_template("board.html",
-                           board=cover.board(rc.session, timezone=rc.settings.timezone, now=rc.now))
+                           board=cover.board(rc.session, timezone=rc.settings.timezone,
+                                             night_starts=rc.deps.night_starts, now=rc.now))

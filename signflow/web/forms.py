@@ -240,6 +240,12 @@ class AbsenceForm(FlaskForm):
                        choices=FOLD_CHOICES, default="")
 
 
+class AdminAbsenceForm(AbsenceForm):
+    """An absence an administrator records for a physician (a sick call at night)."""
+
+    physician = SelectField(_l("Physician who is away"), coerce=int, validators=[DataRequired()])
+
+
 class ContactForm(FlaskForm):
     """A new contact channel; the address is parsed by the core (phone numbers in E.164)."""
 

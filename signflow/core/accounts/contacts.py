@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from signflow.core.accounts import notices
@@ -23,7 +23,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound, WrongCode
 from signflow.core.storage import derive_key
-from signflow.models import AuditAction, ChannelKind, ContactChannel, User
+from signflow.models import AuditAction, ChannelKind, ContactChannel, PushSubscription, User
 
 CODE_DIGITS = 6
 CODE_LIFETIME = timedelta(minutes=15)
@@ -80,20 +80,72 @@ def channels_of(session: Session, user_id: int) -> list[ContactChannel]:
                                 .order_by(ContactChannel.position, ContactChannel.id)))
 
 
-def reachable(session: Session, user: User) -> list[Reachable]:
-    """The verified channels of `user`, in their order. Someone who verified none is
-    reached at the account's own e-mail or phone, recorded by the administrators
-    (four eyes), as before channels existed; an unverified channel never is."""
+def reachable(session: Session, user: User, *, page: bool) -> list[Reachable]:
+    """The verified channels of `user` (Web Push devices included), in their order.
+
+    A page (someone asked to act now) goes nowhere else: the address an administrator
+    typed on the account is not a channel until a code sent to it came back (the
+    enrolment code, or the contacts page), and a physician with no verified channel
+    is unreachable (the ladder climbs at once). Any other notice to someone who
+    verified nothing goes to the account's own address, as before channels existed."""
     verified = [Reachable(c.kind, c.address, c.id, c.position)
                 for c in channels_of(session, user.id) if c.verified_at is not None]
-    if verified:
+    if verified or page:
         return verified
-    fallback: list[Reachable] = []
+    return account_addresses(user)
+
+
+def account_addresses(user: User) -> list[Reachable]:
+    """The account's own e-mail, then phone (recorded by the administrators, four eyes)."""
+    found: list[Reachable] = []
     if user.email:
-        fallback.append(Reachable(ChannelKind.EMAIL, user.email, None, 0))
+        found.append(Reachable(ChannelKind.EMAIL, user.email, None, 0))
     if user.phone:
-        fallback.append(Reachable(ChannelKind.SMS, user.phone, None, 1))
-    return fallback
+        found.append(Reachable(ChannelKind.SMS, user.phone, None, 1))
+    return found
+
+
+def account_channel(session: Session, user: User, *, now: datetime) -> ContactChannel | None:
+    """The channel of the account's own address (its e-mail, else its mobile phone),
+    added unverified when missing: the enrolment code goes through it, and using
+    that code verifies it. None when the account has no usable address."""
+    candidates = [(ChannelKind.EMAIL, user.email), (ChannelKind.SMS, user.phone)]
+    for kind, raw in candidates:
+        if not raw:
+            continue
+        try:
+            value = normalise(kind, raw)
+        except InvalidInput:
+            continue  # a landline on the account: not a channel a page can use
+        existing = channels_of(session, user.id)
+        found = next((c for c in existing if c.kind == kind and c.address == value), None)
+        if found is not None:
+            return found
+        channel = ContactChannel(user_id=user.id, kind=kind, address=value,
+                                 position=_next_position(session, user.id), code_tries=0,
+                                 created_at=now)
+        session.add(channel)
+        session.flush()
+        return channel
+    return None
+
+
+def _next_position(session: Session, user_id: int) -> int:
+    last = session.scalar(select(func.max(ContactChannel.position))
+                          .where(ContactChannel.user_id == user_id))
+    return (last if last is not None else -1) + 1
+
+
+def mark_verified(session: Session, channel: ContactChannel, *, actor: Actor, now: datetime,
+                  proof: str) -> ContactChannel:
+    """`channel` proved it reaches its owner (`proof`: which code came back)."""
+    if channel.verified_at is not None:
+        return channel
+    channel.verified_at, channel.code_hash, channel.code_expires_at = now, None, None
+    session.flush()
+    audit.append(session, now=now, actor=actor, action=AuditAction.CONTACT_VERIFIED,
+                 channel=channel.id, kind=channel.kind, user=channel.user_id, proof=proof)
+    return channel
 
 
 def _owned(session: Session, user: User, channel_id: int, *, lock: bool = False) -> ContactChannel:
@@ -114,10 +166,8 @@ def add_channel(session: Session, master_key: bytes, *, actor: Actor, kind: str,
         raise Conflict(f"{MAX_CHANNELS} contact channels at most: remove one first.")
     if any(c.kind == kind and c.address == value for c in existing):
         raise Conflict("You already have this contact channel.")
-    last = session.scalar(select(func.max(ContactChannel.position))
-                          .where(ContactChannel.user_id == user.id))
     channel = ContactChannel(user_id=user.id, kind=ChannelKind(kind), address=value,
-                             position=(last if last is not None else -1) + 1, code_tries=0,
+                             position=_next_position(session, user.id), code_tries=0,
                              created_at=now)
     session.add(channel)
     session.flush()
@@ -171,11 +221,7 @@ def verify(session: Session, master_key: bytes, *, actor: Actor, channel_id: int
                      channel=channel.id, failures=channel.code_tries)
         raise WrongCode("Wrong code." + (
             " Ask for a new one." if channel.code_tries >= MAX_CODE_TRIES else ""))
-    channel.verified_at, channel.code_hash, channel.code_expires_at = now, None, None
-    session.flush()
-    audit.append(session, now=now, actor=actor, action=AuditAction.CONTACT_VERIFIED,
-                 channel=channel.id, kind=channel.kind)
-    return channel
+    return mark_verified(session, channel, actor=actor, now=now, proof="contact code")
 
 
 def move(session: Session, *, actor: Actor, channel_id: int, earlier: bool,
@@ -200,6 +246,11 @@ def remove(session: Session, *, actor: Actor, channel_id: int, now: datetime) ->
     user = acting_user(session, actor)
     channel = _owned(session, user, channel_id, lock=True)
     kind = channel.kind
+    if kind == ChannelKind.PUSH:
+        # Removing a device from the order removes the device: it would never be paged again.
+        device = session.get(PushSubscription, int(channel.address))
+        if device is not None and device.user_id == user.id:
+            session.delete(device)
     session.delete(channel)
     session.flush()
     audit.append(session, now=now, actor=actor, action=AuditAction.CONTACT_REMOVED,
@@ -211,15 +262,60 @@ def add_verified(session: Session, *, actor: Actor, user: User, kind: ChannelKin
     """The operator's path (`signflow demo`): a channel recorded as verified, audited
     as the operator. Idempotent: an existing channel with that address is returned."""
     value = normalise(kind, address)
-    existing = channels_of(session, user.id)
-    for channel in existing:
-        if channel.kind == kind and channel.address == value:
-            channel.verified_at = channel.verified_at or now
-            return channel
-    channel = ContactChannel(user_id=user.id, kind=kind, address=value, position=len(existing),
-                             verified_at=now, code_tries=0, created_at=now)
-    session.add(channel)
+    channel = next((c for c in channels_of(session, user.id) if c.kind == kind and c.address == value),
+                   None)
+    if channel is None:
+        channel = ContactChannel(user_id=user.id, kind=kind, address=value,
+                                 position=_next_position(session, user.id), code_tries=0,
+                                 created_at=now)
+        session.add(channel)
+        session.flush()
+    return mark_verified(session, channel, actor=actor, now=now, proof="operator")
+
+
+def link_device(session: Session, *, user_id: int, subscription_id: int, now: datetime) -> ContactChannel:
+    """A verified Web Push device takes its place in its owner's order (last, until
+    they move it): its address is the device's id, never the endpoint (a secret)."""
+    address = str(subscription_id)
+    channel = session.scalar(select(ContactChannel).where(
+        ContactChannel.kind == ChannelKind.PUSH, ContactChannel.address == address))
+    if channel is not None and channel.user_id != user_id:
+        session.delete(channel)  # the browser now belongs to someone else
+        session.flush()
+        channel = None
+    if channel is None:
+        channel = ContactChannel(user_id=user_id, kind=ChannelKind.PUSH, address=address,
+                                 position=_next_position(session, user_id), code_tries=0,
+                                 created_at=now)
+        session.add(channel)
+    channel.verified_at = now  # the push's own code came back (push_devices.verify)
     session.flush()
-    audit.append(session, now=now, actor=actor, action=AuditAction.CONTACT_VERIFIED,
-                 channel=channel.id, kind=kind, user=user.id)
     return channel
+
+
+def unlink_device(session: Session, subscription_id: int) -> None:
+    """The device was removed, subscribed again (unverified) or dropped by its push service."""
+    session.execute(delete(ContactChannel).where(ContactChannel.kind == ChannelKind.PUSH,
+                                                 ContactChannel.address == str(subscription_id)))
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    """One line of a person's ordered list (`/account/contacts`, the admin's user page)."""
+
+    id: int
+    kind: ChannelKind
+    label: str  # the address, or the device's name for Web Push
+    verified_at: datetime | None
+    device: int | None  # the Web Push device (push_subscriptions.id)
+
+
+def ordered(session: Session, user_id: int) -> list[ChannelView]:
+    devices = {str(d.id): d.user_agent_label for d in session.scalars(
+        select(PushSubscription).where(PushSubscription.user_id == user_id))}
+    views = []
+    for c in channels_of(session, user_id):
+        push = c.kind == ChannelKind.PUSH
+        views.append(ChannelView(c.id, c.kind, devices.get(c.address, c.address) if push else c.address,
+                                 c.verified_at, int(c.address) if push else None))
+    return views

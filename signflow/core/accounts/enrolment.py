@@ -1,6 +1,7 @@
 """The enrolment code: a physician's signing credential is created only with a
 one-time code sent to the physician's own e-mail or phone (recorded and approved by
-two administrators), never shown to anyone at the hospital.
+two administrators), never shown to anyone at the hospital. Using it also proves
+that address: it becomes the physician's first verified contact channel.
 
 Only a keyed hash of the code is stored; it expires after 15 minutes and allows
 five wrong tries; a new code replaces the old one (at most one a minute)."""
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import notices
+from signflow.core.accounts import contacts, notices
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
@@ -43,7 +44,8 @@ def send_code(session: Session, master_key: bytes, *, actor: Actor, now: datetim
     user = acting_user(session, actor)
     if user.role != Role.PHYSICIAN:
         raise Forbidden("Only physicians hold a signing credential.")
-    if not (user.email or user.phone):
+    channel = contacts.account_channel(session, user, now=now)
+    if channel is None:
         raise InvalidInput("No e-mail address or phone number is recorded for you: ask the "
                            "administrators to add one (a second administrator approves it).")
     row = session.get(EnrolmentCode, user.id)
@@ -55,8 +57,9 @@ def send_code(session: Session, master_key: bytes, *, actor: Actor, now: datetim
         session.add(row)
     row.code_hash, row.attempts = _digest(master_key, user.id, code), 0
     row.created_at, row.expires_at = now, now + CODE_LIFETIME
+    # Through the account's own address only: the code coming back proves that channel.
     notices.tell(
-        session, user, now=now, path="/inbox/signing-pin",
+        session, user, now=now, path="/inbox/signing-pin", channel_id=channel.id,
         subject="Your signflow enrolment code",
         body=(f"Your enrolment code is {notices.CODE_PLACEHOLDER}. Enter it on the Signing PIN page "
               "within 15 minutes to create your signing key. Nobody at the hospital will ever ask "
@@ -64,7 +67,7 @@ def send_code(session: Session, master_key: bytes, *, actor: Actor, now: datetim
         secret=code, master_key=master_key,
     )
     audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_ENROLMENT_CODE_SENT,
-                 to="email" if user.email else "phone")
+                 to=channel.kind, channel=channel.id)
     return code
 
 
@@ -84,5 +87,11 @@ def consume_code(session: Session, master_key: bytes, *, actor: Actor, user: Use
                      action=AuditAction.CREDENTIAL_ENROLMENT_CODE_FAILED, failures=row.attempts)
         raise WrongCode("Wrong enrolment code." + (
             " Ask for a new one." if row.attempts >= MAX_CODE_TRIES else ""))
+    sent_at = row.created_at
     session.delete(row)
     session.flush()
+    # The code came back: the address it was sent to reaches this physician (a channel
+    # that appeared after the code was sent, the account's address changed, proves nothing).
+    channel = contacts.account_channel(session, user, now=now)
+    if channel is not None and channel.created_at <= sent_at:
+        contacts.mark_verified(session, channel, actor=actor, now=now, proof="enrolment code")

@@ -20,8 +20,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from signflow.core.accounts import ratelimit
-from signflow.core.accounts.contacts import Reachable
+from signflow.core.accounts import contacts, ratelimit
 from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor
@@ -29,7 +28,7 @@ from signflow.core.errors import Conflict, NotFound, PushNotDelivered, ServiceUn
 from signflow.core.notify.dispatch import Outgoing
 from signflow.core.notify.webpush import PushGone, PushTarget, check_keys
 from signflow.core.storage import derive_key
-from signflow.models import AuditAction, ChannelKind, PushSubscription
+from signflow.models import AuditAction, PushSubscription
 
 CODE_DIGITS = 6
 CODE_LIFETIME = timedelta(minutes=15)
@@ -103,6 +102,7 @@ def _store_and_send_code(session: Session, sender: PushSender, master_key: bytes
     row.user_agent_label = device_label(user_agent)[:LABEL_LENGTH]
     row.created_at, row.verified_at, row.gone_at, row.code_attempts = now, None, None, 0
     session.flush()
+    contacts.unlink_device(session, row.id)  # paged again only once this code comes back
     code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
     row.code_hash = _digest(master_key, row.id, code)
     session.flush()
@@ -135,6 +135,7 @@ def verify(session: Session, master_key: bytes, *, actor: Actor, now: datetime, 
                      subscription=row.id, attempts=row.code_attempts)
         raise WrongCode("That is not the code the notification showed.")
     row.verified_at, row.code_hash = now, None
+    contacts.link_device(session, user_id=row.user_id, subscription_id=row.id, now=now)
     audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_VERIFIED,
                  subscription=row.id, device=row.user_agent_label)
     return row
@@ -144,6 +145,7 @@ def remove(session: Session, *, actor: Actor, now: datetime, subscription_id: in
     row = _own(session, actor, subscription_id)
     audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_REMOVED,
                  subscription=row.id, device=row.user_agent_label)
+    contacts.unlink_device(session, row.id)
     session.delete(row)
     session.flush()
 
@@ -159,12 +161,6 @@ def _live(session: Session, user_id: int) -> Sequence[PushSubscription]:
         PushSubscription.gone_at.is_(None)).order_by(PushSubscription.id)).all()
 
 
-def reachable_devices(session: Session, user_id: int) -> list[Reachable]:
-    """The user's verified, live devices as page addresses (the address is the
-    device's id: the endpoint itself is a secret and never leaves this table)."""
-    return [Reachable(ChannelKind.PUSH, str(row.id), row.id, 0) for row in _live(session, user_id)]
-
-
 def deliver(session: Session, sender: PushSender, row: PushSubscription, payload: Mapping[str, Any], *,
             actor: Actor, now: datetime) -> None:
     """Push to one device, recording the outcome on its row; raise ServiceUnavailable
@@ -173,6 +169,7 @@ def deliver(session: Session, sender: PushSender, row: PushSubscription, payload
         sender.send(target_of(row), payload)
     except PushGone as exc:
         row.gone_at, row.last_failure_at, row.last_failure = now, now, exc.message[:300]
+        contacts.unlink_device(session, row.id)  # out of its owner's order: the next channel is tried
         audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_GONE,
                      subscription=row.id, device=row.user_agent_label)
         raise
@@ -212,14 +209,12 @@ class DeviceSender:
 
 
 def page_payload(message: Outgoing) -> dict[str, str]:
-    """What a phone's lock screen shows: urgency, group, request number; no title, no note."""
-    facts = dict(message.facts)
-    request = facts.get("request", "")
-    title = " · ".join(part for part in (facts.get("urgency", "").upper(), facts.get("group", ""),
-                                         f"#{request}" if request else "") if part)
-    return {"kind": "page", "title": title or message.subject,
-            "body": "Signature needed: open signflow to act on it.",
-            "url": urlsplit(message.link).path or "/", "tag": f"request-{request}"}
+    """What a phone's lock screen shows: the message's own subject and text (made
+    where every channel's are, without patient data); a page stays on the screen."""
+    request = dict(message.facts).get("request", "")
+    return {"kind": "page" if message.page else "notice", "title": message.subject,
+            "body": message.text, "url": urlsplit(message.link).path or "/",
+            "tag": f"request-{request}" if request else f"msg-{message.message_id}"}
 
 
 def require_sender(sender: PushSender | None) -> PushSender:
@@ -229,5 +224,5 @@ def require_sender(sender: PushSender | None) -> PushSender:
 
 
 __all__ = ["DeviceSender", "PushSender", "deliver", "device_label", "list_devices", "page_payload",
-           "push_to_user", "reachable_devices", "remove",
+           "push_to_user", "remove",
            "require_sender", "subscribe", "target_of", "verify"]

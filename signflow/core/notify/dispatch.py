@@ -26,6 +26,9 @@ class Outgoing:
     text: str
     link: str
     facts: tuple[tuple[str, str], ...] = ()
+    # A page asks someone to act now (the caller's rule: jobs' page events); a channel
+    # that can say so (a push that stays on the lock screen) does.
+    page: bool = False
 
 
 class ChannelSender(Protocol):

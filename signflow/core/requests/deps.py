@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import time
 
 from pyhanko.sign.timestamps import TimeStamper
 
@@ -28,3 +29,5 @@ class Deps:
     escalation_levels: int = oncall.LADDER_LEVELS
     ack_reminder_minutes: int = 30
     ack_alert_minutes: int = 60
+    # "Tonight" on the on-call board (SIGNFLOW_NIGHT_STARTS_AT, local time).
+    night_starts: time = time(20, 0)

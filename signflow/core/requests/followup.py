@@ -8,7 +8,6 @@ several workers share the work); its unique key is the last line of defence."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, exists, select
@@ -34,18 +33,6 @@ BATCH = 200
 # Shifts that ended longer ago than this are no longer handed over (a worker that
 # was down for a day must not page about yesterday's night).
 HANDOVER_LOOKBACK = timedelta(hours=12)
-
-
-@dataclass(frozen=True)
-class FollowUps:
-    repeated: int
-    handed_over: int
-    reminded: int
-    alerted: int
-
-    @property
-    def total(self) -> int:
-        return self.repeated + self.handed_over + self.reminded + self.alerted
 
 
 def _not_done(kind: FollowUpKind, ref: int | None = None) -> ColumnElement[bool]:
@@ -168,8 +155,9 @@ def acknowledgement_reminders(session: Session, deps: Deps, *, now: datetime) ->
     return counts[0], counts[1]
 
 
-def run_due(session: Session, deps: Deps, *, now: datetime) -> FollowUps:
-    repeated = repeat_pages(session, deps, now=now)
-    handed = handovers(session, now=now)
+def run_due(session: Session, deps: Deps, *, now: datetime) -> dict[FollowUpKind, int]:
+    """Every follow-up due now: how many of each kind were done."""
     reminded, alerted = acknowledgement_reminders(session, deps, now=now)
-    return FollowUps(repeated=repeated, handed_over=handed, reminded=reminded, alerted=alerted)
+    return {FollowUpKind.REPEAT_PAGE: repeat_pages(session, deps, now=now),
+            FollowUpKind.HANDOVER: handovers(session, now=now),
+            FollowUpKind.ACK_REMINDER: reminded, FollowUpKind.ACK_OVERDUE: alerted}

@@ -8,6 +8,7 @@ which occurrence (`fold` 0: the first, still summer time; 1: the second)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -72,3 +73,29 @@ def instant(wall: datetime, tz: ZoneInfo, *, fold: int | None = None) -> datetim
                 f"or the second ({_fmt(second.utcoffset())}).")
         return wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
     return first.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Span:
+    """What a shift or an absence must be (whole sentences, for the catalogue)."""
+
+    longest: timedelta
+    reversed: str  # ends before it starts
+    too_long: str
+    over: str  # already over
+
+    def between(self, starts_local: datetime, ends_local: datetime, timezone: str, *,
+                fold: int | None, now: datetime) -> tuple[datetime, datetime]:
+        """Two wall-clock times of the hospital's zone as instants, checked."""
+        tz = zone(timezone)
+        return self.check(instant(starts_local, tz, fold=fold), instant(ends_local, tz, fold=fold),
+                          now=now)
+
+    def check(self, starts: datetime, ends: datetime, *, now: datetime) -> tuple[datetime, datetime]:
+        if ends <= starts:
+            raise InvalidInput(self.reversed)
+        if ends - starts > self.longest:
+            raise InvalidInput(self.too_long)
+        if ends <= now:
+            raise InvalidInput(self.over)
+        return starts, ends

@@ -25,7 +25,7 @@ from signflow.core.notify.dispatch import Outgoing, Senders, dispatch
 from signflow.models import AuditAction, ChannelKind, DeliveryStatus, Job, NotificationDelivery
 
 MAX_ATTEMPTS = 6
-NO_ADDRESS = "no verified contact channel, and no address on the account"
+NO_ADDRESS = "no verified contact channel"
 FIRST_RETRY = timedelta(seconds=30)
 
 
@@ -119,7 +119,7 @@ def send_due(session: Session, senders: Senders, job: Job, content: Callable[[No
                 dispatch(senders, Outgoing(
                     message_id=f"msg_{row.id}", kind=row.kind, to_name=row.recipient,
                     address=row.address, subject=what.subject, text=what.text, link=what.link,
-                    facts=what.facts))
+                    facts=what.facts, page=page))
             except ServiceUnavailable as exc:
                 failed += 1
                 errors.append(f"{row.recipient} ({row.kind}): {exc.message}")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
+from signflow.core.requests import oncall as oncall
 from signflow.core.requests.deps import Deps
 from signflow.models import AuditAction, EscalationPolicy, OnCallGroup, Urgency
 
@@ -63,6 +64,24 @@ def rung_deadline(session: Session, deps: Deps, *, group_id: int, urgency: str, 
                   now: datetime) -> datetime:
     """When a request that reaches `rung` now escalates to the next one."""
     return now + timedelta(minutes=policy_for(session, deps, group_id, urgency).minutes_at(rung))
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a new request enters its group's ladder."""
+
+    rung: int
+    deadline_at: datetime
+    nobody_on_call: bool  # straight to the head of department (and the administrators told)
+
+
+def start(session: Session, deps: Deps, *, group_id: int, urgency: str, now: datetime) -> Start:
+    """The first rung, or the head of department's (the last one when the ladder is
+    shorter) when nobody is on call for the group now; and when it moves up."""
+    nobody = not oncall.on_call(session, group_id, now)
+    rung = min(oncall.HEAD, deps.escalation_levels - 1) if nobody else oncall.PRIMARY
+    return Start(rung=rung, deadline_at=rung_deadline(session, deps, group_id=group_id, urgency=urgency,
+                                                      rung=rung, now=now), nobody_on_call=nobody)
 
 
 def set_policy(session: Session, deps: Deps, *, actor: Actor, group_id: int, urgency: str,

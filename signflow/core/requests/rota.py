@@ -16,6 +16,9 @@ from signflow.core.requests.oncall import BACKUP, PRIMARY
 from signflow.models import AuditAction, Destination, OnCallGroup, Role, RotaShift, User
 
 MAX_SHIFT = timedelta(days=31)
+SHIFT = localtime.Span(MAX_SHIFT, reversed="A shift ends after it starts.",
+                       too_long="A shift lasts 31 days at most.",
+                       over="This shift would already be over.")
 
 RowT = TypeVar("RowT", OnCallGroup, Destination, RotaShift)
 
@@ -77,12 +80,7 @@ def add_shift(session: Session, *, actor: Actor, group_id: int, user_id: int, le
     user = _physician(session, user_id)
     if level not in (PRIMARY, BACKUP):
         raise InvalidInput("A shift is primary or backup.")
-    if ends_at <= starts_at:
-        raise InvalidInput("A shift ends after it starts.")
-    if ends_at - starts_at > MAX_SHIFT:
-        raise InvalidInput("A shift lasts 31 days at most.")
-    if ends_at <= now:
-        raise InvalidInput("This shift would already be over.")
+    SHIFT.check(starts_at, ends_at, now=now)
     twice = session.scalar(select(RotaShift.id).where(
         RotaShift.group_id == group.id, RotaShift.user_id == user.id,
         RotaShift.starts_at < ends_at, RotaShift.ends_at > starts_at).limit(1))
@@ -100,10 +98,9 @@ def add_shift_local(session: Session, *, actor: Actor, group_id: int, user_id: i
                     now: datetime) -> RotaShift:
     """A shift typed as wall-clock times in the hospital's zone: a time the clocks skip
     is refused, one that happens twice needs `fold` (0 first occurrence, 1 second)."""
-    tz = localtime.zone(timezone)
+    starts, ends = SHIFT.between(starts_local, ends_local, timezone, fold=fold, now=now)
     return add_shift(session, actor=actor, group_id=group_id, user_id=user_id, level=level,
-                     starts_at=localtime.instant(starts_local, tz, fold=fold),
-                     ends_at=localtime.instant(ends_local, tz, fold=fold), now=now)
+                     starts_at=starts, ends_at=ends, now=now)
 
 
 def remove_shift(session: Session, *, actor: Actor, shift_id: int, now: datetime) -> None:

@@ -24,7 +24,6 @@ from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
 from signflow.core.requests import events as events
-from signflow.core.requests import oncall as oncall
 from signflow.core.requests import outbox as outbox
 from signflow.core.requests import policy as policy
 from signflow.core.requests.deps import Deps
@@ -84,16 +83,15 @@ def create_request(
     title = " ".join(title.split())[:200] or filename
     _check_earlier_signatures(deps, upload, now)
     # Nobody on call: straight to the head of department, and the administrators told.
-    nobody = not oncall.on_call(session, group.id, now)
-    level = head_level(deps) if nobody else 0
+    entry = policy.start(session, deps, group_id=group.id, urgency=urgency, now=now)
+    level = entry.rung
     stored = deps.blobs.put(session, upload.data, now=now)
     req = SignatureRequest(
         technician_id=user.id, group_id=group.id, step=0,
         route=[RouteStep(position=i, group_id=g) for i, g in enumerate(route)],
         destination_id=destination.id,
         title=title, urgency=urgency, note=note.strip(), state=RequestState.PENDING,
-        escalation_level=level, deadline_at=deadline(
-            session, deps, group_id=group.id, urgency=urgency, rung=level, now=now), filename=filename,
+        escalation_level=level, deadline_at=entry.deadline_at, filename=filename,
         original_sha256=upload.original_sha256, document_sha256=stored,
         page_count=upload.page_count, removed_content=access.upload_report(upload.removed, upload.notices),
         stamp_position=stamp_position, created_at=now, updated_at=now,
@@ -104,15 +102,10 @@ def create_request(
            group=group.id, route=list(route), destination=destination.id, urgency=urgency,
            original_sha256=upload.original_sha256, document_sha256=stored,
            removed=list(upload.removed), notices=list(upload.notices), pages=upload.page_count)
-    if nobody:
+    if entry.nobody_on_call:
         record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_NOBODY_ON_CALL,
                notify=NotifyEvent.NOBODY_ON_CALL, group=group.id, level=level)
     return req
-
-
-def head_level(deps: Deps) -> int:
-    """The head of department's rung (the last one when the ladder is shorter)."""
-    return min(oncall.HEAD, deps.escalation_levels - 1)
 
 
 def nobody_was_on_call(session: Session, request_id: int) -> bool:

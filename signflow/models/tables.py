@@ -15,6 +15,7 @@ from signflow.models.accounts import (
     RateLimit,
     User,
 )
+from signflow.models.audit_tree import AuditTreeNode, AuditVerification
 from signflow.models.columns import TextEnum, UTCDateTime
 from signflow.models.records import AuditEntry, AuditHead, Blob, Checkpoint, Job, Setting
 from signflow.models.requests import OnCallGroup, RotaShift, RouteStep, SignatureRequest
@@ -27,4 +28,5 @@ __all__ = [
     "OnCallGroup", "RotaShift", "RouteStep", "SignatureRequest",
     "Signature", "SignatureActivation", "SigningCredential",
     "AuditEntry", "AuditHead", "Blob", "Checkpoint", "Job", "Setting",
+    "AuditTreeNode", "AuditVerification",
 ]

@@ -26,6 +26,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from signflow.auditverify import canonical_json
 from signflow.auditverify import hash_leaf as leaf_hash
+from signflow.core.audit import tree
 from signflow.core.errors import AuditIntegrityError, InvalidInput
 from signflow.models import AuditAction, AuditEntry, AuditHead, Role, ServiceRole, User
 
@@ -130,6 +131,7 @@ def append(
         "request": request_id,
     }
     line = canonical_json(entry_json)
+    leaf = leaf_hash(line.encode())
     entry = AuditEntry(
         seq=seq,
         time=now,
@@ -137,11 +139,12 @@ def append(
         action=action,
         request_id=request_id,
         line=line,
-        leaf_hash=leaf_hash(line.encode()),
+        leaf_hash=leaf,
     )
     head.size = seq + 1
     session.add(entry)
     session.flush()
+    tree.on_append(session, seq, leaf)
     # Operators' log stream gets the same canonical (JSON-escaped, one-line) record:
     # user-supplied strings cannot forge a log line.
     log.info("%s", line)

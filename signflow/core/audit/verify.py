@@ -266,6 +266,11 @@ def verify_incremental(
     if problem is not None:
         return problem
     start = last.size
+    head = session.get(AuditHead, 1, populate_existing=True)
+    if head is None or head.size < start:
+        written = 0 if head is None else head.size
+        return failure(written, "truncated", f"{start} entries were verified, the head says {written}",
+                       written)
     try:
         stack = tree.frontier(session, start)
     except AuditIntegrityError as exc:

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from signflow import auditverify as av
 from signflow.core.audit import checkpoints, tree
-from signflow.core.audit import export as audit_export
 from signflow.core.audit import log as audit
 from signflow.core.audit import verify as audit_verify
 from signflow.core.audit.log import Actor

@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from typing import cast
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import Table, delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from signflow.auditverify import EMPTY_ROOT, Node, hash_children, wanted_nodes
@@ -55,7 +56,8 @@ def on_append(session: Session, seq: int, leaf: bytes) -> None:
     if size % GROUP:
         return
     top = (size & -size).bit_length() - 1  # the highest level completed by this leaf
-    earlier = session.execute(
+    conn = session.connection()  # Core rows: this runs under the head lock
+    earlier = conn.execute(
         select(AuditEntry.leaf_hash)
         .where(AuditEntry.seq >= size - GROUP, AuditEntry.seq < seq)
         .order_by(AuditEntry.seq)
@@ -69,7 +71,7 @@ def on_append(session: Session, seq: int, leaf: bytes) -> None:
         wanted = [(level, (size >> level) - 2) for level in range(STORED_LEVEL, top)]
         lefts = {
             (level, idx): bytes(value)
-            for level, idx, value in session.execute(
+            for level, idx, value in conn.execute(
                 select(AuditTreeNode.level, AuditTreeNode.idx, AuditTreeNode.hash).where(
                     tuple_(AuditTreeNode.level, AuditTreeNode.idx).in_(wanted)
                 )
@@ -81,7 +83,7 @@ def on_append(session: Session, seq: int, leaf: bytes) -> None:
                 raise AuditIntegrityError(f"the audit tree has no node {level}/{idx}")
             node = hash_children(left, node)
             rows.append({"level": level + 1, "idx": (size >> (level + 1)) - 1, "hash": node})
-    session.execute(insert(AuditTreeNode), rows)
+    conn.execute(insert(cast(Table, AuditTreeNode.__table__)), rows)
 
 
 class StoredTree:

@@ -119,14 +119,14 @@ def _next_seq(session: Session) -> int:
     """Take the head lock and the next seq in one statement (UPDATE ... RETURNING):
     the lock is held from here to the end of the caller's transaction."""
     # Core statements on the tables: the ORM's bulk machinery doubled the cost of an
-    # append, all of it under the lock. The head objects sessions hold are read
-    # again with populate_existing wherever their size matters (lock_head, head_size).
-    session.flush()  # what the caller wrote so far goes first, as autoflush would
-    conn = session.connection()
-    size = conn.execute(_BUMP).scalar_one_or_none()
+    # append, all of it under the lock. Still through session.execute, so that the
+    # session's listeners see the write (the web layer commits only sessions that
+    # wrote). The head objects sessions hold are read again with populate_existing
+    # wherever their size matters (lock_head, head_size).
+    size = session.execute(_BUMP).scalar_one_or_none()
     if size is None:
         lock_head(session)  # creates the row (a bare create_all), then bump it
-        size = conn.execute(_BUMP).scalar_one()
+        size = session.execute(_BUMP).scalar_one()
     return int(size) - 1
 
 
@@ -170,7 +170,7 @@ def append(
     leaf = leaf_hash(line.encode())
     values = {"seq": seq, "time": now, "actor_id": actor.id, "action": action,
               "request_id": request_id, "line": line, "leaf_hash": leaf}
-    session.connection().execute(_ENTRIES.insert(), values)
+    session.execute(_ENTRIES.insert(), values)
     tree.on_append(session, seq, leaf)
     # Operators' log stream gets the same canonical (JSON-escaped, one-line) record:
     # user-supplied strings cannot forge a log line.

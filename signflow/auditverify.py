@@ -525,7 +525,8 @@ class VerifyResult:
     'entry-malformed', 'gap', 'inserted', 'reordered', 'truncated', 'uncovered'
     (entries past the last checkpoint), 'rollback', 'fork',
     'checkpoint-signature', 'checkpoint-modified', 'untrusted-key',
-    'head-mismatch', 'malformed-bundle'. `first_bad_seq` is the first seq not
+    'head-mismatch', 'malformed-bundle', and for the live log's stored tree
+    'tree-node-modified', 'tree-node-missing'. `first_bad_seq` is the first seq not
     vouched for (for a root mismatch: the size of the last checkpoint that
     still matches); `detail` is one human-readable sentence."""
 

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from signflow.models import AuditVerification
 from tests.conftest import PASSPHRASE
 from tests.factories import create_request, sign_request
 from tests.tools import run_cli
@@ -171,6 +173,13 @@ def test_worker_once_and_audit_commands(svc, world, settings, clock, tmp_path):
     exported = run_cli(["audit", "export", str(out)], env)
     assert exported.returncode == 0, exported.stderr
     assert (out / "entries.jsonl").is_file() and (out / "audit-key.pub").is_file()
+    # The live pass was recorded: the incremental one walks only what the export added.
+    incremental = run_cli(["audit", "verify", "--incremental"], env)
+    assert incremental.returncode == 0, incremental.stderr
+    assert incremental.stdout.startswith("OK: ")
+    with svc.sessions() as s:
+        passes = s.execute(select(AuditVerification.full).order_by(AuditVerification.id)).all()
+    assert [p for (p,) in passes] == [True, False]
     # Offline: no database, no instance, only the bundle (and the service's public key).
     bare = {"PATH": os.environ.get("PATH", ""), "SIGNFLOW_KEYS": str(settings.keys_path)}
     offline = run_cli(["audit", "verify", str(out)], bare, cwd=tmp_path)

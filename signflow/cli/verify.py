@@ -89,9 +89,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return auditverify.main(argv)
     with operator_services() as svc:
         if args.audit_command == "verify":
-            with svc.sessions() as session:
-                result = checkpoints.verify_log(session, public_key=svc.keys.audit_key.public_key(),
-                                          origin=svc.settings.audit_origin)
+            # A pass is recorded: the next --incremental run starts from it.
+            with svc.sessions() as session, session.begin():
+                public_key, origin = svc.keys.audit_key.public_key(), svc.settings.audit_origin
+                if args.incremental:
+                    result = checkpoints.verify_log_since_verified(
+                        session, public_key=public_key, origin=origin, now=svc.clock())
+                else:
+                    result = checkpoints.verify_log(session, public_key=public_key, origin=origin,
+                                                    now=svc.clock())
             if result.ok:
                 print(result.line())
                 return 0
@@ -118,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v = asub.add_parser("verify")
     v.add_argument("bundle", nargs="?")
     v.add_argument("--checkpoint", action="append", help="a checkpoint you kept earlier")
+    v.add_argument("--incremental", action="store_true",
+                   help="live log only: check what was appended since the last verification "
+                        "that passed (in full if there was none)")
     v.add_argument("--trusted-key", help="verifier key string or audit-key.pub the bundle must "
                                          "be signed with (default: this service's key, if known)")
     e = asub.add_parser("export")

@@ -15,6 +15,7 @@ from signflow.models.accounts import (
     RateLimit,
     User,
 )
+from signflow.models.audit_tree import AuditTreeNode, AuditVerification
 from signflow.models.columns import TextEnum, UTCDateTime
 from signflow.models.identity import RecoveryCode, WebAuthnChallenge, WebAuthnCredential
 from signflow.models.integration import (
@@ -37,4 +38,5 @@ __all__ = [
     "Signature", "SignatureActivation", "SigningCredential",
     "AuditEntry", "AuditHead", "Blob", "Checkpoint", "Job", "Setting",
     "IdempotencyKey", "RequestReference", "WebhookAttempt", "WebhookDelivery", "WebhookSubscription",
+    "AuditTreeNode", "AuditVerification",
 ]

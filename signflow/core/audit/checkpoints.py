@@ -1,5 +1,6 @@
 """Signed checkpoints of the audit log (C2SP tlog-checkpoint + signed-note, Ed25519)
-over its Merkle tree (RFC 9162), and the verification of the whole log against them.
+over its Merkle tree (RFC 9162), read from the stored tree state (core.audit.tree),
+and the verification of the log against them (core.audit.verify).
 
 The tree, proof and note algorithms live in signflow.auditverify, the offline
 verifier an auditor runs without the service: the service and the auditor run
@@ -18,20 +19,18 @@ from sqlalchemy.orm import Session
 
 from signflow.auditverify import (
     NoteError,
-    TreeWalker,
     VerifyResult,
     checkpoint_body,
-    failure,
-    modified_prefix,
+    consistency_ranges,
     open_checkpoint,
-    parse_canonical_line,
     sign_note,
-    wanted_nodes,
+    verify_consistency,
 )
-from signflow.auditverify import hash_leaf as leaf_hash
-from signflow.core.audit.log import STREAM_BATCH, lock_head, require_aware, stream_leaves
+from signflow.core.audit import verify
+from signflow.core.audit.log import lock_head, require_aware
+from signflow.core.audit.tree import StoredTree
 from signflow.core.errors import AuditIntegrityError
-from signflow.models import AuditEntry, AuditHead, Checkpoint
+from signflow.models import AuditHead, Checkpoint
 
 
 def latest_checkpoint(session: Session) -> Checkpoint | None:
@@ -73,13 +72,16 @@ def sign_head(
     origin: str,
     size: int,
     extra_ranges: Iterable[tuple[int, int]] = (),
-) -> tuple[SignedHead, TreeWalker]:
+) -> tuple[SignedHead, StoredTree]:
     """Sign the tree over entries 0..size-1, without locking anything; also returns
-    the walker, which holds the hashes of `extra_ranges` (for inclusion proofs).
+    the stored tree's hashes of `extra_ranges` (for inclusion proofs).
 
-    Before signing, the largest stored checkpoint not above `size` is recomputed
-    from the entries in the same pass: the service never signs a history that
-    rewrites what it signed before (AuditIntegrityError instead)."""
+    Root and proofs come from the stored tree state (core.audit.tree): O(log n)
+    reads. Before signing, the largest stored checkpoint not above `size` must be
+    a prefix of the tree to sign, by an RFC 9162 consistency proof read from the
+    same state: the service never signs a history that rewrites what it signed
+    before (AuditIntegrityError instead). What the entries say is checked by
+    verify_log (in full, or from the last verified checkpoint on)."""
     previous = latest_checkpoint_within(session, size)
     ranges = [(0, size), *extra_ranges]
     previous_root = None
@@ -88,15 +90,16 @@ def sign_head(
             previous_root = open_checkpoint(previous.note, origin, signing_key.public_key()).root
         except NoteError as exc:
             raise AuditIntegrityError("the latest audit checkpoint does not verify") from exc
-        ranges.append((0, previous.size))
-    walker = TreeWalker(wanted_nodes(ranges))
-    for leaf in stream_leaves(session, size):
-        walker.add(leaf)
-    if previous is not None and walker.range_hash(0, previous.size) != previous_root:
-        raise AuditIntegrityError("audit entries changed since the latest checkpoint")
-    root = walker.range_hash(0, size)
+        link = consistency_ranges(previous.size, size)
+        ranges += link
+    stored = StoredTree.load(session, size, ranges)
+    root = stored.range_hash(0, size)
+    if previous is not None and previous_root is not None:
+        proof = [stored.range_hash(a, b) for a, b in link]
+        if not verify_consistency(previous.size, size, previous_root, root, proof):
+            raise AuditIntegrityError("audit entries changed since the latest checkpoint")
     note = sign_note(checkpoint_body(origin, size, root), origin, signing_key)
-    return SignedHead(size=size, root=root, note=note), walker
+    return SignedHead(size=size, root=root, note=note), stored
 
 
 def store_head(session: Session, head: SignedHead, *, now: datetime) -> Checkpoint | None:
@@ -144,59 +147,17 @@ def write_checkpoint(
     return stored
 
 
-def verify_log(session: Session, *, public_key: Ed25519PublicKey, origin: str) -> VerifyResult:
-    """Check the live log: entries, seq, leaf hashes, and every stored checkpoint.
+def verify_log(
+    session: Session, *, public_key: Ed25519PublicKey, origin: str, now: datetime | None = None
+) -> VerifyResult:
+    """Check the whole live log (see core.audit.verify.verify_full); with `now`, a
+    pass is recorded as where the next incremental verification starts."""
+    return verify.verify_full(session, public_key=public_key, origin=origin, now=now)
 
-    Checkpoints taken later (higher id) must not be smaller (a restore of an
-    older backup), and two of the same size must agree (a fork). Every
-    checkpoint's signed root must equal the tree recomputed at its size; as
-    all are recomputed from one leaf sequence, they are then pairwise
-    consistent. One streaming pass over the entries, O(log n) memory.
-    """
-    stored = list(session.execute(select(Checkpoint).order_by(Checkpoint.id)).scalars())
-    signed: dict[int, bytes] = {}
-    largest = 0
-    for cp in stored:
-        try:
-            opened = open_checkpoint(cp.note, origin, public_key)
-        except NoteError as exc:
-            return failure(0, "checkpoint-signature", f"checkpoint {cp.id}: {exc}")
-        if opened.size != cp.size or opened.root != bytes(cp.root_hash):
-            return failure(0, "checkpoint-modified", f"checkpoint {cp.id} differs from its note")
-        if signed.setdefault(opened.size, opened.root) != opened.root:
-            return failure(0, "fork", f"two checkpoints of size {opened.size} differ")
-        if opened.size < largest:
-            return failure(0, "rollback", f"checkpoint {cp.id} is smaller than an earlier one")
-        largest = opened.size
 
-    walker = TreeWalker(wanted_nodes((0, s) for s in signed))
-    rows = session.connection().execute(
-        select(AuditEntry.seq, AuditEntry.line, AuditEntry.leaf_hash)
-        .order_by(AuditEntry.seq)
-        .execution_options(yield_per=STREAM_BATCH)
-    )
-    count = 0
-    for seq, line, stored_leaf in rows:
-        if seq != count:
-            return failure(count, "gap", f"the entry with seq {count} is missing", count)
-        raw = line.encode()
-        leaf = leaf_hash(raw)
-        if leaf != bytes(stored_leaf):
-            return failure(count, "entry-modified", "the entry differs from its leaf hash", seq)
-        try:
-            written_seq = parse_canonical_line(raw).get("seq")
-        except (ValueError, TypeError) as exc:
-            return failure(count, "entry-malformed", str(exc), seq)
-        if written_seq != seq:
-            return failure(count, "reordered", f"row {seq} holds the entry of seq {written_seq}", seq)
-        walker.add(leaf)
-        count += 1
-
-    head = session.get(AuditHead, 1, populate_existing=True)
-    head_size = 0 if head is None else head.size
-    if head_size > count or largest > count:
-        claimed = max(head_size, largest)
-        return failure(count, "truncated", f"{claimed} entries were written, {count} remain", count)
-    if head_size < count:
-        return failure(count, "head-mismatch", f"the head says {head_size} entries", head_size)
-    return modified_prefix(walker, signed, count) or VerifyResult(ok=True, size=count)
+def verify_log_since_verified(
+    session: Session, *, public_key: Ed25519PublicKey, origin: str, now: datetime
+) -> VerifyResult:
+    """Check only what was appended since the last verification that passed (see
+    core.audit.verify.verify_incremental); in full when there was none."""
+    return verify.verify_incremental(session, public_key=public_key, origin=origin, now=now)

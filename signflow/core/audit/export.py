@@ -20,11 +20,9 @@ from signflow.auditverify import (
     CHECKPOINTS_DIR,
     ENTRIES_FILE,
     KEY_FILE,
-    TreeWalker,
     inclusion_ranges,
     verifier_key,
     verify_inclusion,
-    wanted_nodes,
 )
 from signflow.core.audit.checkpoints import (
     SignedHead,
@@ -33,7 +31,8 @@ from signflow.core.audit.checkpoints import (
     sign_head,
     write_checkpoint,
 )
-from signflow.core.audit.log import Actor, append, require_aware, stream_column, stream_leaves
+from signflow.core.audit.log import Actor, append, require_aware, stream_column
+from signflow.core.audit.tree import StoredTree
 from signflow.core.errors import AuditIntegrityError, Conflict, InvalidInput
 from signflow.models import AuditAction, AuditEntry, Checkpoint
 
@@ -58,7 +57,7 @@ def _request_entries(session: Session, request_id: int, size: int) -> list[Audit
     ).scalars())
 
 
-def _proved(entries: list[AuditEntry], paths: list[list[tuple[int, int]]], walker: TreeWalker,
+def _proved(entries: list[AuditEntry], paths: list[list[tuple[int, int]]], walker: StoredTree,
             size: int, root: bytes) -> list[tuple[AuditEntry, list[bytes]]]:
     """Each entry with its inclusion proof (read off `walker` along its `path`), checked
     against `root` before it is handed out: a proof that does not verify is tampering."""
@@ -73,7 +72,8 @@ def _proved(entries: list[AuditEntry], paths: list[list[tuple[int, int]]], walke
 
 def evidence_for_request(session: Session, request_id: int) -> list[tuple[AuditEntry, list[bytes]]]:
     """The request's entries covered by the latest checkpoint, each with its
-    inclusion proof against that checkpoint (see latest_checkpoint).
+    inclusion proof against that checkpoint (see latest_checkpoint), read from the
+    stored tree state in O(log n) per entry.
 
     Entries newer than the latest checkpoint are left out: call
     write_checkpoint first to cover everything. Proofs are checked before
@@ -87,13 +87,11 @@ def evidence_for_request(session: Session, request_id: int) -> list[tuple[AuditE
     if not entries:
         return []
     paths = [inclusion_ranges(entry.seq, size) for entry in entries]
-    walker = TreeWalker(wanted_nodes([(0, size), *(r for path in paths for r in path)]))
-    for leaf in stream_leaves(session, size):
-        walker.add(leaf)
+    stored = StoredTree.load(session, size, [(0, size), *(r for path in paths for r in path)])
     root = bytes(checkpoint.root_hash)
-    if walker.range_hash(0, size) != root:
-        raise AuditIntegrityError("audit entries differ from the latest checkpoint")
-    return _proved(entries, paths, walker, size, root)
+    if stored.range_hash(0, size) != root:
+        raise AuditIntegrityError("the stored audit tree differs from the latest checkpoint")
+    return _proved(entries, paths, stored, size, root)
 
 
 def prove_request(

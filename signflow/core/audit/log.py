@@ -17,15 +17,16 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from signflow.auditverify import canonical_json
 from signflow.auditverify import hash_leaf as leaf_hash
+from signflow.core.audit import tree
 from signflow.core.errors import AuditIntegrityError, InvalidInput
 from signflow.models import AuditAction, AuditEntry, AuditHead, Role, ServiceRole, User
 
@@ -46,6 +47,8 @@ RESERVED_FIELDS = frozenset({"seq", "time", "actor", "action", "request"})
 # Bulk reads go through the Core connection: ORM row handling tripled the
 # cost of streaming a million rows.
 STREAM_BATCH = 10_000
+# The largest I-JSON integer: a seq stands in for it (see append).
+SEQ_PLACEHOLDER = 2**53 - 1
 
 log = logging.getLogger("signflow.audit")
 
@@ -105,6 +108,28 @@ def lock_head(session: Session) -> AuditHead:
     return head
 
 
+_HEAD = cast(Table, AuditHead.__table__)
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_BUMP = (
+    update(_HEAD).where(_HEAD.c.id == 1).values(size=_HEAD.c.size + 1).returning(_HEAD.c.size)
+)
+
+
+def _next_seq(session: Session) -> int:
+    """Take the head lock and the next seq in one statement (UPDATE ... RETURNING):
+    the lock is held from here to the end of the caller's transaction."""
+    # Core statements on the tables: the ORM's bulk machinery doubled the cost of an
+    # append, all of it under the lock. Still through session.execute, so that the
+    # session's listeners see the write (the web layer commits only sessions that
+    # wrote). The head objects sessions hold are read again with populate_existing
+    # wherever their size matters (lock_head, head_size).
+    size = session.execute(_BUMP).scalar_one_or_none()
+    if size is None:
+        lock_head(session)  # creates the row (a bare create_all), then bump it
+        size = session.execute(_BUMP).scalar_one()
+    return int(size) - 1
+
+
 def append(
     session: Session,
     *,
@@ -114,38 +139,43 @@ def append(
     request_id: int | None = None,
     **details: JsonValue,
 ) -> AuditEntry:
-    """Write one entry in the caller's transaction (only flushes)."""
+    """Write one entry in the caller's transaction (only flushes). Returns the entry
+    as written (a plain object, not added to the session).
+
+    Everything that can be computed before the seq is known is: the canonical
+    line is built with a placeholder seq, so the head lock (on SQLite: the write
+    lock, for every writer) is held only for a text replace, one hash and the
+    inserts, which is what lets 8 writers append nearly as fast as they insert."""
     require_aware("now", now)
     clash = RESERVED_FIELDS.intersection(details)
     if clash:
         raise ValueError(f"audit details may not use the reserved fields {sorted(clash)}")
-    head = lock_head(session)
-    seq = head.size
     entry_json: dict[str, Any] = {
         **details,
-        "seq": seq,
+        "seq": SEQ_PLACEHOLDER,
         "time": rfc3339(now),
         "actor": actor.as_json(),
         "action": action,
         "request": request_id,
     }
-    line = canonical_json(entry_json)
-    entry = AuditEntry(
-        seq=seq,
-        time=now,
-        actor_id=actor.id,
-        action=action,
-        request_id=request_id,
-        line=line,
-        leaf_hash=leaf_hash(line.encode()),
-    )
-    head.size = seq + 1
-    session.add(entry)
-    session.flush()
+    # Keys are sorted whatever their values, and an integer's canonical text is its
+    # digits: replacing the placeholder's digits gives the line canonical_json would.
+    template = canonical_json(entry_json)
+    marker = f'"seq":{SEQ_PLACEHOLDER}'
+    seq = _next_seq(session)
+    if template.count(marker) == 1:
+        line = template.replace(marker, f'"seq":{seq}')
+    else:  # the placeholder also appears nested in the details: build it again
+        line = canonical_json({**entry_json, "seq": seq})
+    leaf = leaf_hash(line.encode())
+    values = {"seq": seq, "time": now, "actor_id": actor.id, "action": action,
+              "request_id": request_id, "line": line, "leaf_hash": leaf}
+    session.execute(_ENTRIES.insert(), values)
+    tree.on_append(session, seq, leaf)
     # Operators' log stream gets the same canonical (JSON-escaped, one-line) record:
     # user-supplied strings cannot forge a log line.
     log.info("%s", line)
-    return entry
+    return AuditEntry(**values)
 
 
 def stream_column(session: Session, column: InstrumentedAttribute[T], size: int) -> Iterator[T]:

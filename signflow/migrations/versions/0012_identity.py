@@ -18,7 +18,7 @@ from alembic import op
 import signflow.models
 
 revision = "0012"
-down_revision = "0008"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

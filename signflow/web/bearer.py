@@ -39,16 +39,21 @@ def bearer_required(scope: ApiScope, *, rate_limited: bool = False) -> Callable[
             bearer = tokens.authenticate_bearer(rc.session, token.strip(), now=rc.now, ip=rc.ip,
                                                 call=call)
             g.bearer, g.api_user = bearer, bearer.user
+            limiter = rc.services.api_limiter if rate_limited else None
+            counted = False
             try:
                 bearer.require(scope)
-                limiter = rc.services.api_limiter
-                if rate_limited and limiter is not None:
+                if limiter is not None:
                     limiter.hit(rc.session, bearer.token_id, now=rc.now)
+                    counted = True
                 result = view(*args, **kwargs)
             except SignflowError as exc:
                 outcome = f"refused:{exc.code}"
+                recount = limiter is not None and counted and not exc.commit_changes
 
                 def write(session: Session) -> None:
+                    if recount and limiter is not None:
+                        limiter.count_again(session, bearer.token_id, now=rc.now)
                     tokens.record_use(session, bearer.token_id, now=rc.now, ip=rc.ip, call=call,
                                       outcome=outcome)
 

@@ -4,6 +4,7 @@ the `limits` package (a busy site then keeps the counting off the database)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -23,6 +24,10 @@ class ApiLimiter(Protocol):
     def hit(self, session: Session, token_id: int, *, now: datetime) -> None:
         """Count one call; Throttled past the limit."""
 
+    def count_again(self, session: Session, token_id: int, *, now: datetime) -> None:
+        """The call counted by `hit` was refused and its transaction rolled back: count it
+        again in the refusal's own transaction, without refusing."""
+
 
 class DatabaseLimiter:
     def __init__(self, per_minute: int) -> None:
@@ -31,6 +36,11 @@ class DatabaseLimiter:
     def hit(self, session: Session, token_id: int, *, now: datetime) -> None:
         ratelimit.hit(session, f"api:{token_id}", limit=self.per_minute,
                       window=timedelta(minutes=1), now=now, message=MESSAGE)
+
+    def count_again(self, session: Session, token_id: int, *, now: datetime) -> None:
+        # Otherwise calls that fail (a bad upload, an unknown id) would never be limited.
+        with contextlib.suppress(Throttled):  # the refusal stands; the count is what matters
+            self.hit(session, token_id, now=now)
 
 
 class RedisLimiter:
@@ -53,6 +63,9 @@ class RedisLimiter:
         # Redis keeps the window on its clock; the app's `now` is the same wall clock in
         # production, and a window never outlasts its minute.
         raise Throttled(MESSAGE, retry_after=max(1, min(60, math.ceil(reset - now.timestamp()))))
+
+    def count_again(self, session: Session, token_id: int, *, now: datetime) -> None:
+        """Redis counted the call outside the database transaction: it still counts."""
 
 
 def make_limiter(redis_url: str | None, per_minute: int) -> ApiLimiter:

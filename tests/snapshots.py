@@ -41,7 +41,9 @@ SELECT md5(coalesce(string_agg(item, ',' ORDER BY item), '')) FROM (
   SELECT 'C' || conrelid::regclass::text || conname::text || pg_get_constraintdef(oid)
     FROM pg_constraint WHERE connamespace = 'public'::regnamespace
   UNION ALL
-  SELECT 'T' || tgrelid::regclass::text || tgname::text || tgenabled::text FROM pg_trigger WHERE NOT tgisinternal
+  SELECT 'T' || tgrelid::regclass::text || tgname::text || tgenabled::text
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+   WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace
   UNION ALL
   SELECT 'P' || p.proname::text || md5(p.prosrc)
     FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace

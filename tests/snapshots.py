@@ -164,6 +164,9 @@ def restore(url: str, snapshot: Snapshot, *, expect: tuple[Any, ...] | None = No
 
 
 def _pg_restore(conn: Connection, snapshot: Snapshot) -> None:
+    # A test database need not survive a power cut: not waiting for the WAL to reach
+    # the disk at commit is most of the time saved on a busy machine.
+    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
     # A few small DELETEs are much faster than TRUNCATE (which makes new files and
     # syncs them) or a new database from a template.
     for table in reversed(snapshot.tables):

@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,12 @@ from signflow.core.audit.log import Actor
 from signflow.core.notify.channels import LogNotifier
 from signflow.core.pki import keystore as pki
 from signflow.core.pki import seal as seal
+from signflow.db import sqlite_file
 from signflow.migrate import upgrade
 from signflow.models import Destination, Job, JobKind, OnCallGroup, Role, RotaShift, User
 from signflow.services import PASSPHRASE_FILE, Services, build_services
+from tests import snapshots
+from tests.snapshots import Snapshot
 from tests.softhsm import make_tokens
 from tests.tools import missing
 
@@ -102,6 +105,11 @@ def postgres_url() -> Iterator[str]:
         # A previous session killed before its teardown may have left it behind.
         conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         conn.execute(text(f"CREATE DATABASE {quoted}"))
+        # Commits do not wait for the WAL to reach the disk (on a busy machine that wait
+        # was most of a commit): what the tests check (transactions, locks, what each
+        # connection sees, an app server killed mid-request) is unchanged; only a crash
+        # of the PostgreSQL server itself could lose the last commits of a test database.
+        conn.execute(text(f"ALTER DATABASE {quoted} SET synchronous_commit = off"))
     try:
         yield url.render_as_string(hide_password=False)
     finally:
@@ -130,14 +138,30 @@ def fresh_sqlite(template: Path, folder: Path) -> str:
     return f"sqlite:///{target}"
 
 
+@pytest.fixture(scope="session")
+def postgres_migrated(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
+    """This worker's database migrated once, as a snapshot `database_url` restores per test
+    (a full upgrade per test cost over a second)."""
+    reset_postgres(postgres_url)
+    upgrade(postgres_url)
+    return snapshots.take(postgres_url, tmp_path_factory.mktemp("postgres"))
+
+
+def fresh_postgres(url: str, migrated: Snapshot) -> str:
+    """The database at `url` emptied back to `migrated`; rebuilt from scratch if a test
+    changed its schema (dropped it, downgraded it...)."""
+    if not snapshots.restore(url, migrated):
+        reset_postgres(url)
+        upgrade(url)
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path) -> str:
     if request.param == "sqlite":
         return fresh_sqlite(migrated_sqlite, tmp_path)
-    url: str = request.getfixturevalue("postgres_url")
-    reset_postgres(url)
-    upgrade(url)
-    return url
+    return fresh_postgres(request.getfixturevalue("postgres_url"),
+                          request.getfixturevalue("postgres_migrated"))
 
 
 @pytest.fixture
@@ -221,9 +245,43 @@ def enrol_physician(session: Any, keys: pki.KeyMaterial, physician: User, pin: s
                                        new_pin=pin, now=now, enrolment_code=code)
 
 
+@dataclass(frozen=True)
+class WorldSnapshot:
+    world: World
+    before: tuple[Any, ...]  # the database's state it was built on (snapshots.state)
+    snapshot: Snapshot
+
+
+@pytest.fixture(scope="session")
+def world_snapshots(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[Any, WorldSnapshot], Path]:
+    return {}, tmp_path_factory.mktemp("worlds")
+
+
 @pytest.fixture
-def world(svc: Services, clock: Clock, password_hash: str) -> World:
-    return make_world(svc, clock(), password_hash)
+def world(svc: Services, clock: Clock, password_hash: str, key_material: pki.KeyMaterial,
+          world_snapshots: tuple[dict[Any, WorldSnapshot], Path]) -> World:
+    return shared_world(svc, clock(), password_hash, key_material, *world_snapshots)
+
+
+def shared_world(svc: Services, now: datetime, password_hash: str, shared_keys: pki.KeyMaterial,
+                 built: dict[Any, WorldSnapshot], folder: Path) -> World:
+    """`make_world`, built once per worker and database kind, then restored from a snapshot
+    (it cost about a second per test: four enrolments). Within a session the world is the
+    same each time: T0, the key material and the password hash are session-wide. Only on
+    the session's keys (certificates from other keys are other certificates), and only
+    onto the state the snapshot was built on (else what a fixture wrote would be lost)."""
+    url = svc.settings.database_url
+    if svc.keys is not shared_keys or url.startswith("sqlite") and sqlite_file(url) is None:
+        return make_world(svc, now, password_hash)
+    key = (svc.engine.dialect.name, now, password_hash)
+    known = built.get(key)
+    if known is not None and snapshots.restore(url, known.snapshot, expect=known.before):
+        return replace(known.world)  # a copy: a test may change its own
+    before = snapshots.state(url)
+    world = make_world(svc, now, password_hash)
+    if known is None:
+        built[key] = WorldSnapshot(replace(world), before, snapshots.take(url, folder))
+    return world
 
 
 def make_world(svc: Services, now: datetime, password_hash: str) -> World:

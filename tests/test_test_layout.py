@@ -44,3 +44,26 @@ def test_the_scan_sees_every_spelling(tmp_path):
                      "from .test_d import y\nfrom . import test_e\nfrom tests.helpers import upload\n")
     assert _imported_test_modules(probe) == {
         "tests.test_a", "tests.test_b", "tests.test_c", "tests.test_d", "tests.test_e"}
+
+
+def _reads_ci(path: Path) -> bool:
+    """Whether `path` looks at the CI variable (os.environ["CI"], getenv("CI")...)."""
+    return any(isinstance(node, ast.Constant) and node.value == "CI"
+               for node in ast.walk(ast.parse(path.read_text(), filename=str(path))))
+
+
+def test_the_missing_tool_rule_is_written_once():
+    # Fail under CI=true, skip elsewhere: tests/tools.py `missing`, which every test calls;
+    # a second copy of the rule would drift from it.
+    # (This module names "CI" to look for it.)
+    readers = sorted(path.name for path in TESTS.glob("*.py")
+                     if path.name != Path(__file__).name and _reads_ci(path))
+    assert readers == ["tools.py"], "call tests.tools.missing instead of reading CI yourself"
+
+
+def test_the_ci_scan_sees_a_reader(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('import os\nif os.environ.get("CI") == "true":\n    pass\n')
+    assert _reads_ci(probe)
+    probe.write_text('from tests.tools import missing\nmissing("qpdf is not installed")\n')
+    assert not _reads_ci(probe)

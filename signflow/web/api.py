@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
 from signflow.core.requests import signing as request_signing
@@ -43,7 +44,7 @@ def list_requests() -> Response:
 def _form_id(name: str) -> int:
     raw = request.form.get(name, "")
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise InvalidInput(f"'{name}' must be an id (a positive integer).")
+        raise InvalidInput(N_("'%(name)s' must be an id (a positive integer)."), params={'name': name})
     return int(raw)
 
 
@@ -54,7 +55,7 @@ def submit() -> tuple[Response, int]:
     rc = current()
     upload = request.files.get("document")
     if upload is None:
-        raise InvalidInput("Send the PDF as the multipart field 'document'.")
+        raise InvalidInput(N_("Send the PDF as the multipart field 'document'."))
     settings = rc.settings
     normalised = pdfcheck.normalise_upload(
         upload.read(settings.max_upload_bytes + 1), max_bytes=settings.max_upload_bytes,

@@ -8,6 +8,7 @@ import hmac
 import secrets
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
@@ -15,6 +16,7 @@ from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.models import Role, User
 from signflow.web.context import current
 from signflow.web.forms import CodeForm, ConfirmForm, LoginForm, PasswordForm
@@ -137,7 +139,7 @@ def setup_mfa() -> Response | str:
     rc = current()
     account = rc.user
     if account.totp_secret_enc is not None:
-        flash("Two-factor authentication is on.", "info")
+        flash(_("Two-factor authentication is on."), "info")
         return redirect(url_for("auth.home"))
     master_key = rc.services.keys.master_key
     form = CodeForm()
@@ -146,7 +148,7 @@ def setup_mfa() -> Response | str:
         mfa.enable(rc.session, master_key, actor=Actor.of(account, rc.ip), sealed_secret=sealed,
                    code=form.code.data or "", now=rc.now)
         session.pop("mfa_setup", None)
-        flash("Two-factor authentication is on.", "success")
+        flash(_("Two-factor authentication is on."), "success")
         return redirect(url_for("auth.home"))
     # The seed travels in the (signed) session only sealed by the master key.
     secret = mfa.new_secret()
@@ -185,7 +187,7 @@ def change_password() -> Response | str:
     forced = bool(rc.user.must_change_password)
     if form.validate_on_submit():
         if form.password.data != form.confirm.data:
-            raise InvalidInput("The two new passwords differ.")
+            raise InvalidInput(N_("The two new passwords differ."))
         account = accounts.change_password(rc.session, actor=rc.actor,
                                            current_password=form.current.data or "",
                                            new_password=form.password.data or "", now=rc.now)
@@ -193,7 +195,7 @@ def change_password() -> Response | str:
         started = session.get("login_at")
         login_user(account)
         session["login_at"] = started
-        flash("Your password is changed.", "success")
+        flash(_("Your password is changed."), "success")
         return redirect(url_for("auth.home"))
     return render_template("auth/password.html", form=form, forced=forced)
 

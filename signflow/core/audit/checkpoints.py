@@ -31,6 +31,7 @@ from signflow.auditverify import (
 from signflow.auditverify import hash_leaf as leaf_hash
 from signflow.core.audit.log import STREAM_BATCH, lock_head, require_aware, stream_leaves
 from signflow.core.errors import AuditIntegrityError
+from signflow.core.i18n import N_
 from signflow.models import AuditEntry, AuditHead, Checkpoint
 
 
@@ -87,13 +88,13 @@ def sign_head(
         try:
             previous_root = open_checkpoint(previous.note, origin, signing_key.public_key()).root
         except NoteError as exc:
-            raise AuditIntegrityError("the latest audit checkpoint does not verify") from exc
+            raise AuditIntegrityError(N_("the latest audit checkpoint does not verify")) from exc
         ranges.append((0, previous.size))
     walker = TreeWalker(wanted_nodes(ranges))
     for leaf in stream_leaves(session, size):
         walker.add(leaf)
     if previous is not None and walker.range_hash(0, previous.size) != previous_root:
-        raise AuditIntegrityError("audit entries changed since the latest checkpoint")
+        raise AuditIntegrityError(N_("audit entries changed since the latest checkpoint"))
     root = walker.range_hash(0, size)
     note = sign_note(checkpoint_body(origin, size, root), origin, signing_key)
     return SignedHead(size=size, root=root, note=note), walker
@@ -109,11 +110,11 @@ def store_head(session: Session, head: SignedHead, *, now: datetime) -> Checkpoi
     require_aware("now", now)
     locked = lock_head(session)
     if locked.size < head.size:
-        raise AuditIntegrityError("the audit log is shorter than a tree head just signed")
+        raise AuditIntegrityError(N_("the audit log is shorter than a tree head just signed"))
     latest = latest_checkpoint(session)
     if latest is not None and latest.size >= head.size:
         if latest.size == head.size and bytes(latest.root_hash) != head.root:
-            raise AuditIntegrityError("two tree heads of the same size differ")
+            raise AuditIntegrityError(N_("two tree heads of the same size differ"))
         return latest if latest.size == head.size else None
     checkpoint = Checkpoint(size=head.size, root_hash=head.root, note=head.note, created_at=now)
     session.add(checkpoint)
@@ -132,7 +133,7 @@ def write_checkpoint(
     previous = latest_checkpoint(session)
     size = head_size(session)
     if previous is not None and previous.size > size:
-        raise AuditIntegrityError("the audit log is shorter than its latest checkpoint")
+        raise AuditIntegrityError(N_("the audit log is shorter than its latest checkpoint"))
     if previous is not None and previous.size == size:
         return previous
     head, _ = sign_head(session, signing_key=signing_key, origin=origin, size=size)
@@ -140,7 +141,7 @@ def write_checkpoint(
     if stored is None:  # a larger one was stored meanwhile: it covers every entry we saw
         stored = latest_checkpoint(session)
         if stored is None:
-            raise AuditIntegrityError("the latest audit checkpoint disappeared")
+            raise AuditIntegrityError(N_("the latest audit checkpoint disappeared"))
     return stored
 
 

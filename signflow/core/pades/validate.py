@@ -30,6 +30,7 @@ from pyhanko_certvalidator.policy_decl import REQUIRE_REVINFO, CertRevTrustPolic
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
 from signflow.core.errors import ConfigurationError, InvalidDocument
+from signflow.core.i18n import N_
 from signflow.core.pades.countersignatures import issued_under, verdict
 from signflow.core.pades.reports import (
     NOT_TRUSTED,
@@ -76,16 +77,16 @@ def validate_pdf(
     Revocation data: the `crls` given plus the document's own (DSS). `ok` means
     at least one signature, every one ok, and the last covering the entire file."""
     if not pdf.lstrip()[:5] == b"%PDF-":
-        raise InvalidDocument("not a PDF")
+        raise InvalidDocument(N_("not a PDF"))
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         embedded = list(reader.embedded_signatures)
     except Exception as exc:
-        raise InvalidDocument("unreadable PDF") from exc
+        raise InvalidDocument(N_("unreadable PDF")) from exc
     if reader.encrypted:
-        raise InvalidDocument("encrypted PDFs are not supported")
+        raise InvalidDocument(N_("encrypted PDFs are not supported"))
     if not trust_roots:
-        raise ConfigurationError("validation needs at least one trusted root")
+        raise ConfigurationError(N_("validation needs at least one trusted root"))
 
     dss: DocumentSecurityStore | None
     try:

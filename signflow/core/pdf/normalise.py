@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
 from signflow.core.errors import DocumentTooLarge, InvalidDocument, SignflowError
+from signflow.core.i18n import N_
 from signflow.core.pdf.sandbox import DEFAULT_LIMITS, SandboxLimits, SandboxRefusal, run_checked
 
 ACTIVE_CONTENT_MODES = ("strip", "refuse")
@@ -72,9 +73,10 @@ def normalise_upload(
         log.info("upload %s refused: %d bytes, over the %d byte limit", reference, len(data),
                  max_bytes)
         raise DocumentTooLarge(
-            f"the PDF is larger than {_human_size(max_bytes)}, the limit of this site:"
-            " ask for a lighter copy (scanned at 300 dpi or less, in black and white for text) or "
-            f"split it into parts of at most {_human_size(max_bytes)} and send each one")
+            N_("the PDF is larger than %(human_size)s, the limit of this site: ask for a "
+               "lighter copy (scanned at 300 dpi or less, in black and white for text) or "
+               "split it into parts of at most %(human_size)s and send each one"),
+                   params={'human_size': _human_size(max_bytes)})
     if b"%PDF-" not in data[: HEADER_WINDOW + 5]:
         log.info("upload %s refused: no %%PDF- header in the first %d bytes", reference,
                  HEADER_WINDOW)

@@ -16,6 +16,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, NotFound
+from signflow.core.i18n import N_
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests.deps import Deps
 from signflow.models import AuditAction, OnCallGroup, RequestState, Role, Signature, SignatureRequest, User
@@ -81,7 +82,7 @@ def get_request(session: Session, *, user: User, request_id: int, now: datetime,
     req = session.scalar(query)
     # Someone else's request looks exactly like a missing one.
     if req is None or not may_view(session, user, req, now):
-        raise NotFound("No such request, or it is not yours to see.")
+        raise NotFound(N_("No such request, or it is not yours to see."))
     return req
 
 
@@ -120,9 +121,9 @@ def document_for(
     user = acting_user(session, actor)
     req = get_request(session, user=user, request_id=request_id, now=now)
     if not may_read_document(session, user, req, now):
-        raise Forbidden("Your role cannot read documents.")
+        raise Forbidden(N_("Your role cannot read documents."))
     if req.purged_at is not None:
-        raise NotFound("This document was removed after its retention period.")
+        raise NotFound(N_("This document was removed after its retention period."))
     sha = req.signed_sha256 or req.document_sha256
     data = deps.blobs.get(session, sha)
     if download:
@@ -177,7 +178,7 @@ def require_signer(session: Session, user: User, req: SignatureRequest, now: dat
             raise Conflict(step_message(req, deps.timezone))
     if user.role == Role.PHYSICIAN and req.state != RequestState.PENDING:
         raise Conflict(state_message(req, deps.timezone))
-    raise Forbidden("Only a physician on call for this group can act on this request.")
+    raise Forbidden(N_("Only a physician on call for this group can act on this request."))
 
 
 def colleagues(session: Session, *, user: User, req: SignatureRequest, now: datetime) -> list[User]:

@@ -12,6 +12,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden, InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.requests import localtime as localtime
 from signflow.core.requests import oncall as oncall
 from signflow.models import AuditAction, OnCallGroup, Role, RotaAbsence, User
@@ -26,23 +27,23 @@ def mark_absence(session: Session, *, actor: Actor, cover_user_id: int, starts_l
     `cover_user_id` is on call for their shifts meanwhile."""
     user = acting_user(session, actor)
     if user.role != Role.PHYSICIAN:
-        raise Forbidden("Only a physician marks an absence.")
+        raise Forbidden(N_("Only a physician marks an absence."))
     cover = session.get(User, cover_user_id)
     if cover is None or cover.role != Role.PHYSICIAN or not cover.active or cover.id == user.id:
-        raise InvalidInput("Choose the colleague who covers you.")
+        raise InvalidInput(N_("Choose the colleague who covers you."))
     tz = localtime.zone(timezone)
     starts = localtime.instant(starts_local, tz, fold=fold)
     ends = localtime.instant(ends_local, tz, fold=fold)
     if ends <= starts:
-        raise InvalidInput("An absence ends after it starts.")
+        raise InvalidInput(N_("An absence ends after it starts."))
     if ends - starts > MAX_ABSENCE:
-        raise InvalidInput("An absence lasts 92 days at most: mark a longer one in parts.")
+        raise InvalidInput(N_("An absence lasts 92 days at most: mark a longer one in parts."))
     if ends <= now:
-        raise InvalidInput("This absence would already be over.")
+        raise InvalidInput(N_("This absence would already be over."))
     clash = session.scalar(select(RotaAbsence.id).where(
         RotaAbsence.user_id == user.id, RotaAbsence.starts_at < ends, RotaAbsence.ends_at > starts))
     if clash is not None:
-        raise InvalidInput("You already marked an absence at that time.")
+        raise InvalidInput(N_("You already marked an absence at that time."))
     absence = RotaAbsence(user_id=user.id, cover_user_id=cover.id, starts_at=starts, ends_at=ends,
                           created_at=now)
     session.add(absence)

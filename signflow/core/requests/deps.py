@@ -28,3 +28,6 @@ class Deps:
     escalation_levels: int = oncall.LADDER_LEVELS
     ack_reminder_minutes: int = 30
     ack_alert_minutes: int = 60
+    # The site language (SIGNFLOW_LANGUAGE): the stamp's, the evidence report's, the
+    # worker's messages. English, the message ids' own, when not wired.
+    language: str = "en"

@@ -79,6 +79,8 @@ def register(app: Flask) -> None:
     app.add_template_filter(_label_filter(STATE_LABELS), "state_label")
     app.add_template_filter(_label_filter(URGENCY_LABELS), "urgency_label")
     app.add_template_filter(_label_filter(ROLE_LABELS), "role_label")
+    # A message id from core (a validation problem...), translated: `{{ p | translated }}`.
+    app.add_template_filter(_label_filter({}), "translated")
 
 
 def _localtime(when: datetime | None) -> str:

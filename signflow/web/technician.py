@@ -7,7 +7,7 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import users as accounts
-from signflow.core.i18n import N_
+from signflow.core.i18n import N_, STATE_LABELS, label
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
 from signflow.core.requests import ladder as ladder
@@ -37,7 +37,16 @@ def _upload_form() -> UploadForm:
 @bp.get("/status.json")
 @roles(Role.TECHNICIAN)
 def status() -> Response:
-    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in my_requests()})
+    # `text`: the badge as the page's language writes it (app.js shows it as it is).
+    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level, "text": _badge(r.state, r.escalation_level)}
+                    for r in my_requests()})
+
+
+def _badge(state: str, level: int) -> str:
+    text = _(label(STATE_LABELS, state))
+    if state == "pending" and level:
+        text += " " + _("· escalated %(escalation_level)s", escalation_level=level)
+    return text
 
 
 @bp.get("/<int:request_id>/ladder.json")

@@ -153,7 +153,7 @@ def _validate_one(
         issuer = _name_attr(cert.issuer, "common_name") or cert.issuer.human_friendly
     except Exception:
         signer, professional_id, certificate_serial, issuer = "unknown", None, "", "unknown"
-        problems.append("the signer's certificate cannot be read")
+        problems.append(N_("the signer's certificate cannot be read"))
     # Who signed, common to every outcome below.
     who: dict[str, Any] = {
         "field_name": str(sig.field_name), "signer": signer, "professional_id": professional_id,
@@ -178,7 +178,7 @@ def _validate_one(
         return SignatureReport(
             **who, signing_time=None, timestamp_time=None, intact=False, valid=False,
             trusted=False, revoked=False, coverage="UNKNOWN", modification_level="UNKNOWN",
-            pades_level=None, ok=False, problems=(*problems, "the signature cannot be processed"))
+            pades_level=None, ok=False, problems=(*problems, N_("the signature cannot be processed")))
 
     intact, valid, trusted = bool(status.intact), bool(status.valid), bool(status.trusted)
     revoked = bool(getattr(status, "revoked", False))
@@ -196,19 +196,19 @@ def _validate_one(
         ):
             problems.append(TIMESTAMP_NOT_TRUSTED)
     if not intact:
-        problems.append("the signed content was altered")
+        problems.append(N_("the signed content was altered"))
     elif not valid:
-        problems.append("the cryptographic signature is invalid")
+        problems.append(N_("the cryptographic signature is invalid"))
     if not trusted:
         problems.append(NOT_TRUSTED)
     if revoked:
-        problems.append("the signer's certificate is revoked")
+        problems.append(N_("the signer's certificate is revoked"))
     docmdp_ok = getattr(status, "docmdp_ok", True)
     if docmdp_ok is False or modification_level == "OTHER":
-        problems.append("the document was modified after this signature")
+        problems.append(N_("the document was modified after this signature"))
     bottom_line = bool(getattr(status, "bottom_line", intact and valid and trusted))
     if not bottom_line and not problems:
-        problems.append("the signature does not validate")
+        problems.append(N_("the signature does not validate"))
 
     if is_timestamp:
         pades_level = None

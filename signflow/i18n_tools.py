@@ -1,0 +1,121 @@
+"""The developers' catalogue commands: `python -m signflow.i18n_tools update|compile|check`.
+
+    update   extract every message (pybabel extract, babel.cfg) and merge it into
+             signflow/translations/<lang>/LC_MESSAGES/messages.po
+    compile  write the .mo files that ship in the wheel
+    check    exit 1 listing every message without a translation, or fuzzy
+
+Run from a source checkout (babel.cfg and templates/ sit at the repository root).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from babel.messages.frontend import CommandLineInterface
+from babel.messages.pofile import read_po
+
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
+TRANSLATIONS = PACKAGE / "translations"
+DOMAIN = "messages"
+# Everything user-facing goes through one of these (core marks its message ids N_;
+# `context` is core/i18n.Translator.context, a pgettext).
+KEYWORDS = ("_", "_l", "N_", "gettext", "lazy_gettext", "ngettext:1,2", "context:1c,2")
+TARGETS = ("fr",)
+
+
+def po_path(language: str) -> Path:
+    return TRANSLATIONS / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+def _pybabel(*args: str) -> None:
+    CommandLineInterface().run(["pybabel", "-q", *args])
+
+
+def extract(pot: Path) -> None:
+    """`pybabel extract` of the sources into `pot`."""
+    keywords = [arg for k in KEYWORDS for arg in ("-k", k)]
+    _pybabel("extract", "-F", str(ROOT / "babel.cfg"), "--no-default-keywords", *keywords,
+             "--sort-by-file", "--project", "signflow", "--no-wrap", "-o", str(pot), str(ROOT))
+
+
+def update() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        pot = Path(tmp) / f"{DOMAIN}.pot"
+        extract(pot)
+        for language in TARGETS:
+            po = po_path(language)
+            if po.exists():
+                _pybabel("update", "-i", str(pot), "-d", str(TRANSLATIONS), "-l", language,
+                         "--no-wrap", "--ignore-obsolete", "--no-fuzzy-matching")
+            else:
+                _pybabel("init", "-i", str(pot), "-d", str(TRANSLATIONS), "-l", language, "--no-wrap")
+
+
+def compile_all() -> None:
+    _pybabel("compile", "-d", str(TRANSLATIONS), "--statistics")
+
+
+@dataclass(frozen=True)
+class Gap:
+    language: str
+    msgid: str
+    why: str  # "untranslated", "fuzzy", "not in the catalogue"
+
+
+def gaps(pot: Path | None = None) -> list[Gap]:
+    """Messages of the sources (freshly extracted unless `pot` is given) that a
+    catalogue lacks, leaves empty or marks fuzzy."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if pot is None:
+            pot = Path(tmp) / f"{DOMAIN}.pot"
+            extract(pot)
+        with pot.open("rb") as handle:
+            template = read_po(handle)
+        found: list[Gap] = []
+        for language in TARGETS:
+            with po_path(language).open("rb") as handle:
+                catalog = read_po(handle)
+            for message in template:
+                if not message.id:
+                    continue
+                known = catalog.get(message.id, message.context)
+                strings = known.string if known else None
+                texts = strings if isinstance(strings, (list, tuple)) else [strings]
+                if known is None:
+                    found.append(Gap(language, _text(message.id), "not in the catalogue"))
+                elif not all(texts):
+                    found.append(Gap(language, _text(message.id), "untranslated"))
+                elif known.fuzzy:
+                    found.append(Gap(language, _text(message.id), "fuzzy"))
+        return found
+
+
+def _text(msgid: object) -> str:
+    return msgid[0] if isinstance(msgid, (list, tuple)) else str(msgid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else ""
+    if command == "update":
+        update()
+    elif command == "compile":
+        compile_all()
+    elif command == "check":
+        problems = gaps()
+        for gap in problems:
+            print(f"{gap.language}: {gap.why}: {gap.msgid!r}")
+        return 1 if problems else 0
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

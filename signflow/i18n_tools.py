@@ -40,7 +40,9 @@ def extract(pot: Path) -> None:
     """`pybabel extract` of the sources into `pot`."""
     keywords = [arg for k in KEYWORDS for arg in ("-k", k)]
     _pybabel("extract", "-F", str(ROOT / "babel.cfg"), "--no-default-keywords", *keywords,
-             "--sort-by-file", "--project", "signflow", "--no-wrap", "-o", str(pot), str(ROOT))
+             # No locations: the catalogue does not change each time a line moves.
+             "--no-location", "--sort-output", "--project", "signflow", "--no-wrap",
+             "--omit-header", "-o", str(pot), str(ROOT))
 
 
 def update() -> None:

@@ -276,8 +276,8 @@ def unblock(
     key = _unwrap(wrapped, code, keys, credential.serial + ":puk", params.decode()) if ok else None
     if key is None:
         left = MAX_PUK_TRIES - _count_failure(session, credential, SigningCredential.failed_puks)
-        raise WrongPin(N_("wrong unblock code: %(max)s %(value)s left"),
-                       params={'max': max(left, 0), 'value': 'try' if left == 1 else 'tries'})
+        raise WrongPin(N_("wrong unblock code: %(left)s try left") if left == 1
+                       else N_("wrong unblock code: %(left)s tries left"), params={"left": max(left, 0)})
     if key.public_key() != credential_certificate(credential).public_key():
         raise ConfigurationError(N_("signing credential does not match its certificate"))
     credential.wrapped_key = _wrap(key, new_pin, keys, credential.serial)
@@ -359,9 +359,9 @@ def unlock(
         session.flush()
         left = MAX_PIN_TRIES - credential.failed_pins
         raise WrongPin(
-            N_("wrong PIN: %(left)s %(value)s left before your signing key is blocked"),
-               params={'left': left, 'value': 'try' if left == 1 else 'tries'}
-        )
+            N_("wrong PIN: %(left)s try left before your signing key is blocked") if left == 1
+            else N_("wrong PIN: %(left)s tries left before your signing key is blocked"),
+            params={"left": left})
     if credential.failed_pins:
         credential.failed_pins = 0
         session.flush()

@@ -10,6 +10,7 @@ language of its reader (web/errors.py, the request's; jobs, the site's).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -48,13 +49,30 @@ def translations(language: str) -> support.NullTranslations:
 def translate(language: str, msgid: str, params: Mapping[str, object] | None = None) -> str:
     """`msgid` in `language`, its %(name)s placeholders filled from `params`."""
     text = translations(language).gettext(msgid)
-    return fill(text, params)
+    return fill(text, {k: v.in_language(language) if isinstance(v, Msg) else v
+                       for k, v in (params or {}).items()})
 
 
 def translate_plural(language: str, singular: str, plural: str, n: int,
                      params: Mapping[str, object] | None = None) -> str:
     text = translations(language).ngettext(singular, plural, n)
     return fill(text, {"num": n, **(params or {})})
+
+
+@dataclass(frozen=True)
+class Msg:
+    """A message id with its parameters, given as a parameter of another message
+    ("%(problem)s (reference for support: %(reference)s)"): its English text where
+    a string is wanted, and translated with the message that holds it."""
+
+    msgid: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return fill(self.msgid, self.params)
+
+    def in_language(self, language: str) -> str:
+        return translate(language, self.msgid, self.params)
 
 
 def fill(text: str, params: Mapping[str, object] | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import cast
@@ -80,12 +81,21 @@ def register(app: Flask) -> None:
     app.add_template_filter(_label_filter(URGENCY_LABELS), "urgency_label")
     app.add_template_filter(_label_filter(ROLE_LABELS), "role_label")
     # A message id from core (a validation problem...), translated: `{{ p | translated }}`.
-    app.add_template_filter(_label_filter({}), "translated")
+    app.add_template_filter(_translated, "translated")
 
 
 def _localtime(when: datetime | None) -> str:
     """A moment in the hospital's time zone, written as the page's language writes it."""
     return Translator(page_language(), current().settings.timezone).when(when) if when else ""
+
+
+def _translated(value: object) -> str:
+    """A message id from core in the page's language; "label (3)" keeps its count."""
+    text = str(value)
+    counted = re.fullmatch(r"(.+) \((\d+)\)", text, re.S)
+    if counted and str(gettext(counted.group(1))) != counted.group(1):
+        return f"{gettext(counted.group(1))} ({counted.group(2)})"
+    return str(gettext(text))
 
 
 def _label_filter(labels: Mapping[str, str]) -> Callable[[object], str]:

@@ -21,6 +21,7 @@ from signflow.models import Role, User
 from signflow.web.context import current
 from signflow.web.forms import CodeForm, ConfirmForm, LoginForm, PasswordForm
 from signflow.web.guards import login_required, safe_next
+from signflow.web.i18n import remember_language
 
 bp = Blueprint("auth", __name__)
 MFA_WINDOW_SECONDS = 300
@@ -98,6 +99,9 @@ def _remember_device(resp: Response, account: User) -> Response:
         max_age=DEVICE_COOKIE_DAYS * 86400, path="/login", httponly=True, samesite="Lax",
         secure=current().settings.production,
     )
+    if account.language:
+        # The account's language also becomes this browser's, for its login page.
+        remember_language(resp, account.language, secure=current().settings.production)
     return resp
 
 

@@ -16,7 +16,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from signflow.config import LANGUAGES, Settings
-from signflow.core.i18n import TRANSLATIONS_DIR, language_or
+from signflow.core.i18n import TRANSLATIONS_DIR
 
 COOKIE = "signflow_language"
 COOKIE_DAYS = 400  # the longest a browser keeps a cookie (RFC 6265bis)
@@ -42,13 +42,24 @@ def select_locale(settings: Settings) -> str:
         return str(cookie)
     signed_in = g.get("api_user") is None and _is_signed_in()
     if not signed_in:
-        try:
-            best = request.accept_languages.best_match(LANGUAGES)
-        except (ValueError, TypeError):
-            best = None
+        best = _browser_language()
         if best:
-            return language_or(best, settings.language)
+            return best
     return settings.language
+
+
+def _browser_language() -> str | None:
+    """The first language of Accept-Language (by quality) that signflow ships, its
+    region ignored ("fr-FR" is French); None when there is none or the header is junk."""
+    try:
+        offered = [value for value, quality in request.accept_languages if quality > 0]
+    except (ValueError, TypeError):
+        return None
+    for value in offered:
+        base = value.strip().replace("_", "-").split("-")[0].lower()
+        if base in LANGUAGES:
+            return base
+    return None
 
 
 def _is_signed_in() -> bool:

@@ -38,12 +38,12 @@ def _upload_form() -> UploadForm:
 @roles(Role.TECHNICIAN)
 def status() -> Response:
     # `text`: the badge as the page's language writes it (app.js shows it as it is).
-    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level, "text": _badge(r.state, r.escalation_level)}
-                    for r in my_requests()})
+    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level,
+                                "text": _badge(r.state, r.escalation_level)} for r in my_requests()})
 
 
 def _badge(state: str, level: int) -> str:
-    text = _(label(STATE_LABELS, state))
+    text = str(_(label(STATE_LABELS, state)))
     if state == "pending" and level:
         text += " " + _("· escalated %(escalation_level)s", escalation_level=level)
     return text

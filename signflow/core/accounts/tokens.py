@@ -26,7 +26,7 @@ DEFAULT_DAYS = 90
 MAX_DAYS = 366
 # One answer for every token that does not authenticate: missing, unknown, revoked,
 # expired, a person's or a disabled account's (nothing tells them apart).
-REFUSED = "A valid bearer token is required."
+REFUSED = N_("A valid bearer token is required.")
 # Scopes that touch requests, and the binding each needs.
 RECEIVING = frozenset({ApiScope.READ, ApiScope.DOWNLOAD, ApiScope.ACKNOWLEDGE})
 SUBMITTING = frozenset({ApiScope.SUBMIT, ApiScope.READ, ApiScope.DOWNLOAD})

@@ -3,11 +3,11 @@ and as JSON (the API, the CLI and the delivery check read these)."""
 
 from __future__ import annotations
 
-from signflow.core.i18n import N_
-
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from signflow.core.i18n import N_
 
 
 @dataclass(frozen=True)

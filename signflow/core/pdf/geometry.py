@@ -103,11 +103,11 @@ def page_geometry(data: bytes, page: int, limits: SandboxLimits = DEFAULT_LIMITS
     def refused(refusal: SandboxRefusal) -> SignflowError:
         if refusal.kind == "not-found":
             return InvalidInput(N_("Page %(page)s does not exist in the document."), params={'page': page})
-        return InvalidDocument(refusal.message)
+        return InvalidDocument(refusal.msgid, params=refusal.params)
 
     result = run_checked("geometry", {"page_index": page - 1}, data, limits, refused=refused,
-                         failure="the PDF could not be processed safely",
-                         busy="the server is busy checking other documents; try again")
+                         failure=N_("the PDF could not be processed safely"),
+                         busy=N_("the server is busy checking other documents; try again"))
     meta = result.meta
     try:
         visible = tuple(float(v) for v in meta["visible"])

@@ -56,13 +56,13 @@ class RenderedPage:
 def _not_found_or_invalid(refusal: SandboxRefusal) -> SignflowError:
     if refusal.kind == "not-found":
         return NotFound(N_("no such page"))
-    return InvalidDocument(refusal.message)
+    return InvalidDocument(refusal.msgid, params=refusal.params)
 
 
 def _run(task: str, params: dict[str, object], pdf: bytes, limits: SandboxLimits) -> SandboxResult:
     return run_checked(task, dict(params), pdf, limits, refused=_not_found_or_invalid,
-                       failure="the PDF could not be rendered safely",
-                       busy="the server is busy rendering pages; try again")
+                       failure=N_("the PDF could not be rendered safely"),
+                       busy=N_("the server is busy rendering pages; try again"))
 
 
 def render_page_info(

@@ -3,13 +3,16 @@
     update   extract every message (pybabel extract, babel.cfg) and merge it into
              signflow/translations/<lang>/LC_MESSAGES/messages.po
     compile  write the .mo files that ship in the wheel
-    check    exit 1 listing every message without a translation, or fuzzy
+    check    exit 1 listing every message without a translation, or fuzzy, and
+             user text left outside the catalogue (templates, flash())
 
 Run from a source checkout (babel.cfg and templates/ sit at the repository root).
 """
 
 from __future__ import annotations
 
+import ast
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -97,6 +100,58 @@ def gaps(pot: Path | None = None) -> list[Gap]:
         return found
 
 
+# Heuristic: a template's text is what lies outside tags, {{ }}, {% %} and {# #};
+# any letter left there is a word a reader sees that no catalogue translates.
+_TEMPLATE_TOKEN = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|<script\b.*?</script>|<style\b.*?</style>"
+                             r"|<(?:[^>{]|\{\{.*?\}\}|\{%.*?%\})*>", re.S)
+_LETTER = re.compile(r"[^\W\d_]")
+# Attributes a reader sees (or hears, for aria-label).
+_SHOWN_ATTRIBUTE = re.compile(r"\b(alt|title|placeholder|aria-label)=\"([^\"]*)\"")
+
+
+def template_text(source: str) -> list[str]:
+    """Words of a Jinja template outside `{{ _() }}`/`{% trans %}`: text nodes and shown
+    attributes that contain letters, with the `{% trans %}` blocks left out."""
+    source = re.sub(r"\{%-?\s*trans\b.*?\{%-?\s*endtrans\s*-?%\}", "", source, flags=re.S)
+    found = [piece.strip() for piece in _TEMPLATE_TOKEN.split(source) if _LETTER.search(piece)]
+    for tag in re.findall(r"<[a-zA-Z](?:[^>{]|\{\{.*?\}\}|\{%.*?%\})*>", source, re.S):
+        for _name, value in _SHOWN_ATTRIBUTE.findall(tag):
+            if _LETTER.search(_TEMPLATE_TOKEN.sub("", re.sub(r"\{\{.*?\}\}", "", value))):
+                found.append(value)
+    return found
+
+
+def _is_gettext_call(node: ast.expr) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("_", "gettext")
+
+
+def untranslated_flashes(source: str) -> list[int]:
+    """Lines of `flash(...)` calls whose message is not a `_()` call (a conditional
+    whose branches are calls is accepted: each callee translates its own text)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "flash"):
+            continue
+        message = node.args[0] if node.args else None
+        ok = message is not None and (_is_gettext_call(message) or (
+            isinstance(message, ast.IfExp) and _is_gettext_call(message.body)
+            and isinstance(message.orelse, ast.Call)))
+        if not ok:
+            lines.append(node.lineno)
+    return lines
+
+
+def text_outside_catalogue() -> list[str]:
+    """Every template text and flash() left outside the catalogue, as "where: what"."""
+    found = [f"{path.relative_to(ROOT)}: {text!r}"
+             for path in sorted((ROOT / "templates").rglob("*.html"))
+             for text in template_text(path.read_text())]
+    found += [f"{path.relative_to(ROOT)}:{line}: flash() without _()"
+              for path in sorted((PACKAGE / "web").glob("*.py"))
+              for line in untranslated_flashes(path.read_text())]
+    return found
+
+
 def _text(msgid: object) -> str:
     return msgid[0] if isinstance(msgid, (list, tuple)) else str(msgid)
 
@@ -112,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         problems = gaps()
         for gap in problems:
             print(f"{gap.language}: {gap.why}: {gap.msgid!r}")
-        return 1 if problems else 0
+        outside = text_outside_catalogue()
+        for where in outside:
+            print(f"not translatable: {where}")
+        return 1 if problems or outside else 0
     else:
         print(__doc__)
         return 2

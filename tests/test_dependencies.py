@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "core.i18n": set(),  # Babel and the catalogue only
     "i18n_tools": set(),  # the developers' catalogue commands: Babel only
     "core.clock": set(),
-    "core.storage": {"core.errors", "models"},
+    "core.storage": {"core.errors", "core.i18n", "models"},
     "core.audit": CORE_BASE | {"models", "auditverify"},
     "core.pki": CORE_BASE | {"models"},
     "core.pdf": CORE_BASE | {"core.pdf.sandbox_child"},

@@ -9,15 +9,15 @@ from typing import cast
 
 from flask import Flask, session
 from flask.typing import RouteCallable
-from flask_babel import gettext
+from flask_babel import format_decimal, gettext
 from flask_login import LoginManager, current_user, logout_user
 
 from signflow.core.accounts.users import load_session_user
-from signflow.core.i18n import N_, ROLE_LABELS, STATE_LABELS, URGENCY_LABELS, Translator, label
+from signflow.core.i18n import N_, ROLE_LABELS, STATE_LABELS, URGENCY_LABELS, Msg, Translator, label
 from signflow.models import User
 from signflow.web.context import close_session, current, in_one_transaction
 from signflow.web.context import session as db_session
-from signflow.web.i18n import page_language
+from signflow.web.i18n import page_language, translate_msg
 
 
 def _enforce_session_limits() -> None:
@@ -82,6 +82,8 @@ def register(app: Flask) -> None:
     app.add_template_filter(_label_filter(ROLE_LABELS), "role_label")
     # A message id from core (a validation problem...), translated: `{{ p | translated }}`.
     app.add_template_filter(_translated, "translated")
+    # Numbers as the page's language writes them ("12 345" in French).
+    app.add_template_filter(format_decimal, "number")
 
 
 def _localtime(when: datetime | None) -> str:
@@ -91,6 +93,8 @@ def _localtime(when: datetime | None) -> str:
 
 def _translated(value: object) -> str:
     """A message id from core in the page's language; "label (3)" keeps its count."""
+    if isinstance(value, Msg):
+        return translate_msg(value)
     text = str(value)
     counted = re.fullmatch(r"(.+) \((\d+)\)", text, re.S)
     if counted and str(gettext(counted.group(1))) != counted.group(1):

@@ -5,7 +5,6 @@ page's language, or for the API the one its Accept-Language asks for (web/i18n.p
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_babel import gettext as _
@@ -15,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from signflow.core import errors as e
 from signflow.core.i18n import Msg
+from signflow.web.i18n import translate_msg
 
 log = logging.getLogger("signflow.web")
 
@@ -79,19 +79,7 @@ def _domain_error(exc: e.SignflowError) -> Response:
 
 def translated(exc: e.SignflowError) -> str:
     """The error's message in the reader's language (its English text when untranslated)."""
-    return _translate(exc.msgid, exc.params) if exc.msgid else exc.message
-
-
-def _translate(msgid: str, params: Mapping[str, object]) -> str:
-    text = str(_(msgid))
-    if not params:
-        return text
-    # A parameter that is a message itself (core.i18n.Msg) reads in the same language.
-    values = {k: _translate(v.msgid, v.params) if isinstance(v, Msg) else v for k, v in params.items()}
-    try:
-        return str(text % values)
-    except (KeyError, ValueError, TypeError):
-        return msgid % {k: str(v) for k, v in params.items()}
+    return translate_msg(Msg(exc.msgid, exc.params)) if exc.msgid else exc.message
 
 
 _TITLES = {

@@ -11,12 +11,12 @@ An unknown code or a malformed header falls back to the site language.
 from __future__ import annotations
 
 from flask import Flask, g, request
-from flask_babel import Babel
+from flask_babel import Babel, gettext
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from signflow.config import LANGUAGES, Settings
-from signflow.core.i18n import TRANSLATIONS_DIR
+from signflow.core.i18n import TRANSLATIONS_DIR, Msg
 
 COOKIE = "signflow_language"
 COOKIE_DAYS = 400  # the longest a browser keeps a cookie (RFC 6265bis)
@@ -96,3 +96,16 @@ def page_language() -> str:
 
     locale = get_locale()
     return locale.language if locale else "en"
+
+
+def translate_msg(message: Msg) -> str:
+    """A core message id with its parameters, in the page's language; a parameter that
+    is a message itself (core.i18n.Msg) reads in the same language."""
+    text = str(gettext(message.msgid))
+    if not message.params:
+        return text
+    values = {k: translate_msg(v) if isinstance(v, Msg) else v for k, v in message.params.items()}
+    try:
+        return str(text % values)
+    except (KeyError, ValueError, TypeError):
+        return str(message)

@@ -65,8 +65,12 @@ def _local(when: datetime, tz: str) -> str:
     return when.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def both_times(when: datetime | None, tz: str) -> str:
-    return f"{_utc(when)}  ·  {_local(when, tz)} ({tz})" if when else "—"
+def both_times(when: datetime | None, tz: str, t: Translator | None = None) -> str:
+    """UTC, then the hospital's wall clock as the report's language writes it."""
+    if not when:
+        return "—"
+    local = t.when(when) if t is not None and t.language != "en" else _local(when, tz)
+    return f"{_utc(when)}  ·  {local} ({tz})"
 
 
 def _detail_text(value: Any) -> str:
@@ -207,7 +211,7 @@ class ReportPdf(FPDF):
             "Generated %(time)s for %(name)s (%(username)s, %(role)s). Every audit entry of "
             "this request is listed below with its inclusion proof against checkpoint %(size)s "
             "of the signflow audit log, and the report is sealed by \"%(seal)s\"."),
-            time=both_times(self.generated, self.tz), name=reader.display_name,
+            time=both_times(self.generated, self.tz, self.t), name=reader.display_name,
             username=reader.username, role=t(label_of(ROLE_LABELS, reader.role)),
             size=checkpoint.size, seal=SEAL_NAME))
 
@@ -231,7 +235,7 @@ class ReportPdf(FPDF):
         self.pair(t(N_("Tree size")), str(checkpoint.size))
         self.pair(t(N_("Root hash (hex)")), root.hex(), True)
         self.pair(t(N_("Root hash (base64)")), base64.b64encode(root).decode(), True)
-        self.pair(t(N_("Signed")), both_times(self.generated, self.tz))
+        self.pair(t(N_("Signed")), both_times(self.generated, self.tz, self.t))
         self.pair(t(N_("Verifier key")), vkey, True)
         self.ln(4)
         self.paragraph(t(N_("Signed note (C2SP tlog-checkpoint as C2SP signed-note), verbatim:")),

@@ -218,19 +218,19 @@ def _facts(session: Session, req: SignatureRequest, tz: str, t: Translator) -> l
         (t(N_("Urgency")), t(label(URGENCY_LABELS, req.urgency)), False),
         (t(N_("State")), t(label(STATE_LABELS, req.state)), False),
         (t(N_("Technician")), _user_label(req.technician), False),
-        (t(N_("Created")), both_times(req.created_at, tz), False),
-        (t(N_("Deadline")), both_times(req.deadline_at, tz), False),
+        (t(N_("Created")), both_times(req.created_at, tz, t), False),
+        (t(N_("Deadline")), both_times(req.deadline_at, tz, t), False),
         (t(N_("Pages")), str(req.page_count), False),
     ]
     if req.signed_by is not None:
         rows.append((t(N_("Signed by")), _user_label(req.signed_by), False))
-        rows.append((t(N_("Signed at")), both_times(req.signed_at, tz), False))
+        rows.append((t(N_("Signed at")), both_times(req.signed_at, tz, t), False))
     if req.declined_by is not None:
         rows.append((t(N_("Declined by")), _user_label(req.declined_by), False))
         rows.append((t(N_("Reason")), req.decline_reason or "", False))
     if req.acknowledged_by is not None:
         rows.append((t(N_("Received by")), _user_label(req.acknowledged_by), False))
-        rows.append((t(N_("Received at")), both_times(req.acknowledged_at, tz), False))
+        rows.append((t(N_("Received at")), both_times(req.acknowledged_at, tz, t), False))
     if req.failure_reason:
         rows.append((t(N_("Failure")), req.failure_reason, False))
     removed = access.removed_content(req)
@@ -256,7 +256,7 @@ def _signature_lines(
         [
             (t(N_("Signer")), _user_label(signer), False),
             (t(N_("Certificate")), sig.certificate_serial, True),
-            (t(N_("Signed at")), both_times(sig.signed_at, tz), False),
+            (t(N_("Signed at")), both_times(sig.signed_at, tz, t), False),
             (t(N_("SHA-256 before")), sig.sha256_before, True),
             (t(N_("SHA-256 after")), sig.sha256_after, True),
         ]

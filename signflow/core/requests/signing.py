@@ -22,7 +22,7 @@ from signflow.core.errors import (
     SignatureNotDelivered,
     WrongPin,
 )
-from signflow.core.i18n import N_
+from signflow.core.i18n import N_, Msg
 from signflow.core.pades import sign as signing
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.geometry import page_geometry, stamp_box
@@ -66,7 +66,8 @@ class Review:
     request: SignatureRequest
     signing: SigningForm | None
     colleagues: list[User]
-    message: str | None
+    # Why the page has no signing form (shown translated: the `translated` filter).
+    message: Msg | None
     signatures: list[Signature]
 
 
@@ -230,13 +231,13 @@ def review(session: Session, deps: Deps, *, actor: Actor, request_id: int, now: 
     user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now)
     form: SigningForm | None = None
-    message: str | None = None
+    message: Msg | None = None
     if user.role != Role.PHYSICIAN:
         raise Forbidden(N_("Only physicians review requests for signature."))
     try:
         form = prepare_signing(session, deps, user=user, request_id=request_id, now=now)
     except (Conflict, CredentialBlocked, Forbidden) as exc:
-        message = exc.message
+        message = Msg(exc.msgid, exc.params)
     audit.append(session, now=now, actor=actor, action=AuditAction.DOCUMENT_VIEWED,
                  request_id=req.id, sha256=req.signed_sha256 or req.document_sha256,
                  pages=req.page_count)

@@ -20,7 +20,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor, JsonValue
 from signflow.core.errors import Conflict, Forbidden, InvalidDocument, InvalidInput
-from signflow.core.i18n import N_
+from signflow.core.i18n import N_, STATE_LABELS, Msg, label
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
@@ -206,18 +206,18 @@ class _Closing:
     target: RequestState
     action: AuditAction
     notify: NotifyEvent | None = None
-    # None: the state's own message (access.state_message); else with {state}.
+    # None: the state's own message (access.state_message); else a message id with %(state)s.
     conflict: str | None = None
     # Acknowledging: who acknowledged and when, and the signed hash in the audit entry.
     receipt: bool = False
 
 
-_CANCELLING = _Closing(Role.TECHNICIAN, "Only the technician who sent a request can cancel it.",
+_CANCELLING = _Closing(Role.TECHNICIAN, N_("Only the technician who sent a request can cancel it."),
                       RequestState.PENDING, RequestState.CANCELLED, AuditAction.REQUEST_CANCELLED)
-_ACKNOWLEDGING = _Closing(Role.RECIPIENT, "Only the destination service acknowledges receipt.",
+_ACKNOWLEDGING = _Closing(Role.RECIPIENT, N_("Only the destination service acknowledges receipt."),
                          RequestState.DELIVERED, RequestState.RECEIVED,
                          AuditAction.REQUEST_RECEIVED, NotifyEvent.RECEIVED,
-                         conflict="This request is {state}; there is nothing to acknowledge.",
+                         conflict=N_("This request is %(state)s; there is nothing to acknowledge."),
                          receipt=True)
 
 
@@ -228,8 +228,8 @@ def _close(session: Session, deps: Deps, closing: _Closing, *, actor: Actor, req
     if req.state == closing.target:
         return req  # a double submit is not an error
     if req.state != closing.source:
-        raise Conflict(access.state_message(req, deps.timezone) if closing.conflict is None
-                       else closing.conflict.format(state=req.state))
+        raise (access.conflict(access.state_message(req, deps.timezone)) if closing.conflict is None
+               else Conflict(closing.conflict, params={"state": Msg(label(STATE_LABELS, req.state))}))
     req.state = closing.target
     if not closing.receipt:
         record(session, req, actor=actor, now=now, action=closing.action, notify=closing.notify)

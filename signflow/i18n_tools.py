@@ -105,6 +105,10 @@ def gaps(pot: Path | None = None) -> list[Gap]:
 _TEMPLATE_TOKEN = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|<script\b.*?</script>|<style\b.*?</style>"
                              r"|<(?:[^>{]|\{\{.*?\}\}|\{%.*?%\})*>", re.S)
 _LETTER = re.compile(r"[^\W\d_]")
+# A capitalised word or sentence as a string literal inside {{ }} or {% %} (a macro's
+# hint, a table heading, `'Save' if ... else ...`), unless it is the argument of a call.
+_EXPRESSION = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+_SHOWN_LITERAL = re.compile(r"""(?<![_\w]\()(['"])([A-Z][a-z]+(?:[ ,.;:!?][^'"]*)?)\1""")
 # Attributes a reader sees (or hears, for aria-label).
 _SHOWN_ATTRIBUTE = re.compile(r"\b(alt|title|placeholder|aria-label)=\"([^\"]*)\"")
 
@@ -114,6 +118,7 @@ def template_text(source: str) -> list[str]:
     attributes that contain letters, with the `{% trans %}` blocks left out."""
     source = re.sub(r"\{%-?\s*trans\b.*?\{%-?\s*endtrans\s*-?%\}", "", source, flags=re.S)
     found = [piece.strip() for piece in _TEMPLATE_TOKEN.split(source) if _LETTER.search(piece)]
+    found += [m.group(2) for e in _EXPRESSION.findall(source) for m in _SHOWN_LITERAL.finditer(e)]
     for tag in re.findall(r"<[a-zA-Z](?:[^>{]|\{\{.*?\}\}|\{%.*?%\})*>", source, re.S):
         for _name, value in _SHOWN_ATTRIBUTE.findall(tag):
             if _LETTER.search(_TEMPLATE_TOKEN.sub("", re.sub(r"\{\{.*?\}\}", "", value))):

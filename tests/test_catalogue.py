@@ -58,8 +58,10 @@ def test_the_text_checker_finds_words_outside_translation_calls():
     found = i18n_tools.template_text(
         '<h1>Hello {{ user.name }}</h1><img alt="A scan" src="{{ url }}">'
         "<p>{{ _('Translated') }}</p>{% if a > b %}<b>{% trans %}Fine{% endtrans %}</b>{% endif %}"
-        "<script>const s = 'code';</script>")
-    assert found == ["Hello", "A scan"]
+        "<script>const s = 'code';</script>"
+        "{{ field(form.pin, hint='At least 6 digits.') }}{{ 'Save' if a else _('Send') }}"
+        "{{ url_for('auth.login') }}")
+    assert found == ["Hello", "At least 6 digits.", "Save", "A scan"]
     assert i18n_tools.untranslated_flashes(
         'flash("Saved.")\nflash(_("Saved."))\nflash(message)\nflash(_(d) if s else d(r))\n') == [1, 3]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from signflow.core.errors import ConfigurationError
+from signflow.core.i18n import LANGUAGES as I18N_LANGUAGES
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
@@ -23,7 +24,7 @@ SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 VAPID_KEY_FILE = "vapid_private_key"
 CONFIG_FILE = "signflow.toml"
 ENVIRONMENTS = ("production", "development", "testing")
-LANGUAGES = ("fr", "en")
+LANGUAGES = I18N_LANGUAGES
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from signflow.core.audit import checkpoints
 from signflow.core.audit.log import SYSTEM, JsonValue
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
+from signflow.core.i18n import N_, URGENCY_LABELS, Translator, label
 from signflow.core.integration import webhooks as webhooks
 from signflow.core.notify import webpush as webpush
 from signflow.core.ops import archive_renewal as archive
@@ -79,20 +80,22 @@ def _recipients(session: Session, req: SignatureRequest, event: NotifyEvent, lev
 
 
 _SUBJECTS: dict[NotifyEvent, str] = {
-    NotifyEvent.CREATED: "Signature needed ({urgency}): request #{id}",
-    NotifyEvent.ESCALATED: "ESCALATED signature needed ({urgency}): request #{id}",
-    NotifyEvent.DELEGATED: "Signature needed ({urgency}): request #{id} was delegated to you",
-    NotifyEvent.DELIVERED: "Signed document delivered: request #{id}",
-    NotifyEvent.DECLINED: "Request #{id} was declined",
-    NotifyEvent.EXPIRED: "Request #{id} expired unsigned",
-    NotifyEvent.RECEIVED: "Request #{id} was received",
-    NotifyEvent.FAILED: "Request #{id} failed: open signflow to see why",
-    NotifyEvent.NOBODY_ON_CALL: "Nobody on call for {group}: request #{id} went to the head of department",
-    NotifyEvent.NOBODY_REACHABLE: "Nobody reachable on call for {group}: request #{id} moved up at once",
-    NotifyEvent.REPAGED: "STILL WAITING, signature needed ({urgency}): request #{id}",
-    NotifyEvent.HANDED_OVER: "Handed over to you, signature needed ({urgency}): request #{id}",
-    NotifyEvent.ACK_REMINDER: "Reminder: signed document #{id} awaits your acknowledgement",
-    NotifyEvent.ACK_OVERDUE: "Request #{id}: the destination has not acknowledged receipt yet",
+    NotifyEvent.CREATED: N_("Signature needed (%(urgency)s): request #%(id)s"),
+    NotifyEvent.ESCALATED: N_("ESCALATED signature needed (%(urgency)s): request #%(id)s"),
+    NotifyEvent.DELEGATED: N_("Signature needed (%(urgency)s): request #%(id)s was delegated to you"),
+    NotifyEvent.DELIVERED: N_("Signed document delivered: request #%(id)s"),
+    NotifyEvent.DECLINED: N_("Request #%(id)s was declined"),
+    NotifyEvent.EXPIRED: N_("Request #%(id)s expired unsigned"),
+    NotifyEvent.RECEIVED: N_("Request #%(id)s was received"),
+    NotifyEvent.FAILED: N_("Request #%(id)s failed: open signflow to see why"),
+    NotifyEvent.NOBODY_ON_CALL: N_("Nobody on call for %(group)s: request #%(id)s went to the head of "
+                                   "department"),
+    NotifyEvent.NOBODY_REACHABLE: N_("Nobody reachable on call for %(group)s: request #%(id)s moved up "
+                                     "at once"),
+    NotifyEvent.REPAGED: N_("STILL WAITING, signature needed (%(urgency)s): request #%(id)s"),
+    NotifyEvent.HANDED_OVER: N_("Handed over to you, signature needed (%(urgency)s): request #%(id)s"),
+    NotifyEvent.ACK_REMINDER: N_("Reminder: signed document #%(id)s awaits your acknowledgement"),
+    NotifyEvent.ACK_OVERDUE: N_("Request #%(id)s: the destination has not acknowledged receipt yet"),
 }
 _PATHS: dict[NotifyEvent, str] = {
     NotifyEvent.CREATED: "/inbox/{id}", NotifyEvent.ESCALATED: "/inbox/{id}",
@@ -130,7 +133,9 @@ def _request_plan(session: Session, svc: Services, payload: dict[str, Any], now:
     event = NotifyEvent(payload["event"])
     level = int(payload.get("level", 0))
     # Only an identifier and a link leave the hospital: never a title, a note or the file.
-    subject = _SUBJECTS[event].format(urgency=req.urgency, id=req.id, group=req.group.name)
+    t = Translator(svc.settings.language, svc.settings.timezone)
+    subject = t(_SUBJECTS[event], urgency=t(label(URGENCY_LABELS, req.urgency)), id=req.id,
+                group=req.group.name)
     link = svc.settings.base_url.rstrip("/") + _PATHS.get(event, "/requests/{id}").format(id=req.id)
     users = _recipients(session, req, event, level, now, payload.get("users"))
     # Each person's verified channels, Web Push devices among them, in their own order.
@@ -140,7 +145,8 @@ def _request_plan(session: Session, svc: Services, payload: dict[str, Any], now:
             key=f"destination:{req.destination_id}", name=req.destination.name, user_id=None,
             addresses=[contacts.Reachable(ChannelKind.EMAIL, req.destination.email, None, 0)]))
     content = paging.Content(
-        subject=subject, text=f"signflow: {subject}, {req.group.name}. Open signflow to act on it.",
+        subject=subject, text=t(N_("signflow: %(subject)s, %(group)s. Open signflow to act on it."),
+                                subject=subject, group=req.group.name),
         link=link, facts=(("urgency", str(req.urgency)), ("group", req.group.name),
                           ("request", str(req.id))))
     return _Plan(recipients=recipients, content=content, about={},
@@ -161,8 +167,9 @@ def _account_plan(session: Session, svc: Services, payload: dict[str, Any]) -> _
     else:
         addresses = contacts.account_addresses(user)
     link = svc.settings.base_url.rstrip("/") + str(payload.get("path", "/"))
-    content = paging.Content(subject=str(payload["subject"]),
-                             text=notices.body_of(payload, svc.keys.master_key), link=link)
+    t = Translator(svc.settings.language, svc.settings.timezone)
+    content = paging.Content(subject=notices.subject_of(payload, t),
+                             text=notices.body_of(payload, svc.keys.master_key, t), link=link)
     recipient = paging.Recipient(key=f"user:{user.id}", name=user.display_name, user_id=user.id,
                                  addresses=addresses)
     return _Plan(recipients=[recipient], content=content, about={"user": user.id})
@@ -200,7 +207,8 @@ def _notify(session: Session, svc: Services, job: Job, now: datetime) -> bool:
     paging.plan(session, job, plan.recipients, request_id=plan.request_id, level=plan.level, now=now)
     senders = svc.senders
     if svc.push is not None:
-        senders = {**senders, ChannelKind.PUSH: push_devices.DeviceSender(session, svc.push, now=now)}
+        senders = {**senders, ChannelKind.PUSH: push_devices.DeviceSender(session, svc.push, now=now,
+                                                                          language=svc.settings.language)}
     result = paging.send_due(session, senders, job, lambda _row: plan.content, now=now,
                              page=plan.event in _PAGES, request_id=plan.request_id,
                              about=plan.about)

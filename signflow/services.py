@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from signflow.config import Settings
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
+from signflow.core.i18n import N_
 from signflow.core.integration import limiter
 from signflow.core.notify.channels import LogNotifier, Notifier, SignedGateway, SmtpNotifier
 from signflow.core.notify.dispatch import ChannelSender, GatewaySender, NotifierSender
@@ -66,7 +67,7 @@ def keys_passphrase(settings: Settings, environ: dict[str, str] | None = None) -
             value = path.read_text().strip()
     if not value:
         raise ConfigurationError(
-            "no keys passphrase: run `signflow init` or set SIGNFLOW_KEYS_PASSPHRASE"
+            N_("no keys passphrase: run `signflow init` or set SIGNFLOW_KEYS_PASSPHRASE")
         )
     return value.encode()
 
@@ -76,7 +77,7 @@ def require_notification_channel(settings: Settings) -> None:
     when requests would reach nobody; one-off commands (verify, check, backup) need not."""
     if settings.production and not (settings.smtp_host or settings.webhook_url):
         raise ConfigurationError(
-            "no notification channel: set SIGNFLOW_SMTP_HOST or SIGNFLOW_WEBHOOK_URL"
+            N_("no notification channel: set SIGNFLOW_SMTP_HOST or SIGNFLOW_WEBHOOK_URL")
         )
 
 
@@ -153,6 +154,7 @@ def build_services(
         ack_reminder_minutes=settings.ack_reminder_minutes,
         ack_alert_minutes=settings.ack_alert_minutes,
         night_starts=time.fromisoformat(settings.night_starts_at),
+        language=settings.language,
     )
     sandbox = SandboxLimits(timeout_s=float(settings.parse_timeout_seconds),
                             memory_bytes=settings.parse_memory_mb * 1024 * 1024)

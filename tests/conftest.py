@@ -176,6 +176,9 @@ def make_settings(instance: Path, keys: Path, database_url: str, **overrides: ob
         env="testing", instance_path=instance, keys_path=keys, database_url=database_url,
         secret_key="t" * 48, base_url="http://127.0.0.1:5000", timezone="Europe/Paris",
         pades_level="B-LTA",
+        # The existing tests read English; the French interface has its own tests
+        # (test_i18n.py, test_i18n_documents.py), which ask for language="fr".
+        language="en",
         # Second factor is exercised in tests/test_mfa.py; elsewhere logins are password-only
         # so that one test can log the same user in several times within a TOTP step.
         mfa_roles="",

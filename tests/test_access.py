@@ -106,6 +106,8 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("POST", "/account/two-factor", PUBLIC - {"anonymous"}, 200),  # no code: shown again
         Route("GET", "/account/password", PUBLIC - {"anonymous"}, 200),
         Route("POST", "/account/password", PUBLIC - {"anonymous"}, 200),  # empty form: shown again
+        Route("GET", "/account/language/", PUBLIC - {"anonymous"}, 200),
+        Route("POST", "/account/language/", PUBLIC - {"anonymous"}, 302, lambda _: {"language": "en"}),
         Route("GET", "/account/contacts/", people, 200),
         Route("POST", "/account/contacts/", people, 302,
               lambda _: {"kind": "sms", "address": "06 12 34 56 78"}),

@@ -52,7 +52,9 @@ def signflow_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNFLOW_")}
     env.update(SIGNFLOW_INSTANCE=str(tmp_path / "instance"), SIGNFLOW_KEYS=str(tmp_path / "keys"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1",
+               # The demo test reads the English pages (the French ones: tests/test_i18n.py).
+               SIGNFLOW_LANGUAGE="en")
     return env
 
 

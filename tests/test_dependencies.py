@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "signflow"
 
 # Shared ground floor of the domain: the error hierarchy, the clock, blob storage.
-CORE_BASE = {"core.errors", "core.clock", "core.storage"}
+# core.i18n: the message-id marker and the catalogue outside a request, for every part of core.
+CORE_BASE = {"core.errors", "core.clock", "core.storage", "core.i18n"}
 CORE_PACKAGES = {"core.audit", "core.pki", "core.pdf", "core.pades", "core.accounts",
                  "core.notify", "core.requests", "core.evidence", "core.ops", "core.stats",
                  "core.integration"}
@@ -29,10 +30,12 @@ ALLOWED: dict[str, set[str]] = {
     "migrate": set(),
     "migrations": {"models", "db"},
     "models": {"db"},
-    "config": {"core.errors"},
+    "config": {"core.errors", "core.i18n"},
     "core.errors": set(),
+    "core.i18n": set(),  # Babel and the catalogue only
+    "i18n_tools": set(),  # the developers' catalogue commands: Babel only
     "core.clock": set(),
-    "core.storage": {"core.errors", "models"},
+    "core.storage": {"core.errors", "core.i18n", "models"},
     "core.audit": CORE_BASE | {"models", "auditverify"},
     "core.pki": CORE_BASE | {"models"},
     "core.pdf": CORE_BASE | {"core.pdf.sandbox_child"},

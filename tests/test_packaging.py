@@ -45,7 +45,8 @@ def test_wheel_contains_what_the_app_reads(wheel):
                      "signflow/migrations/env.py", "signflow/migrations/script.py.mako",
                      "signflow/migrations/versions/0001_initial_schema.py",
                      "signflow/auditverify.py", "signflow/core/pdf/sandbox_child/__main__.py",
-                     "signflow/core/pdf/sandbox_child/tasks.py"):
+                     "signflow/core/pdf/sandbox_child/tasks.py",
+                     "signflow/translations/fr/LC_MESSAGES/messages.mo"):
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "signflow = signflow.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -91,14 +92,17 @@ def test_installed_wheel_runs_outside_the_checkout(wheel, tmp_path):
         "import signflow, signflow.app as a, sqlalchemy; from signflow import create_app;"
         "app = create_app(); c = app.test_client(); r = c.get('/login');"
         "print(signflow.__file__); print(a._template_folder()); print(sqlalchemy.__file__);"
-        "print(r.status_code)"
+        "print(r.status_code);"
+        # The compiled French catalogue works from the wheel: French, the default.
+        "print('Se connecter' in r.get_data(as_text=True))"
     )
     out = subprocess.run([str(python), "-c", probe], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    module, templates, dependency, status = out.stdout.split()
+    module, templates, dependency, status, french = out.stdout.split()
     assert str(venv) in module and str(REPO) not in module
     assert templates.startswith(str(venv))
     # The dependencies too live in the new venv, not in the running one.
     assert dependency.startswith(str(venv))
     assert status == "200"
+    assert french == "True"

@@ -1,10 +1,16 @@
 """The one error hierarchy. HTTP status mapping lives in signflow.web.errors only.
 
 Every message is safe to show to the user who caused it: no secret, no
-internal path, no stack trace.
+internal path, no stack trace. A message is an English message id (marked `N_()`
+where it is raised, so that `pybabel extract` finds it) with `%(name)s`
+placeholders filled from `params`: `message` is the English text, and the web
+layer shows `msgid` translated in the reader's language (web/errors.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import suppress
 
 
 class SignflowError(Exception):
@@ -15,7 +21,14 @@ class SignflowError(Exception):
     # (failure counters, their audit entries); everything else rolls back.
     commit_changes = False
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None,
+                 params: Mapping[str, object] | None = None) -> None:
+        self.msgid = message
+        self.params: dict[str, object] = dict(params or {})
+        if self.params:
+            # A placeholder the params lack: the message id as it is.
+            with suppress(KeyError, ValueError, TypeError):
+                message = message % self.params
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -49,8 +62,9 @@ class Throttled(SignflowError):
     code = "throttled"
     commit_changes = True
 
-    def __init__(self, message: str, *, retry_after: int = 60) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, retry_after: int = 60,
+                 params: Mapping[str, object] | None = None) -> None:
+        super().__init__(message, params=params)
         self.retry_after = retry_after
 
 

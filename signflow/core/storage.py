@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from signflow.core.errors import ConfigurationError, NotFound, StorageCorrupted
+from signflow.core.i18n import N_
 from signflow.models import Blob
 
 MASTER_KEY_BYTES = 32
@@ -52,7 +53,7 @@ def generate_master_key() -> bytes:
 
 def _check_master_key(master_key: bytes) -> None:
     if not isinstance(master_key, bytes) or len(master_key) != MASTER_KEY_BYTES:
-        raise ConfigurationError("the storage master key must be 32 bytes")
+        raise ConfigurationError(N_("the storage master key must be 32 bytes"))
 
 
 def derive_key(master_key: bytes, label: str) -> bytes:
@@ -75,12 +76,12 @@ def encrypt_secret(master_key: bytes, plaintext: bytes, *, purpose: str) -> byte
 def decrypt_secret(master_key: bytes, token: bytes, *, purpose: str) -> bytes:
     key = derive_key(master_key, "secret")
     if len(token) < 1 + _NONCE_BYTES + 16 or token[:1] != _SECRET_VERSION:
-        raise StorageCorrupted("stored secret is malformed")
+        raise StorageCorrupted(N_("stored secret is malformed"))
     nonce, sealed = token[1 : 1 + _NONCE_BYTES], token[1 + _NONCE_BYTES :]
     try:
         return AESGCM(key).decrypt(nonce, sealed, purpose.encode())
     except InvalidTag:
-        raise StorageCorrupted("stored secret failed its integrity check") from None
+        raise StorageCorrupted(N_("stored secret failed its integrity check")) from None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -94,7 +95,7 @@ def _is_address(sha256: str) -> bool:
 def _check_address(sha256: str) -> None:
     # The address ends up in a file path: only exact lowercase hex ever gets there.
     if not _is_address(sha256):
-        raise NotFound("document not found")
+        raise NotFound(N_("document not found"))
 
 
 def _aad(sha256: str) -> bytes:
@@ -128,11 +129,11 @@ class _EnvelopeStore:
             data_key = aes_key_unwrap(self._kek, row.wrapped_key)
             data = AESGCM(data_key).decrypt(row.nonce, ciphertext, _aad(row.sha256))
         except (InvalidUnwrap, InvalidTag, ValueError):
-            raise StorageCorrupted("stored document failed its integrity check") from None
+            raise StorageCorrupted(N_("stored document failed its integrity check")) from None
         # The tag proves the bytes are the ones sealed under this address; the
         # hash proves the address was right in the first place.
         if len(data) != row.size or not hmac.compare_digest(sha256_hex(data), row.sha256):
-            raise StorageCorrupted("stored document failed its integrity check")
+            raise StorageCorrupted(N_("stored document failed its integrity check"))
         return data
 
     def _row(self, session: Session, sha256: str) -> Blob | None:
@@ -142,7 +143,7 @@ class _EnvelopeStore:
     def _stored(self, session: Session, sha256: str) -> Blob:
         row = self._row(session, sha256)
         if row is None:
-            raise NotFound("document not found")
+            raise NotFound(N_("document not found"))
         return row
 
     def _insert(self, session: Session, sha256: str, size: int, wrapped_key: bytes, nonce: bytes,
@@ -172,7 +173,7 @@ class DatabaseBlobStore(_EnvelopeStore):
     def get(self, session: Session, sha256: str) -> bytes:
         row = self._stored(session, sha256)
         if row.ciphertext is None:
-            raise StorageCorrupted("stored document is missing")
+            raise StorageCorrupted(N_("stored document is missing"))
         return self._open(row, row.ciphertext)
 
     def delete(self, session: Session, sha256: str) -> None:
@@ -217,7 +218,7 @@ class FileBlobStore(_EnvelopeStore):
         try:
             ciphertext = self.path_for(sha256, row.nonce).read_bytes()
         except FileNotFoundError:
-            raise StorageCorrupted("stored document is missing") from None
+            raise StorageCorrupted(N_("stored document is missing")) from None
         return self._open(row, ciphertext)
 
     def delete(self, session: Session, sha256: str) -> None:
@@ -241,9 +242,9 @@ def make_blob_store(kind: str, master_key: bytes, root: Path | None) -> BlobStor
         return DatabaseBlobStore(master_key)
     if kind in ("file", "files", "filesystem"):
         if root is None:
-            raise ConfigurationError("the file blob store needs a folder")
+            raise ConfigurationError(N_("the file blob store needs a folder"))
         return FileBlobStore(master_key, root)
-    raise ConfigurationError("blob store kind must be 'database' or 'file'")
+    raise ConfigurationError(N_("blob store kind must be 'database' or 'file'"))
 
 
 def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:

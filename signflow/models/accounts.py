@@ -48,6 +48,8 @@ class User(Base):
     # Set when someone else chose the password (an administrator): single use, the
     # user must choose their own before anything else.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The interface language the user chose ("fr", "en"); None: the site's.
+    language: Mapped[str | None] = mapped_column(String(8))
 
     destination: Mapped[Destination | None] = relationship()
 

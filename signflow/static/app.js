@@ -16,7 +16,7 @@
       for (const badge of list.querySelectorAll("[data-state-for]")) {
         const info = states[badge.getAttribute("data-state-for")];
         if (!info) continue;
-        const text = info.state + (info.state === "pending" && info.level ? " · escalated " + info.level : "");
+        const text = info.text || info.state;
         if (badge.textContent !== text) {
           badge.textContent = text;
           badge.className = "badge state-" + info.state;
@@ -56,8 +56,8 @@
     const fail = function () {
       const note = document.createElement("p");
       note.className = "flash error";
-      note.textContent = img.alt + " could not be displayed. Do not sign a document you " +
-        "cannot read: reload the page, or decline it and tell the technician why.";
+      // The sentence comes translated from the page (data-text-failed).
+      note.textContent = img.getAttribute("data-text-failed") || img.alt;
       img.replaceWith(note);
       const panel = document.querySelector(".sign-panel #sign-form");
       if (panel) panel.remove();

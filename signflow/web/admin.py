@@ -13,6 +13,7 @@ from signflow.core.accounts import mfa as mfa
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.requests import cover as cover
 from signflow.core.requests import policy as escalation
 from signflow.core.requests import rota as rota
@@ -48,10 +49,10 @@ def _with_destinations(form: UserEditForm) -> None:
 
 def _done(change: object | None, done: str) -> None:
     if change is None:
-        flash(done, "success")
+        flash(_(done), "success")
     else:
-        flash("Proposed: it takes effect when a second administrator approves it "
-              "(Pending changes).", "info")
+        flash(_("Proposed: it takes effect when a second administrator approves it "
+                "(Pending changes)."), "info")
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -68,7 +69,7 @@ def users() -> Response | str:
             email=form.email.data, phone=form.phone.data, professional_id=form.professional_id.data,
             destination_id=form.destination.data or None,
         )
-        _done(change, "User created.")
+        _done(change, N_("User created."))
         return redirect(url_for("admin.users"))
     if form.errors:
         raise form_error(form)
@@ -86,7 +87,7 @@ def toggle(user_id: int) -> Response:
         target = accounts.get_user(rc.session, user_id)
         change = four_eyes.set_active(rc.session, actor=rc.actor, user_id=user_id,
                                       active=not target.active, now=rc.now)
-        _done(change, "User updated.")
+        _done(change, N_("User updated."))
     return redirect(url_for("admin.users"))
 
 
@@ -105,7 +106,7 @@ def edit_user(user_id: int) -> Response | str:
             display_name=form.display_name.data or "", professional_id=form.professional_id.data,
             email=form.email.data, phone=form.phone.data, destination_id=form.destination.data or None,
         )
-        _done(change, "User updated.")
+        _done(change, N_("User updated."))
         return redirect(url_for("admin.users"))
     if form.errors:
         raise form_error(form)
@@ -135,14 +136,14 @@ def _one_button(operation: Callable[..., object], done: str, back_to: str, **tar
 @bp.post("/changes/<int:change_id>/approve")
 @roles(Role.ADMIN)
 def approve(change_id: int) -> Response:
-    return _one_button(four_eyes.approve, "Approved: the change is in effect and the person is told.",
+    return _one_button(four_eyes.approve, N_("Approved: the change is in effect and the person is told."),
                        "admin.changes", change_id=change_id)
 
 
 @bp.post("/changes/<int:change_id>/reject")
 @roles(Role.ADMIN)
 def reject(change_id: int) -> Response:
-    return _one_button(four_eyes.reject, "Rejected: nothing changed.", "admin.changes",
+    return _one_button(four_eyes.reject, N_("Rejected: nothing changed."), "admin.changes",
                        change_id=change_id)
 
 
@@ -154,8 +155,8 @@ def revoke(user_id: int) -> Response:
         lambda rc, form: credentials.revoke_credential(rc.session, actor=rc.actor, user_id=user_id,
                                                        reason=form.reason.data or "superseded",
                                                        now=rc.now),
-        "Certificate revoked; the physician must set a new signing PIN to enrol again.",
-        "admin.users", refusal="Tick the confirmation box to revoke a certificate.")
+        N_("Certificate revoked; the physician must set a new signing PIN to enrol again."),
+        "admin.users", refusal=N_("Tick the confirmation box to revoke a certificate."))
 
 
 def _rota_forms() -> tuple[GroupForm, DestinationForm, ShiftForm]:
@@ -258,7 +259,7 @@ def add_group() -> Response:
     return posted(_rota_forms()[0],
                   lambda rc, form: rota.create_group(rc.session, head_user_id=form.head.data or None,
                                                      actor=rc.actor, name=form.name.data or "", now=rc.now),
-                  "Group created.", "admin.rota_page")
+                  N_("Group created."), "admin.rota_page")
 
 
 @bp.post("/rota/destinations")
@@ -268,7 +269,7 @@ def add_destination() -> Response:
                   lambda rc, form: rota.create_destination(rc.session, email=form.email.data,
                                                            actor=rc.actor, name=form.name.data or "",
                                                            now=rc.now),
-                  "Destination created.", "admin.rota_page")
+                  N_("Destination created."), "admin.rota_page")
 
 
 @bp.post("/rota/shifts")
@@ -282,19 +283,19 @@ def add_shift() -> Response:
                          user_id=form.physician.data, level=form.level.data,
                          starts_local=form.starts_at.data, ends_local=form.ends_at.data,
                          timezone=rc.services.settings.timezone, fold=fold_of(form.fold), now=rc.now)
-    flash("Shift added.", "success")
+    flash(_("Shift added."), "success")
     return redirect(url_for("admin.rota_page"))
 
 
 @bp.post("/rota/shifts/<int:shift_id>/remove")
 @roles(Role.ADMIN)
 def remove_shift(shift_id: int) -> Response:
-    return _one_button(rota.remove_shift, "Shift removed.", "admin.rota_page", shift_id=shift_id)
+    return _one_button(rota.remove_shift, N_("Shift removed."), "admin.rota_page", shift_id=shift_id)
 
 
 @bp.post("/users/<int:user_id>/reset-mfa")
 @roles(Role.ADMIN)
 def reset_mfa(user_id: int) -> Response:
     return _one_button(mfa.reset,
-                       "Second factor reset: the user enrols a new authenticator at next login.",
+                       N_("Second factor reset: the user enrols a new authenticator at next login."),
                        "admin.users", user_id=user_id)

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from flask_babel import gettext as _
 
 from signflow.core.errors import InvalidInput, UnsupportedMediaType
+from signflow.core.i18n import N_
 from signflow.core.integration import fhir as fhir
 from signflow.core.integration import queries as queries
 from signflow.core.integration import submit as submitting
@@ -70,7 +71,7 @@ def submit() -> tuple[Response, int]:
                                      "field 'document'."))
     upload = request.files.get("document")
     if upload is None:
-        raise InvalidInput(_("Send the PDF as the multipart field 'document'."))
+        raise InvalidInput(N_("Send the PDF as the multipart field 'document'."))
     settings = rc.settings
     rules = submitting.UploadRules(
         max_bytes=settings.max_upload_bytes, max_pages=settings.max_pages,

@@ -17,6 +17,7 @@ from signflow.core.audit import checkpoints
 from signflow.core.audit import export as audit_export
 from signflow.core.errors import InvalidInput
 from signflow.core.evidence import report as evidence
+from signflow.core.i18n import N_
 from signflow.models import ADMINISTRATIVE_ACTIONS, AuditAction, Role
 from signflow.web.context import current
 from signflow.web.documents import attachment
@@ -43,7 +44,7 @@ def _action() -> AuditAction | None:
     try:
         return AuditAction(raw)
     except ValueError:
-        raise InvalidInput("Choose an action from the list.") from None
+        raise InvalidInput(N_("Choose an action from the list.")) from None
 
 
 def _scope() -> frozenset[AuditAction] | None:
@@ -52,7 +53,7 @@ def _scope() -> frozenset[AuditAction] | None:
     if not raw:
         return None
     if raw != "admin":
-        raise InvalidInput("Choose a kind of action from the list.")
+        raise InvalidInput(N_("Choose a kind of action from the list."))
     return ADMINISTRATIVE_ACTIONS
 
 

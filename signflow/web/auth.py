@@ -17,10 +17,12 @@ from signflow.core.accounts import factors, mfa, recovery
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.models import Role, User
 from signflow.web.context import current
 from signflow.web.forms import CodeForm, ConfirmForm, LoginForm, PasswordForm, RecoveryCodeForm
 from signflow.web.guards import login_required, safe_next
+from signflow.web.i18n import remember_language
 
 bp = Blueprint("auth", __name__)
 MFA_WINDOW_SECONDS = 300
@@ -99,6 +101,9 @@ def remember_device(resp: Response, account: User) -> Response:
         max_age=DEVICE_COOKIE_DAYS * 86400, path="/login", httponly=True, samesite="Lax",
         secure=current().settings.production,
     )
+    if account.language:
+        # The account's language also becomes this browser's, for its login page.
+        remember_language(resp, account.language, secure=current().settings.production)
     return resp
 
 
@@ -177,7 +182,7 @@ def setup_mfa() -> Response | str:
     rc = current()
     account = rc.user
     if account.totp_secret_enc is not None:
-        flash("Two-factor authentication is on.", "info")
+        flash(_("Two-factor authentication is on."), "info")
         return redirect(url_for("auth.home"))
     master_key = rc.services.keys.master_key
     form = CodeForm()
@@ -236,7 +241,7 @@ def change_password() -> Response | str:
     forced = bool(rc.user.must_change_password)
     if form.validate_on_submit():
         if form.password.data != form.confirm.data:
-            raise InvalidInput("The two new passwords differ.")
+            raise InvalidInput(N_("The two new passwords differ."))
         account = accounts.change_password(rc.session, actor=rc.actor,
                                            current_password=form.current.data or "",
                                            new_password=form.password.data or "", now=rc.now)
@@ -244,7 +249,7 @@ def change_password() -> Response | str:
         started = session.get("login_at")
         login_user(account)
         session["login_at"] = started
-        flash("Your password is changed.", "success")
+        flash(_("Your password is changed."), "success")
         return redirect(url_for("auth.home"))
     return render_template("auth/password.html", form=form, forced=forced)
 

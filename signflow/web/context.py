@@ -23,6 +23,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from signflow.config import Settings
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden, SignflowError
+from signflow.core.i18n import N_
 from signflow.core.requests.deps import Deps
 from signflow.models import User
 from signflow.services import Services
@@ -82,7 +83,7 @@ class RequestContext:
         if account is None and current_user.is_authenticated:
             account = current_user._get_current_object()
         if not isinstance(account, User):
-            raise Forbidden("Log in first.")
+            raise Forbidden(N_("Log in first."))
         return account
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from werkzeug.wrappers import Response
 
+from signflow.core.i18n import N_
 from signflow.core.requests import signing as request_signing
 from signflow.core.requests import workflow as workflow
 from signflow.models import Role
@@ -32,4 +33,4 @@ def detail(request_id: int) -> str:
 @roles(Role.RECIPIENT)
 def acknowledge(request_id: int) -> Response:
     return confirmed_step(workflow.acknowledge_receipt, request_id,
-                          "Receipt acknowledged: the technician sees it.", "destination.detail")
+                          N_("Receipt acknowledged: the technician sees it."), "destination.detail")

@@ -7,6 +7,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, request
 
 from signflow.core.errors import NotFound
+from signflow.core.i18n import N_
 from signflow.core.requests import access
 from signflow.models import Role
 from signflow.web.context import current
@@ -27,7 +28,7 @@ def page(request_id: int, page: int) -> Response:
         width = 800
     doc = access.document_for(rc.session, rc.deps, actor=rc.actor, request_id=request_id, now=rc.now)
     if page < 1:
-        raise NotFound("No such page.")
+        raise NotFound(N_("No such page."))
     png = rc.services.previews.get_or_render(lambda: doc.data, doc.sha256, page - 1, width)
     resp = Response(png, mimetype="image/png")
     resp.headers["Cache-Control"] = "no-store"

@@ -1,15 +1,21 @@
-"""The one place where domain errors become HTTP statuses."""
+"""The one place where domain errors become HTTP statuses, and where their messages
+(core's English message ids with parameters) are translated for the reader: the
+page's language, or for the API the one its Accept-Language asks for (web/i18n.py)."""
 
 from __future__ import annotations
 
 import logging
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from signflow.core import errors as e
+from signflow.core.i18n import Msg
 from signflow.core.integration.submit import KeyReused
+from signflow.web.i18n import translate_msg
 
 log = logging.getLogger("signflow.web")
 
@@ -74,7 +80,7 @@ def _domain_error(exc: e.SignflowError) -> Response:
     # Committed or rolled back already, by the one transaction policy (web.context).
     status = status_for(exc)
     log.info("refused %s %s: %s (%s)", request.method, request.path, exc.code, status)
-    resp = render_error(status, _TITLES.get(status, "Request refused"), exc.message, exc.code,
+    resp = render_error(status, str(_TITLES.get(status, _l("Request refused"))), translated(exc), exc.code,
                         **_limits(status))
     if isinstance(exc, e.Throttled):
         resp.headers["Retry-After"] = str(exc.retry_after)
@@ -94,24 +100,39 @@ def _limits(status: int) -> dict[str, object]:
     return {"max_bytes": settings.max_upload_bytes}
 
 
+def translated(exc: e.SignflowError) -> str:
+    """The error's message in the reader's language (its English text when untranslated)."""
+    return translate_msg(Msg(exc.msgid, exc.params)) if exc.msgid else exc.message
+
+
 _TITLES = {
-    400: "Please check the form", 401: "Login failed", 403: "Not allowed", 404: "Not found",
-    405: "Not allowed", 409: "Already handled", 413: "File too large",
-    415: "Unsupported media type", 422: "Document refused",
-    423: "Signing credential blocked", 429: "Too many attempts", 502: "Signature not delivered",
-    503: "Service unavailable",
+    400: _l("Please check the form"), 401: _l("Login failed"), 403: _l("Not allowed"),
+    404: _l("Not found"), 405: _l("Not allowed"), 409: _l("Already handled"),
+    413: _l("File too large"), 415: _l("Unsupported media type"),
+    422: _l("Document refused"), 423: _l("Signing credential blocked"),
+    429: _l("Too many attempts"), 502: _l("Signature not delivered"), 503: _l("Service unavailable"),
+}
+# Werkzeug's own descriptions are English: these replace the common ones.
+_DETAILS = {
+    400: _l("The browser (or proxy) sent a request that this server could not understand."),
+    404: _l("The requested URL was not found on the server. If you entered the URL manually "
+            "please check your spelling and try again."),
+    405: _l("The method is not allowed for the requested URL."),
+    416: _l("The server cannot provide the requested range."),
 }
 
 
 def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     detail = exc.description or ""
+    if status in _DETAILS and detail == type(exc).description:
+        detail = str(_DETAILS[status])
     if status == 413:
         settings = current_app.extensions["signflow"].settings
-        detail = (f"The file is larger than {settings.max_upload_mb} MB, the limit of this site: "
-                  "ask for a lighter copy (scanned at 300 dpi or less) or split it into parts "
-                  f"of at most {settings.max_upload_mb} MB and send each one.")
-    resp = render_error(status, _TITLES.get(status, exc.name), detail, None, **_limits(status))
+        detail = _("The file is larger than %(mb)s MB, the limit of this site: "
+                   "ask for a lighter copy (scanned at 300 dpi or less) or split it into parts "
+                   "of at most %(mb)s MB and send each one.", mb=settings.max_upload_mb)
+    resp = render_error(status, str(_TITLES.get(status, exc.name)), detail, None, **_limits(status))
     # What the exception says about the response (405's Allow, 416's Content-Range...).
     for name, value in exc.get_headers():
         if name.lower() != "content-type":
@@ -120,14 +141,14 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _csrf_error(exc: CSRFError) -> Response:
-    return render_error(400, "Form expired",
-                        "The form expired or was tampered with. Reload the page and try again.", "csrf")
+    return render_error(400, _("Form expired"),
+                        _("The form expired or was tampered with. Reload the page and try again."), "csrf")
 
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
-    return render_error(500, "Something went wrong",
-                        "The error was logged. Nothing was changed; please try again.")
+    return render_error(500, _("Something went wrong"),
+                        _("The error was logged. Nothing was changed; please try again."))
 
 
 def register(app: Flask) -> None:

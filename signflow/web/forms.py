@@ -23,19 +23,23 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from signflow.core.accounts.identity import MAX_DISPLAY_NAME
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_, URGENCY_LABELS, label
 from signflow.core.requests.events import EVENT_TYPES
 from signflow.core.requests.workflow import MAX_NOTE, MAX_REASON
 from signflow.models import Role, Urgency
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 # A bare confirmation button has no field to get wrong: failing, its CSRF token expired.
-FORM_EXPIRED = "The form expired. Reload the page."
+FORM_EXPIRED = N_("The form expired. Reload the page.")
 
 FormT = TypeVar("FormT", bound=FlaskForm)
 
 # Around the October clock change 02:00-03:00 happens twice: which one is meant.
 FOLD_CHOICES = [("", _l("ask me")), ("0", _l("the first occurrence (summer time)")),
                 ("1", _l("the second occurrence (winter time)"))]
+ROLE_CHOICES = [(Role.TECHNICIAN.value, _l("Technician")), (Role.PHYSICIAN.value, _l("Physician")),
+                (Role.RECIPIENT.value, _l("Recipient")), (Role.AUDITOR.value, _l("Auditor")),
+                (Role.ADMIN.value, _l("Admin")), (Role.INTEGRATION.value, _l("Integration"))]
 RUNG_CHOICES = [(0, _l("Primary")), (1, _l("Backup"))]
 
 
@@ -46,8 +50,8 @@ def fold_of(field: SelectField) -> int | None:
 
 def form_error(form: FlaskForm) -> InvalidInput:
     """The refusal of a form that did not validate, naming each field at fault."""
-    return InvalidInput("Check the form: " + "; ".join(
-        f"{getattr(form, k).label.text}: {v[0]}" for k, v in form.errors.items()))
+    problems = "; ".join(f"{getattr(form, k).label.text}: {v[0]}" for k, v in form.errors.items())
+    return InvalidInput(N_("Check the form: %(problems)s"), params={"problems": problems})
 
 
 def submitted(form: FormT, refusal: str | None = None) -> FormT:
@@ -59,13 +63,14 @@ def submitted(form: FormT, refusal: str | None = None) -> FormT:
 
 
 class LoginForm(FlaskForm):
-    username = StringField("User name", validators=[DataRequired(), Length(max=80)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+    username = StringField(_l("User name"), validators=[DataRequired(), Length(max=80)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=256)])
 
 
 class CodeForm(FlaskForm):
-    code = StringField("6-digit code from your authenticator app",
-                       validators=[DataRequired(), Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message="Six digits.")])
+    code = StringField(_l("6-digit code from your authenticator app"),
+                       validators=[DataRequired(),
+                                   Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message=_l("Six digits."))])
 
 
 class ConfirmForm(FlaskForm):
@@ -80,26 +85,27 @@ class PushCodeForm(FlaskForm):
 
 
 class UploadForm(FlaskForm):
-    document = FileField("PDF document", validators=[FileRequired("Choose a PDF file.")])
-    title = StringField("Title", validators=[Optional(), Length(max=200)])
-    group = SelectField("On-call group that must sign", coerce=int, validators=[DataRequired()])
-    then_group = SelectField("Then also signed by (optional)", coerce=int, validators=[Optional()])
-    destination = SelectField("Deliver to", coerce=int, validators=[DataRequired()])
+    document = FileField(_l("PDF document"), validators=[FileRequired("Choose a PDF file.")])
+    title = StringField(_l("Title"), validators=[Optional(), Length(max=200)])
+    group = SelectField(_l("On-call group that must sign"), coerce=int, validators=[DataRequired()])
+    then_group = SelectField(_l("Then also signed by (optional)"), coerce=int, validators=[Optional()])
+    destination = SelectField(_l("Deliver to"), coerce=int, validators=[DataRequired()])
     urgency = SelectField(
-        "Urgency",
-        choices=[(Urgency.EMERGENCY.value, "Emergency (5 min)"),
-                 (Urgency.URGENT.value, "Urgent (10 min)"),
-                 (Urgency.ROUTINE.value, "Routine (1 h)")],
+        _l("Urgency"),
+        choices=[(Urgency.EMERGENCY.value, _l("Emergency (5 min)")),
+                 (Urgency.URGENT.value, _l("Urgent (10 min)")),
+                 (Urgency.ROUTINE.value, _l("Routine (1 h)"))],
         default=Urgency.URGENT.value,
     )
-    note = TextAreaField("Note for the physician (optional)", validators=[Optional(), Length(max=MAX_NOTE)])
+    note = TextAreaField(_l("Note for the physician (optional)"),
+                         validators=[Optional(), Length(max=MAX_NOTE)])
     stamp_position = HiddenField(
         validators=[Optional(), Regexp(r"^\d{1,4}(,\d{1,5}(\.\d+)?){4}$")]
     )
 
 
 class SignForm(FlaskForm):
-    pin = PasswordField("Signing PIN", validators=[DataRequired(), Length(min=4, max=64)])
+    pin = PasswordField(_l("Signing PIN"), validators=[DataRequired(), Length(min=4, max=64)])
     activation = HiddenField(validators=[DataRequired(), Length(max=600)])
     document_sha256 = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9a-f]{64}$")])
     # Step-up (core.accounts.step_up): a fresh second factor, asked for on this very form
@@ -120,62 +126,63 @@ class PasskeyForm(FlaskForm):
 
 
 class DeclineForm(FlaskForm):
-    reason = TextAreaField("Reason",
-                           validators=[DataRequired("Say why you decline."), Length(max=MAX_REASON)])
+    reason = TextAreaField(_l("Reason"),
+                           validators=[DataRequired(_l("Say why you decline.")), Length(max=MAX_REASON)])
 
 
 class PinForm(FlaskForm):
-    enrolment_code = StringField("Enrolment code (sent to your e-mail or phone)",
+    enrolment_code = StringField(_l("Enrolment code (sent to your e-mail or phone)"),
                                  validators=[Optional(), Length(max=20)])
-    current_pin = PasswordField("Current signing PIN", validators=[Optional(), Length(max=64)])
-    pin = PasswordField("New signing PIN", validators=[DataRequired(), Length(min=6, max=64)])
-    confirm = PasswordField("New signing PIN again", validators=[DataRequired(), Length(max=64)])
+    current_pin = PasswordField(_l("Current signing PIN"), validators=[Optional(), Length(max=64)])
+    pin = PasswordField(_l("New signing PIN"), validators=[DataRequired(), Length(min=6, max=64)])
+    confirm = PasswordField(_l("New signing PIN again"), validators=[DataRequired(), Length(max=64)])
 
 
 class UnblockForm(FlaskForm):
-    puk = PasswordField("Unblock code", validators=[DataRequired(), Length(max=64)])
-    pin = PasswordField("New signing PIN", validators=[DataRequired(), Length(min=6, max=64)])
-    confirm = PasswordField("New signing PIN again", validators=[DataRequired(), Length(max=64)])
+    puk = PasswordField(_l("Unblock code"), validators=[DataRequired(), Length(max=64)])
+    pin = PasswordField(_l("New signing PIN"), validators=[DataRequired(), Length(min=6, max=64)])
+    confirm = PasswordField(_l("New signing PIN again"), validators=[DataRequired(), Length(max=64)])
 
 
 class UserEditForm(FlaskForm):
     """What an administrator may change on an existing user."""
 
-    display_name = StringField("Full name", validators=[DataRequired(), Length(max=MAX_DISPLAY_NAME)])
-    email = StringField("E-mail", validators=[Optional(), Regexp(EMAIL, message="Not an e-mail address."),
+    display_name = StringField(_l("Full name"), validators=[DataRequired(), Length(max=MAX_DISPLAY_NAME)])
+    email = StringField(_l("E-mail"), validators=[Optional(),
+                                                  Regexp(EMAIL, message=_l("Not an e-mail address.")),
                                               Length(max=320)])
-    phone = StringField("Phone (optional)", validators=[Optional(), Length(max=40)])
-    professional_id = StringField("Professional ID (RPPS 11 digits or ADELI 9 digits)",
+    phone = StringField(_l("Phone (optional)"), validators=[Optional(), Length(max=40)])
+    professional_id = StringField(_l("Professional ID (RPPS 11 digits or ADELI 9 digits)"),
                                   validators=[Optional(), Length(max=40)])
-    destination = SelectField("Destination service (recipients)", coerce=int, validators=[Optional()])
+    destination = SelectField(_l("Destination service (recipients)"), coerce=int, validators=[Optional()])
 
 
 class UserForm(UserEditForm):
     """A new user: the editable fields plus those fixed at creation (the templates place
     each field by name, so the inherited order does not matter)."""
 
-    username = StringField("User name", validators=[DataRequired(), Length(max=80)])
-    role = SelectField("Role", choices=[(r.value, r.value.capitalize()) for r in Role])
-    password = PasswordField("Initial password", validators=[DataRequired(), Length(min=8, max=256)])
+    username = StringField(_l("User name"), validators=[DataRequired(), Length(max=80)])
+    role = SelectField(_l("Role"), choices=ROLE_CHOICES)
+    password = PasswordField(_l("Initial password"), validators=[DataRequired(), Length(min=8, max=256)])
 
 
 class PasswordForm(FlaskForm):
-    current = PasswordField("Current password", validators=[DataRequired(), Length(max=256)])
-    password = PasswordField("New password", validators=[DataRequired(), Length(max=256)])
-    confirm = PasswordField("New password again", validators=[DataRequired(), Length(max=256)])
+    current = PasswordField(_l("Current password"), validators=[DataRequired(), Length(max=256)])
+    password = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=256)])
+    confirm = PasswordField(_l("New password again"), validators=[DataRequired(), Length(max=256)])
 
 
 class RevokeForm(FlaskForm):
-    reason = SelectField("Reason", choices=[("key_compromise", "Key compromise"),
-                                            ("affiliation_changed", "Left the hospital"),
-                                            ("superseded", "Superseded"),
-                                            ("cessation_of_operation", "No longer signs")])
-    confirm = BooleanField("I confirm", validators=[DataRequired()])
+    reason = SelectField(_l("Reason"), choices=[("key_compromise", _l("Key compromise")),
+                                            ("affiliation_changed", _l("Left the hospital")),
+                                            ("superseded", _l("Superseded")),
+                                            ("cessation_of_operation", _l("No longer signs"))])
+    confirm = BooleanField(_l("I confirm"), validators=[DataRequired()])
 
 
 class DelegateForm(FlaskForm):
     # Checked in core against who is on call at the moment of the POST.
-    to = SelectField("Delegate to", coerce=int, validators=[DataRequired()], validate_choice=False)
+    to = SelectField(_l("Delegate to"), coerce=int, validators=[DataRequired()], validate_choice=False)
 
 
 class StampForm(FlaskForm):
@@ -185,24 +192,24 @@ class StampForm(FlaskForm):
 
 
 class GroupForm(FlaskForm):
-    name = StringField("Group name", validators=[DataRequired(), Length(max=200)])
-    head = SelectField("Head of department (last escalation)", coerce=int, validators=[Optional()])
+    name = StringField(_l("Group name"), validators=[DataRequired(), Length(max=200)])
+    head = SelectField(_l("Head of department (last escalation)"), coerce=int, validators=[Optional()])
 
 
 class DestinationForm(FlaskForm):
-    name = StringField("Destination service", validators=[DataRequired(), Length(max=200)])
-    email = StringField("Service e-mail (optional)", validators=[
-        Optional(), Regexp(EMAIL, message="Not an e-mail address."),
+    name = StringField(_l("Destination service"), validators=[DataRequired(), Length(max=200)])
+    email = StringField(_l("Service e-mail (optional)"), validators=[
+        Optional(), Regexp(EMAIL, message=_l("Not an e-mail address.")),
         Length(max=320)])
 
 
 class ShiftForm(FlaskForm):
-    group = SelectField("Group", coerce=int, validators=[DataRequired()])
-    physician = SelectField("Physician", coerce=int, validators=[DataRequired()])
-    level = SelectField("Rung", coerce=int, choices=[(0, "Primary"), (1, "Backup")])
-    starts_at = DateTimeLocalField("Starts (local time)", format="%Y-%m-%dT%H:%M",
+    group = SelectField(_l("Group"), coerce=int, validators=[DataRequired()])
+    physician = SelectField(_l("Physician"), coerce=int, validators=[DataRequired()])
+    level = SelectField(_l("Rung"), coerce=int, choices=RUNG_CHOICES)
+    starts_at = DateTimeLocalField(_l("Starts (local time)"), format="%Y-%m-%dT%H:%M",
                                    validators=[DataRequired()])
-    ends_at = DateTimeLocalField("Ends (local time)", format="%Y-%m-%dT%H:%M",
+    ends_at = DateTimeLocalField(_l("Ends (local time)"), format="%Y-%m-%dT%H:%M",
                                  validators=[DataRequired()])
     fold = SelectField(_l("If a time happens twice (the October clock change)"),
                        choices=FOLD_CHOICES, default="")
@@ -210,7 +217,8 @@ class ShiftForm(FlaskForm):
 
 class PolicyForm(FlaskForm):
     group = SelectField(_l("Group"), coerce=int, validators=[DataRequired()])
-    urgency = SelectField(_l("Urgency"), choices=[(u.value, u.value) for u in Urgency])
+    urgency = SelectField(_l("Urgency"),
+                          choices=[(u.value, _l(label(URGENCY_LABELS, u.value))) for u in Urgency])
     rung_minutes = StringField(_l("Minutes at each rung (primary, backup, head), e.g. 5, 5, 10"),
                                validators=[DataRequired(), Length(max=100),
                                            Regexp(r"^\s*\d+(\s*,\s*\d+)*\s*$",
@@ -267,3 +275,11 @@ class SubscriptionForm(FlaskForm):
     # "d:<id>" a destination service, "t:<id>" a sending account.
     scope = SelectField(_l("Requests of"), validators=[DataRequired()])
     events = SelectMultipleField(_l("Events"), choices=[(e, e) for e in EVENT_TYPES])
+
+
+class LanguageForm(FlaskForm):
+    """The interface language (empty: the site's)."""
+
+    language = SelectField(_l("Language"), choices=[("", _l("The site's language")), ("fr", "Français"),
+                                                    ("en", "English")],
+                           validators=[Optional()])

@@ -12,6 +12,7 @@ from flask_login import current_user
 
 from signflow.core.audit import log as audit
 from signflow.core.errors import AccessDenied
+from signflow.core.i18n import N_
 from signflow.models import AuditAction
 from signflow.web.context import current
 
@@ -28,7 +29,7 @@ def roles(*allowed: str) -> Callable[[F], F]:
                 rc = current()
                 audit.append(rc.session, now=rc.now, actor=rc.actor, action=AuditAction.ACCESS_DENIED,
                              path=request.path[:200])
-                raise AccessDenied("Your role does not give access to this page.")
+                raise AccessDenied(N_("Your role does not give access to this page."))
             return view(*args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from flask import request
 from werkzeug.routing import IntegerConverter, Map
 
 from signflow.core.errors import NotFound
+from signflow.core.i18n import N_
 
 MAX_ID = 2**31 - 1
 
@@ -30,5 +31,5 @@ def id_arg(name: str) -> int | None:
     if not raw:
         return None
     if not raw.isdigit() or int(raw) > MAX_ID:
-        raise NotFound("No such id.")
+        raise NotFound(N_("No such id."))
     return int(raw)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
@@ -68,7 +69,8 @@ def posted(form: FormT, operation: Callable[[RequestContext, FormT], T],
     nothing done), then its one core operation, then `done` (or `done(result)`)
     shown on the page `back_to`."""
     result = operation(current(), submitted(form, refusal))
-    flash(done if isinstance(done, str) else done(result), "success")
+    # `done`: a message id (N_), translated here; a callable translates its own text.
+    flash(_(done) if isinstance(done, str) else done(result), "success")
     return redirect(url_for(back_to, **url_values))
 
 

@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response
 from signflow.core.accounts import enrolment, push_devices
 from signflow.core.accounts import signing_pin as credentials
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.pki import credentials as creds
 from signflow.core.requests import cover as cover
 from signflow.core.requests import followup as followups
@@ -89,8 +90,9 @@ def sign(request_id: int) -> Response | tuple[str, int]:
             rc.session, rc.deps, actor=rc.actor, request_id=request_id, pin=form.pin.data or "",
             activation_token=form.activation.data or "",
             shown_sha256=form.document_sha256.data or "", now=rc.now),
-        lambda req: f"Signed and delivered to {req.destination.name}.", "physician.review",
-        refusal="Enter your signing PIN.", request_id=request_id)
+        lambda req: _("Signed and delivered to %(destination)s.", destination=req.destination.name),
+        "physician.review",
+        refusal=N_("Enter your signing PIN."), request_id=request_id)
 
 
 @bp.post("/<int:request_id>/decline")
@@ -100,8 +102,8 @@ def decline(request_id: int) -> Response:
         DeclineForm(),
         lambda rc, form: workflow.decline_request(rc.session, rc.deps, reason=form.reason.data or "",
                                                   actor=rc.actor, request_id=request_id, now=rc.now),
-        "Declined: the technician is notified.", "physician.inbox",
-        refusal="Say why you decline, for the technician.")
+        N_("Declined: the technician is notified."), "physician.inbox",
+        refusal=N_("Say why you decline, for the technician."))
 
 
 @bp.route("/signing-pin", methods=["GET", "POST"])
@@ -112,7 +114,7 @@ def signing_pin() -> Response | str:
     credential = creds.active_credential(rc.session, rc.user.id)
     if form.validate_on_submit():
         if form.pin.data != form.confirm.data:
-            raise InvalidInput("The two new PINs differ.")
+            raise InvalidInput(N_("The two new PINs differ."))
         enrolling = credential is None or credential.revoked_at is not None
         # Shown once, on this page only (never in the session cookie or a flash).
         puk = creds.new_puk() if enrolling else None
@@ -122,7 +124,7 @@ def signing_pin() -> Response | str:
                                     enrolment_code=form.enrolment_code.data or None)
         if puk is not None:
             return render_template("physician/puk.html", puk=puk)
-        flash("Your signing PIN is set.", "success")
+        flash(_("Your signing PIN is set."), "success")
         return redirect(url_for("physician.inbox"))
     return render_template("physician/pin.html", form=form, credential=credential,
                            send_code=ConfirmForm())
@@ -135,7 +137,7 @@ def send_enrolment_code() -> Response:
     return confirmed(
         lambda rc: enrolment.send_code(rc.session, rc.deps.keys.master_key, actor=rc.actor,
                                        now=rc.now),
-        "An enrolment code is on its way to your e-mail or phone: it lasts 15 minutes.",
+        N_("An enrolment code is on its way to your e-mail or phone: it lasts 15 minutes."),
         "physician.signing_pin")
 
 
@@ -148,11 +150,11 @@ def unblock_pin() -> Response | str:
         credential = creds.active_credential(rc.session, rc.user.id)
         return render_template("physician/unblock.html", form=form, credential=credential)
     if form.pin.data != form.confirm.data:
-        raise InvalidInput("The two new PINs differ.")
+        raise InvalidInput(N_("The two new PINs differ."))
     credentials.unblock_signing_pin(rc.session, rc.deps.keys, actor=rc.actor,
                                     puk=form.puk.data or "", new_pin=form.pin.data or "",
                                     now=rc.now)
-    flash("Your signing key is unblocked and your new PIN is set.", "success")
+    flash(_("Your signing key is unblocked and your new PIN is set."), "success")
     return redirect(url_for("physician.inbox"))
 
 
@@ -160,7 +162,7 @@ def unblock_pin() -> Response | str:
 @roles(Role.PHYSICIAN)
 def take(request_id: int) -> Response:
     return confirmed_step(workflow.take_request, request_id,
-                          "Colleagues and the technician see that you are on it.", "physician.review")
+                          N_("Colleagues and the technician see that you are on it."), "physician.review")
 
 
 @bp.post("/<int:request_id>/delegate")
@@ -171,4 +173,4 @@ def delegate(request_id: int) -> Response:
         lambda rc, form: workflow.delegate_request(rc.session, rc.deps, to_user_id=form.to.data,
                                                    actor=rc.actor, request_id=request_id, now=rc.now),
         lambda target: f"Delegated to {target.assignee.display_name if target.assignee else 'a colleague'}.",
-        "physician.inbox", refusal="Choose a colleague.")
+        "physician.inbox", refusal=N_("Choose a colleague."))

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, request
 
 from signflow.core.accounts import ratelimit
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.pades import timestamps
 from signflow.core.pki import crl as revocation
 from signflow.models import ApiScope
@@ -56,9 +57,9 @@ def tsa() -> Response:
                   window=timedelta(minutes=1), now=rc.now,
                   message="Too many time-stamp requests for this token: wait and try again.")
     if request.mimetype != "application/timestamp-query":
-        raise InvalidInput("Send an RFC 3161 request as application/timestamp-query.")
+        raise InvalidInput(N_("Send an RFC 3161 request as application/timestamp-query."))
     body = request.get_data(cache=False)
     if len(body) > MAX_TSA_REQUEST:
-        raise InvalidInput("Time-stamp request too large.")
+        raise InvalidInput(N_("Time-stamp request too large."))
     reply = timestamps.tsa_respond(rc.services.keys, body, now=rc.now)
     return Response(reply, mimetype="application/timestamp-reply")

@@ -15,6 +15,7 @@ from signflow.core.errors import InvalidInput
 from signflow.web.context import current
 from signflow.web.forms import ConfirmForm, PushCodeForm
 from signflow.web.guards import login_required
+from signflow.web.i18n import page_language
 
 bp = Blueprint("push", __name__)
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -66,7 +67,7 @@ def subscribe() -> tuple[Response, int]:
     row = push_devices.subscribe(
         rc.session, push_devices.require_sender(rc.services.push), rc.services.keys.master_key,
         actor=rc.actor, now=rc.now, endpoint=endpoint, p256dh=p256dh, auth=auth,
-        user_agent=request.headers.get("User-Agent", "")[:400])
+        user_agent=request.headers.get("User-Agent", "")[:400], language=page_language())
     return jsonify({"id": row.id, "next": url_for("push.devices", confirm=row.id)}), 201
 
 

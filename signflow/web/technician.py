@@ -7,6 +7,7 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import users as accounts
+from signflow.core.i18n import N_, STATE_LABELS, label
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.requests import access
 from signflow.core.requests import ladder as ladder
@@ -28,7 +29,7 @@ def _upload_form() -> UploadForm:
     form = UploadForm()
     groups, destinations = accounts.directory(rc.session)
     form.group.choices = [(g.id, g.name) for g in groups]
-    form.then_group.choices = [(0, "— nobody else —")] + [(g.id, g.name) for g in groups]
+    form.then_group.choices = [(0, _("— nobody else —"))] + [(g.id, g.name) for g in groups]
     form.destination.choices = [(d.id, d.name) for d in destinations]
     return form
 
@@ -36,7 +37,16 @@ def _upload_form() -> UploadForm:
 @bp.get("/status.json")
 @roles(Role.TECHNICIAN)
 def status() -> Response:
-    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level} for r in my_requests()})
+    # `text`: the badge as the page's language writes it (app.js shows it as it is).
+    return jsonify({str(r.id): {"state": r.state, "level": r.escalation_level,
+                                "text": _badge(r.state, r.escalation_level)} for r in my_requests()})
+
+
+def _badge(state: str, level: int) -> str:
+    text = str(_(label(STATE_LABELS, state)))
+    if state == "pending" and level:
+        text += " " + _("· escalated %(escalation_level)s", escalation_level=level)
+    return text
 
 
 @bp.get("/<int:request_id>/ladder.json")
@@ -73,7 +83,7 @@ def new() -> Response | str:
             flash(_("Nobody is on call for this group right now: the request went straight to the "
                     "head of department and the administrators were alerted."), "warning")
         else:
-            flash("Sent for signature: the physicians on call are being notified.", "success")
+            flash(_("Sent for signature: the physicians on call are being notified."), "success")
         return redirect(url_for("technician.detail", request_id=req.id))
     return render_template("technician/new.html", form=form), 400 if form.errors else 200  # type: ignore[return-value]
 
@@ -103,12 +113,12 @@ def stamp(request_id: int) -> Response:
         lambda rc, form: request_signing.set_stamp_position(
             rc.session, rc.deps, actor=rc.actor, request_id=request_id, page=form.page.data or 0,
             fx=form.fx.data or 0.0, fy=form.fy.data or 0.0, now=rc.now),
-        "The signature stamp will go where you tapped.", "technician.detail",
-        refusal="Tap inside a page of the document.", request_id=request_id)
+        N_("The signature stamp will go where you tapped."), "technician.detail",
+        refusal=N_("Tap inside a page of the document."), request_id=request_id)
 
 
 @bp.post("/<int:request_id>/cancel")
 @roles(Role.TECHNICIAN)
 def cancel(request_id: int) -> Response:
-    return confirmed_step(workflow.cancel_request, request_id, "Request cancelled.",
+    return confirmed_step(workflow.cancel_request, request_id, N_("Request cancelled."),
                           "technician.detail")

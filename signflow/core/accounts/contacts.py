@@ -22,6 +22,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound, WrongCode
+from signflow.core.i18n import N_
 from signflow.core.storage import derive_key
 from signflow.models import AuditAction, ChannelKind, ContactChannel, PushSubscription, User
 
@@ -51,27 +52,27 @@ def normalise(kind: ChannelKind | str, raw: str, *, region: str = DEFAULT_REGION
     try:
         kind = ChannelKind(kind)
     except ValueError:
-        raise InvalidInput("Choose e-mail, mobile phone (SMS) or pager.") from None
+        raise InvalidInput(N_("Choose e-mail, mobile phone (SMS) or pager.")) from None
     text = raw.strip()
     if kind == ChannelKind.PUSH:
-        raise InvalidInput("Notifications on a phone are turned on from the phone itself.")
+        raise InvalidInput(N_("Notifications on a phone are turned on from the phone itself."))
     if kind == ChannelKind.EMAIL:
         local, at, domain = text.rpartition("@")
         if (not at or not local or "." not in domain or len(text) > 254
                 or any(c.isspace() or c in "<>,;\"" for c in text)):
-            raise InvalidInput("That is not an e-mail address.")
+            raise InvalidInput(N_("That is not an e-mail address."))
         return f"{local}@{domain.lower()}"
     if len(text) > 40:
-        raise InvalidInput("That is not a phone number.")
+        raise InvalidInput(N_("That is not a phone number."))
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        raise InvalidInput("That is not a phone number.") from None
+        raise InvalidInput(N_("That is not a phone number.")) from None
     if not phonenumbers.is_valid_number(number):
-        raise InvalidInput("That phone number does not exist: check the digits "
-                           "(a number abroad starts with + and its country code).")
+        raise InvalidInput(N_("That phone number does not exist: check the digits "
+                           "(a number abroad starts with + and its country code)."))
     if kind == ChannelKind.SMS and phonenumbers.number_type(number) not in _MOBILE:
-        raise InvalidInput("Text messages need a mobile number.")
+        raise InvalidInput(N_("Text messages need a mobile number."))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -152,7 +153,7 @@ def _owned(session: Session, user: User, channel_id: int, *, lock: bool = False)
     query = select(ContactChannel).where(ContactChannel.id == channel_id)
     channel = session.scalar(query.with_for_update() if lock else query)
     if channel is None or channel.user_id != user.id:
-        raise NotFound("No such contact channel.")
+        raise NotFound(N_("No such contact channel."))
     return channel
 
 
@@ -163,9 +164,10 @@ def add_channel(session: Session, master_key: bytes, *, actor: Actor, kind: str,
     value = normalise(kind, address)
     existing = channels_of(session, user.id)
     if len(existing) >= MAX_CHANNELS:
-        raise Conflict(f"{MAX_CHANNELS} contact channels at most: remove one first.")
+        raise Conflict(N_("%(max_channels)s contact channels at most: remove one first."),
+                       params={'max_channels': MAX_CHANNELS})
     if any(c.kind == kind and c.address == value for c in existing):
-        raise Conflict("You already have this contact channel.")
+        raise Conflict(N_("You already have this contact channel."))
     channel = ContactChannel(user_id=user.id, kind=ChannelKind(kind), address=value,
                              position=_next_position(session, user.id), code_tries=0,
                              created_at=now)
@@ -189,16 +191,16 @@ def send_code(session: Session, master_key: bytes, *, actor: Actor, channel_id: 
     user = acting_user(session, actor)
     channel = _owned(session, user, channel_id, lock=True)
     if channel.verified_at is not None:
-        raise Conflict("This contact channel is already verified.")
+        raise Conflict(N_("This contact channel is already verified."))
     if channel.code_sent_at is not None and now - channel.code_sent_at < RESEND_AFTER:
-        raise Conflict("A code was sent less than a minute ago.")
+        raise Conflict(N_("A code was sent less than a minute ago."))
     code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
     channel.code_hash, channel.code_tries = _digest(master_key, channel.id, code), 0
     channel.code_sent_at, channel.code_expires_at = now, now + CODE_LIFETIME
     notices.tell(session, user, now=now, path="/account/contacts", channel_id=channel.id,
-                 subject="Your signflow verification code",
-                 body=f"signflow: your verification code is {notices.CODE_PLACEHOLDER} "
-                      "(15 minutes). Nobody at the hospital will ever ask you for it.",
+                 subject=N_("Your signflow verification code"),
+                 body=N_("signflow: your verification code is {code} "
+                         "(15 minutes). Nobody at the hospital will ever ask you for it."),
                  secret=code, master_key=master_key)
     return code
 
@@ -210,9 +212,9 @@ def verify(session: Session, master_key: bytes, *, actor: Actor, channel_id: int
     if channel.verified_at is not None:
         return channel
     if channel.code_hash is None or channel.code_expires_at is None or channel.code_expires_at <= now:
-        raise InvalidInput("The code expired: ask for a new one.")
+        raise InvalidInput(N_("The code expired: ask for a new one."))
     if channel.code_tries >= MAX_CODE_TRIES:
-        raise Forbidden("Too many wrong codes: ask for a new one.")
+        raise Forbidden(N_("Too many wrong codes: ask for a new one."))
     typed = "".join(c for c in code if c.isdigit())
     if not hmac.compare_digest(channel.code_hash, _digest(master_key, channel.id, typed)):
         channel.code_tries += 1

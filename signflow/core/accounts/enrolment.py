@@ -20,6 +20,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, WrongCode
+from signflow.core.i18n import N_
 from signflow.core.storage import derive_key
 from signflow.models import AuditAction, EnrolmentCode, Role, User
 
@@ -43,14 +44,14 @@ def send_code(session: Session, master_key: bytes, *, actor: Actor, now: datetim
     the operator's break-glass path (`signflow demo`); a web view never shows it."""
     user = acting_user(session, actor)
     if user.role != Role.PHYSICIAN:
-        raise Forbidden("Only physicians hold a signing credential.")
+        raise Forbidden(N_("Only physicians hold a signing credential."))
     channel = contacts.account_channel(session, user, now=now)
     if channel is None:
-        raise InvalidInput("No e-mail address or phone number is recorded for you: ask the "
-                           "administrators to add one (a second administrator approves it).")
+        raise InvalidInput(N_("No e-mail address or phone number is recorded for you: ask the "
+                              "administrators to add one (a second administrator approves it)."))
     row = session.get(EnrolmentCode, user.id)
     if row is not None and now - row.created_at < RESEND_AFTER:
-        raise Conflict("A code was sent less than a minute ago: check your e-mail or phone.")
+        raise Conflict(N_("A code was sent less than a minute ago: check your e-mail or phone."))
     code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
     if row is None:
         row = EnrolmentCode(user_id=user.id)
@@ -60,10 +61,10 @@ def send_code(session: Session, master_key: bytes, *, actor: Actor, now: datetim
     # Through the account's own address only: the code coming back proves that channel.
     notices.tell(
         session, user, now=now, path="/inbox/signing-pin", channel_id=channel.id,
-        subject="Your signflow enrolment code",
-        body=(f"Your enrolment code is {notices.CODE_PLACEHOLDER}. Enter it on the Signing PIN page "
-              "within 15 minutes to create your signing key. Nobody at the hospital will ever ask "
-              "you for it; if you did not ask for it, tell the administrators."),
+        subject=N_("Your signflow enrolment code"),
+        body=N_("Your enrolment code is {code}. Enter it on the Signing PIN page "
+                "within 15 minutes to create your signing key. Nobody at the hospital will ever ask "
+                "you for it; if you did not ask for it, tell the administrators."),
         secret=code, master_key=master_key,
     )
     audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_ENROLMENT_CODE_SENT,
@@ -76,10 +77,11 @@ def consume_code(session: Session, master_key: bytes, *, actor: Actor, user: Use
     """Check the code given at enrolment and use it up; a wrong one is counted (kept)."""
     row = session.get(EnrolmentCode, user.id)
     if row is None or row.expires_at <= now:
-        raise InvalidInput("Ask for an enrolment code first: it is sent to your e-mail or phone "
-                           "and lasts 15 minutes.")
+        raise InvalidInput(N_("Ask for an enrolment code first: it is sent to your e-mail or "
+                              "phone "
+                           "and lasts 15 minutes."))
     if row.attempts >= MAX_CODE_TRIES:
-        raise Forbidden("Too many wrong enrolment codes: ask for a new one.")
+        raise Forbidden(N_("Too many wrong enrolment codes: ask for a new one."))
     if not hmac.compare_digest(row.code_hash, _digest(master_key, user.id, _normal(code))):
         row.attempts += 1
         session.flush()

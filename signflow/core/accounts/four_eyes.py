@@ -27,6 +27,7 @@ from signflow.core.accounts import users as accounts
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from signflow.core.i18n import N_
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.models import (
@@ -43,9 +44,9 @@ FOUR_EYES_ROLES = frozenset({Role.PHYSICIAN, Role.RECIPIENT, Role.ADMIN})
 # The fields an update may change; for a four-eyes role every one of them waits.
 FIELDS = ("display_name", "professional_id", "email", "phone", "destination_id")
 _DESCRIBE = {
-    ChangeKind.CREATE_USER: "a new account",
-    ChangeKind.ENABLE_USER: "re-enabling the account",
-    ChangeKind.UPDATE_USER: "a change to the account",
+    ChangeKind.CREATE_USER: N_("a new account"),
+    ChangeKind.ENABLE_USER: N_("re-enabling the account"),
+    ChangeKind.UPDATE_USER: N_("a change to the account"),
 }
 
 
@@ -56,7 +57,7 @@ def needs_four_eyes(role: str) -> bool:
 def _admin(session: Session, actor: Actor) -> User:
     user = accounts.acting_user(session, actor)
     if user.role != Role.ADMIN:
-        raise Forbidden("Only administrators manage accounts.")
+        raise Forbidden(N_("Only administrators manage accounts."))
     return user
 
 
@@ -64,7 +65,8 @@ def _propose(session: Session, *, actor: Actor, now: datetime, kind: ChangeKind,
              changes: dict[str, Any] | None = None) -> PendingChange:
     if session.scalar(select(PendingChange.id).where(
             PendingChange.user_id == user.id, PendingChange.status == ChangeStatus.PENDING)):
-        raise Conflict("A change to this account already awaits approval: approve or reject it first.")
+        raise Conflict(N_("A change to this account already awaits approval: approve or reject "
+                          "it first."))
     change = PendingChange(kind=kind, status=ChangeStatus.PENDING, user_id=user.id,
                            changes=json.dumps(changes or {}, sort_keys=True),
                            proposed_by_id=actor.id, proposed_at=now)
@@ -74,10 +76,11 @@ def _propose(session: Session, *, actor: Actor, now: datetime, kind: ChangeKind,
                  change=change.id, kind=kind, user=user.id, username=user.username, role=user.role,
                  fields=sorted((changes or {}).keys()))
     notices.tell(session, user, now=now,
-                 subject="signflow: a change to your account awaits approval",
-                 body=(f"An administrator proposed {_DESCRIBE[kind]} for you ({user.username}). "
-                       "It takes effect only when a second administrator approves it. "
-                       "If you did not expect this, tell the administrators."))
+                 subject=N_("signflow: a change to your account awaits approval"),
+                 body=N_("An administrator proposed %(what)s for you (%(username)s). "
+                         "It takes effect only when a second administrator approves it. "
+                         "If you did not expect this, tell the administrators."),
+                 params={"username": user.username}, phrases={"what": _DESCRIBE[kind]})
     return change
 
 
@@ -115,11 +118,11 @@ def _clean(session: Session, user: User, raw: dict[str, Any]) -> dict[str, Any]:
     }
     if values["destination_id"] is not None:
         if user.role != Role.RECIPIENT:
-            raise InvalidInput("Only recipients belong to a destination service.")
+            raise InvalidInput(N_("Only recipients belong to a destination service."))
         if session.get(Destination, values["destination_id"]) is None:
-            raise InvalidInput("Unknown destination service.")
+            raise InvalidInput(N_("Unknown destination service."))
     elif user.role == Role.RECIPIENT:
-        raise InvalidInput("A recipient belongs to a destination service.")
+        raise InvalidInput(N_("A recipient belongs to a destination service."))
     return {k: v for k, v in values.items() if getattr(user, k) != v}
 
 
@@ -131,7 +134,7 @@ def update_user(session: Session, *, actor: Actor, now: datetime, user_id: int,
     user = accounts.get_user(session, user_id)
     changes = _clean(session, user, raw)
     if not changes:
-        raise InvalidInput("Nothing to change.")
+        raise InvalidInput(N_("Nothing to change."))
     identity.require_unique_professional_id(session, changes.get("professional_id"), user_id=user.id)
     if needs_four_eyes(user.role):
         return _propose(session, actor=actor, now=now, kind=ChangeKind.UPDATE_USER, user=user,
@@ -158,9 +161,9 @@ def _apply_update(session: Session, *, actor: Actor, now: datetime, user: User,
 def _pending(session: Session, change_id: int) -> PendingChange:
     change = session.get(PendingChange, change_id)
     if change is None:
-        raise NotFound("No such change.")
+        raise NotFound(N_("No such change."))
     if change.status != ChangeStatus.PENDING:
-        raise Conflict(f"This change was already {change.status}.")
+        raise Conflict(N_('This change was already %(status)s.'), params={'status': change.status})
     return change
 
 
@@ -169,9 +172,9 @@ def approve(session: Session, *, actor: Actor, now: datetime, change_id: int) ->
     approver = _admin(session, actor)
     change = _pending(session, change_id)
     if change.proposed_by_id == approver.id:
-        raise Forbidden("You proposed this change: a second administrator must approve it.")
+        raise Forbidden(N_("You proposed this change: a second administrator must approve it."))
     if change.user_id == approver.id:
-        raise Forbidden("A change to your own account needs another administrator.")
+        raise Forbidden(N_("A change to your own account needs another administrator."))
     user = change.user
     if change.kind == ChangeKind.UPDATE_USER:
         changes: dict[str, Any] = json.loads(change.changes)
@@ -183,9 +186,10 @@ def approve(session: Session, *, actor: Actor, now: datetime, change_id: int) ->
                                                  including_pending=False)
         accounts.set_user_active(session, actor=actor, user_id=user.id, active=True, now=now)
     _decide(session, change, actor=actor, now=now, status=ChangeStatus.APPROVED)
-    notices.tell(session, user, now=now, subject="signflow: your account was changed",
-                 body=(f"Two administrators approved {_DESCRIBE[change.kind]} for you "
-                       f"({user.username}). If you did not expect this, tell the administrators."))
+    notices.tell(session, user, now=now, subject=N_("signflow: your account was changed"),
+                 body=N_("Two administrators approved %(what)s for you "
+                         "(%(username)s). If you did not expect this, tell the administrators."),
+                 params={"username": user.username}, phrases={"what": _DESCRIBE[change.kind]})
     return change
 
 
@@ -194,8 +198,9 @@ def reject(session: Session, *, actor: Actor, now: datetime, change_id: int) -> 
     _admin(session, actor)
     change = _pending(session, change_id)
     _decide(session, change, actor=actor, now=now, status=ChangeStatus.REJECTED)
-    notices.tell(session, change.user, now=now, subject="signflow: a proposed change was rejected",
-                 body=f"The administrators rejected {_DESCRIBE[change.kind]} for you.")
+    notices.tell(session, change.user, now=now, subject=N_("signflow: a proposed change was rejected"),
+                 body=N_("The administrators rejected %(what)s for you."),
+                 phrases={"what": _DESCRIBE[change.kind]})
     return change
 
 

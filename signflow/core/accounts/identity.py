@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.core.errors import Conflict, InvalidInput
+from signflow.core.i18n import N_
 from signflow.models import ChangeKind, ChangeStatus, PendingChange, User
 
 MAX_DISPLAY_NAME = 128
@@ -21,11 +22,12 @@ def display_name(raw: str) -> str:
     """Any characters (accents, apostrophes, scripts), one line, at most 128."""
     name = " ".join(raw.split())
     if not name:
-        raise InvalidInput("A display name is required.")
+        raise InvalidInput(N_("A display name is required."))
     if len(name) > MAX_DISPLAY_NAME:
-        raise InvalidInput(f"The display name is too long ({MAX_DISPLAY_NAME} characters at most).")
+        raise InvalidInput(N_("The display name is too long (%(max_display_name)s characters at "
+                              "most)."), params={'max_display_name': MAX_DISPLAY_NAME})
     if any(not c.isprintable() for c in name):
-        raise InvalidInput("The display name contains control characters.")
+        raise InvalidInput(N_("The display name contains control characters."))
     return name
 
 
@@ -49,16 +51,19 @@ def professional_id(raw: str | None) -> str | None:
     value = "".join(raw.split())
     if not (value.isascii() and value.isdigit()):
         raise InvalidInput(
-            "A professional id is an RPPS number (11 digits) or an ADELI number (9 digits): "
-            "digits only, no letters or signs such as \" < >.")
+            N_("A professional id is an RPPS number (11 digits) or an ADELI number (9 "
+               "digits): "
+            "digits only, no letters or signs such as \" < >."))
     if len(value) == RPPS_LENGTH:
         if not luhn_valid(value):
-            raise InvalidInput("This RPPS number is not valid: its last digit (check key) does not "
-                               "match. Check it on the physician's professional card.")
+            raise InvalidInput(N_("This RPPS number is not valid: its last digit (check key) "
+                                  "does not "
+                               "match. Check it on the physician's professional card."))
         return value
     if len(value) == ADELI_LENGTH:
         return value
-    raise InvalidInput(f"A professional id has 11 digits (RPPS) or 9 digits (ADELI), not {len(value)}.")
+    raise InvalidInput(N_("A professional id has 11 digits (RPPS) or 9 digits (ADELI), not "
+                          "%(count)s."), params={'count': len(value)})
 
 
 def id_scheme(value: str) -> str:
@@ -87,4 +92,4 @@ def require_unique_professional_id(
             awaiting = awaiting.where(User.id != user_id)
         taken = session.scalar(awaiting.limit(1)) is not None
     if taken:
-        raise Conflict("Another active account already has this professional id.")
+        raise Conflict(N_("Another active account already has this professional id."))

@@ -13,6 +13,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, Throttled
+from signflow.core.i18n import N_
 from signflow.core.storage import decrypt_secret, encrypt_secret
 from signflow.models import AuditAction, User
 
@@ -60,11 +61,11 @@ def enable(session: Session, master_key: bytes, *, actor: Actor, sealed_secret: 
            now: datetime) -> None:
     user = acting_user(session, actor)
     if user.totp_secret_enc is not None:
-        raise Conflict("Two-factor authentication is already on.")
+        raise Conflict(N_("Two-factor authentication is already on."))
     secret = decrypt_secret(master_key, sealed_secret, purpose=_purpose(user)).decode()
     step = _matching_step(secret, code, now, None)
     if step is None:
-        raise InvalidInput("That code does not match: check the time on your phone and try again.")
+        raise InvalidInput(N_("That code does not match: check the time on your phone and try again."))
     user.totp_secret_enc = sealed_secret
     user.totp_last_step = step
     session.flush()
@@ -78,13 +79,13 @@ def verify(session: Session, master_key: bytes, *, actor: Actor, code: str, now:
     see `throttle`): a stolen session guesses no faster than a stranger."""
     user = acting_user(session, actor)
     if user.totp_secret_enc is None:
-        raise NotFound("Two-factor authentication is not set up.")
+        raise NotFound(N_("Two-factor authentication is not set up."))
     attempt = throttle.Attempt(throttle_key, user.username, actor.ip, device)
     wait = throttle.remaining(session, attempt, now=now)
     if wait:
         audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_THROTTLED,
                      factor="totp")
-        raise Throttled("Too many failed attempts: wait a moment and try again.", retry_after=wait)
+        raise Throttled(N_("Too many failed attempts: wait a moment and try again."), retry_after=wait)
     # The last used step, read under a lock: two requests with one code must not both
     # see it unused (SQLite: this takes the write lock, as on PostgreSQL the row lock).
     session.refresh(user, attribute_names=["totp_last_step"], with_for_update=True)
@@ -95,7 +96,7 @@ def verify(session: Session, master_key: bytes, *, actor: Actor, code: str, now:
         audit.append(session, now=now, actor=actor, factor="totp",
                      action=AuditAction.STEP_UP_FAILED if step_up
                      else AuditAction.LOGIN_SECOND_FACTOR_FAILED)
-        raise AuthenticationFailed("Wrong or already used code.")
+        raise AuthenticationFailed(N_("Wrong or already used code."))
     user.totp_last_step = step
     throttle.record_success(session, attempt)
     if step_up:
@@ -110,7 +111,7 @@ def reset(session: Session, *, actor: Actor, user_id: int, now: datetime) -> Use
     """Admin: a lost phone. The user enrols a new authenticator at next login."""
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound("No such user.")
+        raise NotFound(N_("No such user."))
     user.totp_secret_enc = None
     user.totp_last_step = None
     user.session_version += 1

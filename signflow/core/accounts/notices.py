@@ -1,6 +1,9 @@
 """Telling a person about their own account (a change awaiting approval or approved,
 an enrolment code): a job in the same transaction as the change, sent by the worker
-through the notifier to the person's own e-mail or phone."""
+through the notifier to the person's own e-mail or phone.
+
+Subject and body are message ids (`N_()`) with their parameters, translated by the
+worker in the site language when it sends them (`body_of`, `subject_of`)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from signflow.core.i18n import Translator
 from signflow.core.storage import decrypt_secret, encrypt_secret
 from signflow.models import Job, JobKind, JobStatus, User
 
@@ -23,6 +27,7 @@ def _purpose(user_id: int) -> str:
 def tell(
     session: Session, user: User, *, subject: str, body: str, now: datetime, path: str = "/",
     secret: str | None = None, master_key: bytes | None = None, channel_id: int | None = None,
+    params: dict[str, str] | None = None, phrases: dict[str, str] | None = None,
 ) -> Job | None:
     """Queue a message for `user` (None when they have no address to send it to).
 
@@ -30,10 +35,16 @@ def tell(
     verification code), instead of the account's own address.
 
     `secret`: a one-time code put in the body at `{code}` by the worker only; until then
-    the job holds it sealed by the storage master key, and the worker drops it once sent."""
+    the job holds it sealed by the storage master key, and the worker drops it once sent.
+
+    `params` fill the body's %(name)s placeholders as they are; `phrases` too, but are
+    message ids themselves, translated with the body."""
     if channel_id is None and not (user.email or user.phone):
         return None
     payload: dict[str, str | int] = {"user": user.id, "subject": subject, "body": body, "path": path}
+    if params or phrases:
+        payload["params"] = json.dumps(params or {}, sort_keys=True)
+        payload["phrases"] = json.dumps(phrases or {}, sort_keys=True)
     if channel_id is not None:
         payload["channel"] = channel_id
     if secret is not None:
@@ -48,9 +59,16 @@ def tell(
     return job
 
 
-def body_of(payload: dict[str, object], master_key: bytes) -> str:
-    """The text to send: the body, with the sealed code (if any) put in."""
-    body = str(payload.get("body", ""))
+def subject_of(payload: dict[str, object], t: Translator) -> str:
+    return t(str(payload.get("subject", "")))
+
+
+def body_of(payload: dict[str, object], master_key: bytes, t: Translator | None = None) -> str:
+    """The text to send: the body in `t`'s language, with the sealed code (if any) put in."""
+    t = t or Translator("en")
+    params: dict[str, object] = dict(json.loads(str(payload.get("params") or "{}")))
+    params.update({k: t(str(v)) for k, v in json.loads(str(payload.get("phrases") or "{}")).items()})
+    body = t(str(payload.get("body", "")), **params)
     sealed = payload.get("sealed")
     if isinstance(sealed, str):
         code = decrypt_secret(master_key, base64.b64decode(sealed),

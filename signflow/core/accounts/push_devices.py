@@ -25,6 +25,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor
 from signflow.core.errors import Conflict, NotFound, PushNotDelivered, ServiceUnavailable, WrongCode
+from signflow.core.i18n import N_, Translator
 from signflow.core.notify.dispatch import Outgoing
 from signflow.core.notify.webpush import PushGone, PushTarget, check_keys
 from signflow.core.storage import derive_key
@@ -67,7 +68,8 @@ def device_label(user_agent: str) -> str:
 
 
 def subscribe(session: Session, sender: PushSender, master_key: bytes, *, actor: Actor, now: datetime,
-              endpoint: str, p256dh: str, auth: str, user_agent: str) -> PushSubscription:
+              endpoint: str, p256dh: str, auth: str, user_agent: str,
+              language: str = "en") -> PushSubscription:
     """Store the device (unverified) and send it its verification code. Raises
     InvalidInput for a refused endpoint, ServiceUnavailable when the push fails: the
     caller's transaction then rolls back and nothing is kept."""
@@ -76,13 +78,14 @@ def subscribe(session: Session, sender: PushSender, master_key: bytes, *, actor:
     sender.check(endpoint)
     # Each attempt makes the server post to a URL a browser chose: counted, even when it fails.
     ratelimit.hit(session, f"push-subscribe:{user.id}", limit=SUBSCRIBE_LIMIT, window=SUBSCRIBE_WINDOW,
-                  now=now, message="Too many attempts to turn notifications on: wait a few minutes.")
+                  now=now, message=N_("Too many attempts to turn notifications on: wait a few minutes."))
     try:
         with session.begin_nested():
             row = _store_and_send_code(session, sender, master_key, user.id, now=now, endpoint=endpoint,
-                                       p256dh=p256dh, auth=auth, user_agent=user_agent)
+                                       p256dh=p256dh, auth=auth, user_agent=user_agent,
+                                       language=language)
     except ServiceUnavailable as exc:
-        raise PushNotDelivered(exc.message) from exc
+        raise PushNotDelivered(exc.msgid, params=exc.params) from exc
     audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_ADDED,
                  subscription=row.id, device=row.user_agent_label)
     return row
@@ -90,11 +93,12 @@ def subscribe(session: Session, sender: PushSender, master_key: bytes, *, actor:
 
 def _store_and_send_code(session: Session, sender: PushSender, master_key: bytes, user_id: int, *,
                          now: datetime, endpoint: str, p256dh: str, auth: str,
-                         user_agent: str) -> PushSubscription:
+                         user_agent: str, language: str) -> PushSubscription:
     row = session.scalar(select(PushSubscription).where(PushSubscription.endpoint == endpoint))
     if row is None:
         if len(list_devices(session, user_id)) >= MAX_DEVICES:
-            raise Conflict(f"You already have {MAX_DEVICES} devices: remove one first.")
+            raise Conflict(N_("You already have %(max_devices)s devices: remove one first."),
+                           params={'max_devices': MAX_DEVICES})
         row = PushSubscription(endpoint=endpoint, code_attempts=0)
         session.add(row)
     # The same browser subscribing again (or another person now using it) starts over.
@@ -106,9 +110,10 @@ def _store_and_send_code(session: Session, sender: PushSender, master_key: bytes
     code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
     row.code_hash = _digest(master_key, row.id, code)
     session.flush()
+    t = Translator(language)
     sender.send(target_of(row), {
-        "kind": "verify", "title": "signflow: confirm this device",
-        "body": f"Your code: {code}", "url": "/account/push", "tag": f"verify-{row.id}",
+        "kind": "verify", "title": t(N_("signflow: confirm this device")),
+        "body": t(N_("Your code: %(code)s"), code=code), "url": "/account/push", "tag": f"verify-{row.id}",
     })
     return row
 
@@ -117,7 +122,7 @@ def _own(session: Session, actor: Actor, subscription_id: int) -> PushSubscripti
     user = acting_user(session, actor)
     row = session.get(PushSubscription, subscription_id)
     if row is None or row.user_id != user.id:
-        raise NotFound("No such device.")
+        raise NotFound(N_("No such device."))
     return row
 
 
@@ -127,13 +132,13 @@ def verify(session: Session, master_key: bytes, *, actor: Actor, now: datetime, 
     if row.verified_at is not None:
         return row
     if row.code_hash is None or now - row.created_at > CODE_LIFETIME or row.code_attempts >= MAX_CODE_TRIES:
-        raise Conflict("This code can no longer be used: turn notifications on again for a new one.")
+        raise Conflict(N_("This code can no longer be used: turn notifications on again for a new one."))
     typed = "".join(c for c in code if c.isdigit())
     if not hmac.compare_digest(_digest(master_key, row.id, typed), row.code_hash):
         row.code_attempts += 1
         audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_VERIFICATION_FAILED,
                      subscription=row.id, attempts=row.code_attempts)
-        raise WrongCode("That is not the code the notification showed.")
+        raise WrongCode(N_("That is not the code the notification showed."))
     row.verified_at, row.code_hash = now, None
     contacts.link_device(session, user_id=row.user_id, subscription_id=row.id, now=now)
     audit.append(session, now=now, actor=actor, action=AuditAction.PUSH_DEVICE_VERIFIED,
@@ -198,13 +203,14 @@ class DeviceSender:
     """The "push" channel of the worker's page dispatch: the delivery's address names
     the device; its outcome is recorded on the device row, in the worker's transaction."""
 
-    def __init__(self, session: Session, sender: PushSender, *, now: datetime) -> None:
+    def __init__(self, session: Session, sender: PushSender, *, now: datetime, language: str = "en") -> None:
         self.session, self.sender, self.now = session, sender, now
+        self.t = Translator(language)
 
     def send(self, message: Outgoing) -> None:
         row = self.session.get(PushSubscription, int(message.address))
         if row is None or row.verified_at is None or row.gone_at is not None:
-            raise ServiceUnavailable("this device no longer receives pages")
+            raise ServiceUnavailable(N_("this device no longer receives pages"))
         deliver(self.session, self.sender, row, page_payload(message), actor=SYSTEM, now=self.now)
 
 
@@ -219,7 +225,7 @@ def page_payload(message: Outgoing) -> dict[str, str]:
 
 def require_sender(sender: PushSender | None) -> PushSender:
     if sender is None:
-        raise ServiceUnavailable("Web Push is not set up on this server (no VAPID key).")
+        raise ServiceUnavailable(N_("Web Push is not set up on this server (no VAPID key)."))
     return sender
 
 

@@ -12,11 +12,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from signflow.core.errors import Throttled
+from signflow.core.i18n import N_
 from signflow.models import RateLimit
 
 
 def hit(session: Session, key: str, *, limit: int, window: timedelta, now: datetime,
-        message: str = "Too many requests: wait a moment and try again.") -> None:
+        message: str = N_("Too many requests: wait a moment and try again.")) -> None:
     """Count one call of `key`; Throttled (with the seconds to wait) past `limit`
     calls in the current window."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert

@@ -16,6 +16,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, InvalidInput, NotFound, WrongPin
+from signflow.core.i18n import N_
 from signflow.core.pki import credentials as creds
 from signflow.core.pki import crl as revocation
 from signflow.core.pki import keystore as pki
@@ -33,12 +34,12 @@ def set_signing_pin(
     (see `enrolment`); without it no credential is created."""
     user = acting_user(session, actor)
     if user.role != Role.PHYSICIAN:
-        raise Forbidden("Only physicians hold a signing credential.")
+        raise Forbidden(N_("Only physicians hold a signing credential."))
     creds.validate_pin_policy(new_pin)
     credential = creds.active_credential(session, user.id)
     if credential is not None and credential.blocked_at is None:
         if not current_pin:
-            raise InvalidInput("Enter your current signing PIN.")
+            raise InvalidInput(N_("Enter your current signing PIN."))
         creds.change_pin(session, keys, credential, current_pin, new_pin, now=now)
         audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_PIN_CHANGED,
                      credential=credential.serial)
@@ -46,10 +47,10 @@ def set_signing_pin(
     if credential is not None:
         # Blocked: the physician's unblock code (`unblock_signing_pin`), else an
         # administrator's re-enrolment (revocation) reopens enrolment.
-        raise Forbidden("Your signing credential is blocked: unblock it with your unblock code.")
+        raise Forbidden(N_("Your signing credential is blocked: unblock it with your unblock code."))
     if not enrolment_code:
-        raise InvalidInput("Enter the enrolment code sent to your e-mail or phone "
-                           "(ask for one on this page).")
+        raise InvalidInput(N_("Enter the enrolment code sent to your e-mail or phone "
+                           "(ask for one on this page)."))
     enrolment.consume_code(session, keys.master_key, actor=actor, user=user, code=enrolment_code,
                            now=now)
     created = creds.enrol(session, keys, user, new_pin, now=now, algorithm=algorithm, puk=puk)
@@ -65,10 +66,10 @@ def revoke_credential(
     """Revoke the user's current certificate; the physician then enrols anew."""
     user = session.get(User, user_id)
     if user is None or user.role != Role.PHYSICIAN:
-        raise NotFound("No such physician.")
+        raise NotFound(N_("No such physician."))
     credential = creds.active_credential(session, user.id)
     if credential is None:
-        raise NotFound("This physician has no active signing credential.")
+        raise NotFound(N_("This physician has no active signing credential."))
     revocation.revoke(session, credential, reason=reason, now=now)
     audit.append(session, now=now, actor=actor, action=AuditAction.CREDENTIAL_REVOKED, user=user.id,
                  credential=credential.serial, reason=reason)
@@ -83,14 +84,14 @@ def unblock_signing_pin(
     with the unblock code given at enrolment and chooses a new PIN. No admin needed."""
     user = acting_user(session, actor)
     if user.role != Role.PHYSICIAN:
-        raise Forbidden("Only physicians hold a signing credential.")
+        raise Forbidden(N_("Only physicians hold a signing credential."))
     if user.totp_secret_enc is None:
-        raise Forbidden("Turn on two-factor authentication before unblocking your signing key.")
+        raise Forbidden(N_("Turn on two-factor authentication before unblocking your signing key."))
     credential = creds.active_credential(session, user.id)
     if credential is None:
-        raise NotFound("You have no signing credential.")
+        raise NotFound(N_("You have no signing credential."))
     if credential.blocked_at is None:
-        raise Conflict("Your signing key is not blocked.")
+        raise Conflict(N_("Your signing key is not blocked."))
     try:
         creds.unblock(session, keys, credential, puk, new_pin, now=now)
     except WrongPin:

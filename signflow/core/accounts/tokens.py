@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import AuthenticationFailed, Forbidden, InvalidInput, NotFound
+from signflow.core.i18n import N_
 from signflow.models import ApiScope, ApiToken, AuditAction, Role, User
 
 TOKEN_PREFIX = "sfat_"  # noqa: S105 - a public marker
@@ -25,7 +26,7 @@ DEFAULT_DAYS = 90
 MAX_DAYS = 366
 # One answer for every token that does not authenticate: missing, unknown, revoked,
 # expired, a person's or a disabled account's (nothing tells them apart).
-REFUSED = "A valid bearer token is required."
+REFUSED = N_("A valid bearer token is required.")
 # Scopes that touch requests, and the binding each needs.
 RECEIVING = frozenset({ApiScope.READ, ApiScope.DOWNLOAD, ApiScope.ACKNOWLEDGE})
 SUBMITTING = frozenset({ApiScope.SUBMIT, ApiScope.READ, ApiScope.DOWNLOAD})
@@ -51,7 +52,8 @@ class Bearer:
 
     def require(self, scope: ApiScope) -> None:
         if scope not in self.scopes:
-            raise Forbidden(f"This token does not carry the '{scope}' scope.", code="insufficient-scope")
+            raise Forbidden(N_("This token does not carry the '%(scope)s' scope."),
+                            params={'scope': scope}, code="insufficient-scope")
 
 
 def token_digest(token: str) -> str:
@@ -81,25 +83,27 @@ def create_api_token(
     days: int = DEFAULT_DAYS,
 ) -> IssuedToken:
     if user.role != Role.INTEGRATION:
-        raise InvalidInput("API tokens belong to integration accounts "
-                           "(create-user NAME --role integration), not to people.")
+        raise InvalidInput(N_("API tokens belong to integration accounts "
+                           "(create-user NAME --role integration), not to people."))
     if not user.active:
-        raise InvalidInput("That user is disabled.")
+        raise InvalidInput(N_("That user is disabled."))
     if not 1 <= days <= MAX_DAYS:
-        raise InvalidInput(f"A token lives between 1 and {MAX_DAYS} days.")
+        raise InvalidInput(N_("A token lives between 1 and %(max_days)s days."),
+                           params={'max_days': MAX_DAYS})
     wanted: set[ApiScope] = set()
     for raw in scopes:
         try:
             wanted.add(ApiScope(raw))
         except ValueError:
-            raise InvalidInput(f"Unknown scope {raw!r}: one of "
-                               f"{', '.join(s.value for s in ApiScope)}.") from None
+            raise InvalidInput(N_("Unknown scope %(raw)s: one of %(value)s."),
+                               params={"raw": repr(raw),
+                                       "value": ", ".join(s.value for s in ApiScope)}) from None
     if not wanted:
-        raise InvalidInput("Give the token at least one scope.")
+        raise InvalidInput(N_("Give the token at least one scope."))
     refused = wanted - allowed_scopes(user)
     if refused:
-        raise InvalidInput(f"This account's binding does not allow the scope(s) "
-                           f"{', '.join(sorted(refused))}.")
+        raise InvalidInput(N_("This account's binding does not allow the scope(s) %(value)s."),
+                           params={'value': ', '.join(sorted(refused))})
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     ordered = tuple(sorted(wanted))
     row = ApiToken(
@@ -117,7 +121,7 @@ def create_api_token(
 def revoke_api_token(session: Session, *, actor: Actor, token_id: int, now: datetime) -> ApiToken:
     row = session.get(ApiToken, token_id)
     if row is None:
-        raise NotFound("No such API token.")
+        raise NotFound(N_("No such API token."))
     if row.revoked_at is None:
         row.revoked_at = now
         session.flush()

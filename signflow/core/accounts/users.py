@@ -22,6 +22,7 @@ from signflow.core.errors import (
     NotFound,
     Throttled,
 )
+from signflow.core.i18n import LANGUAGES, N_
 from signflow.models import AuditAction, Destination, OnCallGroup, Role, ServiceRole, User
 
 # ASVS 11.4.2 example parameters: 46 MiB, one pass, one lane.
@@ -45,7 +46,7 @@ def acting_user(session: Session, actor: Actor) -> User:
     (the service and operators act as no user)."""
     user = session.get(User, actor.id) if actor.id is not None else None
     if user is None or not user.active:
-        raise Forbidden("Log in first.")
+        raise Forbidden(N_("Log in first."))
     return user
 
 
@@ -55,12 +56,13 @@ def hash_password(password: str) -> str:
 
 def check_password_policy(password: str, *, username: str = "") -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.")
+        raise InvalidInput(N_("The password must have at least %(min_password_length)s "
+                              "characters."), params={'min_password_length': MIN_PASSWORD_LENGTH})
     if len(password) > 256:
-        raise InvalidInput("The password is too long (256 characters at most).")
+        raise InvalidInput(N_("The password is too long (256 characters at most)."))
     lowered = password.lower()
     if lowered in _COMMON_PASSWORDS or (username and username.lower() in lowered):
-        raise InvalidInput("This password is too common or contains the user name.")
+        raise InvalidInput(N_("This password is too common or contains the user name."))
 
 
 def create_user(
@@ -84,32 +86,32 @@ def create_user(
     (see `four_eyes`); `must_change_password`: the password is someone else's choice."""
     username = username.strip().lower()
     if not username or len(username) > 80 or not username.replace(".", "").replace("-", "").isalnum():
-        raise InvalidInput("User names use letters, digits, dots and dashes.")
+        raise InvalidInput(N_("User names use letters, digits, dots and dashes."))
     if role not in {r.value for r in Role}:
-        raise InvalidInput("Unknown role.")
+        raise InvalidInput(N_("Unknown role."))
     name = identity.display_name(display_name)
     pid = identity.professional_id(professional_id)
     if role == Role.RECIPIENT and destination_id is None:
-        raise InvalidInput("A recipient belongs to a destination service.")
+        raise InvalidInput(N_("A recipient belongs to a destination service."))
     if destination_id is not None and session.get(Destination, destination_id) is None:
-        raise InvalidInput("Unknown destination service.")
+        raise InvalidInput(N_("Unknown destination service."))
     if role == Role.INTEGRATION:
         # Its tokens read documents or submit them: only the operator (the command
         # line, the break-glass path) creates one, never a web administrator alone.
         if actor.role != ServiceRole.OPERATOR:
-            raise Forbidden("Integration accounts are created with the signflow command.")
+            raise Forbidden(N_("Integration accounts are created with the signflow command."))
         if destination_id is not None and submit_group_id is not None:
-            raise InvalidInput("An integration account is bound to one destination or one group.")
+            raise InvalidInput(N_("An integration account is bound to one destination or one group."))
         if submit_group_id is not None and session.get(OnCallGroup, submit_group_id) is None:
-            raise InvalidInput("Unknown on-call group.")
+            raise InvalidInput(N_("Unknown on-call group."))
         # A system, not a person: it never logs in (API tokens only), so its password
         # is random and forgotten at once.
         password = secrets.token_urlsafe(32)
     elif submit_group_id is not None:
-        raise InvalidInput("Only an integration account is bound to an on-call group.")
+        raise InvalidInput(N_("Only an integration account is bound to an on-call group."))
     check_password_policy(password, username=username)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise Conflict("This user name is taken.")
+        raise Conflict(N_("This user name is taken."))
     identity.require_unique_professional_id(session, pid)
     user = User(
         username=username,
@@ -145,9 +147,9 @@ def change_password(
     chose it). Every other session of the user ends."""
     user = acting_user(session, actor)
     if not _verify(user.password_hash, current_password):
-        raise InvalidInput("Your current password is not right.")
+        raise InvalidInput(N_("Your current password is not right."))
     if new_password == current_password:
-        raise InvalidInput("Choose a new password, different from the current one.")
+        raise InvalidInput(N_("Choose a new password, different from the current one."))
     check_password_policy(new_password, username=user.username)
     forced = user.must_change_password
     user.password_hash = hash_password(new_password)
@@ -161,9 +163,9 @@ def change_password(
 def set_user_active(session: Session, *, actor: Actor, user_id: int, active: bool, now: datetime) -> User:
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound("No such user.")
+        raise NotFound(N_("No such user."))
     if actor.id == user.id and not active:
-        raise Forbidden("You cannot disable your own account.")
+        raise Forbidden(N_("You cannot disable your own account."))
     if user.active == active:
         return user
     user.active = active
@@ -199,7 +201,7 @@ def authenticate(
             session, now=now, actor=Actor(None, typed, ServiceRole.ANONYMOUS, ip),
             action=AuditAction.LOGIN_THROTTLED, user=user.id if user else None,
         )
-        raise Throttled("Too many failed attempts: wait a moment and try again.", retry_after=wait)
+        raise Throttled(N_("Too many failed attempts: wait a moment and try again."), retry_after=wait)
     ok = _verify(user.password_hash if user else _DUMMY_HASH, password)
     # Integration accounts never log in (API tokens only): refused like a wrong password.
     if user is None or not ok or not user.active or user.role == Role.INTEGRATION:
@@ -208,7 +210,7 @@ def authenticate(
             session, now=now, actor=Actor(None, typed, ServiceRole.ANONYMOUS, ip),
             action=AuditAction.LOGIN_FAILED, user=user.id if user else None,
         )
-        raise AuthenticationFailed("Wrong user name or password.")
+        raise AuthenticationFailed(N_("Wrong user name or password."))
     if _HASHER.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     if factors.has_second_factor(session, user):
@@ -226,6 +228,17 @@ def _verify(password_hash: str, password: str) -> bool:
         return _HASHER.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def choose_language(session: Session, *, actor: Actor, language: str | None, now: datetime) -> User:
+    """The interface language of the acting user (None: the site's). A display
+    preference, not audited: it changes no right and no document."""
+    if language is not None and language not in LANGUAGES:
+        raise InvalidInput(N_("Unknown language %(code)s."), params={"code": repr(language[:10])})
+    user = acting_user(session, actor)
+    user.language = language
+    session.flush()
+    return user
 
 
 def logout(session: Session, *, actor: Actor, now: datetime) -> None:
@@ -251,7 +264,7 @@ def load_session_user(session: Session, session_id: str) -> User | None:
 def get_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound("No such user.")
+        raise NotFound(N_("No such user."))
     return user
 
 

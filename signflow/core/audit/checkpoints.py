@@ -30,6 +30,7 @@ from signflow.core.audit import verify
 from signflow.core.audit.log import lock_head, require_aware
 from signflow.core.audit.tree import StoredTree
 from signflow.core.errors import AuditIntegrityError
+from signflow.core.i18n import N_
 from signflow.models import AuditHead, Checkpoint
 
 
@@ -89,7 +90,7 @@ def sign_head(
         try:
             previous_root = open_checkpoint(previous.note, origin, signing_key.public_key()).root
         except NoteError as exc:
-            raise AuditIntegrityError("the latest audit checkpoint does not verify") from exc
+            raise AuditIntegrityError(N_("the latest audit checkpoint does not verify")) from exc
         link = consistency_ranges(previous.size, size)
         ranges += link
     stored = StoredTree.load(session, size, ranges)
@@ -97,7 +98,7 @@ def sign_head(
     if previous is not None and previous_root is not None:
         proof = [stored.range_hash(a, b) for a, b in link]
         if not verify_consistency(previous.size, size, previous_root, root, proof):
-            raise AuditIntegrityError("audit entries changed since the latest checkpoint")
+            raise AuditIntegrityError(N_("audit entries changed since the latest checkpoint"))
     note = sign_note(checkpoint_body(origin, size, root), origin, signing_key)
     return SignedHead(size=size, root=root, note=note), stored
 
@@ -112,11 +113,11 @@ def store_head(session: Session, head: SignedHead, *, now: datetime) -> Checkpoi
     require_aware("now", now)
     locked = lock_head(session)
     if locked.size < head.size:
-        raise AuditIntegrityError("the audit log is shorter than a tree head just signed")
+        raise AuditIntegrityError(N_("the audit log is shorter than a tree head just signed"))
     latest = latest_checkpoint(session)
     if latest is not None and latest.size >= head.size:
         if latest.size == head.size and bytes(latest.root_hash) != head.root:
-            raise AuditIntegrityError("two tree heads of the same size differ")
+            raise AuditIntegrityError(N_("two tree heads of the same size differ"))
         return latest if latest.size == head.size else None
     checkpoint = Checkpoint(size=head.size, root_hash=head.root, note=head.note, created_at=now)
     session.add(checkpoint)
@@ -135,7 +136,7 @@ def write_checkpoint(
     previous = latest_checkpoint(session)
     size = head_size(session)
     if previous is not None and previous.size > size:
-        raise AuditIntegrityError("the audit log is shorter than its latest checkpoint")
+        raise AuditIntegrityError(N_("the audit log is shorter than its latest checkpoint"))
     if previous is not None and previous.size == size:
         return previous
     head, _ = sign_head(session, signing_key=signing_key, origin=origin, size=size)
@@ -143,7 +144,7 @@ def write_checkpoint(
     if stored is None:  # a larger one was stored meanwhile: it covers every entry we saw
         stored = latest_checkpoint(session)
         if stored is None:
-            raise AuditIntegrityError("the latest audit checkpoint disappeared")
+            raise AuditIntegrityError(N_("the latest audit checkpoint disappeared"))
     return stored
 
 

@@ -34,6 +34,7 @@ from signflow.core.audit.checkpoints import (
 from signflow.core.audit.log import Actor, append, require_aware, stream_column
 from signflow.core.audit.tree import StoredTree
 from signflow.core.errors import AuditIntegrityError, Conflict, InvalidInput
+from signflow.core.i18n import N_
 from signflow.models import AuditAction, AuditEntry, Checkpoint
 
 MAX_PAGE = 500
@@ -65,7 +66,8 @@ def _proved(entries: list[AuditEntry], paths: list[list[tuple[int, int]]], walke
     for entry, path in zip(entries, paths, strict=True):
         proof = [walker.range_hash(a, b) for a, b in path]
         if not verify_inclusion(bytes(entry.leaf_hash), entry.seq, size, proof, root):
-            raise AuditIntegrityError(f"audit entry {entry.seq} does not match its leaf hash")
+            raise AuditIntegrityError(N_("audit entry %(seq)s does not match its leaf hash"),
+                                      params={'seq': entry.seq})
         out.append((entry, proof))
     return out
 
@@ -90,7 +92,7 @@ def evidence_for_request(session: Session, request_id: int) -> list[tuple[AuditE
     stored = StoredTree.load(session, size, [(0, size), *(r for path in paths for r in path)])
     root = bytes(checkpoint.root_hash)
     if stored.range_hash(0, size) != root:
-        raise AuditIntegrityError("the stored audit tree differs from the latest checkpoint")
+        raise AuditIntegrityError(N_("the stored audit tree differs from the latest checkpoint"))
     return _proved(entries, paths, stored, size, root)
 
 
@@ -120,7 +122,7 @@ def search(
     inclusive, `until` exclusive.
     """
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        raise InvalidInput(N_('limit must be between 1 and %(max_page)s'), params={'max_page': MAX_PAGE})
     require_aware("since", since)
     require_aware("until", until)
     stmt = select(AuditEntry)
@@ -174,7 +176,7 @@ def export_bundle(
     The caller commits right after; if that commit fails, discard the folder.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise Conflict("the export destination already exists and is not empty")
+        raise Conflict(N_("the export destination already exists and is not empty"))
     append(session, now=now, actor=actor, action=AuditAction.AUDIT_EXPORTED, bundle=out.name)
     checkpoint = write_checkpoint(session, signing_key=signing_key, origin=origin, now=now)
     public_key = signing_key.public_key()

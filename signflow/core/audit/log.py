@@ -28,6 +28,7 @@ from signflow.auditverify import canonical_json
 from signflow.auditverify import hash_leaf as leaf_hash
 from signflow.core.audit import tree
 from signflow.core.errors import AuditIntegrityError, InvalidInput
+from signflow.core.i18n import N_
 from signflow.models import AuditAction, AuditEntry, AuditHead, Role, ServiceRole, User
 
 T = TypeVar("T")
@@ -80,7 +81,7 @@ def rfc3339(when: datetime) -> str:
 
 def require_aware(name: str, when: datetime | None) -> None:
     if when is not None and when.utcoffset() is None:
-        raise InvalidInput(f"{name} must carry a time zone")
+        raise InvalidInput(N_('%(name)s must carry a time zone'), params={'name': name})
 
 
 def lock_head(session: Session) -> AuditHead:
@@ -190,11 +191,13 @@ def stream_column(session: Session, column: InstrumentedAttribute[T], size: int)
     expected = 0
     for seq, value in rows:
         if seq != expected:
-            raise AuditIntegrityError(f"the audit log has no entry {expected}")
+            raise AuditIntegrityError(N_("the audit log has no entry %(expected)s"),
+                                      params={'expected': expected})
         expected += 1
         yield value
     if expected != size:
-        raise AuditIntegrityError(f"the audit log has no entry {expected}")
+        raise AuditIntegrityError(N_("the audit log has no entry %(expected)s"),
+                                  params={'expected': expected})
 
 
 def stream_leaves(session: Session, size: int) -> Iterator[bytes]:

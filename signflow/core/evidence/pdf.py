@@ -16,6 +16,8 @@ from fpdf.enums import WrapMode, XPos, YPos
 
 from signflow.core.audit import log as audit
 from signflow.core.audit.checkpoints import SignedHead
+from signflow.core.i18n import N_, ROLE_LABELS, Translator
+from signflow.core.i18n import label as label_of
 from signflow.core.pades import sign as signing
 from signflow.core.pki.seal import SEAL_NAME
 from signflow.models import AuditEntry, User
@@ -29,7 +31,7 @@ LABEL_WIDTH = 118.0
 STAMP_WIDTH, STAMP_HEIGHT = signing.STAMP_SIZE
 GREY = (90, 98, 110)
 BLACK = (20, 24, 28)
-HOW_TO_VERIFY = (
+HOW_TO_VERIFY = N_(
     "1. The report: open it in a PDF reader, or run `signflow verify REPORT.pdf`; its seal "
     "(\"{seal}\") must be valid and trusted under the hospital root CA and cover the whole "
     "file.\n"
@@ -68,8 +70,12 @@ def _local(when: datetime, tz: str) -> str:
     return when.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def both_times(when: datetime | None, tz: str) -> str:
-    return f"{_utc(when)}  ·  {_local(when, tz)} ({tz})" if when else "—"
+def both_times(when: datetime | None, tz: str, t: Translator | None = None) -> str:
+    """UTC, then the hospital's wall clock as the report's language writes it."""
+    if not when:
+        return "—"
+    local = t.when(when) if t is not None and t.language != "en" else _local(when, tz)
+    return f"{_utc(when)}  ·  {local} ({tz})"
 
 
 def _detail_text(value: Any) -> str:
@@ -87,9 +93,11 @@ def _is_hex_digest(value: Any) -> bool:
 class ReportPdf(FPDF):
     """A4 report with a running header and "Page n of N" footers."""
 
-    def __init__(self, tz: str, request_id: int, now: datetime) -> None:
+    def __init__(self, tz: str, request_id: int, now: datetime, t: Translator | None = None) -> None:
         super().__init__(orientation="portrait", unit="pt", format="A4")
         self.tz = tz
+        # The reader's words (the site language); the hashes, JSON and note stay verbatim.
+        self.t = t or Translator("en", tz)
         self.request_id = request_id
         self.generated = now
         self._widths: dict[tuple[str, float], float] = {}
@@ -99,7 +107,7 @@ class ReportPdf(FPDF):
         self.alias_nb_pages()
         # fpdf2 would otherwise stamp the wall clock into the file.
         self.set_creation_date(now)
-        self.set_title(f"Evidence report, request #{request_id}")
+        self.set_title(self.t(N_("Evidence report, request #%(id)s"), id=request_id))
         self.set_author("signflow")
         self.set_creator("signflow")
         self.set_producer("signflow")
@@ -126,8 +134,9 @@ class ReportPdf(FPDF):
         self.set_font(SANS, size=7.5)
         self.set_text_color(*GREY)
         self.cell(
-            0, 10, f"signflow evidence report · request #{self.request_id} · "
-            f"{_utc(self.generated)}", new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+            0, 10, self.t(N_("signflow evidence report · request #%(id)s · %(time)s"),
+                          id=self.request_id, time=_utc(self.generated)),
+            new_x=XPos.LMARGIN, new_y=YPos.NEXT,
         )
         self.ln(6)
         self.set_text_color(*BLACK)
@@ -136,7 +145,8 @@ class ReportPdf(FPDF):
         self.set_y(-MARGIN + 6)
         self.set_font(SANS, size=7.5)
         self.set_text_color(*GREY)
-        self.cell(0, 10, f"Page {self.page_no()} of {{nb}}", align="C")
+        self.cell(0, 10, self.t(N_("Page %(n)s of %(count)s"), n=self.page_no(), count="{nb}"),
+                  align="C")
         self.set_text_color(*BLACK)
 
     # building blocks -----------------------------------------------------
@@ -251,60 +261,62 @@ class ReportPdf(FPDF):
         """Lay the report out; return where the seal's visible stamp goes."""
         self.add_page()
         self.set_font(SANS, size=18)
-        self.multi_cell(0, 24, f"Evidence report — request #{self.request_id}",
+        t = self.t
+        self.multi_cell(0, 24, t(N_("Evidence report — request #%(id)s"), id=self.request_id),
                         new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.paragraph(
-            f"Generated {both_times(self.generated, self.tz)} for {reader.display_name} "
-            f"({reader.username}, {reader.role}). Every audit entry of this request is listed "
-            f"below with its inclusion proof against checkpoint {checkpoint.size} of the "
-            f"signflow audit log, and the report is sealed by \"{SEAL_NAME}\".",
-        )
+        self.paragraph(t(N_(
+            "Generated %(time)s for %(name)s (%(username)s, %(role)s). Every audit entry of "
+            "this request is listed below with its inclusion proof against checkpoint %(size)s "
+            "of the signflow audit log, and the report is sealed by \"%(seal)s\"."),
+            time=both_times(self.generated, self.tz, self.t), name=reader.display_name,
+            username=reader.username, role=t(label_of(ROLE_LABELS, reader.role)),
+            size=checkpoint.size, seal=SEAL_NAME))
 
-        self.heading("1. Request")
+        self.heading(t(N_("1. Request")))
         for label, value, is_hash in facts:
             self.pair(label, value, is_hash)
         for number, rows in enumerate(signatures, start=1):
-            self.heading(f"Signature {number}", size=10.5)
+            self.heading(t(N_("Signature %(number)s"), number=number), size=10.5)
             for label, value, is_hash in rows:
                 self.pair(label, value, is_hash)
 
-        self.heading(f"2. Audit events ({len(proven)})")
+        self.heading(t(N_("2. Audit events (%(count)s)"), count=len(proven)))
         if not proven:
-            self.paragraph("The audit log holds no entry for this request.")
+            self.paragraph(t(N_("The audit log holds no entry for this request.")))
         for item in proven:
             self._event(item, display_names)
 
-        self.heading("3. Checkpoint")
+        self.heading(t(N_("3. Checkpoint")))
         root = checkpoint.root
-        self.pair("Origin", origin)
-        self.pair("Tree size", str(checkpoint.size))
-        self.pair("Root hash (hex)", root.hex(), True)
-        self.pair("Root hash (base64)", base64.b64encode(root).decode(), True)
-        self.pair("Signed", both_times(self.generated, self.tz))
-        self.pair("Verifier key", vkey, True)
+        self.pair(t(N_("Origin")), origin)
+        self.pair(t(N_("Tree size")), str(checkpoint.size))
+        self.pair(t(N_("Root hash (hex)")), root.hex(), True)
+        self.pair(t(N_("Root hash (base64)")), base64.b64encode(root).decode(), True)
+        self.pair(t(N_("Signed")), both_times(self.generated, self.tz, self.t))
+        self.pair(t(N_("Verifier key")), vkey, True)
         self.ln(4)
-        self.paragraph("Signed note (C2SP tlog-checkpoint as C2SP signed-note), verbatim:",
+        self.paragraph(t(N_("Signed note (C2SP tlog-checkpoint as C2SP signed-note), verbatim:")),
                        size=8.5)
         self._note(checkpoint.note)
 
-        self.heading("4. Inclusion proofs")
-        self.paragraph(
-            f"Against checkpoint size {checkpoint.size}, root {root.hex()[:16]}…; "
-            "hashes from the leaf's sibling up to the root (RFC 9162 section 2.1.3).",
-            size=8.5,
-        )
+        self.heading(t(N_("4. Inclusion proofs")))
+        self.paragraph(t(N_(
+            "Against checkpoint size %(size)s, root %(root)s…; "
+            "hashes from the leaf's sibling up to the root (RFC 9162 section 2.1.3)."),
+            size=checkpoint.size, root=root.hex()[:16]), size=8.5)
         for item in proven:
             if self.will_page_break(11 * (len(item.proof) + 2)):
                 self.add_page()
             self.set_font(SANS, size=8.5)
-            self._short(f"Entry #{item.entry.seq} ({item.entry.action})", 11)
+            self._short(t(N_("Entry #%(seq)s (%(action)s)"), seq=item.entry.seq,
+                          action=item.entry.action), 11)
             self.mono(f"leaf  {bytes(item.entry.leaf_hash).hex()}", indent=12)
             for step, node in enumerate(item.proof, start=1):
                 self.mono(f"p{step:<4}{node.hex()}", indent=12)
             self.ln(3)
 
-        self.heading("5. How to verify")
-        self.paragraph(HOW_TO_VERIFY.format(seal=SEAL_NAME, attachment=ATTACHMENT_NAME),
+        self.heading(t(N_("5. How to verify")))
+        self.paragraph(t(HOW_TO_VERIFY).format(seal=SEAL_NAME, attachment=ATTACHMENT_NAME),
                        size=8.5)
         return self._stamp_area()
 
@@ -337,23 +349,24 @@ class ReportPdf(FPDF):
         self.ln(3)
         self.set_font(SANS, size=10)
         self._short(f"#{item.entry.seq}  {data.get('action', item.entry.action)}", 13)
-        self.pair("Time (UTC)", str(data.get("time", "")), indent=12)
-        self.pair(f"Time ({self.tz})", _local(item.entry.time, self.tz), indent=12)
+        t = self.t
+        self.pair(t(N_("Time (UTC)")), str(data.get("time", "")), indent=12)
+        self.pair(t(N_("Time (%(zone)s)"), zone=self.tz), _local(item.entry.time, self.tz), indent=12)
         who = str(actor.get("name", ""))
         actor_id = actor.get("id")
         if isinstance(actor_id, int) and actor_id in display_names:
             who += f" ({display_names[actor_id]})"
         details = [str(actor.get("role", ""))]
         if actor_id is not None:
-            details.append(f"user id {actor_id}")
+            details.append(t(N_("user id %(id)s"), id=actor_id))
         if actor.get("ip"):
             details.append(f"IP {actor['ip']}")
-        self.pair("Actor", f"{who}, {', '.join(details)}", indent=12)
+        self.pair(t(N_("Actor")), f"{who}, {', '.join(details)}", indent=12)
         for key, value in data.items():
             if key in audit.RESERVED_FIELDS:
                 continue
             self.pair(key, _detail_text(value), _is_hex_digest(value), indent=12)
-        self.pair("Leaf hash", bytes(item.entry.leaf_hash).hex(), True, indent=12)
+        self.pair(t(N_("Leaf hash")), bytes(item.entry.leaf_hash).hex(), True, indent=12)
 
     def _stamp_area(self) -> tuple[int, tuple[float, float, float, float]]:
         gap = 10.0
@@ -362,7 +375,7 @@ class ReportPdf(FPDF):
         self.ln(gap)
         self.set_font(SANS, size=8.5)
         self.set_text_color(*GREY)
-        self.cell(0, 12, "Service seal:", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.cell(0, 12, self.t(N_("Service seal:")), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.set_text_color(*BLACK)
         top = self.get_y()
         right = self.w - self.r_margin
@@ -377,7 +390,7 @@ class ReportPdf(FPDF):
             creation_date=now,
             modification_date=now,
             mime_type="application/json",
-            desc="Entries, leaf hashes, proofs and checkpoint of this report",
+            desc=self.t(N_("Entries, leaf hashes, proofs and checkpoint of this report")),
         )
 
     def output_bytes(self) -> bytes:

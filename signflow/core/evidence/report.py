@@ -32,6 +32,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden
 from signflow.core.evidence.pdf import ProvenEntry, ReportPdf, both_times
+from signflow.core.i18n import N_, STATE_LABELS, URGENCY_LABELS, Translator, label
 from signflow.core.pades import sign as signing
 from signflow.core.pki.seal import SEAL_NAME, Seal
 from signflow.core.requests import access
@@ -77,7 +78,7 @@ def request_timeline(
     """Every entry of one request, oldest first (auditors only)."""
     req = access.get_request(session, user=user, request_id=request_id, now=now)
     if user.role != Role.AUDITOR:
-        raise Forbidden("Only auditors see a request's audit timeline.")
+        raise Forbidden(N_("Only auditors see a request's audit timeline."))
     entries = session.scalars(
         select(AuditEntry).where(AuditEntry.request_id == req.id).order_by(AuditEntry.seq)
     )
@@ -105,7 +106,7 @@ def evidence_report(
     user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now)
     if user.role not in REPORT_READERS:
-        raise Forbidden("Your role does not give access to evidence reports.")
+        raise Forbidden(N_("Your role does not give access to evidence reports."))
     # Everything slow (the tree, the layout, the seal) runs before anything is locked:
     # the head lock (SQLite: the write lock) is taken at the end, by store_head.
     head, proofs = audit_export.prove_request(
@@ -116,10 +117,11 @@ def evidence_report(
         for entry, proof in proofs
     ]
     vkey = verifier_key(origin, deps.keys.audit_key.public_key())
-    layout = ReportPdf(deps.timezone, req.id, now)
+    t = Translator(deps.language, deps.timezone)
+    layout = ReportPdf(deps.timezone, req.id, now, t)
     stamp_page, stamp_box = layout.build(
-        facts=_facts(session, req, deps.timezone),
-        signatures=_signature_lines(session, req, deps.timezone),
+        facts=_facts(session, req, deps.timezone, t),
+        signatures=_signature_lines(session, req, deps.timezone, t),
         proven=proven,
         display_names=_display_names(session, (p.entry.actor_id for p in proven)),
         checkpoint=head,
@@ -157,7 +159,8 @@ def evidence_report(
         stamp=signing.Stamp(
             signer_name=SEAL_NAME,
             professional_id=None,
-            reason="Evidence report",
+            reason=N_("Evidence report"),
+            language=deps.language,
             when=now,
             timezone=deps.timezone,
             page=stamp_page,
@@ -196,7 +199,7 @@ def _user_label(user: User | None) -> str:
     return f"{user.display_name} ({user.username})" if user else "—"
 
 
-def _facts(session: Session, req: SignatureRequest, tz: str) -> list[tuple[str, str, bool]]:
+def _facts(session: Session, req: SignatureRequest, tz: str, t: Translator) -> list[tuple[str, str, bool]]:
     """(label, value, is_hash) rows of the request section."""
     group_ids = access.route_of(req)
     names = {
@@ -207,40 +210,41 @@ def _facts(session: Session, req: SignatureRequest, tz: str) -> list[tuple[str, 
     }
     destination = session.get(Destination, req.destination_id)
     rows: list[tuple[str, str, bool]] = [
-        ("Request", f"#{req.id}", False),
-        ("Title", req.title, False),
-        ("File", req.filename, False),
-        ("On-call groups", ", then ".join(names.get(g, f"#{g}") for g in group_ids), False),
-        ("Destination", destination.name if destination else f"#{req.destination_id}", False),
-        ("Urgency", req.urgency, False),
-        ("State", req.state, False),
-        ("Technician", _user_label(req.technician), False),
-        ("Created", both_times(req.created_at, tz), False),
-        ("Deadline", both_times(req.deadline_at, tz), False),
-        ("Pages", str(req.page_count), False),
+        (t(N_("Request")), f"#{req.id}", False),
+        (t(N_("Title")), req.title, False),
+        (t(N_("File")), req.filename, False),
+        (t(N_("On-call groups")), t(N_(", then ")).join(names.get(g, f"#{g}") for g in group_ids), False),
+        (t(N_("Destination")), destination.name if destination else f"#{req.destination_id}", False),
+        (t(N_("Urgency")), t(label(URGENCY_LABELS, req.urgency)), False),
+        (t(N_("State")), t(label(STATE_LABELS, req.state)), False),
+        (t(N_("Technician")), _user_label(req.technician), False),
+        (t(N_("Created")), both_times(req.created_at, tz, t), False),
+        (t(N_("Deadline")), both_times(req.deadline_at, tz, t), False),
+        (t(N_("Pages")), str(req.page_count), False),
     ]
     if req.signed_by is not None:
-        rows.append(("Signed by", _user_label(req.signed_by), False))
-        rows.append(("Signed at", both_times(req.signed_at, tz), False))
+        rows.append((t(N_("Signed by")), _user_label(req.signed_by), False))
+        rows.append((t(N_("Signed at")), both_times(req.signed_at, tz, t), False))
     if req.declined_by is not None:
-        rows.append(("Declined by", _user_label(req.declined_by), False))
-        rows.append(("Reason", req.decline_reason or "", False))
+        rows.append((t(N_("Declined by")), _user_label(req.declined_by), False))
+        rows.append((t(N_("Reason")), req.decline_reason or "", False))
     if req.acknowledged_by is not None:
-        rows.append(("Received by", _user_label(req.acknowledged_by), False))
-        rows.append(("Received at", both_times(req.acknowledged_at, tz), False))
+        rows.append((t(N_("Received by")), _user_label(req.acknowledged_by), False))
+        rows.append((t(N_("Received at")), both_times(req.acknowledged_at, tz, t), False))
     if req.failure_reason:
-        rows.append(("Failure", req.failure_reason, False))
+        rows.append((t(N_("Failure")), req.failure_reason, False))
     removed = access.removed_content(req)
     if removed:
-        rows.append(("Removed at upload", ", ".join(removed), False))
-    rows.append(("SHA-256 original", req.original_sha256, True))
-    rows.append(("SHA-256 normalised", req.document_sha256, True))
-    rows.append(("SHA-256 signed", req.signed_sha256 or "— (not signed)", bool(req.signed_sha256)))
+        rows.append((t(N_("Removed at upload")), ", ".join(removed), False))
+    rows.append((t(N_("SHA-256 original")), req.original_sha256, True))
+    rows.append((t(N_("SHA-256 normalised")), req.document_sha256, True))
+    rows.append((t(N_("SHA-256 signed")), req.signed_sha256 or t(N_("— (not signed)")),
+                 bool(req.signed_sha256)))
     return rows
 
 
 def _signature_lines(
-    session: Session, req: SignatureRequest, tz: str
+    session: Session, req: SignatureRequest, tz: str, t: Translator
 ) -> list[list[tuple[str, str, bool]]]:
     rows = session.execute(
         select(Signature, User)
@@ -250,11 +254,11 @@ def _signature_lines(
     )
     return [
         [
-            ("Signer", _user_label(signer), False),
-            ("Certificate", sig.certificate_serial, True),
-            ("Signed at", both_times(sig.signed_at, tz), False),
-            ("SHA-256 before", sig.sha256_before, True),
-            ("SHA-256 after", sig.sha256_after, True),
+            (t(N_("Signer")), _user_label(signer), False),
+            (t(N_("Certificate")), sig.certificate_serial, True),
+            (t(N_("Signed at")), both_times(sig.signed_at, tz, t), False),
+            (t(N_("SHA-256 before")), sig.sha256_before, True),
+            (t(N_("SHA-256 after")), sig.sha256_after, True),
         ]
         for sig, signer in rows
     ]

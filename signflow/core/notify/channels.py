@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 
 from signflow.core.clock import utcnow
 from signflow.core.errors import ServiceUnavailable
+from signflow.core.i18n import N_
 
 log = logging.getLogger("signflow.notify")
 
@@ -48,7 +49,8 @@ class SmtpNotifier:
 
     def send(self, message: Message) -> str:
         if not message.to_email:
-            raise ServiceUnavailable(f"{message.to_name} has no e-mail address")
+            raise ServiceUnavailable(N_("%(to_name)s has no e-mail address"),
+                                     params={'to_name': message.to_name})
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = message.to_email
@@ -60,7 +62,8 @@ class SmtpNotifier:
                     smtp.starttls()
                 smtp.send_message(mail)
         except (OSError, smtplib.SMTPException) as exc:
-            raise ServiceUnavailable(f"e-mail to {message.to_name} failed: {type(exc).__name__}") from exc
+            raise ServiceUnavailable(N_("e-mail to %(to_name)s failed: %(name)s"),
+                                     params={'to_name': message.to_name, 'name': type(exc).__name__}) from exc
         return "email"
 
 
@@ -94,17 +97,21 @@ class SignedGateway:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 if resp.status >= 300:
-                    raise ServiceUnavailable(f"the gateway answered {resp.status}")
+                    raise ServiceUnavailable(N_("the gateway answered %(status)s"),
+                                             params={'status': resp.status})
         except urllib.error.HTTPError as exc:
-            raise ServiceUnavailable(f"the gateway answered {exc.code}") from exc
+            raise ServiceUnavailable(N_('the gateway answered %(code)s'), params={'code': exc.code}) from exc
         except TimeoutError as exc:
-            raise ServiceUnavailable(f"the gateway did not answer within {self.timeout:g} s") from exc
+            raise ServiceUnavailable(N_("the gateway did not answer within %(timeout)s s"),
+                                     params={'timeout': format(self.timeout, 'g')}) from exc
         except OSError as exc:
             reason = getattr(exc, "reason", None)
             if isinstance(reason, TimeoutError):
                 raise ServiceUnavailable(
-                    f"the gateway did not answer within {self.timeout:g} s") from exc
-            raise ServiceUnavailable(f"the gateway is unreachable: {type(exc).__name__}") from exc
+                    N_("the gateway did not answer within %(timeout)s s"),
+                       params={'timeout': format(self.timeout, 'g')}) from exc
+            raise ServiceUnavailable(N_("the gateway is unreachable: %(name)s"),
+                                     params={'name': type(exc).__name__}) from exc
 
 
 class LogNotifier:

@@ -29,6 +29,7 @@ from py_vapid import Vapid02
 from pywebpush import WebPusher
 
 from signflow.core.errors import ConfigurationError, InvalidInput, ServiceUnavailable
+from signflow.core.i18n import N_
 
 MAX_ENDPOINT_LENGTH = 2000
 # RFC 8030 5.2: how long the push service keeps a message for a phone that is offline.
@@ -67,16 +68,17 @@ def check_keys(p256dh: str, auth: str) -> None:
         point, secret = _b64decode(p256dh), _b64decode(auth)
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
     except (ValueError, binascii.Error) as exc:
-        raise InvalidInput("The browser sent a push subscription with unusable keys.") from exc
+        raise InvalidInput(N_("The browser sent a push subscription with unusable keys.")) from exc
     if len(point) != 65 or len(secret) != 16:
-        raise InvalidInput("The browser sent a push subscription with unusable keys.")
+        raise InvalidInput(N_("The browser sent a push subscription with unusable keys."))
 
 
 def resolve_host(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise InvalidInput(f"The push service's host {host!r} does not resolve.") from exc
+        raise InvalidInput(N_("The push service's host %(host)s does not resolve."),
+                           params={'host': repr(host)}) from exc
     return sorted({str(info[4][0]) for info in infos})
 
 
@@ -90,25 +92,26 @@ def check_endpoint(endpoint: str, *, allow_private: bool,
                    resolve: Resolver = resolve_host) -> tuple[str, int, list[str]]:
     """(host, port, addresses) of an acceptable endpoint; InvalidInput otherwise."""
     if not endpoint or len(endpoint) > MAX_ENDPOINT_LENGTH or any(ord(c) < 33 for c in endpoint):
-        raise InvalidInput("The push endpoint is not a usable address.")
+        raise InvalidInput(N_("The push endpoint is not a usable address."))
     parts = urlsplit(endpoint)
     if parts.scheme != "https":
-        raise InvalidInput("Push endpoints must use https.")
+        raise InvalidInput(N_("Push endpoints must use https."))
     if not parts.hostname or parts.username is not None or parts.password is not None:
-        raise InvalidInput("The push endpoint is not a usable address.")
+        raise InvalidInput(N_("The push endpoint is not a usable address."))
     try:
         port = parts.port or 443
     except ValueError as exc:
-        raise InvalidInput("The push endpoint is not a usable address.") from exc
+        raise InvalidInput(N_("The push endpoint is not a usable address.")) from exc
     addresses = resolve(parts.hostname, port)
     if not addresses:
-        raise InvalidInput(f"The push service's host {parts.hostname!r} does not resolve.")
+        raise InvalidInput(N_("The push service's host %(hostname)s does not resolve."),
+                           params={'hostname': repr(parts.hostname)})
     if not allow_private:
         for address in addresses:
             if not is_public(address):
                 raise InvalidInput(
-                    f"The push endpoint's host {parts.hostname!r} is a private, loopback or "
-                    "link-local address: refused.")
+                    N_("The push endpoint's host %(hostname)s is a private, loopback or "
+                       "link-local address: refused."), params={'hostname': repr(parts.hostname)})
     return parts.hostname, port, addresses
 
 
@@ -127,9 +130,9 @@ class VapidSigner:
                     vapid.private_key.curve, ec.SECP256R1):
                 raise ValueError("not a P-256 key")
         except Exception as exc:  # py_vapid raises anything from cryptography's parsers
-            raise ConfigurationError("the VAPID private key is not a P-256 key") from exc
+            raise ConfigurationError(N_("the VAPID private key is not a P-256 key")) from exc
         if not subject.startswith(("mailto:", "https://")):
-            raise ConfigurationError("SIGNFLOW_VAPID_SUBJECT must be a mailto: or https: address")
+            raise ConfigurationError(N_("SIGNFLOW_VAPID_SUBJECT must be a mailto: or https: address"))
         self._vapid = vapid
         self.subject = subject
 
@@ -198,7 +201,8 @@ class WebPushSender:
             host, port, addresses = check_endpoint(subscription.endpoint, allow_private=self.allow_private,
                                                    resolve=self.resolve)
         except InvalidInput as exc:
-            raise ServiceUnavailable(f"push refused: {exc.message}") from exc
+            raise ServiceUnavailable(N_('push refused: %(message)s'),
+                                     params={'message': exc.message}) from exc
         info = {"endpoint": subscription.endpoint,
                 "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
         body = WebPusher(info).encode(json.dumps(payload).encode(), "aes128gcm")["body"]
@@ -218,12 +222,16 @@ class WebPushSender:
             status = response.status
         except TimeoutError as exc:
             raise ServiceUnavailable(
-                f"push to {host} failed: no answer within {self.timeout:g} s") from exc
+                N_("push to %(host)s failed: no answer within %(timeout)s s"),
+                   params={'host': host, 'timeout': format(self.timeout, 'g')}) from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise ServiceUnavailable(f"push to {host} failed: {type(exc).__name__}") from exc
+            raise ServiceUnavailable(N_("push to %(host)s failed: %(name)s"),
+                                     params={'host': host, 'name': type(exc).__name__}) from exc
         finally:
             connection.close()
         if status in (404, 410):
-            raise PushGone(f"push to {host}: the subscription is gone ({status})")
+            raise PushGone(N_("push to %(host)s: the subscription is gone (%(status)s)"),
+                           params={'host': host, 'status': status})
         if not 200 <= status < 300:
-            raise ServiceUnavailable(f"push to {host} failed: the push service answered {status}")
+            raise ServiceUnavailable(N_("push to %(host)s failed: the push service answered "
+                                        "%(status)s"), params={'host': host, 'status': status})

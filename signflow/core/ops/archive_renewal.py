@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import ConfigurationError, InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.pades import timestamps
 from signflow.core.pki import crl as revocation
 from signflow.core.requests import workflow
@@ -48,7 +49,7 @@ class DueDocument:
 
 def _check_window(within_days: int) -> timedelta:
     if within_days < 0:
-        raise InvalidInput("the renewal window must be zero or more days")
+        raise InvalidInput(N_("the renewal window must be zero or more days"))
     return timedelta(days=within_days)
 
 
@@ -108,9 +109,10 @@ def renew_due(
     tsa_horizon = timestamps.timestamper_horizon(deps.timestamper)
     if tsa_horizon is not None and tsa_horizon <= now + window:
         raise ConfigurationError(
-            f"the TSA certificate itself expires within {within_days} days "
-            f"({tsa_horizon:%Y-%m-%d}): renew it (`signflow pki renew-tsa`) before "
-            "adding archive timestamps"
+            N_("the TSA certificate itself expires within %(within_days)s days "
+               "(%(tsa_horizon)s): renew it (`signflow pki renew-tsa`) before adding "
+               "archive timestamps"),
+                   params={'within_days': within_days, 'tsa_horizon': format(tsa_horizon, '%Y-%m-%d')}
         )
     crls = [revocation.crl(session, deps.keys, issuer=issuer, now=now) for issuer in ("root", "issuing")]
     renewed: list[int] = []

@@ -26,6 +26,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 
 from signflow.core.errors import Conflict, InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.ops.backup_format import (
     BATCH,
     FORMAT,
@@ -111,9 +112,10 @@ def backup(
     """Write a consistent snapshot to the tar file `out` (refuses to overwrite)."""
     out = Path(out)
     if out.exists():
-        raise Conflict(f"{out.name} already exists: choose a new name for the backup.")
+        raise Conflict(N_("%(name)s already exists: choose a new name for the backup."),
+                       params={'name': out.name})
     if not keys_path.is_dir():
-        raise InvalidInput("The keys folder does not exist.")
+        raise InvalidInput(N_("The keys folder does not exist."))
     key_files = _key_files(keys_path, include_private_keys)
     engine = _snapshot_engine(database_url)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +174,8 @@ def backup(
                     ciphertext = (blob_root / relative).read_bytes()
                 except FileNotFoundError:
                     raise Conflict(
-                        f"the stored file of blob {sha256[:16]}… is missing: run `signflow check`"
+                        N_("the stored file of blob %(sha256)s… is missing: run `signflow "
+                           "check`"), params={'sha256': sha256[:16]}
                     ) from None
                 _add_bytes(tar, f"blobs/{relative}", ciphertext, digests)
                 blob_files += 1

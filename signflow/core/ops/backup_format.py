@@ -31,6 +31,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 
 import signflow.models  # noqa: F401  (registers every table on Base.metadata)
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.db import Base
 
 FORMAT = "signflow-backup/1"
@@ -109,7 +110,7 @@ def open_archive(archive: Path) -> tarfile.TarFile:
         return tarfile.open(archive, mode="r:")
     except (OSError, tarfile.TarError):
         raise InvalidInput(
-            f"{archive.name} is not a signflow backup (unreadable tar file)."
+            N_("%(name)s is not a signflow backup (unreadable tar file)."), params={'name': archive.name}
         ) from None
 
 
@@ -127,7 +128,7 @@ def verify_archive(archive: Path) -> Manifest:
     """Check every member against the manifest; InvalidInput on any difference."""
     archive = Path(archive)
     if not archive.is_file():
-        raise InvalidInput(f"{archive.name}: no such backup file.")
+        raise InvalidInput(N_('%(name)s: no such backup file.'), params={'name': archive.name})
     with open_archive(archive) as tar:
         try:
             member = tar.getmember(MANIFEST)
@@ -135,9 +136,9 @@ def verify_archive(archive: Path) -> Manifest:
             assert handle is not None
             raw = json.loads(handle.read())
         except (KeyError, ValueError, AssertionError, tarfile.TarError):
-            raise InvalidInput("The backup has no readable manifest: refused.") from None
+            raise InvalidInput(N_("The backup has no readable manifest: refused.")) from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise InvalidInput("The backup was not written by this version of signflow: refused.")
+            raise InvalidInput(N_("The backup was not written by this version of signflow: refused."))
         files: dict[str, str] = dict(raw.get("files") or {})
         seen: set[str] = set()
         try:
@@ -146,7 +147,8 @@ def verify_archive(archive: Path) -> Manifest:
                     continue
                 if not member.isfile() or not _safe_member_name(member.name):
                     raise InvalidInput(
-                        f"The backup holds an unexpected entry {member.name!r}: refused."
+                        N_("The backup holds an unexpected entry %(name)s: refused."),
+                           params={'name': repr(member.name)}
                     )
                 expected = files.get(member.name)
                 handle = tar.extractfile(member)
@@ -156,18 +158,18 @@ def verify_archive(archive: Path) -> Manifest:
                     digest.update(chunk)
                 if expected is None or digest.hexdigest() != expected:
                     raise InvalidInput(
-                        f"The backup is corrupted ({member.name} does not match its manifest): "
-                        "nothing was restored."
+                        N_("The backup is corrupted (%(name)s does not match its manifest): "
+                           "nothing was restored."), params={'name': member.name}
                     )
                 seen.add(member.name)
         except (tarfile.TarError, OSError, EOFError):
             raise InvalidInput(
-                "The backup file is truncated or damaged: nothing was restored."
+                N_("The backup file is truncated or damaged: nothing was restored.")
             ) from None
         if seen != set(files):
             raise InvalidInput(
-                "The backup is incomplete (files listed in its manifest are "
-                "missing): nothing was restored."
+                N_("The backup is incomplete (files listed in its manifest are "
+                "missing): nothing was restored.")
             )
     return Manifest(
         created_at=str(raw.get("created_at")),

@@ -19,6 +19,7 @@ from alembic import command
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, inspect, text
 
 from signflow.core.errors import Conflict, InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.ops.backup_format import (
     BATCH,
     Progress,
@@ -64,8 +65,8 @@ def _require_empty_target(engine: Engine) -> None:
         for name in OCCUPIED_BY:
             if name in present and conn.scalar(text(f'SELECT COUNT(*) FROM "{name}"')):  # noqa: S608 (names from our metadata)
                 raise Conflict(
-                    f"The target database is not empty (it has {name}): restore only into a new, "
-                    "empty instance."
+                    N_("The target database is not empty (it has %(name)s): restore only "
+                       "into a new, empty instance."), params={'name': name}
                 )
 
 
@@ -77,8 +78,9 @@ def _plan_files(tar: tarfile.TarFile, prefix: str, target: Path, what: str) -> l
         if path.exists():
             if not path.is_file() or path.read_bytes() != _read(tar, prefix + relative):
                 raise Conflict(
-                    f"{what} {relative} already exists with other content: "
-                    "restore only into an empty keys folder and instance."
+                    N_("%(what)s %(relative)s already exists with other content: restore "
+                       "only into an empty keys folder and instance."),
+                           params={'what': what, 'relative': relative}
                 )
             continue
         todo.append(relative)
@@ -214,7 +216,7 @@ def _place_ciphertext(
             data = _read(tar, "blobs/" + relative)
         except KeyError:
             raise InvalidInput(
-                f"The backup lacks the stored file of blob {sha256[:16]}…."
+                N_("The backup lacks the stored file of blob %(sha256)s…."), params={'sha256': sha256[:16]}
             ) from None
         return {**row, "ciphertext": data}
     if blob_root is not None and row.get("ciphertext") is not None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.ops.consistency import content_hashes
 from signflow.core.pdf.preview import PreviewCache
 from signflow.core.requests import workflow
@@ -41,7 +42,7 @@ def purge(
     needs stays. One `document.purged` audit entry per request; the caller
     commits (file blobs and cached previews go only once it does)."""
     if retention_days < 1:
-        raise InvalidInput("The retention period must be at least one day.")
+        raise InvalidInput(N_("The retention period must be at least one day."))
     cutoff = now - timedelta(days=retention_days)
     due = session.scalars(
         select(SignatureRequest)

@@ -7,6 +7,7 @@ from typing import Any
 
 from asn1crypto import x509 as asn1_x509
 
+from signflow.core.i18n import N_
 from signflow.core.pades.reports import SignatureReport, acceptable_outside
 
 
@@ -29,7 +30,7 @@ def verdict(reports: list[SignatureReport], pdf: bytes) -> tuple[bool, tuple[str
         for r in reports if r.outside
     ]
     if notes and ok:
-        notes.append("the hospital's signature is valid and covers the whole file")
+        notes.append(N_("the hospital's signature is valid and covers the whole file"))
     return ok, tuple(notes)
 
 

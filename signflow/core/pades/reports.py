@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from signflow.core.i18n import N_
+
 
 @dataclass(frozen=True)
 class SignatureReport:
@@ -74,16 +76,16 @@ class ValidationReport:
         found = [p for s in self.signatures if not (s.outside and acceptable_outside(s))
                  for p in s.problems]
         if not self.signatures:
-            found.append("the file carries no signature")
-        return tuple(dict.fromkeys(found)) or ("the last signature does not cover the whole file",)
+            found.append(N_("the file carries no signature"))
+        return tuple(dict.fromkeys(found)) or (N_("the last signature does not cover the whole file"),)
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "signatures": [s.as_json() for s in self.signatures],
                 "notes": list(self.notes), "problems": list(self.problems)}
 
 
-NOT_TRUSTED = "the signer's certificate is not trusted"
-TIMESTAMP_NOT_TRUSTED = "the signature's timestamp is not valid or not trusted"
+NOT_TRUSTED = N_("the signer's certificate is not trusted")
+TIMESTAMP_NOT_TRUSTED = N_("the signature's timestamp is not valid or not trusted")
 
 
 def acceptable_outside(report: SignatureReport) -> bool:

@@ -40,6 +40,7 @@ from signflow.core.errors import (
     ServiceUnavailable,
     SignflowError,
 )
+from signflow.core.i18n import N_, Translator
 from signflow.core.pades import doc_fields
 from signflow.core.pades.signers import KeySigner, LockedPKCS11Signer, SigningKey
 from signflow.core.pdf.geometry import PageGeometry, page_geometry, stamp_box
@@ -76,6 +77,8 @@ class Stamp:
     timezone: str
     page: int | None = None
     box: tuple[float, float, float, float] | None = None
+    # The language the stamp is written in (the site's): "Signé par …, le … à …".
+    language: str = "en"
 
 
 _font_lock = threading.Lock()
@@ -87,7 +90,7 @@ def _font() -> GlyphAccumulatorFactory:
     with _font_lock:
         if _font_factory is None:
             if not FONT_PATH.is_file():
-                raise ConfigurationError("the stamp font is missing from the installation")
+                raise ConfigurationError(N_("the stamp font is missing from the installation"))
             _font_factory = GlyphAccumulatorFactory(str(FONT_PATH), font_size=10)
         return _font_factory
 
@@ -141,27 +144,32 @@ def _stamp_params(stamp: Stamp) -> dict[str, str]:
     try:
         zone = ZoneInfo(stamp.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigurationError(f"unknown time zone {stamp.timezone!r}") from exc
+        raise ConfigurationError(N_("unknown time zone %(timezone)s"),
+                                 params={'timezone': repr(stamp.timezone)}) from exc
     if stamp.when.tzinfo is None:
-        raise InvalidInput("the signing time must be timezone-aware")
+        raise InvalidInput(N_("the signing time must be timezone-aware"))
     local = stamp.when.astimezone(zone)
+    t = Translator(stamp.language, stamp.timezone)
     return {
-        "signer": f"Signed by {stamp.signer_name}",
-        "professional_id": f"RPPS {stamp.professional_id}\n" if stamp.professional_id else "",
-        "when": f"{local:%Y-%m-%d %H:%M} ({stamp.timezone}, UTC{local:%z})",
-        "reason": stamp.reason,
+        "signer": t(N_("Signed by %(name)s"), name=stamp.signer_name),
+        "professional_id": t(N_("RPPS %(rpps)s"), rpps=stamp.professional_id) + "\n"
+        if stamp.professional_id else "",
+        "when": t(N_("%(date)s %(time)s (%(zone)s, UTC%(offset)s)"),
+                  date=t.format_date(local, "long") if t.language != "en" else f"{local:%Y-%m-%d}",
+                  time=f"{local:%H:%M}", zone=stamp.timezone, offset=f"{local:%z}"),
+        "reason": t.context("stamp", "%(reason)s", reason=t(stamp.reason)),
     }
 
 
 def _open_writer(pdf: bytes) -> IncrementalPdfFileWriter:
     if not pdf.lstrip()[:5] == b"%PDF-":
-        raise InvalidDocument("not a PDF")
+        raise InvalidDocument(N_("not a PDF"))
     try:
         writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
     except Exception as exc:
-        raise InvalidDocument("unreadable PDF") from exc
+        raise InvalidDocument(N_("unreadable PDF")) from exc
     if writer.prev.encrypted:
-        raise InvalidDocument("encrypted PDFs cannot be signed")
+        raise InvalidDocument(N_("encrypted PDFs cannot be signed"))
     return writer
 
 
@@ -186,10 +194,11 @@ def _field_placement(
         f"Signature{n}" for n in range(1, 1000) if f"Signature{n}" not in taken
     )
     if name in taken and not usable:
-        raise InvalidInput(f"signature field {name!r} already exists")
+        raise InvalidInput(N_('signature field %(name)s already exists'), params={'name': repr(name)})
     page_count = int(writer.root["/Pages"]["/Count"])
     if stamp.page is not None and not 1 <= stamp.page <= page_count:
-        raise InvalidInput(f"page {stamp.page} does not exist (the document has {page_count})")
+        raise InvalidInput(N_("page %(page)s does not exist (the document has %(page_count)s)"),
+                           params={'page': stamp.page, 'page_count': page_count})
     page_index = (stamp.page - 1) if stamp.page is not None else page_count - 1
     # Read in the sandbox as a reader resolves it: inherited, indirect, cropped, rotated.
     geometry = page_geometry(pdf, page_index + 1)
@@ -198,9 +207,9 @@ def _field_placement(
         box = (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
         shown_w, shown_h = geometry.shown_size_of(box)
         if shown_w < 40 or shown_h < 20:
-            raise InvalidInput("the stamp area is too small")
+            raise InvalidInput(N_("the stamp area is too small"))
         if not geometry.contains(box):
-            raise InvalidInput("the stamp area lies outside the visible part of the page")
+            raise InvalidInput(N_("the stamp area lies outside the visible part of the page"))
     else:
         box = stamp_box(geometry, STAMP_SIZE, margin_pt=STAMP_MARGIN, page=page_index + 1)
     if usable:
@@ -238,9 +247,10 @@ def sign_pdf(
     valid. A failing TSA raises ServiceUnavailable: there is no silent
     downgrade to an untimestamped signature."""
     if level not in LEVELS:
-        raise ConfigurationError(f"unknown PAdES level {level!r} (use one of {', '.join(LEVELS)})")
+        raise ConfigurationError(N_("unknown PAdES level %(level)s (use one of %(value)s)"),
+                                 params={'level': repr(level), 'value': ', '.join(LEVELS)})
     if level != "B-B" and timestamper is None:
-        raise ConfigurationError(f"PAdES {level} needs a timestamp authority")
+        raise ConfigurationError(N_("PAdES %(level)s needs a timestamp authority"), params={'level': level})
     writer = _open_writer(pdf)
     name, new_field, rotation = _field_placement(pdf, writer, stamp, field_name)
     chain = [keys.issuing_cert, keys.root_cert]
@@ -330,15 +340,15 @@ def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bo
 
 def translate_signing_error(exc: Exception) -> SignflowError:
     if _caused_by(exc, (TimestampRequestError, OSError, asyncio.TimeoutError)):
-        return ServiceUnavailable("timestamp authority unreachable: the document was not signed")
+        return ServiceUnavailable(N_("timestamp authority unreachable: the document was not signed"))
     if _caused_by(exc, (ValidationError, PathBuildingError, PathValidationError)):
         return ConfigurationError(
-            "cannot embed validation data (certificate chain or CRL missing or not valid)"
+            N_("cannot embed validation data (certificate chain or CRL missing or not valid)")
         )
     if _caused_by(exc, (PdfError,)):
-        return InvalidDocument("this PDF cannot be signed (damaged or unsupported structure)")
+        return InvalidDocument(N_("this PDF cannot be signed (damaged or unsupported structure)"))
     log.error("signing failed: %s", type(exc).__name__)
-    return SignflowError("signing failed", code="signing-failed")
+    return SignflowError(N_("signing failed"), code="signing-failed")
 
 
 def certificate_der(cert: x509.Certificate) -> bytes:

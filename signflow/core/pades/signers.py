@@ -14,6 +14,7 @@ from pyhanko.sign.general import SigningError
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from signflow.core.errors import ConfigurationError, ServiceUnavailable, SignflowError
+from signflow.core.i18n import N_
 from signflow.core.pki import hsm as hsm
 from signflow.core.pki.tsa import to_asn1_cert
 
@@ -44,7 +45,7 @@ class KeySigner(signers.Signer):
         chain: list[x509.Certificate],
     ) -> None:
         if key.public_key() != certificate.public_key():
-            raise ConfigurationError("the signing key does not match its certificate")
+            raise ConfigurationError(N_("the signing key does not match its certificate"))
         self._key = key
         super().__init__(
             signing_cert=to_asn1_cert(certificate),
@@ -131,7 +132,8 @@ def open_pkcs11_signer(
     except SignflowError:
         raise
     except Exception as exc:
-        raise ServiceUnavailable(f"signing token {token_label!r} is unavailable") from exc
+        raise ServiceUnavailable(N_("signing token %(token_label)s is unavailable"),
+                                 params={'token_label': repr(token_label)}) from exc
 
 
 def close_pkcs11_sessions() -> None:

@@ -15,6 +15,7 @@ from pyhanko.sign.timestamps import HTTPTimeStamper, TimeStamper
 from pyhanko_certvalidator import ValidationContext
 
 from signflow.core.errors import ConfigurationError, InvalidDocument, SignflowError
+from signflow.core.i18n import N_
 from signflow.core.pades.sign import run_sync, translate_signing_error
 from signflow.core.pki.keystore import KeyMaterial
 from signflow.core.pki.tsa import ServiceTimeStamper, parse_request, to_asn1_cert
@@ -38,7 +39,7 @@ def make_timestamper(
             **({"clock": clock} if clock else {}),
         )
     if not tsa_url.startswith(("http://", "https://")):
-        raise ConfigurationError("the TSA URL must start with http:// or https://")
+        raise ConfigurationError(N_("the TSA URL must start with http:// or https://"))
     headers = {"Authorization": f"Bearer {token}"} if token else None
     return HTTPTimeStamper(tsa_url, headers=headers, timeout=10)
 
@@ -79,7 +80,7 @@ def timestamp_horizon(pdf: bytes) -> datetime | None:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         stamps = list(reader.embedded_timestamp_signatures)
     except Exception as exc:
-        raise InvalidDocument("unreadable PDF") from exc
+        raise InvalidDocument(N_("unreadable PDF")) from exc
     if not stamps:
         return None
     newest = stamps[-1]
@@ -102,7 +103,7 @@ def document_timestamp_count(pdf: bytes) -> int:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         return len(list(reader.embedded_timestamp_signatures))
     except Exception as exc:
-        raise InvalidDocument("unreadable PDF") from exc
+        raise InvalidDocument(N_("unreadable PDF")) from exc
 
 
 def add_archive_timestamp(
@@ -120,17 +121,17 @@ def add_archive_timestamp(
     verifying offline after the old TSA certificate expires. Incremental: the
     earlier signatures and timestamps stay valid."""
     if not pdf.lstrip()[:5] == b"%PDF-":
-        raise InvalidDocument("not a PDF")
+        raise InvalidDocument(N_("not a PDF"))
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         has_stamps = bool(list(reader.embedded_timestamp_signatures))
     except Exception as exc:
-        raise InvalidDocument("unreadable PDF") from exc
+        raise InvalidDocument(N_("unreadable PDF")) from exc
     if reader.encrypted:
-        raise InvalidDocument("encrypted PDFs are not supported")
+        raise InvalidDocument(N_("encrypted PDFs are not supported"))
     if not has_stamps:
         raise InvalidDocument(
-            "this document has no document timestamp (not PAdES B-LTA): nothing to renew"
+            N_("this document has no document timestamp (not PAdES B-LTA): nothing to renew")
         )
     validation_context = ValidationContext(
         trust_roots=[to_asn1_cert(keys.root_cert)],

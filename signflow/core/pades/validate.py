@@ -30,6 +30,7 @@ from pyhanko_certvalidator.policy_decl import REQUIRE_REVINFO, CertRevTrustPolic
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
 from signflow.core.errors import ConfigurationError, InvalidDocument
+from signflow.core.i18n import N_
 from signflow.core.pades.countersignatures import issued_under, verdict
 from signflow.core.pades.reports import (
     NOT_TRUSTED,
@@ -76,16 +77,16 @@ def validate_pdf(
     Revocation data: the `crls` given plus the document's own (DSS). `ok` means
     at least one signature, every one ok, and the last covering the entire file."""
     if not pdf.lstrip()[:5] == b"%PDF-":
-        raise InvalidDocument("not a PDF")
+        raise InvalidDocument(N_("not a PDF"))
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         embedded = list(reader.embedded_signatures)
     except Exception as exc:
-        raise InvalidDocument("unreadable PDF") from exc
+        raise InvalidDocument(N_("unreadable PDF")) from exc
     if reader.encrypted:
-        raise InvalidDocument("encrypted PDFs are not supported")
+        raise InvalidDocument(N_("encrypted PDFs are not supported"))
     if not trust_roots:
-        raise ConfigurationError("validation needs at least one trusted root")
+        raise ConfigurationError(N_("validation needs at least one trusted root"))
 
     dss: DocumentSecurityStore | None
     try:
@@ -152,7 +153,7 @@ def _validate_one(
         issuer = _name_attr(cert.issuer, "common_name") or cert.issuer.human_friendly
     except Exception:
         signer, professional_id, certificate_serial, issuer = "unknown", None, "", "unknown"
-        problems.append("the signer's certificate cannot be read")
+        problems.append(N_("the signer's certificate cannot be read"))
     # Who signed, common to every outcome below.
     who: dict[str, Any] = {
         "field_name": str(sig.field_name), "signer": signer, "professional_id": professional_id,
@@ -177,7 +178,7 @@ def _validate_one(
         return SignatureReport(
             **who, signing_time=None, timestamp_time=None, intact=False, valid=False,
             trusted=False, revoked=False, coverage="UNKNOWN", modification_level="UNKNOWN",
-            pades_level=None, ok=False, problems=(*problems, "the signature cannot be processed"))
+            pades_level=None, ok=False, problems=(*problems, N_("the signature cannot be processed")))
 
     intact, valid, trusted = bool(status.intact), bool(status.valid), bool(status.trusted)
     revoked = bool(getattr(status, "revoked", False))
@@ -195,19 +196,19 @@ def _validate_one(
         ):
             problems.append(TIMESTAMP_NOT_TRUSTED)
     if not intact:
-        problems.append("the signed content was altered")
+        problems.append(N_("the signed content was altered"))
     elif not valid:
-        problems.append("the cryptographic signature is invalid")
+        problems.append(N_("the cryptographic signature is invalid"))
     if not trusted:
         problems.append(NOT_TRUSTED)
     if revoked:
-        problems.append("the signer's certificate is revoked")
+        problems.append(N_("the signer's certificate is revoked"))
     docmdp_ok = getattr(status, "docmdp_ok", True)
     if docmdp_ok is False or modification_level == "OTHER":
-        problems.append("the document was modified after this signature")
+        problems.append(N_("the document was modified after this signature"))
     bottom_line = bool(getattr(status, "bottom_line", intact and valid and trusted))
     if not bottom_line and not problems:
-        problems.append("the signature does not validate")
+        problems.append(N_("the signature does not validate"))
 
     if is_timestamp:
         pades_level = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from signflow.core.errors import InvalidDocument, InvalidInput, SignflowError
+from signflow.core.i18n import N_
 from signflow.core.pdf.sandbox import DEFAULT_LIMITS, SandboxLimits, SandboxRefusal, run_checked
 from signflow.core.pdf.sandbox_child.forms import usable as field_takes_stamp
 
@@ -82,9 +83,10 @@ def stamp_box(geometry: PageGeometry, size_pt: tuple[float, float], *, margin_pt
     if scale < MIN_STAMP_SCALE:
         mm_w, mm_h = (side * unit / POINTS_PER_MM for side in (shown_w, shown_h))
         raise InvalidDocument(
-            f"Page {page} is too small for a readable signature stamp "
-            f"({mm_w:.0f} x {mm_h:.0f} mm). Place the stamp on a larger page, "
-            "or scan the document onto A5 paper or larger."
+            N_("Page %(page)s is too small for a readable signature stamp (%(mm_w)s x "
+               "%(mm_h)s mm). Place the stamp on a larger page, or scan the document onto "
+               "A5 paper or larger."),
+                   params={'page': page, 'mm_w': format(mm_w, '.0f'), 'mm_h': format(mm_h, '.0f')}
         )
     width, height = width * scale, height * scale
     if at is None:
@@ -100,21 +102,21 @@ def page_geometry(data: bytes, page: int, limits: SandboxLimits = DEFAULT_LIMITS
     meet a parser in this process)."""
     def refused(refusal: SandboxRefusal) -> SignflowError:
         if refusal.kind == "not-found":
-            return InvalidInput(f"Page {page} does not exist in the document.")
-        return InvalidDocument(refusal.message)
+            return InvalidInput(N_("Page %(page)s does not exist in the document."), params={'page': page})
+        return InvalidDocument(refusal.msgid, params=refusal.params)
 
     result = run_checked("geometry", {"page_index": page - 1}, data, limits, refused=refused,
-                         failure="the PDF could not be processed safely",
-                         busy="the server is busy checking other documents; try again")
+                         failure=N_("the PDF could not be processed safely"),
+                         busy=N_("the server is busy checking other documents; try again"))
     meta = result.meta
     try:
         visible = tuple(float(v) for v in meta["visible"])
         rotate, unit = int(meta["rotate"]), float(meta["user_unit"])
     except (KeyError, TypeError, ValueError):
-        raise InvalidDocument("the PDF could not be processed safely") from None
+        raise InvalidDocument(N_("the PDF could not be processed safely")) from None
     if len(visible) != 4 or rotate not in (0, 90, 180, 270) or not 0 < unit <= 75_000:
-        raise InvalidDocument("the PDF could not be processed safely")
+        raise InvalidDocument(N_("the PDF could not be processed safely"))
     x1, y1, x2, y2 = visible
     if not (x2 > x1 and y2 > y1):
-        raise InvalidDocument(f"Page {page} has no visible area.")
+        raise InvalidDocument(N_('Page %(page)s has no visible area.'), params={'page': page})
     return PageGeometry(visible=(x1, y1, x2, y2), rotate=rotate, user_unit=unit)

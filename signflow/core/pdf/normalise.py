@@ -26,16 +26,17 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
 from signflow.core.errors import DocumentTooLarge, InvalidDocument, SignflowError
+from signflow.core.i18n import N_, Msg
 from signflow.core.pdf.sandbox import DEFAULT_LIMITS, SandboxLimits, SandboxRefusal, run_checked
 
 ACTIVE_CONTENT_MODES = ("strip", "refuse")
 # Many readers accept a header after some junk (mail gateways prepend it);
 # the rewrite then starts the file at %PDF- again.
 HEADER_WINDOW = 1024
-UNSAFE = ("the PDF could not be processed safely (it takes more time or memory to open than "
+UNSAFE = N_("the PDF could not be processed safely (it takes more time or memory to open than "
           "this site allows): save or print it to PDF again, or scan it at 300 dpi or less, "
           "and upload that copy")
-NOT_A_PDF = ("not a PDF: upload the PDF itself (in the program that shows the document, "
+NOT_A_PDF = N_("not a PDF: upload the PDF itself (in the program that shows the document, "
              "use Save as PDF or Print to PDF)")
 
 log = logging.getLogger("signflow.upload")
@@ -72,13 +73,14 @@ def normalise_upload(
         log.info("upload %s refused: %d bytes, over the %d byte limit", reference, len(data),
                  max_bytes)
         raise DocumentTooLarge(
-            f"the PDF is larger than {_human_size(max_bytes)}, the limit of this site:"
-            " ask for a lighter copy (scanned at 300 dpi or less, in black and white for text) or "
-            f"split it into parts of at most {_human_size(max_bytes)} and send each one")
+            N_("the PDF is larger than %(human_size)s, the limit of this site: ask for a "
+               "lighter copy (scanned at 300 dpi or less, in black and white for text) or "
+               "split it into parts of at most %(human_size)s and send each one"),
+                   params={'human_size': _human_size(max_bytes)})
     if b"%PDF-" not in data[: HEADER_WINDOW + 5]:
         log.info("upload %s refused: no %%PDF- header in the first %d bytes", reference,
                  HEADER_WINDOW)
-        raise InvalidDocument(_referenced(NOT_A_PDF, reference))
+        raise _referenced(NOT_A_PDF, reference)
     params = {
         "max_pages": max_pages,
         "active_content": active_content,
@@ -87,18 +89,18 @@ def normalise_upload(
     def refused(refusal: SandboxRefusal) -> SignflowError:
         log.warning("upload %s refused: %s; parser: %s", reference, refusal.message,
                     refusal.detail or "-")
-        return InvalidDocument(_referenced(refusal.message, reference))
+        return _referenced(refusal.as_msg(), reference)
 
     result = run_checked("normalise", params, data, limits, refused=refused,
                          label=f"upload {reference}", failure=_referenced(UNSAFE, reference),
-                         busy="the server is busy checking other documents; try again in a minute")
+                         busy=N_("the server is busy checking other documents; try again in a minute"))
     page_count = result.meta.get("page_count")
     removed = result.meta.get("removed")
     notices = result.meta.get("notices", [])
     if (not isinstance(page_count, int) or not isinstance(removed, list)
             or not isinstance(notices, list) or not result.payload):
         log.warning("upload %s refused: malformed sandbox answer", reference)
-        raise InvalidDocument(_referenced(UNSAFE, reference))
+        raise _referenced(UNSAFE, reference)
     warnings = result.meta.get("warnings")
     if warnings:
         log.info("upload %s repaired by the parser: %s", reference, "; ".join(map(str, warnings)))
@@ -118,8 +120,11 @@ def upload_reference(original_sha256: str) -> str:
     return original_sha256[:12]
 
 
-def _referenced(message: str, reference: str) -> str:
-    return f"{message} (reference for support: {reference})"
+def _referenced(message: str | Msg, reference: str) -> InvalidDocument:
+    """The refusal of an upload, with the reference support looks up in the log."""
+    problem = message if isinstance(message, Msg) else Msg(message)
+    return InvalidDocument(N_("%(problem)s (reference for support: %(reference)s)"),
+                           params={"problem": problem, "reference": reference})
 
 
 def _human_size(size: int) -> str:

@@ -31,6 +31,7 @@ from signflow.core.errors import (
     SignflowError,
     StorageCorrupted,
 )
+from signflow.core.i18n import N_
 from signflow.core.pdf.sandbox import (
     DEFAULT_LIMITS,
     SandboxLimits,
@@ -54,14 +55,14 @@ class RenderedPage:
 
 def _not_found_or_invalid(refusal: SandboxRefusal) -> SignflowError:
     if refusal.kind == "not-found":
-        return NotFound("no such page")
-    return InvalidDocument(refusal.message)
+        return NotFound(N_("no such page"))
+    return InvalidDocument(refusal.msgid, params=refusal.params)
 
 
 def _run(task: str, params: dict[str, object], pdf: bytes, limits: SandboxLimits) -> SandboxResult:
     return run_checked(task, dict(params), pdf, limits, refused=_not_found_or_invalid,
-                       failure="the PDF could not be rendered safely",
-                       busy="the server is busy rendering pages; try again")
+                       failure=N_("the PDF could not be rendered safely"),
+                       busy=N_("the server is busy rendering pages; try again"))
 
 
 def render_page_info(
@@ -70,13 +71,15 @@ def render_page_info(
     """Render one page (0-based) to PNG at about `width_px` wide; odd page shapes
     are scaled down so the bitmap stays within sandbox_child.wire.MAX_RENDER_PIXELS."""
     if not MIN_WIDTH_PX <= width_px <= MAX_WIDTH_PX:
-        raise InvalidInput(f"preview width must be between {MIN_WIDTH_PX} and {MAX_WIDTH_PX}")
+        raise InvalidInput(N_("preview width must be between %(min_width_px)s and "
+                              "%(max_width_px)s"),
+                                  params={'min_width_px': MIN_WIDTH_PX, 'max_width_px': MAX_WIDTH_PX})
     if page_index < 0:
-        raise NotFound("no such page")
+        raise NotFound(N_("no such page"))
     result = _run("render", {"page_index": page_index, "width_px": width_px}, pdf, limits)
     meta = result.meta
     if not result.payload.startswith(PNG_MAGIC):
-        raise InvalidDocument("the PDF could not be rendered safely")
+        raise InvalidDocument(N_("the PDF could not be rendered safely"))
     return RenderedPage(
         png=result.payload,
         page_count=int(meta.get("page_count", 0)),
@@ -138,7 +141,7 @@ class PreviewCache:
         # What you see is what you sign: never cache an image under a hash it
         # was not rendered from.
         if not hmac.compare_digest(hashlib.sha256(pdf).hexdigest(), sha256):
-            raise StorageCorrupted("the document does not match its fingerprint")
+            raise StorageCorrupted(N_("the document does not match its fingerprint"))
         png = render_page(pdf, page_index, width_px=width_px, limits=self._limits)
         with self._lock:
             self.renders += 1

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from signflow.core.errors import InvalidDocument, ServiceUnavailable, SignflowError
+from signflow.core.i18n import Msg
 from signflow.core.pdf import sandbox_child
 from signflow.core.pdf.sandbox_child.wire import MiB, frame, unframe
 
@@ -62,11 +63,18 @@ class SandboxBusy(Exception):
 class SandboxRefusal(Exception):
     """The child parsed the input and refused it; `kind` is 'invalid' or 'not-found'."""
 
-    def __init__(self, kind: str, message: str, detail: str | None = None) -> None:
+    def __init__(self, kind: str, message: str, detail: str | None = None, *,
+                 msgid: str | None = None, params: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.detail = detail  # the parser's own error, for the log only
+        # The message id and its parameters, for the reader's language (web/errors.py).
+        self.msgid = msgid or message
+        self.params = dict(params or {})
+
+    def as_msg(self) -> Msg:
+        return Msg(self.msgid, self.params)
 
 
 @dataclass(frozen=True)
@@ -137,14 +145,17 @@ def run_task(
     kind = str(header.get("kind", "failure"))
     if kind in ("invalid", "not-found"):
         detail = header.get("detail")
+        msgid, values = header.get("msgid"), header.get("params")
         raise SandboxRefusal(kind, str(header.get("message", "the PDF could not be read")),
-                             str(detail) if detail else None)
+                             str(detail) if detail else None,
+                             msgid=str(msgid) if isinstance(msgid, str) else None,
+                             params=values if isinstance(values, dict) else None)
     log.warning("sandbox %s failed: %s", task, header.get("detail", kind))
     raise SandboxFailure(kind)
 
 
 def _invalid(refusal: SandboxRefusal) -> SignflowError:
-    return InvalidDocument(refusal.message)
+    return InvalidDocument(refusal.msgid, params=refusal.params)
 
 
 def run_checked(
@@ -153,7 +164,7 @@ def run_checked(
     payload: bytes,
     limits: SandboxLimits,
     *,
-    failure: str,
+    failure: str | SignflowError,
     busy: str,
     refused: Callable[[SandboxRefusal], SignflowError] = _invalid,
     label: str | None = None,
@@ -167,7 +178,7 @@ def run_checked(
         raise refused(refusal) from None
     except SandboxFailure as stopped:
         log.warning("%s refused: the sandbox stopped (%s)", label or task, stopped)
-        raise InvalidDocument(failure) from None
+        raise (failure if isinstance(failure, SignflowError) else InvalidDocument(failure)) from None
     except SandboxBusy:
         log.warning("%s not checked: every sandbox busy", label or task)
         raise ServiceUnavailable(busy) from None

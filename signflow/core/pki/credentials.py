@@ -30,6 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from signflow.core.errors import ConfigurationError, CredentialBlocked, InvalidInput, WrongPin
+from signflow.core.i18n import N_
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import crl as revocation
 from signflow.core.pki import hsm as hsm
@@ -54,24 +55,25 @@ NONCE_LEN = 12
 def validate_pin_policy(pin: str) -> None:
     """Refuse PINs that a colleague or a thief guesses in a few tries."""
     if len(pin) < PIN_MIN_LENGTH:
-        raise InvalidInput(f"the signing PIN must have at least {PIN_MIN_LENGTH} characters")
+        raise InvalidInput(N_("the signing PIN must have at least %(pin_min_length)s characters"),
+                           params={'pin_min_length': PIN_MIN_LENGTH})
     if len(set(pin)) == 1:
-        raise InvalidInput("the signing PIN must not repeat a single character")
+        raise InvalidInput(N_("the signing PIN must not repeat a single character"))
     if pin.isdigit():
         steps = {int(b) - int(a) for a, b in zip(pin, pin[1:], strict=False)}
         if steps in ({1}, {-1}, {-9, 1}, {9, -1}):
-            raise InvalidInput("the signing PIN must not be a sequence like 123456")
+            raise InvalidInput(N_("the signing PIN must not be a sequence like 123456"))
         if len(set(pin)) <= 2 and len(pin) <= 8:
-            raise InvalidInput("the signing PIN is too simple")
+            raise InvalidInput(N_("the signing PIN is too simple"))
     if pin.lower() in {"password", "azerty", "qwerty", "abcdef", "motdepasse"}:
-        raise InvalidInput("the signing PIN is too common")
+        raise InvalidInput(N_("the signing PIN is too common"))
 
 
 def _pepper(keys: keystore.KeyMaterial, salt: bytes, params: str) -> bytes:
     if params == keystore.KDF_PARAMS_TOKEN:
         if keys.token is None:
             raise ConfigurationError(
-                "this signing credential is bound to the PKCS#11 token, which is not configured"
+                N_("this signing credential is bound to the PKCS#11 token, which is not configured")
             )
         # Per-credential pepper from the token: the token's secret never leaves it,
         # so no file or dump replaces the token.
@@ -79,10 +81,10 @@ def _pepper(keys: keystore.KeyMaterial, salt: bytes, params: str) -> bytes:
     if params == keystore.KDF_PARAMS:
         if not keys.pepper:
             raise ConfigurationError(
-                "this signing credential needs pepper.key, which is not in the keys folder"
+                N_("this signing credential needs pepper.key, which is not in the keys folder")
             )
         return keys.pepper
-    raise ConfigurationError("unsupported PIN key-derivation parameters")
+    raise ConfigurationError(N_("unsupported PIN key-derivation parameters"))
 
 
 def _kek(pin: str, salt: bytes, keys: keystore.KeyMaterial, params: str) -> bytes:
@@ -127,7 +129,7 @@ def _unwrap(
 ) -> certs.PrivateKey | None:
     """The private key, or None when the PIN (or pepper) is wrong."""
     if not wrapped.startswith(WRAP_VERSION) or len(wrapped) < 1 + SALT_LEN + NONCE_LEN + 16:
-        raise ConfigurationError("signing credential is damaged")
+        raise ConfigurationError(N_("signing credential is damaged"))
     salt = wrapped[1 : 1 + SALT_LEN]
     nonce = wrapped[1 + SALT_LEN : 1 + SALT_LEN + NONCE_LEN]
     try:
@@ -138,7 +140,7 @@ def _unwrap(
         return None
     key = serialization.load_der_private_key(der, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ConfigurationError("signing credential holds an unsupported key type")
+        raise ConfigurationError(N_("signing credential holds an unsupported key type"))
     return key
 
 
@@ -161,11 +163,12 @@ def enrol(
 
     Any earlier credential of the user is revoked (superseded). Only flushes."""
     if algorithm not in ALGORITHMS:
-        raise InvalidInput(f"unknown key algorithm {algorithm!r} (use 'ec' or 'rsa')")
+        raise InvalidInput(N_("unknown key algorithm %(algorithm)s (use 'ec' or 'rsa')"),
+                           params={'algorithm': repr(algorithm)})
     if not keys.base_url:
-        raise ConfigurationError("the PKI base URL is not configured")
+        raise ConfigurationError(N_("the PKI base URL is not configured"))
     if not user.display_name.strip():
-        raise InvalidInput("the physician needs a display name before enrolment")
+        raise InvalidInput(N_("the physician needs a display name before enrolment"))
     validate_pin_policy(pin)
     private_key: certs.PrivateKey = (
         ec.generate_private_key(ec.SECP256R1())
@@ -196,8 +199,8 @@ def enrol(
     # serialNumber is a PrintableString: ids are validated digits at account creation;
     # one from before that rule that would not encode is refused here, clearly.
     if professional_id and not (professional_id.isascii() and professional_id.isalnum()):
-        raise InvalidInput("the professional id on this account is not valid: ask the "
-                           "administrators to correct it")
+        raise InvalidInput(N_("the professional id on this account is not valid: ask the "
+                           "administrators to correct it"))
     scheme = "ADELI" if len(professional_id) == 9 and professional_id.isdigit() else "RPPS"
     certificate = certs.issue(
         subject=certs.subject_name(
@@ -259,10 +262,10 @@ def unblock(
     A wrong code is counted (flushed; the caller commits) and raises WrongPin."""
     validate_pin_policy(new_pin)
     if credential.puk_hash is None or credential.puk_wrapped_key is None:
-        raise CredentialBlocked("this signing key has no unblock code: ask an administrator "
-                                "to re-enrol you")
+        raise CredentialBlocked(N_("this signing key has no unblock code: ask an administrator "
+                                "to re-enrol you"))
     if credential.failed_puks >= MAX_PUK_TRIES:
-        raise CredentialBlocked("too many wrong unblock codes: ask an administrator to re-enrol you")
+        raise CredentialBlocked(N_("too many wrong unblock codes: ask an administrator to re-enrol you"))
     code = _normal_puk(puk)
     ok: bool
     try:
@@ -273,9 +276,10 @@ def unblock(
     key = _unwrap(wrapped, code, keys, credential.serial + ":puk", params.decode()) if ok else None
     if key is None:
         left = MAX_PUK_TRIES - _count_failure(session, credential, SigningCredential.failed_puks)
-        raise WrongPin(f"wrong unblock code: {max(left, 0)} {'try' if left == 1 else 'tries'} left")
+        raise WrongPin(N_("wrong unblock code: %(left)s try left") if left == 1
+                       else N_("wrong unblock code: %(left)s tries left"), params={"left": max(left, 0)})
     if key.public_key() != credential_certificate(credential).public_key():
-        raise ConfigurationError("signing credential does not match its certificate")
+        raise ConfigurationError(N_("signing credential does not match its certificate"))
     credential.wrapped_key = _wrap(key, new_pin, keys, credential.serial)
     credential.kdf_params = keys.kdf_params
     credential.failed_pins = 0
@@ -298,18 +302,18 @@ def check_usable(credential: SigningCredential, *, now: datetime) -> None:
     """Raise CredentialBlocked unless the credential may sign at `now`."""
     if credential.revoked_at is not None:
         raise CredentialBlocked(
-            "your signing certificate is revoked: ask an administrator to re-enrol you",
+            N_("your signing certificate is revoked: ask an administrator to re-enrol you"),
             code="certificate-revoked",
         )
     if now >= credential.not_after:
         raise CredentialBlocked(
-            "your signing certificate has expired: ask an administrator to re-enrol you",
+            N_("your signing certificate has expired: ask an administrator to re-enrol you"),
             code="certificate-expired",
         )
     if credential.blocked_at is not None:
         raise CredentialBlocked(
-            "your signing key is blocked after too many wrong PINs: "
-            "ask an administrator to re-enrol you"
+            N_("your signing key is blocked after too many wrong PINs: "
+            "ask an administrator to re-enrol you")
         )
 
 
@@ -350,19 +354,19 @@ def unlock(
             credential.blocked_at = now
             session.flush()
             raise CredentialBlocked(
-                "wrong PIN: your signing key is now blocked; unblock it with your unblock code"
+                N_("wrong PIN: your signing key is now blocked; unblock it with your unblock code")
             )
         session.flush()
         left = MAX_PIN_TRIES - credential.failed_pins
         raise WrongPin(
-            f"wrong PIN: {left} {'try' if left == 1 else 'tries'} left before your signing key "
-            "is blocked"
-        )
+            N_("wrong PIN: %(left)s try left before your signing key is blocked") if left == 1
+            else N_("wrong PIN: %(left)s tries left before your signing key is blocked"),
+            params={"left": left})
     if credential.failed_pins:
         credential.failed_pins = 0
         session.flush()
     if key.public_key() != credential_certificate(credential).public_key():
-        raise ConfigurationError("signing credential does not match its certificate")
+        raise ConfigurationError(N_("signing credential does not match its certificate"))
     return key
 
 
@@ -371,7 +375,7 @@ def change_pin(session: Session, keys: keystore.KeyMaterial, credential: Signing
     """Re-wrap the key under `new_pin`; the old PIN is checked (and counted) by unlock."""
     validate_pin_policy(new_pin)
     if new_pin == old_pin:
-        raise InvalidInput("the new PIN must differ from the old one")
+        raise InvalidInput(N_("the new PIN must differ from the old one"))
     key = unlock(session, keys, credential, old_pin, now=now)
     credential.wrapped_key = _wrap(key, new_pin, keys, credential.serial)
     credential.kdf_params = keys.kdf_params

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.core.errors import ConfigurationError, InvalidInput, NotFound
+from signflow.core.i18n import N_
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import keystore as keystore
 from signflow.models import Setting, SigningCredential
@@ -35,7 +36,7 @@ REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
 def revoke(session: Session, credential: SigningCredential, *, reason: str, now: datetime) -> None:
     """Revoke (idempotent: the first revocation date and reason stay)."""
     if reason not in REVOCATION_REASONS:
-        raise InvalidInput(f"unknown revocation reason {reason!r}")
+        raise InvalidInput(N_('unknown revocation reason %(reason)s'), params={'reason': repr(reason)})
     if credential.revoked_at is not None:
         return
     credential.revoked_at = now
@@ -87,7 +88,7 @@ def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datet
     reader that must not write (an evidence report) accepts an older, still valid
     CRL that lists the same revocations. Only flushes."""
     if not timedelta(0) < max_age <= CRL_VALIDITY:
-        raise InvalidInput("a CRL is re-used at most for its validity")
+        raise InvalidInput(N_("a CRL is re-used at most for its validity"))
     ca_key: certs.PrivateKey | None
     if issuer == "issuing":
         revoked = [
@@ -105,7 +106,7 @@ def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datet
         revoked = []
         ca_cert, ca_key = keys.root_cert, keys.root_key
     else:
-        raise NotFound("no such certificate authority")
+        raise NotFound(N_("no such certificate authority"))
     state_digest = hashlib.sha256(
         json.dumps(
             [ca_cert.fingerprint(hashes.SHA256()).hex()]
@@ -127,7 +128,7 @@ def crl(session: Session, keys: keystore.KeyMaterial, *, issuer: str, now: datet
     previous_number = stored.get("number")
     number = (previous_number if isinstance(previous_number, int) else 0) + 1
     if ca_key is None:
-        raise ConfigurationError("the root CA key is not loaded, so the root CRL cannot be issued")
+        raise ConfigurationError(N_("the root CA key is not loaded, so the root CRL cannot be issued"))
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)

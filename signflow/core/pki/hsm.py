@@ -31,6 +31,7 @@ from pkcs11.util.ec import decode_ec_private_key, encode_ecdsa_signature
 from pkcs11.util.rsa import decode_rsa_private_key
 
 from signflow.core.errors import ConfigurationError, ServiceUnavailable, SignflowError
+from signflow.core.i18n import N_
 
 PKCS11_LOCK = threading.RLock()
 _sessions: dict[tuple[str, str], Any] = {}
@@ -68,24 +69,25 @@ def config_from(
     if not module:
         if token_label or pin or pin_file:
             raise ConfigurationError(
-                "SIGNFLOW_PKCS11_TOKEN/PIN are set but SIGNFLOW_PKCS11_MODULE is not"
+                N_("SIGNFLOW_PKCS11_TOKEN/PIN are set but SIGNFLOW_PKCS11_MODULE is not")
             )
         return None
     if not token_label:
-        raise ConfigurationError("SIGNFLOW_PKCS11_MODULE is set: set SIGNFLOW_PKCS11_TOKEN too")
+        raise ConfigurationError(N_("SIGNFLOW_PKCS11_MODULE is set: set SIGNFLOW_PKCS11_TOKEN too"))
     if pin and pin_file:
-        raise ConfigurationError("set SIGNFLOW_PKCS11_PIN or SIGNFLOW_PKCS11_PIN_FILE, not both")
+        raise ConfigurationError(N_("set SIGNFLOW_PKCS11_PIN or SIGNFLOW_PKCS11_PIN_FILE, not both"))
     if pin_file:
         try:
             pin = Path(pin_file).read_text().strip()
         except OSError as exc:
-            raise ConfigurationError(f"cannot read the PKCS#11 PIN file {pin_file}") from exc
+            raise ConfigurationError(N_("cannot read the PKCS#11 PIN file %(pin_file)s"),
+                                     params={'pin_file': pin_file}) from exc
     if not pin:
         raise ConfigurationError(
-            "the PKCS#11 token needs a PIN: set SIGNFLOW_PKCS11_PIN or SIGNFLOW_PKCS11_PIN_FILE"
+            N_("the PKCS#11 token needs a PIN: set SIGNFLOW_PKCS11_PIN or SIGNFLOW_PKCS11_PIN_FILE")
         )
     if not Path(module).is_file():
-        raise ConfigurationError(f"PKCS#11 module {module} does not exist")
+        raise ConfigurationError(N_("PKCS#11 module %(module)s does not exist"), params={'module': module})
     return TokenConfig(module=module, token_label=token_label, pin=pin)
 
 
@@ -117,7 +119,8 @@ def _library(module: str) -> Any:
         try:
             lib = pkcs11.lib(module)
         except (OSError, RuntimeError, p11_errors.PKCS11Error) as exc:
-            raise ConfigurationError(f"cannot load the PKCS#11 module {module}") from exc
+            raise ConfigurationError(N_("cannot load the PKCS#11 module %(module)s"),
+                                     params={'module': module}) from exc
         _libraries[module] = lib
     return lib
 
@@ -137,7 +140,8 @@ def _session_error(exc: Exception, config: TokenConfig) -> SignflowError:
     for kinds, message in _OPERATOR_ERRORS:
         if isinstance(exc, kinds):
             return ConfigurationError(message.format(label=config.token_label, module=config.module))
-    return ServiceUnavailable(f"PKCS#11 token {config.token_label!r} refused the session")
+    return ServiceUnavailable(N_("PKCS#11 token %(token_label)s refused the session"),
+                              params={'token_label': repr(config.token_label)})
 
 
 def session_for(config: TokenConfig) -> Any:
@@ -182,8 +186,8 @@ class Token:
             return session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
         except p11_errors.NoSuchKey as exc:
             raise ConfigurationError(
-                f"no private key {label!r} on PKCS#11 token {self.label!r}: "
-                "run `signflow pki hsm-init`"
+                N_("no private key %(label)s on PKCS#11 token %(label2)s: run `signflow pki "
+                   "hsm-init`"), params={'label': repr(label), 'label2': repr(self.label)}
             ) from exc
 
     def has_object(self, label: str) -> bool:
@@ -197,19 +201,22 @@ class Token:
             try:
                 raw = self._private_key(label).sign(digest, mechanism=Mechanism.ECDSA)
             except p11_errors.PKCS11Error as exc:
-                raise ServiceUnavailable(f"token key {label!r} could not sign") from exc
+                raise ServiceUnavailable(N_("token key %(label)s could not sign"),
+                                         params={'label': repr(label)}) from exc
         der: bytes = encode_ecdsa_signature(raw)
         return der
 
     def sign_rsa_pkcs1(self, label: str, data: bytes, digest: str) -> bytes:
         mechanism = _DIGESTS.get(digest)
         if mechanism is None:
-            raise ConfigurationError(f"token RSA keys do not sign with {digest}")
+            raise ConfigurationError(N_("token RSA keys do not sign with %(digest)s"),
+                                     params={'digest': digest})
         with PKCS11_LOCK:
             try:
                 signature: bytes = self._private_key(label).sign(data, mechanism=mechanism)
             except p11_errors.PKCS11Error as exc:
-                raise ServiceUnavailable(f"token key {label!r} could not sign") from exc
+                raise ServiceUnavailable(N_("token key %(label)s could not sign"),
+                                         params={'label': repr(label)}) from exc
         return signature
 
     def hmac_sha256(self, label: str, data: bytes) -> bytes:
@@ -220,13 +227,14 @@ class Token:
                 key = session.get_key(object_class=ObjectClass.SECRET_KEY, label=label)
             except p11_errors.NoSuchKey as exc:
                 raise ConfigurationError(
-                    f"no secret key {label!r} on PKCS#11 token {self.label!r}: "
-                    "run `signflow pki hsm-init`"
+                    N_("no secret key %(label)s on PKCS#11 token %(label2)s: run `signflow "
+                       "pki hsm-init`"), params={'label': repr(label), 'label2': repr(self.label)}
                 ) from exc
             try:
                 mac: bytes = key.sign(data, mechanism=Mechanism.SHA256_HMAC)
             except p11_errors.PKCS11Error as exc:
-                raise ServiceUnavailable(f"token key {label!r} could not compute an HMAC") from exc
+                raise ServiceUnavailable(N_("token key %(label)s could not compute an HMAC"),
+                                         params={'label': repr(label)}) from exc
         return mac
 
     def generate_hmac_key(self, label: str) -> None:
@@ -258,7 +266,7 @@ class Token:
         elif isinstance(key, rsa.RSAPrivateKey):
             attributes = dict(decode_rsa_private_key(der))
         else:
-            raise ConfigurationError("only EC and RSA keys can be moved to the token")
+            raise ConfigurationError(N_("only EC and RSA keys can be moved to the token"))
         attributes.update(
             {
                 Attribute.CLASS: ObjectClass.PRIVATE_KEY,
@@ -284,7 +292,8 @@ class Token:
 
 
 def _token_only(what: str) -> ConfigurationError:
-    return ConfigurationError(f"{what} is not possible: the key never leaves the PKCS#11 token")
+    return ConfigurationError(N_("%(what)s is not possible: the key never leaves the PKCS#11 "
+                                 "token"), params={'what': what})
 
 
 PublicT = TypeVar("PublicT", ec.EllipticCurvePublicKey, rsa.RSAPublicKey)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from signflow.core.errors import ConfigurationError
+from signflow.core.i18n import N_
 from signflow.core.pki.certificates import PrivateKey
 
 SALT_LEN = 16
@@ -66,7 +67,8 @@ def seal_secret(secret: bytes, passphrase: bytes, purpose: str) -> bytes:
 def open_secret(path: Path, passphrase: bytes, purpose: str) -> bytes:
     blob = path.read_bytes()
     if not blob.startswith(SECRET_MAGIC):
-        raise ConfigurationError(f"{path.name} in the keys folder is not a signflow secret file")
+        raise ConfigurationError(N_("%(name)s in the keys folder is not a signflow secret file"),
+                                 params={'name': path.name})
     body = blob[len(SECRET_MAGIC) :]
     salt, nonce, sealed = (
         body[:SALT_LEN],
@@ -77,7 +79,7 @@ def open_secret(path: Path, passphrase: bytes, purpose: str) -> bytes:
         return AESGCM(_secret_kek(passphrase, salt)).decrypt(nonce, sealed, purpose.encode())
     except InvalidTag as exc:
         raise ConfigurationError(
-            f"cannot decrypt {path.name}: wrong keys passphrase or damaged file"
+            N_("cannot decrypt %(name)s: wrong keys passphrase or damaged file"), params={'name': path.name}
         ) from exc
 
 
@@ -86,7 +88,7 @@ def load_pem_key(path: Path, passphrase: bytes) -> object:
         return serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
-            f"cannot decrypt {path.name}: wrong keys passphrase or damaged file"
+            N_("cannot decrypt %(name)s: wrong keys passphrase or damaged file"), params={'name': path.name}
         ) from exc
 
 
@@ -94,12 +96,13 @@ def load_cert(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except ValueError as exc:
-        raise ConfigurationError(f"{path.name} in the keys folder is not a certificate") from exc
+        raise ConfigurationError(N_("%(name)s in the keys folder is not a certificate"),
+                                 params={'name': path.name}) from exc
 
 
 def check_passphrase(passphrase: bytes) -> None:
     if len(passphrase) < 8:
-        raise ConfigurationError("the keys passphrase must be at least 8 bytes long")
+        raise ConfigurationError(N_("the keys passphrase must be at least 8 bytes long"))
 
 
 def read_config(keys_path: Path) -> dict[str, str]:
@@ -114,7 +117,8 @@ def read_config(keys_path: Path) -> dict[str, str]:
 
 def as_ca_key(key: object, filename: str) -> PrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ConfigurationError(f"{filename} is not an EC or RSA private key")
+        raise ConfigurationError(N_("%(filename)s is not an EC or RSA private key"),
+                                 params={'filename': filename})
     return key
 
 
@@ -123,5 +127,6 @@ def check_issued_by(cert: x509.Certificate, issuer: x509.Certificate, filename: 
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise ConfigurationError(
-            f"keys folder is inconsistent: {filename} was not issued by its parent CA"
+            N_("keys folder is inconsistent: %(filename)s was not issued by its parent CA"),
+               params={'filename': filename}
         ) from exc

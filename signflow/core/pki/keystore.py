@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from signflow.core.errors import ConfigurationError, NotFound
+from signflow.core.i18n import N_
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import hsm as hsm
 from signflow.core.pki.certificates import PrivateKey
@@ -106,7 +107,7 @@ def init_keys(
     token instead of the keys folder (the certificates stay in the folder)."""
     check_passphrase(passphrase)
     if not base_url.startswith(("http://", "https://")):
-        raise ConfigurationError("the PKI base URL must start with http:// or https://")
+        raise ConfigurationError(N_("the PKI base URL must start with http:// or https://"))
     keys_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     created = False
 
@@ -117,8 +118,8 @@ def init_keys(
         )
         if has_cert != has_key:
             raise ConfigurationError(
-                f"keys folder is inconsistent: {cert_name} and {key_name} "
-                "must both exist or neither"
+                N_("keys folder is inconsistent: %(cert_name)s and %(key_name)s must both "
+                   "exist or neither"), params={'cert_name': cert_name, 'key_name': key_name}
             )
         return has_cert, has_key
 
@@ -234,10 +235,12 @@ def _token_key(token: hsm.Token, label: str, cert: x509.Certificate) -> PrivateK
             public.verify(key.sign(challenge, padding.PKCS1v15(), hashes.SHA256()), challenge,
                           padding.PKCS1v15(), hashes.SHA256())
         else:
-            raise ConfigurationError(f"token key {label!r}: unsupported certificate key type")
+            raise ConfigurationError(N_("token key %(label)s: unsupported certificate key type"),
+                                     params={'label': repr(label)})
     except InvalidSignature as exc:
         raise ConfigurationError(
-            f"token key {label!r} does not match the certificate in the keys folder"
+            N_("token key %(label)s does not match the certificate in the keys folder"),
+               params={'label': repr(label)}
         ) from exc
     return key
 
@@ -257,13 +260,15 @@ def _service_key(
     if token is not None:
         if on_disk:
             raise ConfigurationError(
-                f"{filename} is still in the keys folder although a PKCS#11 token is "
-                "configured: run `signflow pki hsm-init` to move it into the token"
+                N_("%(filename)s is still in the keys folder although a PKCS#11 token is "
+                   "configured: run `signflow pki hsm-init` to move it into the token"),
+                       params={'filename': filename}
             )
         return _token_key(token, label, cert)
     key = as_ca_key(load_pem_key(keys_path / filename, passphrase), filename)
     if key.public_key() != cert.public_key():
-        raise ConfigurationError(f"{filename} does not match its certificate")
+        raise ConfigurationError(N_("%(filename)s does not match its certificate"),
+                                 params={'filename': filename})
     return key
 
 
@@ -286,7 +291,8 @@ def migrate_to_token(keys_path: Path, *, passphrase: bytes, token: hsm.Token) ->
         cert = load_cert(keys_path / cert_name)
         key = as_ca_key(load_pem_key(path, passphrase), filename)
         if key.public_key() != cert.public_key():
-            raise ConfigurationError(f"{filename} does not match {cert_name}")
+            raise ConfigurationError(N_("%(filename)s does not match %(cert_name)s"),
+                                     params={'filename': filename, 'cert_name': cert_name})
         if not token.has_object(label):
             token.import_private_key(label, key)
         # Only delete once the token has proven it signs for this certificate.
@@ -316,8 +322,8 @@ def load_keys(
     missing = [name for name in required if not (keys_path / name).is_file()]
     if missing:
         raise ConfigurationError(
-            f"keys folder {keys_path} is incomplete (missing {', '.join(missing)}): "
-            "run `signflow init`"
+            N_("keys folder %(keys_path)s is incomplete (missing %(value)s): run `signflow "
+               "init`"), params={'keys_path': keys_path, 'value': ', '.join(missing)}
         )
     root_cert = load_cert(keys_path / ROOT_CERT)
     issuing_cert = load_cert(keys_path / ISSUING_CERT)
@@ -329,17 +335,20 @@ def load_keys(
     )
     tsa_key = _service_key(keys_path, TSA_KEY, hsm.TSA_KEY_LABEL, tsa_cert, passphrase, token)
     if not isinstance(tsa_key, rsa.RSAPrivateKey):
-        raise ConfigurationError(f"{TSA_KEY} is not an RSA private key")
+        raise ConfigurationError(N_("%(tsa_key)s is not an RSA private key"), params={'tsa_key': TSA_KEY})
     if token is not None:
         # Fail at start, not at the first physician's signature.
         token.hmac_sha256(hsm.PEPPER_KEY_LABEL, b"signflow pepper check")
     audit_key = load_pem_key(keys_path / AUDIT_KEY, passphrase)
     if not isinstance(audit_key, Ed25519PrivateKey):
-        raise ConfigurationError(f"{AUDIT_KEY} is not an Ed25519 private key")
+        raise ConfigurationError(N_("%(audit_key)s is not an Ed25519 private key"),
+                                 params={'audit_key': AUDIT_KEY})
     if issuing_key.public_key() != issuing_cert.public_key():
-        raise ConfigurationError(f"{ISSUING_KEY} does not match {ISSUING_CERT}")
+        raise ConfigurationError(N_("%(issuing_key)s does not match %(issuing_cert)s"),
+                                 params={'issuing_key': ISSUING_KEY, 'issuing_cert': ISSUING_CERT})
     if tsa_key.public_key() != tsa_cert.public_key():
-        raise ConfigurationError(f"{TSA_KEY} does not match {TSA_CERT}")
+        raise ConfigurationError(N_("%(tsa_key)s does not match %(tsa_cert)s"),
+                                 params={'tsa_key': TSA_KEY, 'tsa_cert': TSA_CERT})
     return KeyMaterial(
         root_cert=root_cert,
         issuing_cert=issuing_cert,
@@ -366,4 +375,4 @@ def ca_certificate_der(keys: KeyMaterial, issuer: str) -> bytes:
         return keys.root_cert.public_bytes(serialization.Encoding.DER)
     if issuer == "issuing":
         return keys.issuing_cert.public_bytes(serialization.Encoding.DER)
-    raise NotFound("no such certificate authority")
+    raise NotFound(N_("no such certificate authority"))

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from signflow.core.errors import ConfigurationError
+from signflow.core.i18n import N_
 from signflow.core.pki import certificates as certs
 from signflow.core.pki import keyfiles
 from signflow.core.pki import keystore as pki
@@ -42,7 +43,7 @@ def _issue_seal(
     keys: pki.KeyMaterial, key: ec.EllipticCurvePrivateKey, now: datetime
 ) -> x509.Certificate:
     if not keys.base_url:
-        raise ConfigurationError("the PKI base URL is not configured")
+        raise ConfigurationError(N_("the PKI base URL is not configured"))
     public_key = key.public_key()
     builder = (
         x509.CertificateBuilder()
@@ -114,11 +115,12 @@ def ensure_seal(
     one is usable. A replaced seal is kept as seal-<serial>.key/.crt: reports it
     sealed stay verifiable, and its key is not lost."""
     if now.utcoffset() is None:
-        raise ConfigurationError("the seal needs an aware time")
+        raise ConfigurationError(N_("the seal needs an aware time"))
     cert_path, key_path = keys_path / SEAL_CERT, keys_path / SEAL_KEY
     if cert_path.exists() != key_path.exists():
         raise ConfigurationError(
-            f"keys folder is inconsistent: {SEAL_CERT} and {SEAL_KEY} must both exist or neither"
+            N_("keys folder is inconsistent: %(seal_cert)s and %(seal_key)s must both exist "
+               "or neither"), params={'seal_cert': SEAL_CERT, 'seal_key': SEAL_KEY}
         )
     if cert_path.exists():
         current = load_seal(keys_path, passphrase=passphrase)
@@ -147,20 +149,24 @@ def load_seal(keys_path: Path, *, passphrase: bytes) -> Seal:
     cert_path, key_path = keys_path / SEAL_CERT, keys_path / SEAL_KEY
     if not cert_path.is_file() or not key_path.is_file():
         raise ConfigurationError(
-            "the evidence seal is missing from the keys folder: run `signflow init`"
+            N_("the evidence seal is missing from the keys folder: run `signflow init`")
         )
     try:
         certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except ValueError as exc:
-        raise ConfigurationError(f"{SEAL_CERT} in the keys folder is not a certificate") from exc
+        raise ConfigurationError(N_("%(seal_cert)s in the keys folder is not a certificate"),
+                                 params={'seal_cert': SEAL_CERT}) from exc
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=passphrase)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
-            f"cannot decrypt {SEAL_KEY}: wrong keys passphrase or damaged file"
+            N_("cannot decrypt %(seal_key)s: wrong keys passphrase or damaged file"),
+               params={'seal_key': SEAL_KEY}
         ) from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ConfigurationError(f"{SEAL_KEY} holds an unsupported key type")
+        raise ConfigurationError(N_("%(seal_key)s holds an unsupported key type"),
+                                 params={'seal_key': SEAL_KEY})
     if key.public_key() != certificate.public_key():
-        raise ConfigurationError(f"{SEAL_KEY} does not match {SEAL_CERT}")
+        raise ConfigurationError(N_("%(seal_key)s does not match %(seal_cert)s"),
+                                 params={'seal_key': SEAL_KEY, 'seal_cert': SEAL_CERT})
     return Seal(key=key, certificate=certificate)

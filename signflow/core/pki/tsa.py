@@ -26,6 +26,7 @@ from pyhanko.sign.timestamps import DummyTimeStamper, TimeStamper
 
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError, InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.pki import certificates as certs
 from signflow.core.pki.keyfiles import TSA_CERT, write_private
 from signflow.core.pki.keystore import KeyMaterial
@@ -179,9 +180,9 @@ def parse_request(request_der: bytes) -> tsp.TimeStampReq:
         req.native  # noqa: B018
         algos.DigestAlgorithm(req["message_imprint"]["hash_algorithm"].native)
     except (ValueError, TypeError, KeyError) as exc:
-        raise InvalidInput("not an RFC 3161 time-stamp request") from exc
+        raise InvalidInput(N_("not an RFC 3161 time-stamp request")) from exc
     if req["version"].native != "v1":
-        raise InvalidInput("unsupported time-stamp request version")
+        raise InvalidInput(N_("unsupported time-stamp request version"))
     return req
 
 
@@ -195,7 +196,7 @@ def issue_tsa_certificate(
     """A TSA certificate (EKU timeStamping, critical, as RFC 3161 requires) for
     `public_key`, issued by the issuing CA (whose key may be on the token)."""
     if not keys.base_url:
-        raise ConfigurationError("the PKI base URL is not configured")
+        raise ConfigurationError(N_("the PKI base URL is not configured"))
     return certs.issue(
         subject=certs.subject_name("signflow Time Stamping Authority"),
         public_key=public_key,
@@ -222,8 +223,8 @@ def renew_tsa_certificate(keys_path: Path, keys: KeyMaterial, *, now: datetime) 
     certificate = issue_tsa_certificate(keys, keys.tsa_key.public_key(), now=now)
     if certificate.not_valid_after_utc <= old.not_valid_after_utc:
         raise ConfigurationError(
-            "a new TSA certificate would not outlive the current one: "
-            "the issuing CA expires first and must be renewed"
+            N_("a new TSA certificate would not outlive the current one: "
+            "the issuing CA expires first and must be renewed")
         )
     archived = keys_path / f"tsa-{old.serial_number:x}.crt"
     if not archived.exists():

@@ -16,6 +16,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, NotFound
+from signflow.core.i18n import N_, STATE_LABELS, Msg, label
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests.deps import Deps
 from signflow.models import AuditAction, OnCallGroup, RequestState, Role, Signature, SignatureRequest, User
@@ -81,7 +82,7 @@ def get_request(session: Session, *, user: User, request_id: int, now: datetime,
     req = session.scalar(query)
     # Someone else's request looks exactly like a missing one.
     if req is None or not may_view(session, user, req, now):
-        raise NotFound("No such request, or it is not yours to see.")
+        raise NotFound(N_("No such request, or it is not yours to see."))
     return req
 
 
@@ -120,9 +121,9 @@ def document_for(
     user = acting_user(session, actor)
     req = get_request(session, user=user, request_id=request_id, now=now)
     if not may_read_document(session, user, req, now):
-        raise Forbidden("Your role cannot read documents.")
+        raise Forbidden(N_("Your role cannot read documents."))
     if req.purged_at is not None:
-        raise NotFound("This document was removed after its retention period.")
+        raise NotFound(N_("This document was removed after its retention period."))
     sha = req.signed_sha256 or req.document_sha256
     data = deps.blobs.get(session, sha)
     if download:
@@ -149,21 +150,34 @@ def _route_groups(session: Session, req: SignatureRequest) -> list[OnCallGroup]:
     return [g for g in groups if g is not None]
 
 
-def state_message(req: SignatureRequest, tz: str) -> str:
+def state_message(req: SignatureRequest, tz: str) -> Msg:
+    """Why `req` can no longer be signed (a message id with its parameters)."""
     if req.state in (RequestState.SIGNED, RequestState.DELIVERED, RequestState.RECEIVED):
-        who = req.signed_by.display_name if req.signed_by else "another physician"
         when = local_time(req.signed_at, tz) if req.signed_at else ""
-        return f"Already signed by {who} at {when}."
+        if req.signed_by is None:
+            return Msg(N_("Already signed by another physician at %(when)s."), {"when": when})
+        return Msg(N_("Already signed by %(name)s at %(when)s."),
+                   {"name": req.signed_by.display_name, "when": when})
     if req.state == RequestState.DECLINED:
-        who = req.declined_by.display_name if req.declined_by else "a physician"
-        return f"Already declined by {who}."
-    return f"This request is {req.state}; it can no longer be signed."
+        if req.declined_by is None:
+            return Msg(N_("Already declined by a physician."))
+        return Msg(N_("Already declined by %(name)s."), {"name": req.declined_by.display_name})
+    return Msg(N_("This request is %(state)s; it can no longer be signed."),
+               {"state": Msg(label(STATE_LABELS, req.state))})
 
 
-def step_message(req: SignatureRequest, tz: str) -> str:
-    who = req.signed_by.display_name if req.signed_by else "another physician"
+def step_message(req: SignatureRequest, tz: str) -> Msg:
+    who = req.signed_by.display_name if req.signed_by else None
     when = local_time(req.signed_at, tz) if req.signed_at else ""
-    return f"Already signed by {who} at {when}; it now awaits {req.group.name}."
+    if who is None:
+        return Msg(N_("Already signed by another physician at %(when)s; it now awaits %(group)s."),
+                   {"when": when, "group": req.group.name})
+    return Msg(N_("Already signed by %(name)s at %(when)s; it now awaits %(group)s."),
+               {"name": who, "when": when, "group": req.group.name})
+
+
+def conflict(message: Msg) -> Conflict:
+    return Conflict(message.msgid, params=message.params)
 
 
 def require_signer(session: Session, user: User, req: SignatureRequest, now: datetime,
@@ -174,10 +188,10 @@ def require_signer(session: Session, user: User, req: SignatureRequest, now: dat
         done = _route_groups(session, req)[: req.step]
         if any(oncall.may_act_for_group(session, user, g, now) for g in done):
             # Someone of this physician's group signed this step first.
-            raise Conflict(step_message(req, deps.timezone))
+            raise conflict(step_message(req, deps.timezone))
     if user.role == Role.PHYSICIAN and req.state != RequestState.PENDING:
-        raise Conflict(state_message(req, deps.timezone))
-    raise Forbidden("Only a physician on call for this group can act on this request.")
+        raise conflict(state_message(req, deps.timezone))
+    raise Forbidden(N_("Only a physician on call for this group can act on this request."))
 
 
 def colleagues(session: Session, *, user: User, req: SignatureRequest, now: datetime) -> list[User]:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from signflow.core.errors import Conflict, Forbidden
+from signflow.core.i18n import N_
 from signflow.models import SignatureActivation
 
 ACTIVATION_TTL = timedelta(minutes=5)
@@ -66,15 +67,15 @@ def read(key: bytes, token: str, *, now: datetime) -> Claims:
             expires_at=datetime.fromtimestamp(int(raw["e"]), UTC),
         )
     except (ValueError, KeyError, TypeError) as exc:
-        raise Forbidden("This signing form is invalid. Reload the document and sign again.") from exc
+        raise Forbidden(N_("This signing form is invalid. Reload the document and sign again.")) from exc
     if now >= claims.expires_at:
-        raise Forbidden("This signing form has expired. Reload the document and sign again.")
+        raise Forbidden(N_("This signing form has expired. Reload the document and sign again."))
     return claims
 
 
 def consume(session: Session, claims: Claims, *, now: datetime) -> SignatureActivation:
     if session.get(SignatureActivation, claims.nonce) is not None:
-        raise Conflict("This signing form was already used. Reload the document.")
+        raise Conflict(N_("This signing form was already used. Reload the document."))
     row = SignatureActivation(
         id=claims.nonce, user_id=claims.user_id, request_id=claims.request_id,
         credential_id=claims.credential_id, document_sha256=claims.document_sha256,

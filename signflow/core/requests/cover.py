@@ -13,6 +13,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden, InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.requests import localtime as localtime
 from signflow.core.requests import oncall as oncall
 from signflow.models import AuditAction, OnCallGroup, Role, RotaAbsence, User
@@ -37,14 +38,14 @@ def mark_absence(session: Session, *, actor: Actor, cover_user_id: int, starts_l
     user = _absent(session, by, absent_user_id)
     cover = session.get(User, cover_user_id)
     if cover is None or cover.role != Role.PHYSICIAN or not cover.active or cover.id == user.id:
-        raise InvalidInput("Choose the colleague who covers you." if user.id == by.id
-                           else "Choose the colleague who covers them.")
+        raise InvalidInput(N_("Choose the colleague who covers you.") if user.id == by.id
+                           else N_("Choose the colleague who covers them."))
     starts, ends = ABSENCE.between(starts_local, ends_local, timezone, fold=fold, now=now)
     clash = session.scalar(select(RotaAbsence.id).where(
         RotaAbsence.user_id == user.id, RotaAbsence.starts_at < ends, RotaAbsence.ends_at > starts))
     if clash is not None:
-        raise InvalidInput("You already marked an absence at that time." if user.id == by.id
-                           else "An absence is already recorded for this physician at that time.")
+        raise InvalidInput(N_("You already marked an absence at that time.") if user.id == by.id
+                           else N_("An absence is already recorded for this physician at that time."))
     absence = RotaAbsence(user_id=user.id, cover_user_id=cover.id, starts_at=starts, ends_at=ends,
                           created_at=now)
     session.add(absence)

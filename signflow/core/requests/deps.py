@@ -31,3 +31,6 @@ class Deps:
     ack_alert_minutes: int = 60
     # "Tonight" on the on-call board (SIGNFLOW_NIGHT_STARTS_AT, local time).
     night_starts: time = time(20, 0)
+    # The site language (SIGNFLOW_LANGUAGE): the stamp's, the evidence report's, the
+    # worker's messages. English, the message ids' own, when not wired.
+    language: str = "en"

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 
 
 class NonexistentLocalTime(InvalidInput):
@@ -31,7 +32,8 @@ def zone(name: str) -> ZoneInfo:
             raise ValueError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"Unknown time zone {name[:60]!r}: use a name such as Europe/Paris.") from None
+        raise InvalidInput(N_("Unknown time zone %(name)s: use a name such as Europe/Paris."),
+                           params={'name': repr(name[:60])}) from None
 
 
 def _fmt(offset: timedelta | None) -> str:
@@ -61,16 +63,19 @@ def instant(wall: datetime, tz: ZoneInfo, *, fold: int | None = None) -> datetim
     first = wall.replace(tzinfo=tz, fold=0)
     if not _exists(first):
         raise NonexistentLocalTime(
-            f"{wall:%Y-%m-%d %H:%M} does not exist in {tz.key}: the clocks go forward "
-            f"that night ({_fmt(first.utcoffset())} to {_fmt(wall.replace(tzinfo=tz, fold=1).utcoffset())}"
-            "). Enter a time before or after the change.")
+            N_("%(wall)s does not exist in %(key)s: the clocks go forward that night "
+               "(%(before)s to %(after)s). Enter a time before or after the change."),
+            params={"wall": format(wall, "%Y-%m-%d %H:%M"), "key": tz.key, "before": _fmt(first.utcoffset()),
+                    "after": _fmt(wall.replace(tzinfo=tz, fold=1).utcoffset())})
     if is_ambiguous(wall, tz):
         if fold not in (0, 1):
             second = wall.replace(tzinfo=tz, fold=1)
             raise AmbiguousLocalTime(
-                f"{wall:%Y-%m-%d %H:%M} happens twice in {tz.key} (the clocks go back that "
-                f"night): say whether you mean the first occurrence ({_fmt(first.utcoffset())}) "
-                f"or the second ({_fmt(second.utcoffset())}).")
+                N_("%(wall)s happens twice in %(key)s (the clocks go back that night): say "
+                   "whether you mean the first occurrence (%(first)s) or the second "
+                   "(%(second)s)."),
+                params={"wall": format(wall, "%Y-%m-%d %H:%M"), "key": tz.key,
+                        "first": _fmt(first.utcoffset()), "second": _fmt(second.utcoffset())})
         return wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
     return first.astimezone(UTC)
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests.deps import Deps
 from signflow.models import AuditAction, EscalationPolicy, OnCallGroup, Urgency
@@ -90,15 +91,17 @@ def set_policy(session: Session, deps: Deps, *, actor: Actor, group_id: int, urg
     """Store one group's ladder for one urgency (audited); requests already waiting
     keep their current deadline and follow the new one from their next rung."""
     if session.get(OnCallGroup, group_id) is None:
-        raise InvalidInput("Choose a group.")
+        raise InvalidInput(N_("Choose a group."))
     if urgency not in {u.value for u in Urgency}:
-        raise InvalidInput("Choose an urgency.")
+        raise InvalidInput(N_("Choose an urgency."))
     if len(rung_minutes) != deps.escalation_levels:
-        raise InvalidInput(f"Give the minutes of each of the {deps.escalation_levels} rungs.")
+        raise InvalidInput(N_("Give the minutes of each of the %(escalation_levels)s rungs."),
+                           params={'escalation_levels': deps.escalation_levels})
     if any(not 1 <= m <= MAX_RUNG_MINUTES for m in rung_minutes):
-        raise InvalidInput(f"Each rung lasts 1 to {MAX_RUNG_MINUTES} minutes.")
+        raise InvalidInput(N_("Each rung lasts 1 to %(max_rung_minutes)s minutes."),
+                           params={'max_rung_minutes': MAX_RUNG_MINUTES})
     if repeat_after_minutes is not None and not 1 <= repeat_after_minutes < max(rung_minutes):
-        raise InvalidInput("The repeat page comes after at least a minute, before the rung ends.")
+        raise InvalidInput(N_("The repeat page comes after at least a minute, before the rung ends."))
     row = session.scalar(select(EscalationPolicy).where(
         EscalationPolicy.group_id == group_id, EscalationPolicy.urgency == Urgency(urgency))
         .with_for_update())

@@ -11,6 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor, JsonValue
 from signflow.core.errors import Conflict, InvalidInput, NotFound
+from signflow.core.i18n import N_
 from signflow.core.requests import localtime as localtime
 from signflow.core.requests.oncall import BACKUP, PRIMARY
 from signflow.models import AuditAction, Destination, OnCallGroup, Role, RotaShift, User
@@ -36,7 +37,7 @@ def _added(session: Session, row: RowT, key: str, *, actor: Actor, now: datetime
 def _physician(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None or user.role != Role.PHYSICIAN:
-        raise InvalidInput("Choose a physician.")
+        raise InvalidInput(N_("Choose a physician."))
     return user
 
 
@@ -76,16 +77,16 @@ def add_shift(session: Session, *, actor: Actor, group_id: int, user_id: int, le
               starts_at: datetime, ends_at: datetime, now: datetime) -> RotaShift:
     group = session.get(OnCallGroup, group_id)
     if group is None:
-        raise InvalidInput("Choose a group.")
+        raise InvalidInput(N_("Choose a group."))
     user = _physician(session, user_id)
     if level not in (PRIMARY, BACKUP):
-        raise InvalidInput("A shift is primary or backup.")
+        raise InvalidInput(N_("A shift is primary or backup."))
     SHIFT.check(starts_at, ends_at, now=now)
     twice = session.scalar(select(RotaShift.id).where(
         RotaShift.group_id == group.id, RotaShift.user_id == user.id,
         RotaShift.starts_at < ends_at, RotaShift.ends_at > starts_at).limit(1))
     if twice is not None:
-        raise InvalidInput("This physician already has a shift in this group at that time.")
+        raise InvalidInput(N_("This physician already has a shift in this group at that time."))
     shift = RotaShift(group_id=group.id, user_id=user.id, level=level, starts_at=starts_at,
                       ends_at=ends_at)
     return _added(session, shift, "shift", actor=actor, now=now, action=AuditAction.ROTA_SHIFT_ADDED,
@@ -106,7 +107,7 @@ def add_shift_local(session: Session, *, actor: Actor, group_id: int, user_id: i
 def remove_shift(session: Session, *, actor: Actor, shift_id: int, now: datetime) -> None:
     shift = session.get(RotaShift, shift_id)
     if shift is None:
-        raise NotFound("No such shift.")
+        raise NotFound(N_("No such shift."))
     audit.append(session, now=now, actor=actor, action=AuditAction.ROTA_SHIFT_REMOVED, shift=shift.id,
                  group=shift.group_id, user=shift.user_id)
     session.delete(shift)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.requests import localtime as localtime
 from signflow.core.requests.oncall import BACKUP, PRIMARY
 from signflow.models import AuditAction, OnCallGroup, Role, RotaShift, User
@@ -77,11 +78,12 @@ def _wall(text: str) -> datetime:
     """`2026-03-29 02:30`, `2026-03-29T02:30` or with an offset (`...+02:00`, `...Z`)."""
     text = text.strip()
     if not text:
-        raise InvalidInput("a time is missing.")
+        raise InvalidInput(N_("a time is missing."))
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidInput(f"{text[:40]!r} is not a time (write 2026-03-29 20:00).") from None
+        raise InvalidInput(N_("%(text)s is not a time (write 2026-03-29 20:00)."),
+                           params={'text': repr(text[:40])}) from None
 
 
 def read_csv(session: Session, data: bytes, *, timezone: str, fold: int | None
@@ -109,13 +111,15 @@ def read_csv(session: Session, data: bytes, *, timezone: str, fold: int | None
         try:
             group = groups.get(" ".join(cells["group"].split()).lower())
             if group is None:
-                raise InvalidInput(f"no on-call group is called {cells['group'][:60]!r}.")
+                raise InvalidInput(N_("no on-call group is called %(group)s."),
+                                   params={'group': repr(cells['group'][:60])})
             user = people.get(cells["physician"].lower())
             if user is None:
-                raise InvalidInput(f"no active physician is {cells['physician'][:60]!r}.")
+                raise InvalidInput(N_("no active physician is %(physician)s."),
+                                   params={'physician': repr(cells['physician'][:60])})
             level = RUNGS.get(cells["rung"].lower() or "primary")
             if level is None:
-                raise InvalidInput("the rung is primary or backup.")
+                raise InvalidInput(N_("the rung is primary or backup."))
             tz = localtime.zone(cells.get("timezone") or timezone)
             starts = localtime.instant(_wall(cells["start"]), tz, fold=fold)
             ends = localtime.instant(_wall(cells["end"]), tz, fold=fold)
@@ -141,7 +145,7 @@ def _event_lines(data: bytes) -> list[int]:
 def _ics_instant(prop: Any, *, timezone: str, fold: int | None) -> datetime:
     value = prop.dt
     if not isinstance(value, datetime):
-        raise InvalidInput("a whole-day event is no shift: give start and end times.")
+        raise InvalidInput(N_("a whole-day event is no shift: give start and end times."))
     tzid = prop.params.get("TZID") if hasattr(prop, "params") else None
     if value.tzinfo is None:
         # A floating time, or a TZID icalendar does not know: the hospital's zone, or refused.
@@ -172,11 +176,11 @@ def read_ics(session: Session, data: bytes, *, group_id: int, level: int, timezo
         where = f"Line {lines[n] if n < len(lines) else '?'} (event {uid or n + 1})"
         try:
             if not uid:
-                raise InvalidInput("the event has no UID (RFC 5545 requires one).")
+                raise InvalidInput(N_("the event has no UID (RFC 5545 requires one)."))
             if event.get("DTSTART") is None:
-                raise InvalidInput("the event has no start (DTSTART).")
+                raise InvalidInput(N_("the event has no start (DTSTART)."))
             if event.get("DTEND") is None and event.get("DURATION") is None:
-                raise InvalidInput("the event has no end (DTEND or DURATION).")
+                raise InvalidInput(N_("the event has no end (DTEND or DURATION)."))
             for prop in (event.get("DTSTART"), event.get("DTEND")):
                 if prop is not None and prop.params.get("TZID"):
                     localtime.zone(str(prop.params["TZID"]))
@@ -186,11 +190,12 @@ def read_ics(session: Session, data: bytes, *, group_id: int, level: int, timezo
             names.append(str(event.get("SUMMARY", "")).strip())
             user = next((people[name.lower()] for name in names if name.lower() in people), None)
             if user is None:
-                raise InvalidInput(f"no active physician matches {', '.join(n for n in names if n)[:80]!r}.")
+                raise InvalidInput(N_("no active physician matches %(value)s."),
+                                   params={'value': repr(', '.join(n for n in names if n)[:80])})
             _ics_instant(event["DTSTART"], timezone=timezone, fold=fold)  # the first occurrence too
             rule = event.get("RRULE")
             if rule is not None and str(rule.get("FREQ", [""])[0]).upper() in ("SECONDLY", "MINUTELY"):
-                raise InvalidInput("a shift does not recur every second or minute (RRULE FREQ).")
+                raise InvalidInput(N_("a shift does not recur every second or minute (RRULE FREQ)."))
         except InvalidInput as exc:
             errors.append(f"{where}: {_sentence(exc.message)}")
             continue
@@ -284,11 +289,11 @@ def import_rota(session: Session, *, actor: Actor, data: bytes, filename: str, t
     if len(data) > MAX_BYTES:
         return ImportReport(errors=(f"The file is larger than {MAX_BYTES // 1000} kB: split it.",))
     if level not in (PRIMARY, BACKUP):
-        raise InvalidInput("A shift is primary or backup.")
+        raise InvalidInput(N_("A shift is primary or backup."))
     name = filename.lower()
     if name.endswith((".ics", ".ical", ".ifb")):
         if group_id is None or session.get(OnCallGroup, group_id) is None:
-            raise InvalidInput("Choose the group whose rota the calendar holds.")
+            raise InvalidInput(N_("Choose the group whose rota the calendar holds."))
         shifts, errors = read_ics(session, data, group_id=group_id, level=level, timezone=timezone,
                                   fold=fold, now=now)
         source = "ics"
@@ -296,5 +301,5 @@ def import_rota(session: Session, *, actor: Actor, data: bytes, filename: str, t
         shifts, errors = read_csv(session, data, timezone=timezone, fold=fold)
         source = "csv"
     else:
-        raise InvalidInput("Import a .csv or an .ics (iCalendar) file.")
+        raise InvalidInput(N_("Import a .csv or an .ics (iCalendar) file."))
     return save(session, shifts, errors, actor=actor, source=source, data=data, now=now)

@@ -22,6 +22,7 @@ from signflow.core.errors import (
     SignatureNotDelivered,
     WrongPin,
 )
+from signflow.core.i18n import N_, Msg
 from signflow.core.pades import sign as signing
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.geometry import page_geometry, stamp_box
@@ -44,7 +45,7 @@ from signflow.models import (
     User,
 )
 
-SIGN_REASON = "Approved for transplant workflow"
+SIGN_REASON = N_("Approved for transplant workflow")
 log = logging.getLogger("signflow.signing")
 
 
@@ -65,7 +66,8 @@ class Review:
     request: SignatureRequest
     signing: SigningForm | None
     colleagues: list[User]
-    message: str | None
+    # Why the page has no signing form (shown translated: the `translated` filter).
+    message: Msg | None
     signatures: list[Signature]
 
 
@@ -75,7 +77,7 @@ def prepare_signing(session: Session, deps: Deps, *, user: User, request_id: int
     access.require_signer(session, user, req, now, deps)
     credential = creds.active_credential(session, user.id)
     if credential is None:
-        raise CredentialBlocked("You have no signing credential yet: set your signing PIN first.")
+        raise CredentialBlocked(N_("You have no signing credential yet: set your signing PIN first."))
     creds.check_usable(credential, now=now)
     token = activation.issue(
         deps.activation_key, user_id=user.id, request_id=req.id, credential_id=credential.id,
@@ -100,12 +102,12 @@ def sign_request(
     access.require_signer(session, user, req, now, deps)
     claims = activation.read(deps.activation_key, activation_token, now=now)
     if claims.user_id != user.id or claims.request_id != req.id:
-        raise Forbidden("This signing form belongs to another request. Reload the document.")
+        raise Forbidden(N_("This signing form belongs to another request. Reload the document."))
     if not (shown_sha256 == claims.document_sha256 == req.document_sha256):
-        raise Conflict("The document differs from the one you were shown. Reload it and sign again.")
+        raise Conflict(N_("The document differs from the one you were shown. Reload it and sign again."))
     credential = creds.active_credential(session, user.id)
     if credential is None or credential.id != claims.credential_id:
-        raise Forbidden("Your signing credential changed since you opened the document. Reload it.")
+        raise Forbidden(N_("Your signing credential changed since you opened the document. Reload it."))
     try:
         key = creds.unlock(session, deps.keys, credential, pin, now=now)
     except (WrongPin, CredentialBlocked) as exc:
@@ -119,6 +121,7 @@ def sign_request(
     stamp = signing.Stamp(
         signer_name=user.display_name, professional_id=user.professional_id,
         reason=SIGN_REASON, when=now, timezone=deps.timezone, page=page, box=box,
+        language=deps.language,
     )
     signed = signing.sign_pdf(
         document, key=key, certificate=certificate, keys=deps.keys, stamp=stamp,
@@ -211,9 +214,9 @@ def set_stamp_position(session: Session, deps: Deps, *, actor: Actor, request_id
         session, actor, request_id, now, role=Role.TECHNICIAN,
         refusal="Only the technician who sent a request places its stamp.")
     if req.state != RequestState.PENDING or req.signed_sha256 is not None:
-        raise Conflict("The stamp can only be placed before the first signature.")
+        raise Conflict(N_("The stamp can only be placed before the first signature."))
     if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0) or not 1 <= page <= req.page_count:
-        raise InvalidInput("Tap inside a page of the document.")
+        raise InvalidInput(N_("Tap inside a page of the document."))
     # The preview shows the page as a reader does (cropped, rotated): the tap maps
     # back through that to the page's own coordinates.
     geometry = page_geometry(deps.blobs.get(session, req.document_sha256), page)
@@ -228,13 +231,13 @@ def review(session: Session, deps: Deps, *, actor: Actor, request_id: int, now: 
     user = acting_user(session, actor)
     req = access.get_request(session, user=user, request_id=request_id, now=now)
     form: SigningForm | None = None
-    message: str | None = None
+    message: Msg | None = None
     if user.role != Role.PHYSICIAN:
-        raise Forbidden("Only physicians review requests for signature.")
+        raise Forbidden(N_("Only physicians review requests for signature."))
     try:
         form = prepare_signing(session, deps, user=user, request_id=request_id, now=now)
     except (Conflict, CredentialBlocked, Forbidden) as exc:
-        message = exc.message
+        message = Msg(exc.msgid, exc.params)
     audit.append(session, now=now, actor=actor, action=AuditAction.DOCUMENT_VIEWED,
                  request_id=req.id, sha256=req.signed_sha256 or req.document_sha256,
                  pages=req.page_count)

@@ -20,6 +20,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor, JsonValue
 from signflow.core.errors import Conflict, Forbidden, InvalidDocument, InvalidInput
+from signflow.core.i18n import N_, STATE_LABELS, Msg, label
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
@@ -62,24 +63,26 @@ def create_request(
     """`then_group_ids`: groups that sign after `group_id`, in order."""
     user = acting_user(session, actor)
     if access.acts_as(user) != Role.TECHNICIAN:
-        raise Forbidden("Only technicians send documents for signature.")
+        raise Forbidden(N_("Only technicians send documents for signature."))
     if user.role == Role.INTEGRATION and group_id != user.submit_group_id:
-        raise Forbidden("This integration account sends documents to its own on-call group only.")
+        raise Forbidden(N_("This integration account sends documents to its own on-call group only."))
     if urgency not in {u.value for u in Urgency}:
-        raise InvalidInput("Choose an urgency.")
+        raise InvalidInput(N_("Choose an urgency."))
     route = [group_id, *[g for g in then_group_ids if g]]
     if len(set(route)) != len(route) or len(route) > MAX_ROUTE:
-        raise InvalidInput(f"Each group signs once, {MAX_ROUTE} groups at most.")
+        raise InvalidInput(N_("Each group signs once, %(max_route)s groups at most."),
+                           params={'max_route': MAX_ROUTE})
     if any(session.get(OnCallGroup, g) is None for g in route):
-        raise InvalidInput("Choose an on-call group.")
+        raise InvalidInput(N_("Choose an on-call group."))
     group = session.get(OnCallGroup, group_id)
     destination = session.get(Destination, destination_id)
     if group is None:
-        raise InvalidInput("Choose an on-call group.")
+        raise InvalidInput(N_("Choose an on-call group."))
     if destination is None:
-        raise InvalidInput("Choose a destination service.")
+        raise InvalidInput(N_("Choose a destination service."))
     if len(note) > MAX_NOTE:
-        raise InvalidInput(f"The note is limited to {MAX_NOTE} characters.")
+        raise InvalidInput(N_("The note is limited to %(max_note)s characters."),
+                           params={'max_note': MAX_NOTE})
     title = " ".join(title.split())[:200] or filename
     _check_earlier_signatures(deps, upload, now)
     # Nobody on call: straight to the head of department, and the administrators told.
@@ -125,9 +128,10 @@ def _check_earlier_signatures(deps: Deps, upload: NormalisedPdf, now: datetime) 
               if not (s.ok or (s.outside and validation.acceptable_outside(s)))]
     if broken:
         what = "; ".join(f"{s.signer}: {', '.join(s.problems)}" for s in broken)
-        raise InvalidDocument(f"the PDF carries an earlier signature that is not valid ({what}); "
-                              "a signature added on top would not be delivered. Ask the sender "
-                              "for an intact signed copy, or for the unsigned document")
+        raise InvalidDocument(N_("the PDF carries an earlier signature that is not valid "
+                                 "(%(what)s); a signature added on top would not be delivered. "
+                                 "Ask the sender for an intact signed copy, or for the unsigned "
+                                 "document"), params={'what': what})
 
 
 def record(
@@ -174,9 +178,10 @@ def decline_request(session: Session, deps: Deps, *, actor: Actor, request_id: i
     user = acting_user(session, actor)
     reason = reason.strip()
     if not reason:
-        raise InvalidInput("Say why you decline, for the technician.")
+        raise InvalidInput(N_("Say why you decline, for the technician."))
     if len(reason) > MAX_REASON:
-        raise InvalidInput(f"The reason is limited to {MAX_REASON} characters.")
+        raise InvalidInput(N_("The reason is limited to %(max_reason)s characters."),
+                           params={'max_reason': MAX_REASON})
     req = access.get_request(session, user=user, request_id=request_id, now=now, for_update=True)
     access.require_signer(session, user, req, now, deps)
     req.state, req.declined_by_id, req.decline_reason = RequestState.DECLINED, user.id, reason
@@ -196,18 +201,18 @@ class _Closing:
     target: RequestState
     action: AuditAction
     notify: NotifyEvent | None = None
-    # None: the state's own message (access.state_message); else with {state}.
+    # None: the state's own message (access.state_message); else a message id with %(state)s.
     conflict: str | None = None
     # Acknowledging: who acknowledged and when, and the signed hash in the audit entry.
     receipt: bool = False
 
 
-_CANCELLING = _Closing(Role.TECHNICIAN, "Only the technician who sent a request can cancel it.",
+_CANCELLING = _Closing(Role.TECHNICIAN, N_("Only the technician who sent a request can cancel it."),
                       RequestState.PENDING, RequestState.CANCELLED, AuditAction.REQUEST_CANCELLED)
-_ACKNOWLEDGING = _Closing(Role.RECIPIENT, "Only the destination service acknowledges receipt.",
+_ACKNOWLEDGING = _Closing(Role.RECIPIENT, N_("Only the destination service acknowledges receipt."),
                          RequestState.DELIVERED, RequestState.RECEIVED,
                          AuditAction.REQUEST_RECEIVED, NotifyEvent.RECEIVED,
-                         conflict="This request is {state}; there is nothing to acknowledge.",
+                         conflict=N_("This request is %(state)s; there is nothing to acknowledge."),
                          receipt=True)
 
 
@@ -218,8 +223,8 @@ def _close(session: Session, deps: Deps, closing: _Closing, *, actor: Actor, req
     if req.state == closing.target:
         return req  # a double submit is not an error
     if req.state != closing.source:
-        raise Conflict(access.state_message(req, deps.timezone) if closing.conflict is None
-                       else closing.conflict.format(state=req.state))
+        raise (access.conflict(access.state_message(req, deps.timezone)) if closing.conflict is None
+               else Conflict(closing.conflict, params={"state": Msg(label(STATE_LABELS, req.state))}))
     req.state = closing.target
     if not closing.receipt:
         record(session, req, actor=actor, now=now, action=closing.action, notify=closing.notify)
@@ -314,7 +319,7 @@ def delegate_request(session: Session, deps: Deps, *, actor: Actor, request_id: 
     target = next((c for c in access.colleagues(session, user=user, req=req, now=now)
                    if c.id == to_user_id), None)
     if target is None:
-        raise InvalidInput("Delegate to a colleague on call for this group.")
+        raise InvalidInput(N_("Delegate to a colleague on call for this group."))
     req.assignee_id = target.id
     record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_DELEGATED,
            notify=NotifyEvent.DELEGATED, to=target.id, group=req.group_id, step=req.step)

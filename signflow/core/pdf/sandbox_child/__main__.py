@@ -44,6 +44,7 @@ def _child_main(argv: list[str]) -> int:
         code = 0
     except Refuse as refusal:
         answer = frame({"ok": False, "kind": refusal.kind, "message": refusal.message,
+                        "msgid": refusal.msgid, "params": refusal.params,
                         "detail": refusal.detail}, b"")
         code = 0
     except MemoryError:

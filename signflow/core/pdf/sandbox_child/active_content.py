@@ -22,23 +22,24 @@ from collections import Counter
 from typing import Any
 
 from signflow.core.pdf.sandbox_child.objects import is_dictlike, kids, name_of, unique_dicts
+from signflow.core.pdf.sandbox_child.wire import N_
 
-SCRIPT_ON_OPEN = "a script that runs when the file opens"
-SCRIPT_AUTOMATIC = "a script that runs by itself when a page or a form field is used"
-SCRIPT_ON_CLICK = "a script behind a link, button or bookmark"
-LAUNCH = "a link that starts a program"
-OTHER_FILE = "a link that opens another file"
-IMPORT = "a button that loads data from another file"
-SUBMIT = "a button that sends what was typed in the form over the network"
-NON_WEB_LINK = "a link to an address that is not a web page"
-ATTACHMENT = "an attached file"
-XFA = "a dynamic (XFA) form that needs its own program to display"
-MEDIA = "embedded video, sound or 3D content"
-CHANGES_VIEW = "a button that hides, shows or clears parts of the document"
-MENU = "a button that runs a command of the reader (print, save...)"
-UNKNOWN = "an unknown kind of action"
+SCRIPT_ON_OPEN = N_("a script that runs when the file opens")
+SCRIPT_AUTOMATIC = N_("a script that runs by itself when a page or a form field is used")
+SCRIPT_ON_CLICK = N_("a script behind a link, button or bookmark")
+LAUNCH = N_("a link that starts a program")
+OTHER_FILE = N_("a link that opens another file")
+IMPORT = N_("a button that loads data from another file")
+SUBMIT = N_("a button that sends what was typed in the form over the network")
+NON_WEB_LINK = N_("a link to an address that is not a web page")
+ATTACHMENT = N_("an attached file")
+XFA = N_("a dynamic (XFA) form that needs its own program to display")
+MEDIA = N_("embedded video, sound or 3D content")
+CHANGES_VIEW = N_("a button that hides, shows or clears parts of the document")
+MENU = N_("a button that runs a command of the reader (print, save...)")
+UNKNOWN = N_("an unknown kind of action")
 # Not dangerous, but a rewrite voids it: removed and reported, never refused.
-USAGE_RIGHTS = "Adobe Reader usage rights (a changed file loses them anyway)"
+USAGE_RIGHTS = N_("Adobe Reader usage rights (a changed file loses them anyway)")
 
 SAFE_SCHEMES = ("http", "https", "mailto")
 NAVIGATION = {"/NextPage", "/PrevPage", "/FirstPage", "/LastPage"}

@@ -24,6 +24,7 @@ from signflow.core.pdf.sandbox_child.wire import (
     MAX_IMAGE_BYTES,
     MAX_STREAM_DECODED,
     MAX_TOTAL_DECODED,
+    N_,
     MiB,
     Refuse,
     out_of_memory,
@@ -42,8 +43,6 @@ COLOUR_COMPONENTS = {
     "/DeviceGray": 1, "/G": 1, "/CalGray": 1, "/Indexed": 1, "/I": 1, "/Separation": 1,
     "/DeviceRGB": 3, "/RGB": 3, "/CalRGB": 3, "/Lab": 3, "/DeviceCMYK": 4, "/CMYK": 4,
 }
-WHAT_TO_DO = ("; ask the sender for the document saved or printed to PDF again "
-              "(a scan at 300 dpi or less), then upload that copy")
 
 
 class Exceeded(Exception):
@@ -290,8 +289,10 @@ def check_sizes(streams: list[Any]) -> None:
     total = 0
     for stream in streams:
         if name_of(stream.get("/Subtype")) == "/Image" and image_bytes(stream) > MAX_IMAGE_BYTES:
-            raise Refuse(f"the PDF contains an image too large to display (more than "
-                         f"{MAX_IMAGE_BYTES // MiB} MB once decoded){WHAT_TO_DO}")
+            raise Refuse(N_("the PDF contains an image too large to display (more than %(mb)s MB once "
+                            "decoded); ask the sender for the document saved or printed to PDF "
+                            "again (a scan at 300 dpi or less), then upload that copy"),
+                         params={"mb": MAX_IMAGE_BYTES // MiB})
         names, params = filters_of(stream)
         if not names:
             continue
@@ -304,9 +305,12 @@ def check_sizes(streams: list[Any]) -> None:
             else:
                 size = decoded_size(stream.read_raw_bytes(), stages)
         except Exceeded:
-            raise Refuse(f"the PDF contains a stream that expands beyond "
-                         f"{MAX_STREAM_DECODED // MiB} MB when decompressed{WHAT_TO_DO}") from None
+            raise Refuse(N_("the PDF contains a stream that expands beyond %(mb)s MB when "
+                            "decompressed; ask the sender for the document saved or printed to PDF "
+                            "again (a scan at 300 dpi or less), then upload that copy"),
+                         params={"mb": MAX_STREAM_DECODED // MiB}) from None
         total += size
         if total > MAX_TOTAL_DECODED:
-            raise Refuse(f"the PDF expands beyond {MAX_TOTAL_DECODED // MiB} MB when "
-                         f"decompressed{WHAT_TO_DO}")
+            raise Refuse(N_("the PDF expands beyond %(mb)s MB when decompressed; ask the sender "
+                            "for the document saved or printed to PDF again (a scan at 300 dpi or "
+                            "less), then upload that copy"), params={"mb": MAX_TOTAL_DECODED // MiB})

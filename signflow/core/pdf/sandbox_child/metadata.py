@@ -21,8 +21,10 @@ import io
 import re
 from typing import Any
 
-XMP_REPAIRED = "a damaged document description (XMP metadata), repaired"
-XMP_REMOVED = "an unreadable document description (XMP metadata)"
+from signflow.core.pdf.sandbox_child.wire import N_
+
+XMP_REPAIRED = N_("a damaged document description (XMP metadata), repaired")
+XMP_REMOVED = N_("an unreadable document description (XMP metadata)")
 PDFAID = "http://www.aiim.org/pdfa/ns/id/"
 MAX_XMP = 8 * 1024 * 1024
 PACKET_BEGIN = b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'

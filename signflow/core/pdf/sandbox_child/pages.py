@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from signflow.core.pdf.sandbox_child.objects import is_dictlike
-from signflow.core.pdf.sandbox_child.wire import UNREADABLE, Refuse
+from signflow.core.pdf.sandbox_child.wire import N_, UNREADABLE, Refuse
 
 # Readers fall back to US Letter when a page has no usable MediaBox.
 DEFAULT_MEDIA = (0.0, 0.0, 612.0, 792.0)
@@ -110,13 +110,13 @@ def geometry(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes
     try:
         pdf = pikepdf.open(io.BytesIO(data))
     except pikepdf.PasswordError:
-        raise Refuse("the PDF is encrypted") from None
+        raise Refuse(N_("the PDF is encrypted")) from None
     except (pikepdf.PdfError, ValueError, RuntimeError):
         raise Refuse(UNREADABLE) from None
     with pdf:
         page_count = len(pdf.pages)
         if not 0 <= page_index < page_count:
-            raise Refuse("no such page", kind="not-found")
+            raise Refuse(N_("no such page"), kind="not-found")
         page = pdf.pages[page_index].obj
         meta = {
             "page_count": page_count,

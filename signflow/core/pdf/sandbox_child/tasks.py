@@ -18,12 +18,13 @@ from signflow.core.pdf.sandbox_child.pages import direct_boxes, geometry
 from signflow.core.pdf.sandbox_child.wire import (
     MAX_RENDER_PIXELS,
     MAX_RENDER_SIDE,
+    N_,
     UNREADABLE,
     Refuse,
     parser_error,
 )
 
-LOCKED_FILE = (
+LOCKED_FILE = N_(
     "the PDF is protected by a password. Ask the sender for a copy without a password, "
     "or open it with its password and save (or print to PDF) a copy without protection, "
     "then upload that copy"
@@ -111,19 +112,20 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
             # Pages lost to damage are not the same as a document without any.
             if warnings:
                 raise Refuse(UNREADABLE, detail="; ".join(warnings[:5]))
-            raise Refuse("the PDF has no pages: export or print the document to PDF again, "
-                         "with its pages, and upload that copy")
+            raise Refuse(N_("the PDF has no pages: export or print the document to PDF again, "
+                         "with its pages, and upload that copy"))
         if page_count > max_pages:
-            raise Refuse(f"the PDF has more than {max_pages} pages (it has {page_count}): split "
-                         f"it into parts of at most {max_pages} pages and send each one")
+            raise Refuse(N_("the PDF has more than %(max_pages)s pages (it has %(page_count)s): "
+                            "split it into parts of at most %(max_pages)s pages and send each "
+                            "one"), params={'max_pages': max_pages, 'page_count': page_count})
         signed = has_signature(pdf)
         if signed and not allow_signed:
-            raise Refuse("the PDF already carries a signature, and this site accepts only "
-                         "unsigned documents: ask the sender for the version before signing")
+            raise Refuse(N_("the PDF already carries a signature, and this site accepts only "
+                         "unsigned documents: ask the sender for the version before signing"))
         if signed and restricted:
-            raise Refuse("the PDF is encrypted and already carries a signature: removing the "
+            raise Refuse(N_("the PDF is encrypted and already carries a signature: removing the "
                          "encryption would void that signature; ask the sender for a copy "
-                         "without protection")
+                         "without protection"))
         # A signed file cannot be cleaned without voiding its signatures.
         active = ActiveContent(pdf, strip=not signed)
         active.walk()
@@ -139,7 +141,7 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
         if signed:
             # Counter-signing appends to the exact bytes received.
             if not data.startswith(b"%PDF-") or removed or metadata.settle_xmp(pdf)[0]:
-                raise Refuse("the PDF already carries a signature and needs repairs")
+                raise Refuse(N_("the PDF already carries a signature and needs repairs"))
             out, notices = data, list[str]()
         else:
             out, notices = _rewrite(pdf, removed)
@@ -195,7 +197,7 @@ def _render(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]
     try:
         page_count = len(document)
         if not 0 <= page_index < page_count:
-            raise Refuse("no such page", kind="not-found")
+            raise Refuse(N_("no such page"), kind="not-found")
         document.init_forms()
         page = document[page_index]
         # PDFium reports the size as displayed, /Rotate already applied.

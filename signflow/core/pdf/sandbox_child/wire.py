@@ -45,17 +45,28 @@ def unframe(data: bytes) -> tuple[dict[str, Any], bytes]:
     return header, data[4 + size :]
 
 
-class Refuse(Exception):
-    """`message` is for the user; `detail` (the parser's own error) only for the log."""
+def N_(message: str) -> str:  # noqa: N802 - core.i18n's marker; the child imports nothing of core
+    """Marks a message id for the catalogue (the parent translates it)."""
+    return message
 
-    def __init__(self, message: str, kind: str = "invalid", detail: str | None = None) -> None:
+
+class Refuse(Exception):
+    """`message` is for the user (a message id with `params`, translated by the
+    parent's reader); `detail` (the parser's own error) only for the log."""
+
+    def __init__(self, message: str, kind: str = "invalid", detail: str | None = None,
+                 params: dict[str, str | int] | None = None) -> None:
+        self.msgid = message
+        self.params = dict(params or {})
+        if self.params:
+            message = message % self.params
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.detail = detail
 
 
-UNREADABLE = (
+UNREADABLE = N_(
     "the PDF could not be read: it is damaged or incomplete. Open it in a PDF reader, "
     "save it (or print it to PDF) again, and upload that copy"
 )

@@ -54,7 +54,8 @@ def test_whole_loop(app, svc, world, tmp_path, keys_dir, caplog):
     with svc.sessions() as s:
         req = s.get(SignatureRequest, rid)
         assert req.state == RequestState.RECEIVED
-        actions = s.scalars(select(AuditEntry.action).where(AuditEntry.request_id == rid)).all()
+        actions = s.scalars(select(AuditEntry.action).where(AuditEntry.request_id == rid)
+                            .order_by(AuditEntry.seq)).all()
         lifecycle = [a for a in actions if a.startswith("request.")]
         assert lifecycle == ["request.created", "request.signed", "request.delivered",
                              "request.received"]

@@ -33,8 +33,10 @@ from tests.pdfs import make_pdf
 from tests.tools import serving
 
 LOGIN_USERS = ("tech", "tech2", "doc", "backup", "head", "offduty", "recipient", "cardio")
-REPORT_ENTRIES = 1_000
-LOGIN_PAUSE_S = 1.0  # each user logs in again a second after the last login ended
+# The stored audit tree made a report of 1,000 entries about a second long: shorter than
+# a few logins, so the report is made longer than several of them.
+REPORT_ENTRIES = 4_000
+LOGIN_PAUSE_S = 0.5  # each user logs in again half a second after the last login ended
 
 
 @pytest.fixture

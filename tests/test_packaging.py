@@ -37,9 +37,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_contains_what_the_app_reads(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
+    # Every template (HTML and SVG) and every module of the package: a sub-package
+    # missing from pyproject's list fails here, not on a hospital's fresh install.
     templates = {p.relative_to(REPO / "templates").as_posix()
-                 for p in (REPO / "templates").rglob("*.html")}
+                 for p in (REPO / "templates").rglob("*") if p.is_file()}
     assert templates and {f"signflow/templates/{t}" for t in templates} <= names
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "signflow").rglob("*.py")}
+    assert modules and modules - names == set()
     for required in ("signflow/static/app.css", "signflow/static/app.js",
                      "signflow/static/favicon.svg", "signflow/fonts/NotoSans-Regular.ttf",
                      "signflow/migrations/env.py", "signflow/migrations/script.py.mako",

@@ -28,7 +28,9 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(80), unique=True)
     display_name: Mapped[str] = mapped_column(String(200))
     role: Mapped[Role] = mapped_column(TextEnum(Role, 20))
-    password_hash: Mapped[str] = mapped_column(String(255))
+    # None: the account logs in only through an identity provider (the directory
+    # checks the password, an OpenID Provider the person); no local password exists.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(40))

@@ -1,11 +1,12 @@
 """Second factors beyond TOTP: passkeys (WebAuthn credentials), the single-use
-challenges of their ceremonies, and recovery codes."""
+challenges of their ceremonies, recovery codes; and the links between an account and
+the identity providers (OpenID Connect, the hospital directory) that vouch for it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from signflow.db import Base
@@ -66,3 +67,20 @@ class RecoveryCode(Base):
     batch: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ExternalIdentity(Base):
+    """An account as an identity provider knows it: the provider's name (an OpenID
+    Provider configured on the site, or the directory) and the immutable subject it
+    asserts (the national professional id, the directory's entryUUID / objectGUID).
+    Accounts are found by this link, never by e-mail."""
+
+    __tablename__ = "external_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject", name="uq_external_identities_subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

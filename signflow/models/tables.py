@@ -17,7 +17,12 @@ from signflow.models.accounts import (
 )
 from signflow.models.audit_tree import AuditTreeNode, AuditVerification
 from signflow.models.columns import TextEnum, UTCDateTime
-from signflow.models.identity import RecoveryCode, WebAuthnChallenge, WebAuthnCredential
+from signflow.models.identity import (
+    ExternalIdentity,
+    RecoveryCode,
+    WebAuthnChallenge,
+    WebAuthnCredential,
+)
 from signflow.models.integration import (
     IdempotencyKey,
     RequestReference,
@@ -33,7 +38,7 @@ from signflow.models.signing import Signature, SignatureActivation, SigningCrede
 __all__ = [
     "Base", "TextEnum", "UTCDateTime",
     "ApiToken", "Destination", "EnrolmentCode", "LoginThrottle", "PendingChange", "RateLimit", "User",
-    "RecoveryCode", "WebAuthnChallenge", "WebAuthnCredential",
+    "ExternalIdentity", "RecoveryCode", "WebAuthnChallenge", "WebAuthnCredential",
     "OnCallGroup", "RotaShift", "RouteStep", "SignatureRequest",
     "Signature", "SignatureActivation", "SigningCredential",
     "AuditEntry", "AuditHead", "Blob", "Checkpoint", "Job", "Setting",

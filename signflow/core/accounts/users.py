@@ -146,6 +146,9 @@ def change_password(
     """The user sets their own password (forced at first login when an administrator
     chose it). Every other session of the user ends."""
     user = acting_user(session, actor)
+    if user.password_hash is None:
+        raise InvalidInput(N_("Your account has no signflow password: "
+                              "you log in through your hospital's login."))
     if not _verify(user.password_hash, current_password):
         raise InvalidInput(N_("Your current password is not right."))
     if new_password == current_password:
@@ -202,7 +205,10 @@ def authenticate(
             action=AuditAction.LOGIN_THROTTLED, user=user.id if user else None,
         )
         raise Throttled(N_("Too many failed attempts: wait a moment and try again."), retry_after=wait)
-    ok = _verify(user.password_hash if user else _DUMMY_HASH, password)
+    # An account without a local password (it logs in through an identity provider)
+    # costs the same hash as an unknown name and fails like it.
+    stored = user.password_hash if user is not None else None
+    ok = _verify(stored or _DUMMY_HASH, password) and stored is not None
     # Integration accounts never log in (API tokens only): refused like a wrong password.
     if user is None or not ok or not user.active or user.role == Role.INTEGRATION:
         throttle.record_failure(session, attempt, now=now)
@@ -211,7 +217,7 @@ def authenticate(
             action=AuditAction.LOGIN_FAILED, user=user.id if user else None,
         )
         raise AuthenticationFailed(N_("Wrong user name or password."))
-    if _HASHER.check_needs_rehash(user.password_hash):
+    if stored is not None and _HASHER.check_needs_rehash(stored):
         user.password_hash = hash_password(password)
     if factors.has_second_factor(session, user):
         # The failure counter resets only once the second factor is right too.

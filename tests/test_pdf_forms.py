@@ -112,7 +112,7 @@ def test_a_hidden_or_zero_size_field_never_takes_the_visible_stamp(app, svc, wor
     assert empty_fields(signed) == ["Ghost"]  # left as the document had it
     box = ink(before, signed, 0)
     assert box is not None and box[0] > 595 / 3 and box[1] > 842 / 2  # the default place
-    assert "1 hidden or zero-size signature field" in notices_of(app, svc, rid)
+    assert "a hidden or zero-size signature field" in notices_of(app, svc, rid)
 
 
 def test_with_a_hidden_and_a_visible_field_the_visible_one_is_signed(app, svc, world, tmp_path,

@@ -6,6 +6,7 @@ it is removed, and the technician is told which. Real files: pikepdf, Ghostscrip
 
 from __future__ import annotations
 
+import html
 import io
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ from pyhanko.pdf_utils.metadata.xmp_xml import XmpXmlProcessingError
 
 from signflow.core.pdf.normalise import NormalisedPdf, normalise_upload
 from signflow.core.pdf.sandbox_child.metadata import pyhanko_accepts
-from tests.conftest import login
+from tests.conftest import csrf_token, login
 from tests.helpers import assert_signed_file_valid, upload_and_sign_through_the_app
 from tests.hostile import sign
 from tests.pdfs import make_pdf
@@ -130,7 +131,7 @@ def test_an_untouched_pdfa_keeps_its_claim_and_the_technician_is_told(tmp_path: 
     assert claims_pdfa(data)
     result = _normalise(data)
     assert result.removed == ()
-    assert result.notices == (
+    assert tuple(map(str, result.notices)) == (
         f"The file is PDF/A-{part}b (the archival format) and stays so: nothing PDF/A covers "
         "was changed, and the signature is added without rewriting the file.",)
     assert claims_pdfa(result.data)
@@ -153,7 +154,7 @@ def test_a_changed_pdfa_loses_its_claim_and_the_technician_is_told(tmp_path: Pat
     assert result.removed == ("a script that runs when the file opens",)
     assert not claims_pdfa(result.data)
     assert xmp_of(result.data) is not None  # the rest of the description stays
-    (notice,) = result.notices
+    (notice,) = map(str, result.notices)
     assert notice.startswith("The file declared itself PDF/A-2b (the archival format), but")
     assert "that claim was taken out" in notice
 
@@ -168,6 +169,11 @@ def test_the_pdfa_notice_is_on_the_request_page_and_the_signed_file_validates(
     login(tech, "tech")
     page = tech.get(f"/requests/{rid}").get_data(as_text=True)
     assert "is PDF/A-2b (the archival format) and stays so" in page
+    # The notice is a message id, read in the reader's language.
+    tech.post("/account/language/", data={"csrf_token": csrf_token(tech, "/account/language/"),
+                                          "language": "fr"})
+    page = html.unescape(tech.get(f"/requests/{rid}").get_data(as_text=True))
+    assert "est au format PDF/A-2b" in page
 
 
 def test_a_pdfa_whose_xmp_needed_repair_loses_its_claim(tmp_path: Path) -> None:
@@ -180,5 +186,5 @@ def test_a_pdfa_whose_xmp_needed_repair_loses_its_claim(tmp_path: Path) -> None:
     result = _normalise(damaged)
     assert result.removed == ("a damaged document description (XMP metadata), repaired",)
     assert not claims_pdfa(result.data)
-    assert "that claim was taken out" in result.notices[0]
+    assert "that claim was taken out" in str(result.notices[0])
     sign(result.data)

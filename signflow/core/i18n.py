@@ -9,7 +9,8 @@ language of its reader (web/errors.py, the request's; jobs, the site's).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
@@ -49,8 +50,18 @@ def translations(language: str) -> support.NullTranslations:
 def translate(language: str, msgid: str, params: Mapping[str, object] | None = None) -> str:
     """`msgid` in `language`, its %(name)s placeholders filled from `params`."""
     text = translations(language).gettext(msgid)
-    return fill(text, {k: v.in_language(language) if isinstance(v, Msg) else v
-                       for k, v in (params or {}).items()})
+    return fill(text, {k: _param_in(language, v) for k, v in (params or {}).items()})
+
+
+def _param_in(language: str, value: object) -> object:
+    """A parameter as the reader reads it: a message in their language; a list of
+    message ids (a validator's problems) each translated, joined by "; "."""
+    if isinstance(value, Msg):
+        return value.in_language(language)
+    if isinstance(value, list | tuple):
+        return "; ".join(str(_param_in(language, item)) if isinstance(item, Msg)
+                         else translate(language, str(item)) for item in value)
+    return value
 
 
 def translate_plural(language: str, singular: str, plural: str, n: int,
@@ -69,10 +80,57 @@ class Msg:
     params: Mapping[str, object] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return fill(self.msgid, self.params)
+        return translate(SOURCE_LANGUAGE, self.msgid, self.params)
 
     def in_language(self, language: str) -> str:
         return translate(language, self.msgid, self.params)
+
+
+def stored(message: Msg) -> str:
+    """`message` as a text column keeps it (a request's failure reason, an upload
+    notice): JSON of the id and its parameters, translated when someone reads it."""
+    return json.dumps({"msgid": message.msgid, "params": _plain(message.params)}, ensure_ascii=False)
+
+
+def _plain(params: Mapping[str, object]) -> dict[str, object]:
+    def one(value: object) -> object:
+        if isinstance(value, Msg):
+            return {"msgid": value.msgid, "params": _plain(value.params)}
+        if isinstance(value, list | tuple):
+            return [one(item) for item in value]
+        return value if isinstance(value, int | float | str) else str(value)
+    return {key: one(value) for key, value in params.items()}
+
+
+def from_stored(text: str | None) -> Msg | None:
+    """The message `stored()` wrote; a text written before messages were stored so
+    (plain English) comes back as a message id of its own."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return Msg(text)
+    return _message(value) if isinstance(value, dict) else Msg(text)
+
+
+def _message(value: Mapping[str, object]) -> Msg:
+    params = value.get("params")
+
+    def one(item: object) -> object:
+        if isinstance(item, dict) and isinstance(item.get("msgid"), str):
+            return _message(item)
+        if isinstance(item, list):
+            return [one(x) for x in item]
+        return item
+    return Msg(str(value.get("msgid", "")),
+               {str(k): one(v) for k, v in params.items()} if isinstance(params, dict) else {})
+
+
+def messages_of(items: Sequence[object]) -> tuple[Msg, ...]:
+    """Upload notices as the sandbox sends them ({"msgid", "params"}) or as older
+    requests stored them (English text)."""
+    return tuple(_message(item) if isinstance(item, dict) else Msg(str(item)) for item in items)
 
 
 def fill(text: str, params: Mapping[str, object] | None) -> str:

@@ -13,7 +13,16 @@ from flask_babel import format_decimal, gettext
 from flask_login import LoginManager, current_user, logout_user
 
 from signflow.core.accounts.users import load_session_user
-from signflow.core.i18n import N_, ROLE_LABELS, STATE_LABELS, URGENCY_LABELS, Msg, Translator, label
+from signflow.core.i18n import (
+    N_,
+    ROLE_LABELS,
+    STATE_LABELS,
+    URGENCY_LABELS,
+    Msg,
+    Translator,
+    from_stored,
+    label,
+)
 from signflow.models import User
 from signflow.web.context import close_session, current, in_one_transaction
 from signflow.web.context import session as db_session
@@ -86,6 +95,8 @@ def register(app: Flask) -> None:
     app.add_template_filter(_label_filter(ROLE_LABELS), "role_label")
     # A message id from core (a validation problem...), translated: `{{ p | translated }}`.
     app.add_template_filter(_translated, "translated")
+    # A message core stored in a column (a request's failure reason), translated.
+    app.add_template_filter(_stored_message, "stored_message")
     # Numbers as the page's language writes them ("12 345" in French).
     app.add_template_filter(format_decimal, "number")
 
@@ -93,6 +104,11 @@ def register(app: Flask) -> None:
 def _localtime(when: datetime | None) -> str:
     """A moment in the hospital's time zone, written as the page's language writes it."""
     return Translator(page_language(), current().settings.timezone).when(when) if when else ""
+
+
+def _stored_message(text: str | None) -> str:
+    message = from_stored(text)
+    return translate_msg(message) if message else ""
 
 
 def _translated(value: object) -> str:

@@ -98,13 +98,23 @@ def page_language() -> str:
     return locale.language if locale else "en"
 
 
+def _param(value: object) -> object:
+    """A parameter in the page's language (core.i18n._param_in, on the request side)."""
+    if isinstance(value, Msg):
+        return translate_msg(value)
+    if isinstance(value, list | tuple):
+        return "; ".join(translate_msg(item) if isinstance(item, Msg) else str(gettext(str(item)))
+                         for item in value)
+    return value
+
+
 def translate_msg(message: Msg) -> str:
     """A core message id with its parameters, in the page's language; a parameter that
     is a message itself (core.i18n.Msg) reads in the same language."""
     text = str(gettext(message.msgid))
     if not message.params:
         return text
-    values = {k: translate_msg(v) if isinstance(v, Msg) else v for k, v in message.params.items()}
+    values = {k: _param(v) for k, v in message.params.items()}
     try:
         return str(text % values)
     except (KeyError, ValueError, TypeError):

@@ -32,7 +32,7 @@ from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden
 from signflow.core.evidence.pdf import ProvenEntry, ReportPdf, both_times
-from signflow.core.i18n import N_, STATE_LABELS, URGENCY_LABELS, Translator, label
+from signflow.core.i18n import N_, STATE_LABELS, URGENCY_LABELS, Translator, from_stored, label
 from signflow.core.pades import sign as signing
 from signflow.core.pki.seal import SEAL_NAME, Seal
 from signflow.core.requests import access
@@ -232,7 +232,8 @@ def _facts(session: Session, req: SignatureRequest, tz: str, t: Translator) -> l
         rows.append((t(N_("Received by")), _user_label(req.acknowledged_by), False))
         rows.append((t(N_("Received at")), both_times(req.acknowledged_at, tz, t), False))
     if req.failure_reason:
-        rows.append((t(N_("Failure")), req.failure_reason, False))
+        failure = from_stored(req.failure_reason)
+        rows.append((t(N_("Failure")), failure.in_language(t.language) if failure else "", False))
     removed = access.removed_content(req)
     if removed:
         rows.append((t(N_("Removed at upload")), ", ".join(removed), False))

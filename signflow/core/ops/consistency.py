@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from signflow.core.audit.log import SYSTEM
 from signflow.core.errors import SignflowError
+from signflow.core.i18n import N_, Msg, stored
 from signflow.core.requests import workflow
 from signflow.core.requests.deps import Deps
 from signflow.core.storage import BlobStore
@@ -49,11 +50,11 @@ TRANSITIONS: dict[AuditAction, RequestState] = {
     AuditAction.REQUEST_FAILED: RequestState.FAILED,
 }
 SIGNED_STATES = frozenset({RequestState.SIGNED, RequestState.DELIVERED, RequestState.RECEIVED})
-MISSING_DOCUMENT = (
+MISSING_DOCUMENT = N_(
     "The document could not be found in storage, so this request cannot be signed "
     "or delivered. Please upload it again."
 )
-MISSING_SIGNED = (
+MISSING_SIGNED = N_(
     "The signed document could not be found in storage, so it cannot be delivered. "
     "Please upload the document again for a new signature."
 )
@@ -212,7 +213,7 @@ def recover(session: Session, deps: Deps, *, now: datetime, limit: int = 200) ->
         if missing is None:
             continue
         previous = req.state
-        req.state, req.failure_reason = RequestState.FAILED, reason
+        req.state, req.failure_reason = RequestState.FAILED, stored(Msg(reason))
         workflow.record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_FAILED,
                         notify=NotifyEvent.FAILED, previous_state=previous,
                         missing_sha256=missing, reason=reason)

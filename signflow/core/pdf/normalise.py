@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
 from signflow.core.errors import DocumentTooLarge, InvalidDocument, SignflowError
-from signflow.core.i18n import N_, Msg
+from signflow.core.i18n import N_, Msg, messages_of
 from signflow.core.pdf.sandbox import DEFAULT_LIMITS, SandboxLimits, SandboxRefusal, run_checked
 
 ACTIVE_CONTENT_MODES = ("strip", "refuse")
@@ -50,7 +50,7 @@ class NormalisedPdf:
     page_count: int
     removed: tuple[str, ...]  # what was stripped, human-readable
     # What the technician should know besides (what became of a PDF/A claim...).
-    notices: tuple[str, ...] = ()
+    notices: tuple[Msg, ...] = ()
 
 
 def normalise_upload(
@@ -110,7 +110,7 @@ def normalise_upload(
         original_sha256=original_sha256,
         page_count=page_count,
         removed=tuple(str(item) for item in removed),
-        notices=tuple(str(item) for item in notices),
+        notices=messages_of(notices),
     )
 
 

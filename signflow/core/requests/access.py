@@ -16,7 +16,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Conflict, Forbidden, NotFound
-from signflow.core.i18n import N_, STATE_LABELS, Msg, label
+from signflow.core.i18n import N_, STATE_LABELS, Msg, label, messages_of, stored
 from signflow.core.requests import oncall as oncall
 from signflow.core.requests.deps import Deps
 from signflow.models import AuditAction, OnCallGroup, RequestState, Role, Signature, SignatureRequest, User
@@ -207,16 +207,18 @@ def signatures_of(session: Session, request_id: int) -> list[Signature]:
         select(Signature).where(Signature.request_id == request_id).order_by(Signature.id)))
 
 
-def upload_report(removed: Sequence[str], notices: Sequence[str]) -> str:
+def upload_report(removed: Sequence[str], notices: Sequence[Msg]) -> str:
     """What the upload check reported, as stored in `removed_content`: a JSON list of
     what was removed (the format since 0.1), or, when there are notices too, an
-    object {"removed": [...], "notices": [...]}."""
+    object {"removed": [...], "notices": [{"msgid", "params"}...]} (notices were
+    English text before they were translated; both read back)."""
     if not notices:
         return json.dumps(list(removed))
-    return json.dumps({"removed": list(removed), "notices": list(notices)})
+    return json.dumps({"removed": list(removed),
+                       "notices": [json.loads(stored(notice)) for notice in notices]})
 
 
-def _upload_report(req: SignatureRequest) -> dict[str, list[str]]:
+def _upload_report(req: SignatureRequest) -> dict[str, list[object]]:
     try:
         value = json.loads(req.removed_content or "[]")
     except ValueError:
@@ -225,15 +227,14 @@ def _upload_report(req: SignatureRequest) -> dict[str, list[str]]:
         value = {"removed": value}
     if not isinstance(value, dict):
         return {}
-    return {key: [str(v) for v in items] for key, items in value.items()
-            if isinstance(items, list)}
+    return {key: list(items) for key, items in value.items() if isinstance(items, list)}
 
 
 def removed_content(req: SignatureRequest) -> Sequence[str]:
     """What the upload check removed from the document, in words."""
-    return _upload_report(req).get("removed", [])
+    return [str(item) for item in _upload_report(req).get("removed", [])]
 
 
-def upload_notices(req: SignatureRequest) -> Sequence[str]:
+def upload_notices(req: SignatureRequest) -> Sequence[Msg]:
     """What else the upload check told the technician (a PDF/A claim kept or removed...)."""
-    return _upload_report(req).get("notices", [])
+    return messages_of(_upload_report(req).get("notices", []))

@@ -22,7 +22,7 @@ from signflow.core.errors import (
     SignatureNotDelivered,
     WrongPin,
 )
-from signflow.core.i18n import N_, Msg
+from signflow.core.i18n import N_, Msg, stored
 from signflow.core.pades import sign as signing
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.geometry import page_geometry, stamp_box
@@ -178,16 +178,17 @@ def _require_valid(session: Session, deps: Deps, req: SignatureRequest, signed: 
     problems = list(report.problems)
     log.warning("request %s: the signature by certificate %s did not validate, not delivered: %s",
                 req.id, serial, "; ".join(problems))
-    req.failure_reason = ("The signature made at " + access.local_time(now, deps.timezone)
-                          + " did not validate (" + "; ".join(problems) + "), so nothing was "
-                          "delivered. The physician can sign again, or decline.")
+    req.failure_reason = stored(Msg(
+        N_("The signature made at %(when)s did not validate (%(problems)s), so nothing was "
+           "delivered. The physician can sign again, or decline."),
+        {"when": access.local_time(now, deps.timezone), "problems": problems}))
     workflow.record(session, req, actor=actor, now=now, action=AuditAction.REQUEST_SIGNING_FAILED,
                     certificate_serial=serial, problems=problems, level=deps.pades_level,
                     group=req.group_id, step=req.step)
     raise SignatureNotDelivered(
-        "Your signature was made but did not pass validation (" + "; ".join(problems)
-        + "), so nothing was delivered and the request is still waiting. Reload the page and "
-        "sign again; if it fails again, decline it and call the technician.")
+        N_("Your signature was made but did not pass validation (%(problems)s), so nothing was "
+           "delivered and the request is still waiting. Reload the page and sign again; if it "
+           "fails again, decline it and call the technician."), params={"problems": problems})
 
 
 def current_crls(session: Session, deps: Deps, *, now: datetime,

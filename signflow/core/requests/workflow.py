@@ -20,7 +20,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import SYSTEM, Actor, JsonValue
 from signflow.core.errors import Conflict, Forbidden, InvalidDocument, InvalidInput
-from signflow.core.i18n import N_, STATE_LABELS, Msg, label
+from signflow.core.i18n import N_, STATE_LABELS, Msg, label, stored
 from signflow.core.pades import validate as validation
 from signflow.core.pdf.normalise import NormalisedPdf
 from signflow.core.requests import access as access
@@ -104,7 +104,7 @@ def create_request(
            notify=NotifyEvent.CREATED, ladder_level=level,
            group=group.id, route=list(route), destination=destination.id, urgency=urgency,
            original_sha256=upload.original_sha256, document_sha256=stored,
-           removed=list(upload.removed), notices=list(upload.notices), pages=upload.page_count)
+           removed=list(upload.removed), notices=[str(n) for n in upload.notices], pages=upload.page_count)
     if entry.nobody_on_call:
         record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_NOBODY_ON_CALL,
                notify=NotifyEvent.NOBODY_ON_CALL, group=group.id, level=level)
@@ -259,7 +259,7 @@ def escalate_due(session: Session, deps: Deps, *, now: datetime, limit: int = 10
     for req in due:
         if req.escalation_level + 1 >= deps.escalation_levels:
             req.state = RequestState.EXPIRED
-            req.failure_reason = "Nobody signed before the last escalation deadline."
+            req.failure_reason = stored(Msg(N_("Nobody signed before the last escalation deadline.")))
             record(session, req, actor=SYSTEM, now=now, action=AuditAction.REQUEST_EXPIRED,
                    notify=NotifyEvent.EXPIRED, level=req.escalation_level)
         else:

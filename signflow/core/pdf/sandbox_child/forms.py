@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from signflow.core.pdf.sandbox_child.wire import N_, notice
+
 # Annotation flags (ISO 32000-1, 12.5.3): a field with either is never shown.
 HIDDEN, NO_VIEW = 1 << 1, 1 << 5
 # A stamp smaller than this (points) could not be read.
@@ -31,7 +33,7 @@ def _rect(widget: Any) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-def signature_box_notices(pdf: Any) -> list[str]:
+def signature_box_notices(pdf: Any) -> list[dict[str, object]]:
     """What the technician should know about the document's empty signature fields."""
     import pikepdf
 
@@ -60,17 +62,21 @@ def signature_box_notices(pdf: Any) -> list[str]:
             hidden += 1
     notices = []
     if len(shown) == 1:
-        notices.append(f"The document has its own signature box (page {shown[0]}): the "
-                       "signature goes there. Tap a page to move that box where you tap.")
+        notices.append(notice(N_("The document has its own signature box (page %(page)s): the "
+                                 "signature goes there. Tap a page to move that box where you tap."),
+                              page=shown[0]))
     elif shown:
         pages = ", ".join(str(p) for p in sorted(set(p for p in shown if p is not None)))
-        notices.append(f"The document has {len(shown)} empty signature boxes (page {pages}): "
-                       "each signature of the route fills the next one in reading order (the "
-                       "first one moves where you tap, if you tap a page); a box no signature "
-                       "reaches stays empty.")
-    if hidden:
-        notices.append(f"The document also has {hidden} hidden or zero-size signature "
-                       f"field{'s' if hidden > 1 else ''}: left empty, never given the stamp.")
+        notices.append(notice(N_("The document has %(count)s empty signature boxes (page %(pages)s): "
+                                 "each signature of the route fills the next one in reading order (the "
+                                 "first one moves where you tap, if you tap a page); a box no signature "
+                                 "reaches stays empty."), count=len(shown), pages=pages))
+    if hidden == 1:
+        notices.append(notice(N_("The document also has a hidden or zero-size signature field: "
+                                 "left empty, never given the stamp.")))
+    elif hidden:
+        notices.append(notice(N_("The document also has %(count)s hidden or zero-size signature "
+                                 "fields: left empty, never given the stamp."), count=hidden))
     return notices
 
 

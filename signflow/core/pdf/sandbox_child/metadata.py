@@ -21,7 +21,7 @@ import io
 import re
 from typing import Any
 
-from signflow.core.pdf.sandbox_child.wire import N_
+from signflow.core.pdf.sandbox_child.wire import N_, notice
 
 XMP_REPAIRED = N_("a damaged document description (XMP metadata), repaired")
 XMP_REMOVED = N_("an unreadable document description (XMP metadata)")
@@ -157,11 +157,12 @@ def drop_pdfa_claim(pdf: Any, packet: bytes) -> None:
     pdf.Root["/Metadata"].write(_wrapped(etree.tostring(root, encoding="unicode")))
 
 
-def pdfa_notice(claim: str, kept: bool) -> str:
+def pdfa_notice(claim: str, kept: bool) -> dict[str, object]:
     if kept:
-        return (f"The file is {claim} (the archival format) and stays so: nothing PDF/A "
-                "covers was changed, and the signature is added without rewriting the file.")
-    return (f"The file declared itself {claim} (the archival format), but parts of it had "
-            "to be removed or repaired, so that claim was taken out: the signed file is an "
-            "ordinary PDF. If the recipient needs PDF/A, ask the sender for a copy without "
-            "those parts.")
+        return notice(N_("The file is %(claim)s (the archival format) and stays so: nothing PDF/A "
+                         "covers was changed, and the signature is added without rewriting the file."),
+                      claim=claim)
+    return notice(N_("The file declared itself %(claim)s (the archival format), but parts of it had "
+                     "to be removed or repaired, so that claim was taken out: the signed file is an "
+                     "ordinary PDF. If the recipient needs PDF/A, ask the sender for a copy without "
+                     "those parts."), claim=claim)

@@ -142,7 +142,7 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
             # Counter-signing appends to the exact bytes received.
             if not data.startswith(b"%PDF-") or removed or metadata.settle_xmp(pdf)[0]:
                 raise Refuse(N_("the PDF already carries a signature and needs repairs"))
-            out, notices = data, list[str]()
+            out, notices = data, list[dict[str, object]]()
         else:
             out, notices = _rewrite(pdf, removed)
     check_readers(out, page_count)
@@ -152,14 +152,14 @@ def _normalise(params: dict[str, Any], data: bytes) -> tuple[dict[str, Any], byt
     return meta, out
 
 
-def _rewrite(pdf: Any, removed: list[str]) -> tuple[bytes, list[str]]:
+def _rewrite(pdf: Any, removed: list[str]) -> tuple[bytes, list[dict[str, object]]]:
     """The cleaned document saved in full; `removed` gains what the XMP needed, the
     notices say what became of a PDF/A claim."""
     import pikepdf
 
     fixes, packet = metadata.settle_xmp(pdf)
     claim = metadata.pdfa_claim(packet)
-    notices: list[str] = []
+    notices: list[dict[str, object]] = []
     changed = bool(removed or fixes)
     removed.extend(fixes)
     if claim is not None and packet is not None:

@@ -50,6 +50,12 @@ def N_(message: str) -> str:  # noqa: N802 - core.i18n's marker; the child impor
     return message
 
 
+def notice(msgid: str, **params: object) -> dict[str, object]:
+    """An upload notice as the parent reads it (core.i18n.messages_of): a message id
+    and its parameters, translated for whoever reads the request."""
+    return {"msgid": msgid, "params": params}
+
+
 class Refuse(Exception):
     """`message` is for the user (a message id with `params`, translated by the
     parent's reader); `detail` (the parser's own error) only for the log."""

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from signflow.config import Settings
 from signflow.models import User
 from tests.conftest import csrf_token, login, make_settings
+from tests.factories import integration_token
 from tests.helpers import new_request, run_jobs
 
 NBSP = "\u00a0"
@@ -176,3 +177,28 @@ def test_the_workers_pages_are_written_in_the_site_language(app, svc, world):
     assert f"Signature demandée (urgence vitale){NBSP}: demande n° {rid}" in subjects, subjects
     body = next(m.body for m in svc.notifier.sent if str(rid) in m.subject)
     assert "Ouvrez signflow pour y donner suite." in body
+
+
+def test_core_errors_of_the_stats_and_the_api_reach_a_french_reader_in_french(app, svc, world):
+    # The manager's page: a period too long (a parameter filled after translation).
+    manager = app.test_client()
+    login(manager, "manager")
+    too_long = manager.get("/stats/?from=2024-01-01&to=2026-02-02")
+    assert too_long.status_code == 400
+    assert "Choisissez une période de 366 jours au plus." in text_of(too_long)
+    assert "Groupe d'astreinte introuvable" in text_of(manager.get("/stats/?group=abc"))
+    # A hospital system: its problem details follow Accept-Language.
+    token = integration_token(svc, name="reports", scopes=("stats",)).token
+    headers = {"Authorization": f"Bearer {token}"}
+    swapped = "/api/v1/stats?from=2026-02-15&to=2026-02-02"
+    french = app.test_client().get(swapped, headers={**headers, "Accept-Language": "fr-FR"})
+    assert french.status_code == 400 and french.mimetype == "application/problem+json"
+    assert french.json["detail"] == (f"La période se termine avant de commencer{NBSP}: "
+                                     "inversez les deux jours.")
+    english = app.test_client().get(swapped, headers={**headers, "Accept-Language": "en"})
+    assert english.json["detail"] == "The period ends before it starts: swap the two days."
+    lab = integration_token(svc, name="lab", group_id=world.group, scopes=("read",)).token
+    bad_limit = app.test_client().get("/api/v1/requests?limit=0",
+                                      headers={"Authorization": f"Bearer {lab}", "Accept-Language": "fr"})
+    assert bad_limit.status_code == 400
+    assert re.fullmatch(r"«\xa0limit\xa0» est compris entre 1 et \d+\.", bad_limit.json["detail"])

@@ -86,7 +86,8 @@ def test_a_recovery_code_works_once_and_a_reuse_is_refused_clearly(app, svc, wor
     assert actions.count("recovery_code.used") == 2
     assert actions.count("recovery_code.refused") == 1
     with svc.sessions() as s:
-        used = s.scalars(select(AuditEntry).where(AuditEntry.action == "recovery_code.used")).all()
+        used = s.scalars(select(AuditEntry).where(AuditEntry.action == "recovery_code.used")
+                         .order_by(AuditEntry.seq)).all()
     assert [json.loads(e.line)["remaining"] for e in used] == [9, 8]
 
 

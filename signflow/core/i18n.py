@@ -203,6 +203,7 @@ URGENCY_LABELS = {"emergency": N_("emergency"), "urgent": N_("urgent"), "routine
 ROLE_LABELS = {
     "technician": N_("technician"), "physician": N_("physician"), "recipient": N_("recipient"),
     "auditor": N_("auditor"), "admin": N_("admin"), "integration": N_("integration"),
+    "manager": N_("manager"),
 }
 
 

@@ -17,6 +17,7 @@ from werkzeug.wrappers import Response
 from signflow.core.accounts import passkeys, recovery, step_up
 from signflow.core.audit.log import Actor
 from signflow.core.errors import AuthenticationFailed, InvalidInput
+from signflow.core.i18n import N_
 from signflow.models import PasskeyPurpose
 from signflow.web.auth import (
     RECOVERED_AT,
@@ -40,14 +41,14 @@ def relying_party() -> passkeys.RelyingParty:
 def _json_body() -> dict[str, object]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise InvalidInput("The browser's passkey answer is malformed.")
+        raise InvalidInput(N_("The browser's passkey answer is malformed."))
     return body
 
 
 def _answer(body: dict[str, object]) -> str:
     credential = body.get("credential")
     if not isinstance(credential, str) or len(credential) > 16000:
-        raise InvalidInput("The browser's passkey answer is malformed.")
+        raise InvalidInput(N_("The browser's passkey answer is malformed."))
     return credential
 
 
@@ -163,7 +164,7 @@ def second_factor_options() -> Response:
     submitted(ConfirmForm(), FORM_EXPIRED)
     account = pending_account()
     if account is None:
-        raise AuthenticationFailed("Your login took too long: start again.")
+        raise AuthenticationFailed(N_("Your login took too long: start again."))
     return _options(passkeys.authentication_options(
         rc.session, relying_party(), purpose=PasskeyPurpose.SECOND_FACTOR, user_id=account.id,
         now=rc.now))
@@ -174,7 +175,7 @@ def second_factor_passkey() -> Response:
     rc = current()
     account = pending_account()
     if account is None:
-        raise AuthenticationFailed("Your login took too long: start again.")
+        raise AuthenticationFailed(N_("Your login took too long: start again."))
     passkeys.authenticate(rc.session, relying_party(), purpose=PasskeyPurpose.SECOND_FACTOR,
                           user_id=account.id, response_json=_answer(_json_body()), now=rc.now,
                           ip=rc.ip)

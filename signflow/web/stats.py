@@ -7,6 +7,7 @@ from flask import Blueprint, Response, render_template, request
 from flask_babel import gettext as _
 
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.stats import chart, period
 from signflow.core.stats import report as stats
 from signflow.models import Role
@@ -22,7 +23,7 @@ def group_arg() -> int | None:
     if not raw:
         return None
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise InvalidInput("No such on-call group: choose one from the list.")
+        raise InvalidInput(N_("No such on-call group: choose one from the list."))
     return int(raw)
 
 

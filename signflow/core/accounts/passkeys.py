@@ -40,6 +40,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import AuthenticationFailed, InvalidInput, NotFound
+from signflow.core.i18n import N_
 from signflow.models import (
     AuditAction,
     PasskeyPurpose,
@@ -55,7 +56,7 @@ TIMEOUT_MS = 120_000
 MAX_NAME = 80
 # Passwordless login is offered to the role that signs at night from a phone.
 PASSWORDLESS_ROLES = frozenset({Role.PHYSICIAN})
-REFUSED = "This passkey was not accepted. Try again, or use another way to log in."
+REFUSED = N_("This passkey was not accepted. Try again, or use another way to log in.")
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class RelyingParty:
     def from_base_url(cls, base_url: str) -> RelyingParty:
         parts = urlsplit(base_url)
         if not parts.hostname:
-            raise InvalidInput("The site's public address has no host name.")
+            raise InvalidInput(N_("The site's public address has no host name."))
         return cls(rp_id=parts.hostname, origin=f"{parts.scheme}://{parts.netloc}")
 
 
@@ -147,7 +148,7 @@ def _client_data(response_json: str) -> bytes:
         raw = json.loads(response_json)["response"]["clientDataJSON"]
         return base64url_to_bytes(raw)
     except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidInput("The browser's passkey answer is malformed.") from exc
+        raise InvalidInput(N_("The browser's passkey answer is malformed.")) from exc
 
 
 def register(session: Session, rp: RelyingParty, *, actor: Actor, response_json: str, name: str,
@@ -156,11 +157,11 @@ def register(session: Session, rp: RelyingParty, *, actor: Actor, response_json:
     user = acting_user(session, actor)
     label = " ".join(name.split())[:MAX_NAME]
     if not label:
-        raise InvalidInput("Give the passkey a name (for example: my phone).")
+        raise InvalidInput(N_("Give the passkey a name (for example: my phone)."))
     challenge = _take_challenge(session, _client_data(response_json), purpose=PasskeyPurpose.REGISTER,
                                 user_id=user.id, now=now)
     if challenge is None:
-        raise InvalidInput("This passkey request expired. Start again.")
+        raise InvalidInput(N_("This passkey request expired. Start again."))
     try:
         verified = webauthn.verify_registration_response(
             credential=response_json, expected_challenge=challenge, expected_rp_id=rp.rp_id,
@@ -169,10 +170,10 @@ def register(session: Session, rp: RelyingParty, *, actor: Actor, response_json:
     except (InvalidRegistrationResponse, InvalidJSONStructure, ValueError, KeyError) as exc:
         audit.append(session, now=now, actor=actor, action=AuditAction.PASSKEY_REFUSED,
                      purpose=PasskeyPurpose.REGISTER.value, problem=str(exc)[:200])
-        raise InvalidInput("The passkey could not be verified. Try again.") from exc
+        raise InvalidInput(N_("The passkey could not be verified. Try again.")) from exc
     if session.scalar(select(WebAuthnCredential.id).where(
             WebAuthnCredential.credential_id == verified.credential_id)) is not None:
-        raise InvalidInput("This passkey is already registered.")
+        raise InvalidInput(N_("This passkey is already registered."))
     row = WebAuthnCredential(
         user_id=user.id, credential_id=verified.credential_id,
         public_key=verified.credential_public_key, sign_count=verified.sign_count, name=label,
@@ -194,12 +195,12 @@ def authentication_options(session: Session, rp: RelyingParty, *, purpose: Passk
     """The JSON options for navigator.credentials.get(): for a known account (second
     factor, step-up) its passkeys; for a passwordless login any discoverable one."""
     if purpose == PasskeyPurpose.REGISTER:
-        raise InvalidInput("Not an authentication.")
+        raise InvalidInput(N_("Not an authentication."))
     allowed: list[PublicKeyCredentialDescriptor] = []
     if user_id is not None:
         allowed = [_descriptor(c) for c in active_passkeys(session, user_id)]
         if not allowed:
-            raise NotFound("You have no passkey.")
+            raise NotFound(N_("You have no passkey."))
     challenge = _new_challenge(session, purpose=purpose, user_id=user_id, now=now)
     options = webauthn.generate_authentication_options(
         rp_id=rp.rp_id, challenge=challenge, timeout=TIMEOUT_MS, allow_credentials=allowed,
@@ -274,7 +275,7 @@ def revoke(session: Session, *, actor: Actor, passkey_id: int, now: datetime) ->
     user = acting_user(session, actor)
     row = session.get(WebAuthnCredential, passkey_id)
     if row is None or row.user_id != user.id:
-        raise NotFound("No such passkey.")
+        raise NotFound(N_("No such passkey."))
     if row.revoked_at is None:
         row.revoked_at = now
         session.flush()

@@ -25,6 +25,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import AuthenticationFailed, Throttled
+from signflow.core.i18n import N_
 from signflow.models import AuditAction, RecoveryCode, User
 
 COUNT = 10
@@ -90,7 +91,7 @@ def use(session: Session, master_key: bytes, *, actor: Actor, code: str, now: da
     if wait:
         audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_THROTTLED,
                      factor="recovery_code")
-        raise Throttled("Too many failed attempts: wait a moment and try again.", retry_after=wait)
+        raise Throttled(N_("Too many failed attempts: wait a moment and try again."), retry_after=wait)
     row = session.scalar(select(RecoveryCode).where(
         RecoveryCode.user_id == user.id,
         RecoveryCode.code_hash == code_hash(master_key, user.id, code)))
@@ -98,7 +99,7 @@ def use(session: Session, master_key: bytes, *, actor: Actor, code: str, now: da
         throttle.record_failure(session, attempt, now=now)
         audit.append(session, now=now, actor=actor,
                      action=AuditAction.LOGIN_SECOND_FACTOR_FAILED, factor="recovery_code")
-        raise AuthenticationFailed("Wrong recovery code.")
+        raise AuthenticationFailed(N_("Wrong recovery code."))
     # Single use even under two simultaneous requests: only one UPDATE finds it unused.
     taken = session.execute(update(RecoveryCode).where(
         RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None)).values(used_at=now))
@@ -107,8 +108,8 @@ def use(session: Session, master_key: bytes, *, actor: Actor, code: str, now: da
         audit.append(session, now=now, actor=actor, action=AuditAction.RECOVERY_CODE_REFUSED,
                      code=row.id, problem="already-used")
         raise AuthenticationFailed(
-            "This recovery code was already used: each code works once. Use another one "
-            "from your list.")
+            N_("This recovery code was already used: each code works once. Use another one "
+               "from your list."))
     session.expire(row)
     throttle.record_success(session, attempt)
     left = remaining(session, user.id)

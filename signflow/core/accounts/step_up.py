@@ -20,6 +20,7 @@ from signflow.core.accounts.users import acting_user
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import Forbidden
+from signflow.core.i18n import N_
 from signflow.models import AuditAction, PasskeyPurpose, User
 
 
@@ -46,8 +47,8 @@ def require_enrolment_allowed(session: Session, user: User, *, last_factor_at: d
     if (factors.has_second_factor(session, user)
             and not is_fresh(last_factor_at, now=now, minutes=minutes)
             and not is_fresh(recovered_at, now=now, minutes=minutes)):
-        raise Forbidden("To add a passkey, confirm it is you first: log out, then log in again "
-                        "with your current passkey or authenticator app.")
+        raise Forbidden(N_("To add a passkey, confirm it is you first: log out, then log in again "
+                           "with your current passkey or authenticator app."))
 
 
 def record_required(session: Session, *, actor: Actor, request_id: int, now: datetime) -> None:
@@ -67,7 +68,7 @@ def confirm(session: Session, master_key: bytes, rp: passkeys.RelyingParty, *, a
                      factor=factors.PASSKEY)
         return factors.PASSKEY
     if user.totp_secret_enc is None:
-        raise Forbidden("Confirm with your passkey before signing.")
+        raise Forbidden(N_("Confirm with your passkey before signing."))
     mfa.verify(session, master_key, actor=actor, code=code or "", now=now,
                throttle_key=throttle_key, device=device, step_up=True)
     return factors.TOTP

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from signflow.auditverify import EMPTY_ROOT, Node, hash_children, wanted_nodes
 from signflow.core.errors import AuditIntegrityError
+from signflow.core.i18n import N_
 from signflow.models import AuditEntry, AuditTreeNode
 
 # 16-leaf groups: a proof rehashes at most 15 leaves per group it touches, and an
@@ -63,7 +64,7 @@ def on_append(session: Session, seq: int, leaf: bytes) -> None:
         .order_by(AuditEntry.seq)
     ).scalars().all()
     if len(earlier) != GROUP - 1:
-        raise AuditIntegrityError(f"the audit log has a gap before entry {seq}")
+        raise AuditIntegrityError(N_("the audit log has a gap before entry %(seq)s"), params={"seq": seq})
     node = perfect_root([*(bytes(x) for x in earlier), leaf])
     rows = [{"level": STORED_LEVEL, "idx": (size >> STORED_LEVEL) - 1, "hash": node}]
     if top > STORED_LEVEL:
@@ -80,7 +81,8 @@ def on_append(session: Session, seq: int, leaf: bytes) -> None:
         for level, idx in wanted:
             left = lefts.get((level, idx))
             if left is None:
-                raise AuditIntegrityError(f"the audit tree has no node {level}/{idx}")
+                raise AuditIntegrityError(N_("the audit tree has no node %(level)s/%(idx)s"),
+                                          params={"level": level, "idx": idx})
             node = hash_children(left, node)
             rows.append({"level": level + 1, "idx": (size >> (level + 1)) - 1, "hash": node})
     conn.execute(insert(cast(Table, AuditTreeNode.__table__)), rows)
@@ -139,8 +141,8 @@ def fetch_nodes(session: Session, pieces: set[Node]) -> dict[Node, bytes]:
     missing = [(s, h) for s, h in pieces if h >= STORED_LEVEL and (s, h) not in out]
     if missing:
         start, height = min(missing)
-        raise AuditIntegrityError(f"the audit tree has no node for leaves {start}.."
-                                  f"{start + (1 << height) - 1}")
+        raise AuditIntegrityError(N_("the audit tree has no node for leaves %(first)s..%(last)s"),
+                                  params={"first": start, "last": start + (1 << height) - 1})
     if low:
         seqs = sorted({i for start, height in low for i in range(start, start + (1 << height))})
         leaves = leaf_hashes(session, seqs)
@@ -158,7 +160,7 @@ def leaf_hashes(session: Session, seqs: list[int]) -> dict[int, bytes]:
             out[seq] = bytes(leaf)
     for seq in seqs:
         if seq not in out:
-            raise AuditIntegrityError(f"the audit log has no entry {seq}")
+            raise AuditIntegrityError(N_("the audit log has no entry %(expected)s"), params={"expected": seq})
     return out
 
 
@@ -205,6 +207,7 @@ def rebuild(session: Session, *, batch: int = 10_000) -> int:
     )
     for expected, (seq, leaf) in enumerate(result, start=1):
         if seq != expected - 1:
+            # Only the operator's rebuild command gets here: its text stays English.
             raise AuditIntegrityError(f"the audit log has no entry {expected - 1}")
         node = bytes(leaf)
         height = 0

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.core.errors import Conflict
+from signflow.core.i18n import N_
 from signflow.core.requests import access
 from signflow.core.requests.deps import Deps
 from signflow.models import RequestReference, RequestState, Signature, SignatureRequest, User
@@ -51,9 +52,9 @@ def _signatures(pdf: bytes) -> list[bytes]:
 def build_bundle(session: Session, deps: Deps, req: SignatureRequest, *, base_url: str) -> str:
     """The Bundle as FHIR JSON (a transaction: a FHIR server can take it as it is)."""
     if req.state not in SIGNED_STATES or req.signed_sha256 is None or req.signed_at is None:
-        raise Conflict("This request is not signed: there is no signed document to describe yet.")
+        raise Conflict(N_("This request is not signed: there is no signed document to describe yet."))
     if req.purged_at is not None:
-        raise Conflict("This document was removed after its retention period.")
+        raise Conflict(N_("This document was removed after its retention period."))
     pdf = deps.blobs.get(session, req.signed_sha256)
     doc_id, prov_id = _uuid(req, "document"), _uuid(req, "provenance")
     reference = session.get(RequestReference, req.id)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from standardwebhooks.webhooks import Webhook
 
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.notify import webpush
 
 MAX_URL = 2000
@@ -37,27 +38,28 @@ def check_url(url: str, *, production: bool, allow_private: bool,
     """An endpoint an admin may enter: https in production (http too elsewhere), a host
     that resolves, to public addresses only unless SIGNFLOW_ALLOW_PRIVATE_ENDPOINTS."""
     if not url or len(url) > MAX_URL or any(ord(c) < 33 for c in url):
-        raise InvalidInput("The endpoint URL is not a usable address.")
+        raise InvalidInput(N_("The endpoint URL is not a usable address."))
     parts = urlsplit(url)
     allowed = ("https",) if production else ("https", "http")
     if parts.scheme not in allowed:
-        raise InvalidInput("The endpoint URL must use https." if production
-                           else "The endpoint URL must use https (or http outside production).")
+        raise InvalidInput(N_("The endpoint URL must use https.") if production
+                           else N_("The endpoint URL must use https (or http outside production)."))
     if not parts.hostname or parts.username is not None or parts.password is not None:
-        raise InvalidInput("The endpoint URL is not a usable address.")
+        raise InvalidInput(N_("The endpoint URL is not a usable address."))
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise InvalidInput("The endpoint URL is not a usable address.") from exc
+        raise InvalidInput(N_("The endpoint URL is not a usable address.")) from exc
     try:
         addresses = resolve(parts.hostname, port)
     except InvalidInput:
         addresses = []
     if not addresses:
-        raise InvalidInput(f"The endpoint's host {parts.hostname!r} does not resolve.")
+        raise InvalidInput(N_("The endpoint's host %(host)s does not resolve."),
+                           params={"host": repr(parts.hostname)})
     if not allow_private and not all(webpush.is_public(a) for a in addresses):
-        raise InvalidInput(f"The endpoint's host {parts.hostname!r} is a private, loopback or "
-                           "link-local address: refused.")
+        raise InvalidInput(N_("The endpoint's host %(host)s is a private, loopback or "
+                              "link-local address: refused."), params={"host": repr(parts.hostname)})
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, parts.hostname, port, path, addresses)
 

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from signflow.core.accounts import ratelimit
 from signflow.core.errors import ServiceUnavailable, Throttled
+from signflow.core.i18n import N_
 
-MESSAGE = "Too many calls with this token: wait for the Retry-After seconds and try again."
+MESSAGE = N_("Too many calls with this token: wait for the Retry-After seconds and try again.")
 
 
 class ApiLimiter(Protocol):
@@ -58,8 +59,8 @@ class RedisLimiter:
                 return
             reset = self.strategy.get_window_stats(self.item, "signflow-api", str(token_id)).reset_time
         except self.storage.base_exceptions as exc:
-            raise ServiceUnavailable("The rate limiter (Redis) cannot be reached: try again "
-                                     "in a moment.") from exc
+            raise ServiceUnavailable(N_("The rate limiter (Redis) cannot be reached: try again "
+                                        "in a moment.")) from exc
         # Redis keeps the window on its clock; the app's `now` is the same wall clock in
         # production, and a window never outlasts its minute.
         raise Throttled(MESSAGE, retry_after=max(1, min(60, math.ceil(reset - now.timestamp()))))

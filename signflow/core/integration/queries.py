@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.requests import access
 from signflow.models import (
     AuditAction,
@@ -59,7 +60,7 @@ def decode_cursor(cursor: str) -> int:
         raw = ""
     number = raw.removeprefix(_CURSOR_PREFIX)
     if not raw.startswith(_CURSOR_PREFIX) or not number.isdigit() or len(number) > 18:
-        raise InvalidInput("This cursor is not one this API gave out: start again without it.",
+        raise InvalidInput(N_("This cursor is not one this API gave out: start again without it."),
                            code="invalid-cursor")
     return int(number)
 
@@ -70,15 +71,16 @@ def parse_filters(state: str | None, reference: str | None, created_after: str |
         try:
             chosen = RequestState(state)
         except ValueError:
-            raise InvalidInput(f"'state' is one of {', '.join(s.value for s in RequestState)}.") from None
+            raise InvalidInput(N_("'state' is one of %(states)s."),
+                               params={"states": ", ".join(s.value for s in RequestState)}) from None
     after = None
     if created_after:
         try:
             after = datetime.fromisoformat(created_after)
         except ValueError:
-            raise InvalidInput("'created_after' is an ISO 8601 date-time with its offset.") from None
+            raise InvalidInput(N_("'created_after' is an ISO 8601 date-time with its offset.")) from None
         if after.tzinfo is None:
-            raise InvalidInput("'created_after' is an ISO 8601 date-time with its offset.")
+            raise InvalidInput(N_("'created_after' is an ISO 8601 date-time with its offset."))
     return Filters(state=chosen, external_reference=reference or None, created_after=after)
 
 
@@ -86,7 +88,7 @@ def page_size(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_PAGE
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:4]) <= MAX_PAGE or len(raw) > 3:
-        raise InvalidInput(f"'limit' is between 1 and {MAX_PAGE}.")
+        raise InvalidInput(N_("'limit' is between 1 and %(max)s."), params={"max": MAX_PAGE})
     return int(raw)
 
 

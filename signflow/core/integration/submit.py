@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.pdf import normalise as pdfcheck
 from signflow.core.pdf.sandbox import SandboxLimits
 from signflow.core.requests import workflow
@@ -85,19 +86,19 @@ def _is_id(raw: str) -> bool:
 def _id(fields: Mapping[str, str], name: str) -> int:
     raw = fields.get(name, "")
     if not _is_id(raw):
-        raise InvalidInput(f"'{name}' must be an id (a positive integer).")
+        raise InvalidInput(N_("'%(name)s' must be an id (a positive integer)."), params={"name": name})
     return int(raw)
 
 
 def _route(fields: Mapping[str, str]) -> list[int]:
     """`route` (comma-separated group ids, in signing order) or a single `group`."""
     if "route" in fields and "group" in fields:
-        raise InvalidInput("Send either 'group' or 'route', not both.")
+        raise InvalidInput(N_("Send either 'group' or 'route', not both."))
     if "route" not in fields:
         return [_id(fields, "group")]
     parts = fields["route"].split(",")
     if not all(_is_id(p.strip()) for p in parts):
-        raise InvalidInput("'route' must be group ids separated by commas.")
+        raise InvalidInput(N_("'route' must be group ids separated by commas."))
     return [int(p) for p in parts]
 
 
@@ -105,7 +106,8 @@ def idempotency_key(raw: str | None) -> str | None:
     if raw is None:
         return None
     if not _KEY.fullmatch(raw):
-        raise InvalidInput(f"The Idempotency-Key header is 1 to {MAX_KEY} visible ASCII characters.")
+        raise InvalidInput(N_("The Idempotency-Key header is 1 to %(max)s visible ASCII characters."),
+                           params={"max": MAX_KEY})
     return raw
 
 
@@ -126,8 +128,8 @@ def submit(session: Session, deps: Deps, *, actor: Actor, now: datetime, token_i
     if key is not None:
         row = _claim(session, token_id, key, submission.fingerprint(), now)
         if row.body_sha256 != submission.fingerprint():
-            raise KeyReused("This Idempotency-Key was used with a different request body: "
-                            "use a new key for a new request.")
+            raise KeyReused(N_("This Idempotency-Key was used with a different request body: "
+                               "use a new key for a new request."))
         if row.request_id is not None:
             req = session.get(SignatureRequest, row.request_id)
             if req is not None:
@@ -147,12 +149,13 @@ def _create(session: Session, deps: Deps, *, actor: Actor, now: datetime, submis
     destination = _id(fields, "destination")
     stamp = fields.get("stamp_position") or None
     if stamp is not None and not STAMP_POSITION.fullmatch(stamp):
-        raise InvalidInput("'stamp_position' is page,x,y,width,height (numbers).")
+        raise InvalidInput(N_("'stamp_position' is page,x,y,width,height (numbers)."))
     reference = fields.get("external_reference") or None
     if reference is not None and not _REFERENCE.fullmatch(reference):
-        raise InvalidInput(f"'external_reference' is 1 to {MAX_REFERENCE} printable characters.")
+        raise InvalidInput(N_("'external_reference' is 1 to %(max)s printable characters."),
+                           params={"max": MAX_REFERENCE})
     if not submission.data:
-        raise InvalidInput("Send the PDF as the multipart field 'document'.")
+        raise InvalidInput(N_("Send the PDF as the multipart field 'document'."))
     normalised = pdfcheck.normalise_upload(
         submission.data, max_bytes=rules.max_bytes, max_pages=rules.max_pages,
         active_content=rules.active_content, allow_signed=rules.allow_signed, limits=rules.sandbox)

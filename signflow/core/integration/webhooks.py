@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput, NotFound, SignflowError
+from signflow.core.i18n import N_
 from signflow.core.integration import fhir as fhir
 from signflow.core.integration import hooks as hooks
 from signflow.core.requests import events as events
@@ -79,24 +80,25 @@ def subscribe(session: Session, *, actor: Actor, now: datetime, kind: str, url: 
     try:
         hook_kind = HookKind(kind)
     except ValueError:
-        raise InvalidInput("Choose webhook or FHIR.") from None
+        raise InvalidInput(N_("Choose webhook or FHIR.")) from None
     if (destination_id is None) == (technician_id is None):
-        raise InvalidInput("Choose a destination service or a sending account, one of them.")
+        raise InvalidInput(N_("Choose a destination service or a sending account, one of them."))
     if destination_id is not None and session.get(Destination, destination_id) is None:
-        raise InvalidInput("Choose a destination service.")
+        raise InvalidInput(N_("Choose a destination service."))
     if technician_id is not None:
         sender = session.get(User, technician_id)
         if sender is None or sender.role not in (Role.TECHNICIAN, Role.INTEGRATION):
-            raise InvalidInput("Choose a technician or a submitting system.")
+            raise InvalidInput(N_("Choose a technician or a submitting system."))
     if hook_kind == HookKind.FHIR:
         if destination_id is None:
-            raise InvalidInput("A FHIR server receives a destination's documents: choose the "
-                               "destination service.")
+            raise InvalidInput(N_("A FHIR server receives a destination's documents: choose the "
+                                  "destination service."))
         chosen = [events.FHIR_EVENT]
     else:
         unknown = set(event_types) - set(events.EVENT_TYPES)
         if unknown or not event_types:
-            raise InvalidInput(f"Choose events among {', '.join(events.EVENT_TYPES)}.")
+            raise InvalidInput(N_("Choose events among %(events)s."),
+                               params={"events": ", ".join(events.EVENT_TYPES)})
         chosen = [e for e in events.EVENT_TYPES if e in set(event_types)]
     hooks.check_url(url, production=production, allow_private=allow_private, resolve=resolve)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -124,7 +126,7 @@ def unsubscribe(session: Session, *, actor: Actor, now: datetime, subscription_i
 def _subscription(session: Session, subscription_id: int) -> WebhookSubscription:
     sub = session.get(WebhookSubscription, subscription_id)
     if sub is None:
-        raise NotFound("No such subscription.")
+        raise NotFound(N_("No such subscription."))
     return sub
 
 
@@ -150,7 +152,7 @@ def send_test(session: Session, *, actor: Actor, now: datetime, subscription_id:
     """A `signflow.test` event, delivered by the worker like any other."""
     sub = _subscription(session, subscription_id)
     if not sub.active:
-        raise InvalidInput("This subscription is switched off.")
+        raise InvalidInput(N_("This subscription is switched off."))
     row = events.queue(session, sub, events.TEST_EVENT, {"subscription": sub.id},
                        request_id=None, now=now)
     session.flush()
@@ -168,7 +170,7 @@ def replay(session: Session, *, actor: Actor, now: datetime, subscription_id: in
     """Send one delivery again (same webhook-id and body), with a fresh 24 h window."""
     row = session.get(WebhookDelivery, delivery_id, with_for_update=True)
     if row is None or row.subscription_id != subscription_id:
-        raise NotFound("No such delivery.")
+        raise NotFound(N_("No such delivery."))
     row.status, row.next_attempt_at, row.created_at = HookStatus.PENDING, now, now
     audit.append(session, now=now, actor=actor, action=AuditAction.WEBHOOK_REPLAYED,
                  subscription=row.subscription_id, delivery=row.id)

@@ -69,13 +69,13 @@ def _absent(session: Session, by: User, absent_user_id: int | None) -> User:
     """Who is away: the acting physician, or the one an administrator names."""
     if absent_user_id is None or absent_user_id == by.id:
         if by.role != Role.PHYSICIAN:
-            raise Forbidden("Only a physician marks an absence.")
+            raise Forbidden(N_("Only a physician marks an absence."))
         return by
     if by.role != Role.ADMIN:
-        raise Forbidden("Only an administrator records a colleague's absence.")
+        raise Forbidden(N_("Only an administrator records a colleague's absence."))
     user = session.get(User, absent_user_id)
     if user is None or user.role != Role.PHYSICIAN or not user.active:
-        raise InvalidInput("Choose the physician who is away.")
+        raise InvalidInput(N_("Choose the physician who is away."))
     return user
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from signflow.core.errors import InvalidInput
+from signflow.core.i18n import N_
 
 # A year and a day: one report's weekly trend stays readable (53 bars at most).
 MAX_DAYS = 366
@@ -35,17 +36,17 @@ def _day(raw: str) -> date:
     try:
         return date.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidInput("Each day of the period must be a date (YYYY-MM-DD).") from None
+        raise InvalidInput(N_("Each day of the period must be a date (YYYY-MM-DD).")) from None
 
 
 def make_period(first: date, last: date, tz: str) -> Period:
     if last < first:
-        raise InvalidInput("The period ends before it starts: swap the two days.")
+        raise InvalidInput(N_("The period ends before it starts: swap the two days."))
     if (last - first).days + 1 > MAX_DAYS:
-        raise InvalidInput(f"Choose a period of at most {MAX_DAYS} days.")
+        raise InvalidInput(N_("Choose a period of at most %(days)s days."), params={"days": MAX_DAYS})
     # Beyond these, the end of the last day may not even be a datetime.
     if first.year < 2000 or last.year > 9998:
-        raise InvalidInput("Choose days between the years 2000 and 9998.")
+        raise InvalidInput(N_("Choose days between the years 2000 and 9998."))
     zone = ZoneInfo(tz)
     starts = datetime.combine(first, time(), zone)
     ends = datetime.combine(last + timedelta(days=1), time(), zone)
@@ -61,5 +62,5 @@ def parse_period(raw_from: str | None, raw_to: str | None, *, tz: str, now: date
         today = now.astimezone(ZoneInfo(tz)).date()
         return make_period(today - timedelta(days=DEFAULT_DAYS - 1), today, tz)
     if not raw_from or not raw_to:
-        raise InvalidInput("Give both the first and the last day of the period.")
+        raise InvalidInput(N_("Give both the first and the last day of the period."))
     return make_period(_day(raw_from), _day(raw_to), tz)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signflow.core.errors import Forbidden, InvalidInput
+from signflow.core.i18n import N_
 from signflow.core.stats import queries
 from signflow.core.stats.period import Period
 from signflow.models import OnCallGroup, Role, Urgency, User
@@ -82,11 +83,11 @@ def build(session: Session, *, user: User, period: Period, group_id: int | None,
     (the period is given) but kept: every core read takes it."""
     del now
     if user.role not in READERS:
-        raise Forbidden("Only managers read the statistics.")
+        raise Forbidden(N_("Only managers read the statistics."))
     groups = tuple((g.id, g.name) for g in session.scalars(select(OnCallGroup).order_by(OnCallGroup.name)))
     names = dict(groups)
     if group_id is not None and group_id not in names:
-        raise InvalidInput("No such on-call group: choose one from the list.")
+        raise InvalidInput(N_("No such on-call group: choose one from the list."))
     figures = queries.run(session, period, group_id=group_id)
     totals: dict[tuple[int, str], tuple[int, int, int, int, int]] = {}
     answered: dict[tuple[int, str], dict[int, int]] = {}

@@ -73,7 +73,7 @@ def create_user(
     username: str,
     display_name: str,
     role: str,
-    password: str,
+    password: str | None,
     email: str | None = None,
     professional_id: str | None = None,
     destination_id: int | None = None,
@@ -83,7 +83,8 @@ def create_user(
     must_change_password: bool = False,
 ) -> User:
     """A new account. `active=False`: created awaiting a second administrator's approval
-    (see `four_eyes`); `must_change_password`: the password is someone else's choice."""
+    (see `four_eyes`); `must_change_password`: the password is someone else's choice;
+    `password=None`: no local password (the account logs in through the directory)."""
     username = username.strip().lower()
     if not username or len(username) > 80 or not username.replace(".", "").replace("-", "").isalnum():
         raise InvalidInput(N_("User names use letters, digits, dots and dashes."))
@@ -109,7 +110,8 @@ def create_user(
         password = secrets.token_urlsafe(32)
     elif submit_group_id is not None:
         raise InvalidInput(N_("Only an integration account is bound to an on-call group."))
-    check_password_policy(password, username=username)
+    if password is not None:
+        check_password_policy(password, username=username)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(N_("This user name is taken."))
     identity.require_unique_professional_id(session, pid)
@@ -117,7 +119,7 @@ def create_user(
         username=username,
         display_name=name,
         role=role,
-        password_hash=hash_password(password),
+        password_hash=hash_password(password) if password is not None else None,
         active=active,
         email=(email or "").strip() or None,
         phone=(phone or "").strip() or None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
+from contextlib import suppress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -170,7 +171,9 @@ class LdapDirectory:
         except OSError as exc:  # a TLS or socket error ldap3 let through
             raise Unreachable(type(exc).__name__) from exc
         finally:
-            conn.unbind()
+            # A connection that never opened (TLS refused) fails to unbind: nothing to close.
+            with suppress(LDAPException, OSError):
+                conn.unbind()
 
     def _search(self, conn: Connection, base: str, search_filter: str, scope: Any,
                 attributes: list[str]) -> list[dict[str, Any]]:

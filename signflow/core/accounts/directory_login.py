@@ -98,7 +98,8 @@ def authenticate(
     actor = Actor.of(user, ip)
     if factors.has_second_factor(session, user):
         # The failure counter resets only once the second factor is right too.
-        audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_PASSWORD_ACCEPTED, source=PROVIDER)
+        audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_PASSWORD_ACCEPTED,
+                     source=PROVIDER)
         return user
     throttle.record_success(session, attempt)
     audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_SUCCEEDED,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from contextlib import suppress
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit

@@ -90,7 +90,7 @@ def authenticate(
             audit.append(session, now=now, actor=anonymous, action=AuditAction.LOGIN_FAILED,
                          user=user.id, reason="awaiting_approval", source=PROVIDER)
             raise AwaitingApproval(N_("Your account awaits an administrator's approval: you can log "
-                                      "in once a second administrator has approved it."))
+                                      "in once it is approved."))
         raise refuse("disabled_here", N_("Your signflow account is disabled: ask an administrator."), user)
     link = _link(session, found.subject)
     assert link is not None  # _linked_account made it

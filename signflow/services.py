@@ -137,8 +137,9 @@ def directory_config(settings: Settings) -> directory_module.LdapConfig | None:
         timeout_seconds=settings.ldap_timeout_seconds,
     )
     directory_module.check_config(config)
-    # People only: an integration account never logs in.
-    people = {r.value for r in Role} - {Role.INTEGRATION.value}
+    # People only: an integration account never logs in; a recipient belongs to a
+    # destination service, which the directory does not know (an administrator creates it).
+    people = {r.value for r in Role} - {Role.INTEGRATION.value, Role.RECIPIENT.value}
     unknown = sorted(set(config.group_roles.values()) - people)
     if unknown:
         raise ConfigurationError(f"SIGNFLOW_LDAP_GROUP_ROLES: not a role a person logs in with: "

@@ -217,6 +217,7 @@ def test_first_login_of_a_physician_awaits_approval_then_works(app, client, svc,
         change = s.scalar(select(PendingChange).where(PendingChange.user_id == alice.id))
         assert change is not None and change.status == ChangeStatus.PENDING
         assert change.proposed_by_id is None  # the directory proposed it
+        assert json.loads(change.changes) == {"source": "directory"}
         change_id = change.id
         link = s.scalar(select(ExternalIdentity).where(ExternalIdentity.user_id == alice.id))
         assert link is not None and link.subject == entry_uuid(slapd, "dr.alice")
@@ -228,6 +229,8 @@ def test_first_login_of_a_physician_awaits_approval_then_works(app, client, svc,
 
     admin = app.test_client()
     assert directory_login(admin, "admin", PASSWORD, source="local").status_code == 302
+    listed = admin.get("/admin/changes").get_data(as_text=True)
+    assert "dr.alice" in listed and "directory" in listed
     token = csrf_token(admin, "/admin/changes")
     assert admin.post(f"/admin/changes/{change_id}/approve", data={"csrf_token": token}).status_code == 302
     assert users(svc)["dr.alice"].active

@@ -145,5 +145,5 @@ def _linked_account(session: Session, found: DirectoryAccount, *, role: str, now
                                  linked_at=now))
     session.flush()
     if held:
-        four_eyes.hold_new_account(session, actor=actor, now=now, user=user)
+        four_eyes.hold_new_account(session, actor=actor, now=now, user=user, source=PROVIDER)
     return user

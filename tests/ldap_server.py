@@ -116,6 +116,9 @@ TLSCertificateFile {folder}/server.pem
 TLSCertificateKeyFile {folder}/server.key
 # A simple bind (a password) only over TLS: a client that forgot TLS is refused.
 security simple_bind=128
+# As lenient as some directories are: a name with an empty password binds anonymously
+# ("unauthenticated bind", RFC 4513 5.1.2), so only signflow's own check refuses it.
+allow bind_anon_dn
 
 database mdb
 maxsize 33554432

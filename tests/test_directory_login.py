@@ -314,6 +314,37 @@ def test_directory_logins_are_throttled_per_name_and_address(app, svc, world):
     assert directory_login(owner, "tom", TOM_PW).status_code == 302
 
 
+def test_a_known_device_logs_in_whatever_an_attacker_does_from_the_same_address(app, svc, world):
+    address = "203.0.113.20"
+    owner = app.test_client()
+    owner.environ_base["REMOTE_ADDR"] = address
+    assert directory_login(owner, "tom", TOM_PW).status_code == 302  # the device cookie
+    owner.post("/logout", data={"csrf_token": csrf_token(owner, "/requests/")})
+    attacker = app.test_client()
+    attacker.environ_base["REMOTE_ADDR"] = address
+    assert [directory_login(attacker, "tom", f"guess-{i}").status_code for i in range(25)][-1] == 429
+    assert directory_login(owner, "tom", TOM_PW).status_code == 302
+
+
+def test_groups_that_now_map_to_another_role_are_refused(client, svc, world, slapd):
+    uid = f"theo-{uuid.uuid4().hex[:8]}"
+    slapd.add(person(uid, "theo-directory-pw", cn="Théo Garnier", mail=f"{uid}@hospital.example"))
+    member = f"member: uid={uid},{PEOPLE}\n"
+    slapd.modify(f"dn: {TECHNICIANS}\nchangetype: modify\nadd: member\n{member}")
+    assert directory_login(client, uid, "theo-directory-pw").status_code == 302
+    assert users(svc)[uid].display_name == "Théo Garnier"
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/requests/")})
+    # Moved to the physicians: becoming one takes an administrator, not a directory edit.
+    slapd.modify(f"dn: {TECHNICIANS}\nchangetype: modify\ndelete: member\n{member}")
+    slapd.modify(f"dn: {PHYSICIANS}\nchangetype: modify\nadd: member\n{member}")
+    resp = directory_login(client, uid, "theo-directory-pw")
+    assert resp.status_code == 401 and "no longer match your signflow role" in resp.get_data(as_text=True)
+    assert users(svc)[uid].role == "technician"
+    # Out of every group: refused at once.
+    slapd.modify(f"dn: {PHYSICIANS}\nchangetype: modify\ndelete: member\n{member}")
+    assert directory_login(client, uid, "theo-directory-pw").status_code == 401
+
+
 def test_the_second_factor_is_asked_as_for_a_local_account(client, svc, world):
     assert directory_login(client, "tom", TOM_PW).status_code == 302
     client.post("/logout", data={"csrf_token": csrf_token(client, "/requests/")})

@@ -54,7 +54,9 @@ def hash_password(password: str) -> str:
     return _HASHER.hash(password)
 
 
-def check_password_policy(password: str, *, username: str = "") -> None:
+def check_password_policy(password: str | None, *, username: str = "") -> None:
+    if password is None:  # no local password: an identity provider vouches for the account
+        return
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(N_("The password must have at least %(min_password_length)s "
                               "characters."), params={'min_password_length': MIN_PASSWORD_LENGTH})
@@ -110,8 +112,7 @@ def create_user(
         password = secrets.token_urlsafe(32)
     elif submit_group_id is not None:
         raise InvalidInput(N_("Only an integration account is bound to an on-call group."))
-    if password is not None:
-        check_password_policy(password, username=username)
+    check_password_policy(password, username=username)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(N_("This user name is taken."))
     identity.require_unique_professional_id(session, pid)

@@ -410,3 +410,24 @@ def test_user_names_are_escaped_in_filters_and_dns(slapd):
                                             group_roles={PHYSICIANS.lower(): "physician"}))
     assert dn_directory.bind_name("tom,ou=admins") == r"uid=tom\,ou\=admins," + PEOPLE
     assert dn_directory.bind_name("a+cn=b") == r"uid=a\+cn\=b," + PEOPLE
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_hospital_account_in_a_phone_browser(browser, live_url, world):
+    """The choice passes axe at phone size and logs in by its label, as a person does."""
+    from tests.a11y import axe_source, axe_violations, describe
+
+    context = browser.new_context(base_url=live_url, viewport={"width": 390, "height": 844},
+                                  is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto("/login")
+    violations = axe_violations(page, axe_source())
+    assert violations == [], describe("/login with the directory", violations)
+    assert page.get_by_label("Hospital account").is_checked()
+    page.get_by_label("User name").fill("tom")
+    page.get_by_label("Password").fill(TOM_PW)
+    page.get_by_role("button", name="Log in").tap()
+    page.wait_for_url(lambda url: "/login" not in url)
+    assert page.url.endswith("/requests/")
+    context.close()

@@ -102,6 +102,27 @@ class Settings:
     mfa_roles: str = "physician,admin,auditor"
     # A signature needs a second factor used within this many minutes (step-up).
     step_up_minutes: int = 15
+    # Password login with a signflow password (off: only the hospital account, passkeys).
+    local_login: bool = True
+    # The hospital directory (OpenLDAP, Active Directory): off unless the URL is set.
+    # ldaps://host, or ldap://host with ldap_starttls; never in clear.
+    ldap_url: str | None = None
+    ldap_starttls: bool = False
+    # The CA (PEM) that issued the directory's certificate; the system's CAs without it.
+    ldap_ca_file: str | None = None
+    # Who to bind as: a DN ("uid={username},ou=people,dc=hospital,dc=example") or, for
+    # Active Directory, a user principal name ("{username}@hospital.example").
+    ldap_bind_template: str = ""
+    ldap_user_base: str = ""
+    ldap_user_filter: str = "(objectClass=person)"
+    ldap_username_attribute: str = "uid"
+    # The immutable id accounts are linked by: entryUUID (OpenLDAP), objectGUID (AD).
+    ldap_id_attribute: str = "entryUUID"
+    # An entry matching it cannot log in (AD: userAccountControl's bit 0x2 is checked too).
+    ldap_disabled_filter: str = "(pwdAccountLockedTime=*)"
+    # "GROUP_DN=role;GROUP_DN=role" (or a TOML table): the first group the user is in wins.
+    ldap_group_roles: str | dict[str, str] = ""
+    ldap_timeout_seconds: int = 5
 
     @property
     def production(self) -> bool:
@@ -193,6 +214,23 @@ def validate(settings: Settings) -> None:
                                  "from 12:00 to 23:59 (e.g. 20:00)")
     if settings.webhook_url:
         _check_webhook(settings.webhook_url, settings.webhook_secret)
+    _check_directory(settings)
+
+
+def _check_directory(settings: Settings) -> None:
+    """Fail closed on what can be told from the settings alone; the rest (bind template,
+    group mapping) is checked when the directory is built (services.make_directory)."""
+    url = (settings.ldap_url or "").lower()
+    if url and not url.startswith(("ldaps://", "ldap://")):
+        raise ConfigurationError("SIGNFLOW_LDAP_URL must be ldaps://host[:port] or ldap://host[:port]")
+    if url.startswith("ldap://") and not settings.ldap_starttls:
+        raise ConfigurationError("SIGNFLOW_LDAP_URL is ldap://: set SIGNFLOW_LDAP_STARTTLS=1 "
+                                 "(passwords never travel in clear), or use ldaps://")
+    if url and settings.ldap_ca_file and not Path(settings.ldap_ca_file).is_file():
+        raise ConfigurationError(f"SIGNFLOW_LDAP_CA_FILE: no such file {settings.ldap_ca_file}")
+    if not settings.local_login and not settings.ldap_url:
+        # Nobody could log in with a password at all.
+        raise ConfigurationError("SIGNFLOW_LOCAL_LOGIN=0 needs another way to log in: set SIGNFLOW_LDAP_URL")
 
 
 def _check_webhook(url: str, secret: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from signflow.config import Settings
+from signflow.core.accounts import directory as directory_module
 from signflow.core.clock import utcnow
 from signflow.core.errors import ConfigurationError
 from signflow.core.i18n import N_
@@ -29,6 +30,7 @@ from signflow.core.pki import seal as seal_module
 from signflow.core.requests.deps import Deps
 from signflow.core.storage import BlobStore, make_blob_store
 from signflow.db import make_engine, make_session_factory
+from signflow.models import Role
 
 PASSPHRASE_FILE = "keys_passphrase"  # noqa: S105 - a file name
 
@@ -52,6 +54,9 @@ class Services:
     push: WebPushSender | None = None
     # Calls per API token and minute (database, or Redis when SIGNFLOW_REDIS_URL is set).
     api_limiter: limiter.ApiLimiter | None = None
+    # The hospital directory (SIGNFLOW_LDAP_URL) and its group -> role mapping; None: not set.
+    directory: directory_module.Directory | None = None
+    directory_roles: dict[str, str] = field(default_factory=dict)
 
 
 def keys_passphrase(settings: Settings, environ: dict[str, str] | None = None) -> bytes:
@@ -118,6 +123,30 @@ def vapid_subject(settings: Settings) -> str:
     return f"mailto:signflow@{urlsplit(settings.base_url).hostname or 'localhost'}"
 
 
+def directory_config(settings: Settings) -> directory_module.LdapConfig | None:
+    """The directory's settings, checked (fail closed); None when no directory is set."""
+    if not settings.ldap_url:
+        return None
+    config = directory_module.LdapConfig(
+        url=settings.ldap_url, bind_template=settings.ldap_bind_template,
+        user_base=settings.ldap_user_base, starttls=settings.ldap_starttls,
+        ca_file=settings.ldap_ca_file or None, user_filter=settings.ldap_user_filter,
+        username_attribute=settings.ldap_username_attribute,
+        id_attribute=settings.ldap_id_attribute, disabled_filter=settings.ldap_disabled_filter,
+        group_roles=directory_module.parse_group_roles(settings.ldap_group_roles),
+        timeout_seconds=settings.ldap_timeout_seconds,
+    )
+    directory_module.check_config(config)
+    # People only: an integration account never logs in; a recipient belongs to a
+    # destination service, which the directory does not know (an administrator creates it).
+    people = {r.value for r in Role} - {Role.INTEGRATION.value, Role.RECIPIENT.value}
+    unknown = sorted(set(config.group_roles.values()) - people)
+    if unknown:
+        raise ConfigurationError(f"SIGNFLOW_LDAP_GROUP_ROLES: not a role a person logs in with: "
+                                 f"{', '.join(unknown)}")
+    return config
+
+
 def make_push_sender(settings: Settings, clock: Callable[[], datetime]) -> WebPushSender | None:
     if not settings.vapid_private_key:
         return None
@@ -131,6 +160,8 @@ def build_services(
 ) -> Services:
     """`keys`: already loaded key material (tests share one; the scrypt that unseals
     the keys folder is deliberately slow)."""
+    # First: a wrong directory setting stops the start before anything is opened.
+    ldap = directory_config(settings)
     engine = make_engine(settings.database_url)
     notifier = notifier or make_notifier(settings)
     passphrase = keys_passphrase(settings)
@@ -174,4 +205,6 @@ def build_services(
         seal=seal_module.load_seal(settings.keys_path, passphrase=passphrase),
         push=make_push_sender(settings, clock),
         api_limiter=limiter.make_limiter(settings.redis_url, settings.api_rate_per_minute),
+        directory=directory_module.LdapDirectory(ldap) if ldap is not None else None,
+        directory_roles=dict(ldap.group_roles) if ldap is not None else {},
     )

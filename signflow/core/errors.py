@@ -111,6 +111,21 @@ class ServiceUnavailable(SignflowError):
     code = "service-unavailable"
 
 
+class DirectoryUnavailable(ServiceUnavailable):
+    """The hospital directory could not be asked (down, TLS refused): no account was
+    created or changed; the failed attempt's audit entry is kept."""
+
+    code = "directory-unavailable"
+    commit_changes = True
+
+
+class AwaitingApproval(AuthenticationFailed):
+    """The account exists but waits for an administrator's approval (four eyes): the
+    login is refused, and what the attempt created (the account, the pending change) is kept."""
+
+    code = "awaiting-approval"
+
+
 class PushNotDelivered(ServiceUnavailable):
     """The push that verifies a new device failed: the device is not kept (its changes
     were rolled back to a savepoint), but the attempt counts against the rate limit."""

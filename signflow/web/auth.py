@@ -13,10 +13,10 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from signflow.core.accounts import factors, mfa, recovery
+from signflow.core.accounts import directory_login, factors, mfa, recovery
 from signflow.core.accounts import users as accounts
 from signflow.core.audit.log import Actor
-from signflow.core.errors import InvalidInput
+from signflow.core.errors import AuthenticationFailed, InvalidInput
 from signflow.core.i18n import N_
 from signflow.models import Role, User
 from signflow.web.context import current
@@ -52,13 +52,24 @@ def home() -> Response:
 def login() -> Response | str:
     rc = current()
     form = LoginForm()
+    directory = rc.services.directory
+    local = rc.settings.local_login
     if form.validate_on_submit():
         username = form.username.data or ""
         device = _known_device(username)
-        account = accounts.authenticate(
-            rc.session, username=username, password=form.password.data or "",
-            now=rc.now, ip=rc.ip, throttle_key=rc.deps.login_key, device=device,
-        )
+        if directory is not None and (form.source.data != "local" or not local):
+            account = directory_login.authenticate(
+                rc.session, directory, group_roles=rc.services.directory_roles, username=username,
+                password=form.password.data or "", now=rc.now, ip=rc.ip,
+                throttle_key=rc.deps.login_key, device=device,
+            )
+        elif local:
+            account = accounts.authenticate(
+                rc.session, username=username, password=form.password.data or "",
+                now=rc.now, ip=rc.ip, throttle_key=rc.deps.login_key, device=device,
+            )
+        else:
+            raise AuthenticationFailed(N_("Log in with your hospital account."))
         # A fresh session at login: nothing from before survives (fixation).
         session.clear()
         target = safe_next(request.args.get("next")) or url_for("auth.home")
@@ -71,7 +82,8 @@ def login() -> Response | str:
             return redirect(url_for("auth.second_factor"))
         start_session(account, fresh_factor=False)
         return remember_device(redirect(target), account)
-    return render_template("auth/login.html", form=form, passkey_login=True)
+    return render_template("auth/login.html", form=form, passkey_login=True,
+                           directory=directory is not None, local=local)
 
 
 def _device_signature(username: str, nonce: str) -> str:

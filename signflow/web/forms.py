@@ -14,6 +14,7 @@ from wtforms import (
     HiddenField,
     IntegerField,
     PasswordField,
+    RadioField,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -65,6 +66,10 @@ def submitted(form: FormT, refusal: str | None = None) -> FormT:
 class LoginForm(FlaskForm):
     username = StringField(_l("User name"), validators=[DataRequired(), Length(max=80)])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=256)])
+    # Shown only when the hospital directory is configured (web/auth.py: login).
+    source = RadioField(_l("Account"), choices=[("directory", _l("Hospital account")),
+                                                 ("local", _l("signflow account"))],
+                        default="directory", validate_choice=False)
 
 
 class CodeForm(FlaskForm):

@@ -96,6 +96,16 @@ def create_user(session: Session, *, actor: Actor, now: datetime, role: str, **f
     return user, change
 
 
+def hold_new_account(session: Session, *, actor: Actor, now: datetime, user: User,
+                     source: str) -> PendingChange:
+    """An account that appeared without an administrator (the hospital directory's first
+    login) and whose role needs four eyes: it stays disabled until an administrator
+    approves (the directory's groups were the first pair of eyes, so any admin may).
+    `source` is kept with the change, so the approving administrator sees where it came from."""
+    return _propose(session, actor=actor, now=now, kind=ChangeKind.CREATE_USER, user=user,
+                    changes={"source": source})
+
+
 def set_active(session: Session, *, actor: Actor, now: datetime, user_id: int, active: bool,
                ) -> PendingChange | None:
     """Disable at once; re-enable at once, or pending approval for a four-eyes role."""

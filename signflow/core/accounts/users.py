@@ -54,7 +54,9 @@ def hash_password(password: str) -> str:
     return _HASHER.hash(password)
 
 
-def check_password_policy(password: str, *, username: str = "") -> None:
+def check_password_policy(password: str | None, *, username: str = "") -> None:
+    if password is None:  # no local password: an identity provider vouches for the account
+        return
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(N_("The password must have at least %(min_password_length)s "
                               "characters."), params={'min_password_length': MIN_PASSWORD_LENGTH})
@@ -73,7 +75,7 @@ def create_user(
     username: str,
     display_name: str,
     role: str,
-    password: str,
+    password: str | None,
     email: str | None = None,
     professional_id: str | None = None,
     destination_id: int | None = None,
@@ -83,7 +85,8 @@ def create_user(
     must_change_password: bool = False,
 ) -> User:
     """A new account. `active=False`: created awaiting a second administrator's approval
-    (see `four_eyes`); `must_change_password`: the password is someone else's choice."""
+    (see `four_eyes`); `must_change_password`: the password is someone else's choice;
+    `password=None`: no local password (the account logs in through the directory)."""
     username = username.strip().lower()
     if not username or len(username) > 80 or not username.replace(".", "").replace("-", "").isalnum():
         raise InvalidInput(N_("User names use letters, digits, dots and dashes."))
@@ -119,7 +122,7 @@ def create_user(
         username=username,
         display_name=name,
         role=role,
-        password_hash=hash_password(password),
+        password_hash=hash_password(password) if password is not None else None,
         active=active,
         email=(email or "").strip() or None,
         phone=(phone or "").strip() or None,

@@ -74,8 +74,7 @@ def login() -> Response | str:
         return remember_device(redirect(target), account)
     return render_template("auth/login.html", form=form, passkey_login=True,
                            local_login=rc.settings.local_login,
-                           providers=[p.config for p in registered(current_app.extensions).values()],
-                           confirm=ConfirmForm())
+                           providers=[p.config for p in registered(current_app.extensions).values()])
 
 
 def _device_signature(username: str, nonce: str) -> str:
@@ -271,7 +270,7 @@ def change_password() -> Response | str:
 
 @bp.post("/logout")
 @login_required
-def logout() -> Response:
+def logout() -> Response | str:
     rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
@@ -281,7 +280,8 @@ def logout() -> Response:
         session.clear()
         if provider_logout:
             # Logged out here, then at the provider, which sends the browser back to /login.
-            return redirect(provider_logout)
+            # A page, not a redirect: this form's CSP (form-action 'self') would stop one.
+            return render_template("auth/provider_logout.html", url=provider_logout)
     return redirect(url_for("auth.login"))
 
 

@@ -16,7 +16,6 @@ from signflow.core.errors import AuthenticationFailed
 from signflow.core.i18n import N_
 from signflow.web import auth
 from signflow.web.context import current
-from signflow.web.forms import ConfirmForm
 from signflow.web.guards import safe_next
 from signflow.web.oidc_client import IdentityProvider, Started, registered
 
@@ -38,12 +37,11 @@ def _callback_url(name: str) -> str:
     return current().settings.base_url.rstrip("/") + url_for("oidc.callback", name=name)
 
 
-@bp.post("/login/oidc/<name>")
+# A link, not a form: the page's CSP (form-action 'self') would stop a form's redirect to
+# the provider, and starting a login is harmless; the callback is what `state` guards.
+@bp.get("/login/oidc/<name>")
 def start(name: str) -> Response:
     provider = _provider(name)
-    form = ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400)
     started = provider.begin(_callback_url(name))
     session[PENDING] = {"provider": name, "state": started.state, "nonce": started.nonce,
                         "code_verifier": started.code_verifier, "redirect_uri": started.redirect_uri,
@@ -74,7 +72,7 @@ def _assertion(provider: IdentityProvider, claims: dict[str, Any]) -> federation
     return federation.Assertion(
         provider=config.name, subject=str(subject).strip(),
         professional_id=federation.professional_id_of(str(subject), config.professional_id_prefix),
-        acr=acr, both_factors=acr is not None and acr in config.two_factor_acr)
+        acr=acr, label=config.label, both_factors=acr is not None and acr in config.two_factor_acr)
 
 
 @bp.get("/login/oidc/<name>/callback")

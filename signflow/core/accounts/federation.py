@@ -36,6 +36,8 @@ class Assertion:
     # That id as signflow stores it (users.professional_id), the provider's prefix removed.
     professional_id: str | None
     acr: str | None = None
+    # The provider as its messages name it ("Pro Santé Connect").
+    label: str = ""
     # The provider's authentication counts as both factors (acr at the configured level).
     both_factors: bool = False
 
@@ -64,7 +66,7 @@ def _refuse(session: Session, assertion: Assertion, *, now: datetime, ip: str | 
                                                   ServiceRole.ANONYMOUS, ip),
                  action=AuditAction.LOGIN_FAILED, user=user.id if user else None,
                  provider=assertion.provider, reason=reason)
-    return AuthenticationFailed(message, params={"provider": assertion.provider})
+    return AuthenticationFailed(message, params={"provider": assertion.label or assertion.provider})
 
 
 def _find(session: Session, assertion: Assertion, *, now: datetime, ip: str | None,

@@ -66,7 +66,8 @@ def running_op(tmp: Path, app_port: int, accounts: dict[str, dict[str, str]]) ->
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if line.strip() != "ready":
-            raise RuntimeError(f"the test OP did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
+            problem = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"the test OP did not start: {line}{problem}")
         yield OP(issuer=issuer, app_base_url=app, jwks={"keys": [_public(k) for k in jwks["keys"]]})
     finally:
         proc.terminate()

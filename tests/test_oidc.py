@@ -17,14 +17,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from werkzeug.serving import make_server
 
 from signflow.config import OidcProvider, Settings
 from signflow.core.accounts import users as accounts
 from signflow.models import AuditEntry, ExternalIdentity, User
+from tests.a11y import log_in
 from tests.conftest import DOC_RPPS, TEST_ACTOR, csrf_token, login, make_settings
 from tests.factories import count
 from tests.oidc_op import CLIENT_ID, CLIENT_SECRET, OP, log_in_at_op, running_op, with_param
-from tests.tools import free_port
+from tests.tools import free_port, serving
 
 # PSC's SubjectNameID: "8" followed by the RPPS number.
 ACCOUNTS = {
@@ -227,3 +229,52 @@ def test_logout_goes_to_the_providers_end_session_endpoint(client, world, op):
     assert query["post_logout_redirect_uri"] == op.app_base_url + "/login"
     assert query["id_token_hint"].count(".") == 2
     assert client.get("/inbox/").status_code == 302
+
+
+@pytest.fixture
+def live(app: Any, op: OP) -> Iterator[str]:
+    """The app over HTTP at the address the OP redirects to (its registered redirect URI)."""
+    port = int(urlsplit(op.app_base_url).port or 0)
+    with serving(make_server("127.0.0.1", port, app, threaded=True)):
+        yield op.app_base_url
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_in_chromium_a_physician_logs_in_and_out_through_the_provider(browser, live, world, svc, op):
+    page = browser.new_page(base_url=live)
+    page.goto("/login")
+    page.get_by_role("link", name="Log in with Pro Santé Connect").click()
+    page.wait_for_url(f"{op.issuer}/interaction/**")
+    page.get_by_label("Login").fill("doc")
+    page.get_by_label("Level").select_option("eidas1")
+    page.get_by_role("button", name="Sign in at the provider").click()
+    page.wait_for_url(f"{live}/inbox/**")
+    assert links(svc) == [(world.doc, "psc", "8" + DOC_RPPS)]
+    page.get_by_role("button", name="Log out Dr Hélène Lefèvre").click()
+    # Our page sends the browser on to the provider's end_session_endpoint, which asks...
+    page.wait_for_url(f"{op.issuer}/session/end**")
+    page.get_by_role("button", name="Yes, sign me out").click()
+    # ...and comes back to our login page (post_logout_redirect_uri).
+    page.wait_for_url(f"{live}/login**")
+    page.goto("/inbox/")
+    assert "/login" in page.url
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_in_chromium_an_unknown_id_and_a_provider_down_are_said_plainly(browser, live, world, svc):
+    page = browser.new_page(base_url=live)
+    page.goto("/login")
+    page.get_by_role("link", name="Log in with Pro Santé Connect").click()
+    page.get_by_label("Login").fill("stranger")
+    page.get_by_role("button", name="Sign in at the provider").click()
+    page.wait_for_url(f"{live}{CALLBACK}**")
+    assert "No signflow account has the professional id" in page.get_by_role("alert").inner_text()
+    assert links(svc) == []
+    page.goto("/login")
+    page.get_by_role("link", name="Log in with Hospital login").click()
+    assert "Hospital login does not answer right now" in page.get_by_role("alert").inner_text()
+    # The local login still works.
+    log_in(page, "tech")
+    assert "/requests" in page.url

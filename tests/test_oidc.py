@@ -23,7 +23,7 @@ from signflow.config import OidcProvider, Settings
 from signflow.core.accounts import users as accounts
 from signflow.models import AuditEntry, ExternalIdentity, User
 from tests.a11y import log_in
-from tests.conftest import DOC_RPPS, TEST_ACTOR, csrf_token, login, make_settings
+from tests.conftest import DOC_RPPS, PASSWORD, TEST_ACTOR, csrf_token, login, make_settings
 from tests.factories import count
 from tests.oidc_op import CLIENT_ID, CLIENT_SECRET, OP, log_in_at_op, running_op, with_param
 from tests.tools import free_port, serving
@@ -278,3 +278,22 @@ def test_in_chromium_an_unknown_id_and_a_provider_down_are_said_plainly(browser,
     # The local login still works.
     log_in(page, "tech")
     assert "/requests" in page.url
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_site_without_local_login_shows_only_the_providers(svc, settings, world):
+    from dataclasses import replace
+
+    from signflow.app import create_app
+
+    closed = settings.with_overrides(local_login=False)
+    client = create_app(closed, services=replace(svc, settings=closed)).test_client()
+    page = client.get("/login").get_data(as_text=True)
+    assert "Log in with Pro Santé Connect" in page and 'name="password"' not in page
+    # The page's only CSRF token is the passkey script's.
+    found = re.search(r'data-csrf="([^"]+)"', page)
+    assert found
+    token = found.group(1)
+    client.post("/login", data={"username": "tech", "password": PASSWORD, "csrf_token": token})
+    assert client.get("/requests/").status_code == 302  # the password did not log in
+    assert "Log in with Hospital login" in page

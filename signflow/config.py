@@ -56,6 +56,9 @@ class OidcProvider:
     family_name_claim: str = "family_name"
     email_claim: str = "email"
     timeout_seconds: int = 10
+    # None: an unknown professional id is refused. "physician" or "technician": such a
+    # person gets an account in that role, disabled until an administrator approves it.
+    self_enrol_role: str | None = None
 
 
 _PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -105,6 +108,9 @@ def parse_oidc_providers(raw: Any, env: dict[str, str], instance: Path) -> tuple
         if provider.client_auth not in _CLIENT_AUTH:
             raise ConfigurationError(f"OpenID Provider {name!r}: client_auth is one of "
                                      f"{', '.join(_CLIENT_AUTH)}")
+        if provider.self_enrol_role not in (None, "physician", "technician"):
+            raise ConfigurationError(f"OpenID Provider {name!r}: self_enrol_role is physician, "
+                                     "technician or absent")
         if "openid" not in provider.scopes.split():
             raise ConfigurationError(f"OpenID Provider {name!r}: the scopes must include openid")
         if provider.client_auth == "private_key_jwt":

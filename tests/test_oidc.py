@@ -297,3 +297,38 @@ def test_a_site_without_local_login_shows_only_the_providers(svc, settings, worl
     client.post("/login", data={"username": "tech", "password": PASSWORD, "csrf_token": token})
     assert client.get("/requests/").status_code == 302  # the password did not log in
     assert "Log in with Hospital login" in page
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_self_enrolment_lands_awaiting_an_administrators_approval(svc, settings, world, op):
+    from dataclasses import replace
+
+    from signflow.app import create_app
+    from signflow.core.accounts import four_eyes
+    from signflow.core.audit.log import Actor
+    from signflow.models import ChangeStatus, PendingChange
+
+    enrolling = settings.with_overrides(oidc_providers=(replace(psc(op), self_enrol_role="physician"),))
+    app = create_app(enrolling, services=replace(svc, settings=enrolling))
+    client = app.test_client()
+    resp, _ = oidc_login(client, "stranger")
+    assert resp.status_code == 302 and resp.headers["Location"] == "/login"
+    assert "awaits an administrator's approval" in html.unescape(client.get("/login").get_data(as_text=True))
+    with svc.sessions() as s:
+        user = s.scalars(select(User).where(User.professional_id == "10000000017")).one()
+        assert (user.role, user.active, user.password_hash, user.display_name) == (
+            "physician", False, None, "Jean Inconnu")
+        change = s.scalars(select(PendingChange).where(PendingChange.user_id == user.id)).one()
+        assert change.status == ChangeStatus.PENDING
+        new_id = user.id
+    assert (new_id, "psc", "810000000017") in links(svc)
+    # Not before approval...
+    again, _ = oidc_login(app.test_client(), "stranger")
+    assert again.status_code == 401 and "awaits an administrator" in again.get_data(as_text=True)
+    with svc.sessions() as s, s.begin():
+        admin = s.get(User, world.admin)
+        four_eyes.approve(s, actor=Actor.of(admin), now=svc.clock(), change_id=change.id)
+    # ...and at once after, through the same link (no second account).
+    approved, _ = oidc_login(app.test_client(), "stranger")
+    assert approved.status_code == 302 and approved.headers["Location"] == "/"
+    assert count(svc, User, User.professional_id == "10000000017") == 1

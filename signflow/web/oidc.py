@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, redirect, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, request, session, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import factors, federation
@@ -61,6 +62,10 @@ def _pending(name: str) -> dict[str, Any]:
     return pending
 
 
+def _text(value: object) -> str:
+    return " ".join(str(value).split())[:100] if isinstance(value, str) else ""
+
+
 def _assertion(provider: IdentityProvider, claims: dict[str, Any]) -> federation.Assertion:
     config = provider.config
     subject = claims.get(config.subject_claim)
@@ -83,10 +88,19 @@ def callback(name: str) -> Response:
     started = Started(url="", state=pending["state"], nonce=pending["nonce"],
                       code_verifier=pending["code_verifier"], redirect_uri=pending["redirect_uri"])
     verified = provider.finish(started, request.args)
-    outcome = federation.sign_in(rc.session, _assertion(provider, verified.claims), now=rc.now, ip=rc.ip)
+    claims, config = verified.claims, provider.config
+    person = federation.Person(given_name=_text(claims.get(config.given_name_claim)),
+                               family_name=_text(claims.get(config.family_name_claim)),
+                               email=_text(claims.get(config.email_claim)) or None)
+    outcome = federation.sign_in(rc.session, _assertion(provider, claims), now=rc.now, ip=rc.ip,
+                                 enrol_as=config.self_enrol_role, person=person)
     account, target = outcome.user, str(pending["next"])
     # A fresh session at login: nothing from before survives (fixation).
     session.clear()
+    if outcome.awaiting_approval:
+        flash(_("Your signflow account is created and awaits an administrator's approval: you "
+                "can log in once it is approved."), "info")
+        return redirect(url_for("auth.login"))
     logout_hint = {"provider": name, "id_token": verified.id_token}
     if not outcome.both_factors and factors.has_second_factor(rc.session, account):
         session["mfa_pending"] = account.get_id()

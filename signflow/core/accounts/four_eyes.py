@@ -96,6 +96,13 @@ def create_user(session: Session, *, actor: Actor, now: datetime, role: str, **f
     return user, change
 
 
+def propose_creation(session: Session, *, actor: Actor, now: datetime, user: User) -> PendingChange:
+    """An account that appeared without an administrator (self-enrolment through an
+    identity provider, `federation`): disabled until an administrator approves; the
+    person asked, so the approving administrator is the second pair of eyes."""
+    return _propose(session, actor=actor, now=now, kind=ChangeKind.CREATE_USER, user=user)
+
+
 def set_active(session: Session, *, actor: Actor, now: datetime, user_id: int, active: bool,
                ) -> PendingChange | None:
     """Disable at once; re-enable at once, or pending approval for a four-eyes role."""

@@ -24,6 +24,8 @@ SCRIPT = JS / "oidc_op.mjs"
 CLIENT_ID = "signflow"
 CLIENT_SECRET = "signflow-test-client-secret-0123456789"  # noqa: S105 - a test client's
 OTHER_CLIENT = "other-app"
+# A client that authenticates with a signed JWT (private_key_jwt), as PSC asks of some.
+JWT_CLIENT = "signflow-jwt"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class OP:
     issuer: str
     app_base_url: str
     jwks: dict[str, Any]
+    # JWT_CLIENT's private key (PEM); the OP knows its public half.
+    client_key_pem: str
 
 
 @contextmanager
@@ -44,6 +48,9 @@ def running_op(tmp: Path, app_port: int, accounts: dict[str, dict[str, str]]) ->
     issuer = f"http://127.0.0.1:{port}"
     app = f"http://127.0.0.1:{app_port}"
     jwks = _signing_keys()
+    from joserfc.jwk import RSAKey
+
+    client_key = RSAKey.generate_key(2048, parameters={"kid": "client-1"})
     config = {
         "port": port, "issuer": issuer, "accounts": accounts, "jwks": jwks,
         "clients": [
@@ -55,6 +62,11 @@ def running_op(tmp: Path, app_port: int, accounts: dict[str, dict[str, str]]) ->
             # Another relying party at the same provider: its tokens are not for signflow.
             {"client_id": OTHER_CLIENT, "client_secret": "other-app-secret-0123456789abcdef",
              "redirect_uris": [f"{app}/login/oidc/psc/callback"],
+             "grant_types": ["authorization_code"], "response_types": ["code"]},
+            {"client_id": JWT_CLIENT, "token_endpoint_auth_method": "private_key_jwt",
+             "token_endpoint_auth_signing_alg": "RS256",
+             "jwks": {"keys": [client_key.as_dict(private=False)]},
+             "redirect_uris": [f"{app}/login/oidc/psc-jwt/callback"],
              "grant_types": ["authorization_code"], "response_types": ["code"]},
         ],
     }
@@ -68,7 +80,9 @@ def running_op(tmp: Path, app_port: int, accounts: dict[str, dict[str, str]]) ->
         if line.strip() != "ready":
             problem = proc.stderr.read() if proc.stderr else ""
             raise RuntimeError(f"the test OP did not start: {line}{problem}")
-        yield OP(issuer=issuer, app_base_url=app, jwks={"keys": [_public(k) for k in jwks["keys"]]})
+        pem = client_key.as_pem(private=True).decode()
+        yield OP(issuer=issuer, app_base_url=app, jwks={"keys": [_public(k) for k in jwks["keys"]]},
+                 client_key_pem=pem)
     finally:
         proc.terminate()
         try:

@@ -21,11 +21,12 @@ from werkzeug.serving import make_server
 
 from signflow.config import OidcProvider, Settings
 from signflow.core.accounts import users as accounts
+from signflow.core.errors import AuthenticationFailed
 from signflow.models import AuditEntry, ExternalIdentity, User
 from tests.a11y import log_in
 from tests.conftest import DOC_RPPS, PASSWORD, TEST_ACTOR, csrf_token, login, make_settings
 from tests.factories import count
-from tests.oidc_op import CLIENT_ID, CLIENT_SECRET, OP, log_in_at_op, running_op, with_param
+from tests.oidc_op import CLIENT_ID, CLIENT_SECRET, JWT_CLIENT, OP, log_in_at_op, running_op, with_param
 from tests.tools import free_port, serving
 
 # PSC's SubjectNameID: "8" followed by the RPPS number.
@@ -332,3 +333,23 @@ def test_self_enrolment_lands_awaiting_an_administrators_approval(svc, settings,
     approved, _ = oidc_login(app.test_client(), "stranger")
     assert approved.status_code == 302 and approved.headers["Location"] == "/"
     assert count(svc, User, User.professional_id == "10000000017") == 1
+
+
+def test_private_key_jwt_client_authentication_with_the_real_op(op):
+    from signflow.web.oidc_client import AuthlibProvider
+
+    provider = AuthlibProvider(OidcProvider(
+        name="psc-jwt", label="Pro Santé Connect", issuer=op.issuer, client_id=JWT_CLIENT,
+        client_auth="private_key_jwt", private_key=op.client_key_pem, subject_claim="SubjectNameID"))
+    started = provider.begin(op.app_base_url + "/login/oidc/psc-jwt/callback")
+    back = urlsplit(log_in_at_op(started.url, "doc"))
+    verified = provider.finish(started, {k: v[0] for k, v in parse_qs(back.query).items()})
+    assert verified.claims["SubjectNameID"] == "8" + DOC_RPPS and verified.claims["aud"] == JWT_CLIENT
+    # The OP refuses the same client without its key (so the assertion above was the JWT's doing).
+    keyless = AuthlibProvider(OidcProvider(
+        name="psc-jwt", label="Pro Santé Connect", issuer=op.issuer, client_id=JWT_CLIENT,
+        client_secret="guess", client_auth="client_secret_basic"))
+    started = keyless.begin(op.app_base_url + "/login/oidc/psc-jwt/callback")
+    back = urlsplit(log_in_at_op(started.url, "doc"))
+    with pytest.raises(AuthenticationFailed):
+        keyless.finish(started, {k: v[0] for k, v in parse_qs(back.query).items()})

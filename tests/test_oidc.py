@@ -181,6 +181,14 @@ def test_a_missing_or_foreign_iss_on_the_callback_is_refused(client, svc, world,
     assert links(svc) == []
 
 
+def test_a_login_refused_at_the_provider_is_said_as_such(client, svc, world):
+    # The test OP refuses a login it does not know (access_denied), as a person cancelling.
+    resp, back = oidc_login(client, "nobody")
+    assert "error=access_denied" in back
+    assert resp.status_code == 401 and "did not finish" in resp.get_data(as_text=True)
+    assert links(svc) == []
+
+
 def test_an_unknown_professional_id_creates_nothing(client, svc, world):
     users = count(svc, User)
     resp, _ = oidc_login(client, "stranger")

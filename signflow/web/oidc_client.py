@@ -15,6 +15,7 @@ id_token's (OpenID Core 5.3.2).
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from signflow.core.i18n import N_
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 # Seconds of clock difference tolerated on exp/iat.
 LEEWAY = 60
+log = logging.getLogger("signflow.oidc")
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,18 @@ class _App(OAuth2Mixin, OpenIDMixin, BaseApp):  # type: ignore[misc]
     client_cls = OAuth2Session
 
 
-def _unavailable(provider: OidcProvider) -> ServiceUnavailable:
+def _unavailable(provider: OidcProvider, why: object = None) -> ServiceUnavailable:
+    # For the operators: which provider, and the kind of failure (no token, no secret).
+    log.warning("OpenID Provider %s unavailable: %s", provider.name,
+                why if isinstance(why, str) else type(why).__name__ if why else "")
     return ServiceUnavailable(N_("%(label)s does not answer right now. Try again in a moment, or log "
                                  "in with your signflow user name and password if you have one."),
                               params={"label": provider.label})
 
 
-def _refused(provider: OidcProvider) -> AuthenticationFailed:
+def _refused(provider: OidcProvider, why: object = None) -> AuthenticationFailed:
+    log.warning("OpenID Provider %s: login refused (%s)", provider.name,
+                why if isinstance(why, str) else type(why).__name__ if why else "")
     return AuthenticationFailed(N_("The login through %(label)s could not be checked, so it was "
                                    "refused. Start again from the login page."),
                                 params={"label": provider.label})
@@ -112,11 +119,11 @@ class AuthlibProvider:
         try:
             metadata: dict[str, Any] = self._app.load_server_metadata()
         except (requests.RequestException, ValueError) as exc:
-            raise _unavailable(self.config) from exc
+            raise _unavailable(self.config, exc) from exc
         if metadata.get("issuer") != self.config.issuer:
             # Another issuer's document (or a mix-up): nothing it says is trusted.
             self._app.server_metadata.pop("_loaded_at", None)
-            raise _unavailable(self.config)
+            raise _unavailable(self.config, "issuer")
         return metadata
 
     def begin(self, redirect_uri: str) -> Started:
@@ -125,7 +132,7 @@ class AuthlibProvider:
         try:
             rv = self._app.create_authorization_url(redirect_uri, **extra)
         except RuntimeError as exc:  # the discovery document names no authorization endpoint
-            raise _unavailable(self.config) from exc
+            raise _unavailable(self.config, exc) from exc
         return Started(url=rv["url"], state=rv["state"], nonce=rv["nonce"],
                        code_verifier=rv["code_verifier"], redirect_uri=redirect_uri)
 
@@ -133,21 +140,27 @@ class AuthlibProvider:
         metadata = self._metadata()
         state = params.get("state") or ""
         if not state or not hmac.compare_digest(state, started.state):
-            raise _refused(self.config)
+            raise _refused(self.config, "state")
         # RFC 9207: a provider that says it sends `iss` must send ours; any `iss` must match.
         iss = params.get("iss")
         if (iss is None and metadata.get("authorization_response_iss_parameter_supported")) or (
                 iss is not None and iss != self.config.issuer):
-            raise _refused(self.config)
-        if params.get("error") or not params.get("code"):
-            raise _refused(self.config)
+            raise _refused(self.config, "iss")
+        if params.get("error"):
+            # Cancelled or refused at the provider: said as such, not as an attack.
+            log.info("OpenID Provider %s answered %s", self.config.name, str(params.get("error"))[:64])
+            raise AuthenticationFailed(N_("The login at %(label)s did not finish (cancelled or refused "
+                                          "there): start again from the login page."),
+                                       params={"label": self.config.label})
+        if not params.get("code"):
+            raise _refused(self.config, "no code")
         try:
             token = self._app.fetch_access_token(started.redirect_uri, code=params["code"],
                                                  code_verifier=started.code_verifier)
         except requests.RequestException as exc:
-            raise _unavailable(self.config) from exc
+            raise _unavailable(self.config, exc) from exc
         except OAuthError as exc:
-            raise _refused(self.config) from exc
+            raise _refused(self.config, exc) from exc
         if "id_token" not in token:
             raise _refused(self.config)
         claims = self.verify_id_token(token, started.nonce)
@@ -155,7 +168,7 @@ class AuthlibProvider:
         if userinfo_endpoint and "access_token" in token:
             info = self._userinfo(userinfo_endpoint, token)
             if info.get("sub") != claims.get("sub"):
-                raise _refused(self.config)
+                raise _refused(self.config, "userinfo sub")
             claims = {**info, **claims}
         return Verified(claims=claims, id_token=str(token["id_token"]))
 
@@ -173,11 +186,11 @@ class AuthlibProvider:
         try:
             claims = self._app.parse_id_token(dict(token), nonce, claims_options=options, leeway=LEEWAY)
         except requests.RequestException as exc:
-            raise _unavailable(self.config) from exc
+            raise _unavailable(self.config, exc) from exc
         except (JoseError, ValueError, RuntimeError) as exc:
-            raise _refused(self.config) from exc
+            raise _refused(self.config, exc) from exc
         if claims is None or claims.get("nonce") != nonce:
-            raise _refused(self.config)
+            raise _refused(self.config, "nonce")
         return dict(claims)
 
     def _userinfo(self, endpoint: str, token: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,9 +199,9 @@ class AuthlibProvider:
             resp.raise_for_status()
             data = resp.json()
         except requests.RequestException as exc:
-            raise _unavailable(self.config) from exc
+            raise _unavailable(self.config, exc) from exc
         except ValueError as exc:
-            raise _refused(self.config) from exc
+            raise _refused(self.config, exc) from exc
         if not isinstance(data, dict):
             raise _refused(self.config)
         return data

@@ -94,8 +94,7 @@ def _refuse(session: Session, assertion: Assertion, *, now: datetime, ip: str | 
     return AuthenticationFailed(message, params={"provider": assertion.label or assertion.provider})
 
 
-def _find(session: Session, assertion: Assertion, *, now: datetime, ip: str | None,
-          ) -> tuple[User | None, ExternalIdentity | None]:
+def _find(session: Session, assertion: Assertion) -> tuple[User | None, ExternalIdentity | None]:
     link = session.scalar(select(ExternalIdentity).where(
         ExternalIdentity.provider == assertion.provider, ExternalIdentity.subject == assertion.subject))
     if link is not None:
@@ -161,7 +160,7 @@ def sign_in(session: Session, assertion: Assertion, *, now: datetime, ip: str | 
     """The account `assertion` opens, linked on its first use; refused (audited, nothing
     created) for an unknown professional id, a disabled account or an integration.
     `enrol_as`: the site lets an unknown professional enrol (see `enrol`) in that role."""
-    user, link = _find(session, assertion, now=now, ip=ip)
+    user, link = _find(session, assertion)
     if user is None and enrol_as is not None and person is not None:
         return enrol(session, assertion, person, role=enrol_as, now=now, ip=ip)
     if user is None:

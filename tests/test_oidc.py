@@ -23,7 +23,7 @@ from signflow.config import OidcProvider, Settings
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import AuthenticationFailed
 from signflow.models import AuditEntry, ExternalIdentity, User
-from tests.a11y import log_in
+from tests.a11y import axe_source, axe_violations, describe, log_in
 from tests.conftest import DOC_RPPS, PASSWORD, TEST_ACTOR, csrf_token, login, make_settings
 from tests.factories import count
 from tests.oidc_op import CLIENT_ID, CLIENT_SECRET, JWT_CLIENT, OP, log_in_at_op, running_op, with_param
@@ -202,6 +202,15 @@ def test_an_unknown_professional_id_creates_nothing(client, svc, world):
     assert count(svc, AuditEntry, AuditEntry.action == "login.failed") == 1
 
 
+def test_a_disabled_account_never_linked_is_refused_as_disabled(client, svc, world):
+    with svc.sessions() as s, s.begin():
+        accounts.set_user_active(s, actor=TEST_ACTOR, user_id=world.offduty, active=False,
+                                 now=svc.clock())
+    refused, _ = oidc_login(client, "offduty")
+    assert refused.status_code == 401 and "disabled" in refused.get_data(as_text=True)
+    assert links(svc) == []
+
+
 def test_a_disabled_account_is_refused(client, svc, world):
     resp, _ = oidc_login(client, "offduty")
     assert resp.status_code == 302  # linked on this first login
@@ -253,6 +262,9 @@ def live(app: Any, op: OP) -> Iterator[str]:
 def test_in_chromium_a_physician_logs_in_and_out_through_the_provider(browser, live, world, svc, op):
     page = browser.new_page(base_url=live)
     page.goto("/login")
+    # The providers' buttons keep the login page accessible (axe-core, as test_accessibility).
+    violations = axe_violations(page, axe_source())
+    assert violations == [], describe("/login with providers", violations)
     page.get_by_role("link", name="Log in with Pro Santé Connect").click()
     page.wait_for_url(f"{op.issuer}/interaction/**")
     page.get_by_label("Login").fill("doc")

@@ -86,6 +86,8 @@ def test_none_and_hmac_are_refused_even_when_the_provider_offers_them():
         with pytest.raises(AuthenticationFailed):
             provider.verify_id_token(token, NONCE)
     assert provider.verify_id_token(signed(claims()), NONCE)["acr"] == "eidas1"
+    with pytest.raises(AuthenticationFailed):
+        client(algs=["none"]).verify_id_token(signed(claims()), NONCE)
 
 
 PSC = {"name": "psc", "label": "Pro Santé Connect", "issuer": ISSUER, "client_id": CLIENT,

@@ -178,8 +178,11 @@ class AuthlibProvider:
         metadata = self._metadata()
         offered = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
         # Overrides what the discovery document offers: the intersection with ours.
-        self._app.server_metadata["id_token_signing_alg_values_supported"] = [
-            a for a in offered if a in ALGORITHMS]
+        usable = [a for a in offered if a in ALGORITHMS]
+        if not usable:
+            # An empty list would let the JOSE library fall back to its own defaults.
+            raise _refused(self.config, "no usable signature algorithm")
+        self._app.server_metadata["id_token_signing_alg_values_supported"] = usable
         options = {"iss": {"essential": True, "value": self.config.issuer},
                    "aud": {"essential": True, "value": self.config.client_id},
                    "exp": {"essential": True}}

@@ -101,9 +101,13 @@ def _find(session: Session, assertion: Assertion) -> tuple[User | None, External
         return session.get(User, link.user_id), link
     if assertion.professional_id is None:
         return None, None
-    # Only an active account: a disabled one may share the id with its successor.
+    # An active account first: a disabled one may share the id with its successor.
     holders = list(session.scalars(select(User).where(
         User.professional_id == assertion.professional_id, User.active.is_(True)).limit(2)))
+    if not holders:
+        # Only to say "disabled" rather than "unknown": such an account is never linked.
+        holders = list(session.scalars(select(User).where(
+            User.professional_id == assertion.professional_id).limit(2)))
     return (holders[0] if len(holders) == 1 else None), None
 
 

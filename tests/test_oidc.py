@@ -140,6 +140,26 @@ def test_a_lower_level_still_asks_for_signflows_second_factor(client, svc, world
     assert client.get("/inbox/").headers["Location"].startswith("/login")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_after_the_second_factor_the_session_still_logs_out_at_the_provider(client, svc, world, op):
+    import pyotp
+
+    from signflow.core.accounts import mfa
+
+    secret = mfa.new_secret()
+    with svc.sessions() as s, s.begin():
+        doc = s.get(User, world.doc)
+        doc.totp_secret_enc = mfa.seal_secret(svc.keys.master_key, doc, secret)
+    resp, _ = oidc_login(client, "doc", acr="basic")
+    assert resp.headers["Location"] == "/login/code"
+    token = csrf_token(client, "/login/code")
+    done = client.post("/login/code", data={"csrf_token": token,
+                                            "code": pyotp.TOTP(secret).at(svc.clock())})
+    assert done.status_code == 302 and client.get("/inbox/").status_code == 200
+    page = client.post("/logout", data={"csrf_token": csrf_token(client, "/inbox/")})
+    assert op.issuer + "/session/end?" in page.get_data(as_text=True)
+
+
 def test_a_replayed_missing_or_forged_state_is_refused(client, svc, world):
     resp, back = oidc_login(client, "doc")
     assert resp.status_code == 302

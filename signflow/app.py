@@ -20,6 +20,7 @@ from signflow.config import (
     require_vapid_key,
 )
 from signflow.services import Services, build_services, require_notification_channel
+from signflow.web import oidc_client
 from signflow.web.i18n import init_i18n
 from signflow.web.ids import IdConverter
 
@@ -70,6 +71,8 @@ def create_app(
         SIGNFLOW=settings,
     )
     app.extensions["signflow"] = services
+    # The OpenID Providers' clients, built once (discovery is fetched at first use).
+    app.extensions[oidc_client.EXTENSION] = oidc_client.build(settings.oidc_providers)
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
                                 x_proto=settings.trusted_proxies)

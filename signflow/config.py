@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 import tomllib
@@ -23,8 +24,112 @@ SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 # The VAPID (RFC 8292) private key that signs every Web Push, PEM, written by `signflow init`.
 VAPID_KEY_FILE = "vapid_private_key"
 CONFIG_FILE = "signflow.toml"
+# OpenID Providers (JSON list) when SIGNFLOW_OIDC_PROVIDERS is not set.
+OIDC_PROVIDERS_FILE = "oidc_providers.json"
 ENVIRONMENTS = ("production", "development", "testing")
 LANGUAGES = I18N_LANGUAGES
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    """One OpenID Provider (Pro Santé Connect, the hospital's own...). The client secret
+    or private key never sits in the providers list: SIGNFLOW_OIDC_<NAME>_CLIENT_SECRET
+    or instance/oidc_<name>_client_secret (private_key_jwt: instance/oidc_<name>_key.pem)."""
+
+    name: str
+    label: str
+    issuer: str
+    client_id: str
+    client_secret: str | None = None
+    # client_secret_basic, client_secret_post or private_key_jwt.
+    client_auth: str = "client_secret_basic"
+    private_key: str | None = None
+    scopes: str = "openid profile email"
+    acr_values: str | None = None
+    # `acr` values that stand for both factors (eIDAS substantial: PSC's card or e-CPS).
+    two_factor_acr: tuple[str, ...] = ("eidas1",)
+    # The claim that carries the national professional id; PSC: SubjectNameID, which is
+    # "8" followed by the RPPS number (professional_id_prefix strips it to match users).
+    subject_claim: str = "sub"
+    professional_id_prefix: str = ""
+    given_name_claim: str = "given_name"
+    family_name_claim: str = "family_name"
+    email_claim: str = "email"
+    timeout_seconds: int = 10
+    # None: an unknown professional id is refused. "physician" or "technician": such a
+    # person gets an account in that role, disabled until an administrator approves it.
+    self_enrol_role: str | None = None
+
+
+_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_CLIENT_AUTH = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+
+
+def _secret_for(name: str, env: dict[str, str], instance: Path, kind: str) -> str | None:
+    key = f"SIGNFLOW_OIDC_{name.upper().replace('-', '_')}_{kind.upper()}"
+    if env.get(key):
+        return env[key].strip()
+    path = instance / f"oidc_{name}_{kind}"
+    return path.read_text().strip() or None if path.is_file() else None
+
+
+def parse_oidc_providers(raw: Any, env: dict[str, str], instance: Path) -> tuple[OidcProvider, ...]:
+    """The providers list (JSON text or already parsed), checked; fails closed on anything
+    unknown or missing, and on a secret written into the list itself."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip() else []
+        except ValueError as exc:
+            raise ConfigurationError("SIGNFLOW_OIDC_PROVIDERS is not valid JSON") from exc
+    if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
+        raise ConfigurationError("SIGNFLOW_OIDC_PROVIDERS must be a JSON list of objects")
+    known = {f.name for f in fields(OidcProvider)} - {"client_secret", "private_key"}
+    found: list[OidcProvider] = []
+    for item in raw:
+        if "client_secret" in item or "private_key" in item:
+            raise ConfigurationError("an OpenID Provider's secret goes in SIGNFLOW_OIDC_<NAME>_CLIENT_SECRET "
+                                     "or the instance folder, never in the providers list")
+        unknown = set(item) - known
+        name = str(item.get("name", ""))
+        if unknown:
+            raise ConfigurationError(f"OpenID Provider {name!r}: unknown settings {sorted(unknown)}")
+        if not _PROVIDER_NAME.fullmatch(name) or any(p.name == name for p in found):
+            raise ConfigurationError(f"OpenID Provider name {name!r}: lowercase letters, digits, - or _, "
+                                     "unique")
+        for required in ("label", "issuer", "client_id"):
+            if not item.get(required):
+                raise ConfigurationError(f"OpenID Provider {name!r} needs {required!r}")
+        if not str(item["issuer"]).startswith(("https://", "http://")):
+            raise ConfigurationError(f"OpenID Provider {name!r}: the issuer is an http(s) URL")
+        values = dict(item)
+        if "two_factor_acr" in values:
+            values["two_factor_acr"] = tuple(str(v) for v in values["two_factor_acr"])
+        provider = OidcProvider(**values)
+        if provider.client_auth not in _CLIENT_AUTH:
+            raise ConfigurationError(f"OpenID Provider {name!r}: client_auth is one of "
+                                     f"{', '.join(_CLIENT_AUTH)}")
+        if provider.self_enrol_role not in (None, "physician", "technician"):
+            raise ConfigurationError(f"OpenID Provider {name!r}: self_enrol_role is physician, "
+                                     "technician or absent")
+        if "openid" not in provider.scopes.split():
+            raise ConfigurationError(f"OpenID Provider {name!r}: the scopes must include openid")
+        if provider.client_auth == "private_key_jwt":
+            path = instance / f"oidc_{name}_key.pem"
+            key = path.read_text() if path.is_file() else env.get(
+                f"SIGNFLOW_OIDC_{name.upper().replace('-', '_')}_PRIVATE_KEY")
+            if not key:
+                raise ConfigurationError(f"OpenID Provider {name!r}: private_key_jwt needs "
+                                         f"instance/oidc_{name}_key.pem")
+            provider = replace(provider, private_key=key)
+        else:
+            secret = _secret_for(name, env, instance, "client_secret")
+            if not secret:
+                raise ConfigurationError(f"OpenID Provider {name!r} has no client secret: set "
+                                         f"SIGNFLOW_OIDC_{name.upper().replace('-', '_')}_CLIENT_SECRET "
+                                         f"or write instance/oidc_{name}_client_secret")
+            provider = replace(provider, client_secret=secret)
+        found.append(provider)
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -123,6 +228,9 @@ class Settings:
     # "GROUP_DN=role;GROUP_DN=role" (or a TOML table): the first group the user is in wins.
     ldap_group_roles: str | dict[str, str] = ""
     ldap_timeout_seconds: int = 5
+    # OpenID Providers users may log in with (SIGNFLOW_OIDC_PROVIDERS: a JSON list, or
+    # instance/oidc_providers.json); none by default.
+    oidc_providers: tuple[OidcProvider, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -170,6 +278,11 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         if key in env and f.name != "deadline_minutes":
             values[f.name] = env[key]
     values.update({k: v for k, v in overrides.items() if v is not None})
+    providers_file = instance / OIDC_PROVIDERS_FILE
+    if "oidc_providers" not in values and providers_file.is_file():
+        values["oidc_providers"] = providers_file.read_text()
+    if "oidc_providers" in values and not isinstance(values["oidc_providers"], tuple):
+        values["oidc_providers"] = parse_oidc_providers(values["oidc_providers"], env, instance)
     coerced = {
         f.name: _coerce(f.name, values[f.name], getattr(defaults, f.name))
         for f in fields(Settings)
@@ -228,9 +341,10 @@ def _check_directory(settings: Settings) -> None:
                                  "(passwords never travel in clear), or use ldaps://")
     if url and settings.ldap_ca_file and not Path(settings.ldap_ca_file).is_file():
         raise ConfigurationError(f"SIGNFLOW_LDAP_CA_FILE: no such file {settings.ldap_ca_file}")
-    if not settings.local_login and not settings.ldap_url:
-        # Nobody could log in with a password at all.
-        raise ConfigurationError("SIGNFLOW_LOCAL_LOGIN=0 needs another way to log in: set SIGNFLOW_LDAP_URL")
+    if not settings.local_login and not settings.ldap_url and not settings.oidc_providers:
+        # Nobody could log in at all (passkeys are enrolled by people already logged in).
+        raise ConfigurationError("SIGNFLOW_LOCAL_LOGIN=0 needs another way to log in: set SIGNFLOW_LDAP_URL "
+                                 "or an OpenID Provider (SIGNFLOW_OIDC_PROVIDERS)")
 
 
 def _check_webhook(url: str, secret: str | None) -> None:

@@ -272,6 +272,9 @@ def routes(main: int, cancel: int, decline: int, delegate: int, shift: int, worl
         Route("POST", "/account/recovery-codes", people, 200),
         Route("POST", "/login/passkey/options", PUBLIC, 200, same_for_all=True),
         Route("POST", "/login/passkey", PUBLIC, 400, same_for_all=True),
+        # OpenID Connect login: no provider is configured here (test_oidc.py has one).
+        Route("GET", "/login/oidc/psc", PUBLIC, 404, same_for_all=True),
+        Route("GET", "/login/oidc/psc/callback", PUBLIC, 404, same_for_all=True),
         # Only on an instance `signflow demo` made (test_demo_outbox.py); not this one.
         Route("GET", "/demo/messages", PUBLIC, 404, same_for_all=True),
     ]

@@ -199,6 +199,7 @@ class AuditAction(StrEnum):
     DOCUMENT_PURGED = "document.purged"
     DOCUMENT_VIEWED = "document.viewed"
     EVIDENCE_GENERATED = "evidence.generated"
+    IDENTITY_LINKED = "identity.linked"
     KEYS_CREATED = "keys.created"
     KEYS_MOVED_TO_TOKEN = "keys.moved_to_token"
     KEYS_TSA_RENEWED = "keys.tsa_renewed"

@@ -55,6 +55,7 @@ def register(app: Flask) -> None:
         headers,
         identity,
         language,
+        oidc,
         physician,
         pki_routes,
         push,
@@ -80,7 +81,7 @@ def register(app: Flask) -> None:
     app.teardown_appcontext(close_session)
     for module in (auth, technician, physician, destination, documents, auditor, admin, api,
                    pki_routes, board, push, demo, contacts, stats, identity, webhooks,
-                   language):
+                   language, oidc):
         app.register_blueprint(module.bp)
     # The one transaction policy: every view commits (or rolls back) in one place.
     for endpoint, view in app.view_functions.items():

@@ -8,7 +8,7 @@ import hmac
 import secrets
 from datetime import UTC, datetime
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
@@ -23,6 +23,7 @@ from signflow.web.context import current
 from signflow.web.forms import CodeForm, ConfirmForm, LoginForm, PasswordForm, RecoveryCodeForm
 from signflow.web.guards import login_required, safe_next
 from signflow.web.i18n import remember_language
+from signflow.web.oidc_client import registered
 
 bp = Blueprint("auth", __name__)
 MFA_WINDOW_SECONDS = 300
@@ -54,7 +55,7 @@ def login() -> Response | str:
     form = LoginForm()
     directory = rc.services.directory
     local = rc.settings.local_login
-    if form.validate_on_submit():
+    if (local or directory is not None) and form.validate_on_submit():
         username = form.username.data or ""
         device = _known_device(username)
         if directory is not None and (form.source.data != "local" or not local):
@@ -83,7 +84,8 @@ def login() -> Response | str:
         start_session(account, fresh_factor=False)
         return remember_device(redirect(target), account)
     return render_template("auth/login.html", form=form, passkey_login=True,
-                           directory=directory is not None, local=local)
+                           directory=directory is not None, local=local,
+                           providers=[p.config for p in registered(current_app.extensions).values()])
 
 
 def _device_signature(username: str, nonce: str) -> str:
@@ -129,6 +131,11 @@ def start_session(account: User, *, fresh_factor: bool) -> None:
         mark_factor()
 
 
+# A session opened through an OpenID Provider: its name and the id_token, the hint
+# its end_session_endpoint asks for at logout.
+OIDC_LOGOUT = "oidc_logout"
+# Set when that provider's login counted as both factors (its acr).
+PROVIDER_FACTORS = "provider_factors"
 # The time of the last second factor (TOTP or passkey) lives in the login state, which
 # the secret key signs: step-up before signing reads it (core.accounts.step_up).
 FACTOR_AT = "factor_at"
@@ -164,8 +171,11 @@ def pending_account() -> User | None:
 def finish_second_factor(account: User, *, fresh_factor: bool) -> Response:
     """The second factor was right: the real session starts, back where the user was going."""
     target = session.get("mfa_next") or url_for("auth.home")
+    hint = session.get(OIDC_LOGOUT)
     session.clear()
     start_session(account, fresh_factor=fresh_factor)
+    if hint is not None:
+        session[OIDC_LOGOUT] = hint
     return remember_device(redirect(safe_next(target) or url_for("auth.home")), account)
 
 
@@ -228,6 +238,9 @@ def require_second_factor() -> Response | None:
         return None
     if not mfa.required_for(current_user, rc.services.settings.mfa_roles):
         return None
+    if session.get(PROVIDER_FACTORS):
+        # The OpenID Provider's login stood for both factors (acr eidas1...).
+        return None
     if request.endpoint in ENROLMENT_ENDPOINTS:
         return None
     if factors.has_second_factor(rc.session, current_user._get_current_object()):
@@ -268,11 +281,28 @@ def change_password() -> Response | str:
 
 @bp.post("/logout")
 @login_required
-def logout() -> Response:
+def logout() -> Response | str:
     rc = current()
     form = ConfirmForm()
     if form.validate_on_submit():
         accounts.logout(rc.session, actor=rc.actor, now=rc.now)
+        provider_logout = _provider_logout_url(session.get(OIDC_LOGOUT))
         logout_user()
         session.clear()
+        if provider_logout:
+            # Logged out here, then at the provider, which sends the browser back to /login.
+            # A page, not a redirect: this form's CSP (form-action 'self') would stop one.
+            return render_template("auth/provider_logout.html", url=provider_logout)
     return redirect(url_for("auth.login"))
+
+
+def _provider_logout_url(hint: object) -> str | None:
+    """The provider's end_session_endpoint (id_token_hint, back to our login page), when
+    the session came from one that has it."""
+    if not isinstance(hint, dict):
+        return None
+    provider = registered(current_app.extensions).get(str(hint.get("provider")))
+    if provider is None:
+        return None
+    back = current().settings.base_url.rstrip("/") + url_for("auth.login")
+    return provider.logout_url(str(hint.get("id_token")), back)

@@ -22,10 +22,11 @@ from werkzeug.serving import make_server
 from signflow.config import OidcProvider, Settings
 from signflow.core.accounts import users as accounts
 from signflow.core.errors import AuthenticationFailed
-from signflow.models import AuditEntry, ExternalIdentity, User
+from signflow.models import AuditAction, AuditEntry, ExternalIdentity, User
 from tests.a11y import axe_source, axe_violations, describe, log_in
 from tests.conftest import DOC_RPPS, PASSWORD, TEST_ACTOR, csrf_token, login, make_settings
 from tests.factories import count
+from tests.helpers import new_request
 from tests.oidc_op import CLIENT_ID, CLIENT_SECRET, JWT_CLIENT, OP, log_in_at_op, running_op, with_param
 from tests.tools import free_port, serving
 
@@ -393,3 +394,59 @@ def test_private_key_jwt_client_authentication_with_the_real_op(op):
     back = urlsplit(log_in_at_op(started.url, "doc"))
     with pytest.raises(AuthenticationFailed):
         keyless.finish(started, {k: v[0] for k, v in parse_qs(back.query).items()})
+
+
+STEP_UP_ACTIONS = (AuditAction.STEP_UP_REQUIRED, AuditAction.STEP_UP_FAILED, AuditAction.STEP_UP_SUCCEEDED)
+
+
+def _step_up_link(page: str) -> str:
+    found = re.search(r'href="(/login/oidc/psc\?[^"]*step_up=1[^"]*)"', page)
+    assert found, "no step-up through the provider on the sign page"
+    return html.unescape(found.group(1))
+
+
+def test_a_stale_provider_login_is_confirmed_again_through_the_provider(app, client, svc, world,
+                                                                        clock, op):
+    """A physician who has only Pro Santé Connect (no code, no passkey) steps up through
+    it: the provider authenticates them again (prompt=login) and they come back to the
+    sign panel, still signed in; another person or a weaker level does not count."""
+    resp, _ = oidc_login(client, "doc")
+    assert resp.status_code == 302
+    tech = app.test_client()
+    login(tech, "tech")
+    rid = new_request(tech, world)
+    fresh = client.get(f"/inbox/{rid}").get_data(as_text=True)
+    assert 'name="pin"' in fresh and "step_up=1" not in fresh
+
+    clock.advance(minutes=16)  # SIGNFLOW_STEP_UP_MINUTES is 15 by default
+    stale = client.get(f"/inbox/{rid}").get_data(as_text=True)
+    link = _step_up_link(stale)
+    # Nothing to type a PIN into yet: the provider comes first.
+    assert 'name="pin"' not in stale
+
+    def round_trip(login_name: str, acr: str = "eidas1") -> Any:
+        start = client.get(link)
+        assert start.status_code == 302
+        assert parse_qs(urlsplit(start.headers["Location"]).query)["prompt"] == ["login"]
+        return client.get(local(log_in_at_op(start.headers["Location"], login_name, acr)))
+
+    someone_else = round_trip("offduty")
+    assert someone_else.status_code == 401
+    assert "confirmed another person" in html.unescape(someone_else.get_data(as_text=True))
+    weaker = round_trip("doc", acr="basic")
+    assert weaker.status_code == 401 and "level signing needs" in html.unescape(
+        weaker.get_data(as_text=True))
+    # Still signed in as before, and still asked.
+    assert "step_up=1" in client.get(f"/inbox/{rid}").get_data(as_text=True)
+
+    confirmed = round_trip("doc")
+    assert confirmed.status_code == 302
+    assert confirmed.headers["Location"] == f"/inbox/{rid}#sign"
+    ready = client.get(f"/inbox/{rid}").get_data(as_text=True)
+    assert 'name="pin"' in ready and "step_up=1" not in ready
+    with svc.sessions() as s:
+        entries = list(s.scalars(select(AuditEntry).where(AuditEntry.actor_id == world.doc,
+                                                          AuditEntry.action.in_(STEP_UP_ACTIONS))
+                                 .order_by(AuditEntry.seq)))
+    assert [e.action for e in entries] == ["step_up.failed", "step_up.failed", "step_up.succeeded"]
+    assert '"factor":"provider"' in entries[-1].line

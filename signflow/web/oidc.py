@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, request, session, url_for
 from flask_babel import gettext as _
+from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from signflow.core.accounts import factors, federation
@@ -43,10 +44,13 @@ def _callback_url(name: str) -> str:
 @bp.get("/login/oidc/<name>")
 def start(name: str) -> Response:
     provider = _provider(name)
-    started = provider.begin(_callback_url(name))
+    # A step-up before signing: the signed-in person authenticates again at the provider
+    # and comes back to the page they were on, still signed in.
+    step_up = request.args.get("step_up") == "1" and current_user.is_authenticated
+    started = provider.begin(_callback_url(name), fresh=step_up)
     session[PENDING] = {"provider": name, "state": started.state, "nonce": started.nonce,
                         "code_verifier": started.code_verifier, "redirect_uri": started.redirect_uri,
-                        "at": current().now.timestamp(),
+                        "at": current().now.timestamp(), "step_up": step_up,
                         "next": safe_next(request.args.get("next")) or url_for("auth.home")}
     return redirect(started.url)
 
@@ -89,6 +93,12 @@ def callback(name: str) -> Response:
                       code_verifier=pending["code_verifier"], redirect_uri=pending["redirect_uri"])
     verified = provider.finish(started, request.args)
     claims, config = verified.claims, provider.config
+    if pending.get("step_up"):
+        if not current_user.is_authenticated:
+            raise AuthenticationFailed(N_("Your session ended while you were at the provider: log in again."))
+        federation.confirm_step_up(rc.session, _assertion(provider, claims), actor=rc.actor, now=rc.now)
+        auth.mark_factor()
+        return redirect(safe_next(str(pending["next"])) or url_for("auth.home"))
     person = federation.Person(given_name=_text(claims.get(config.given_name_claim)),
                                family_name=_text(claims.get(config.family_name_claim)),
                                email=_text(claims.get(config.email_claim)) or None)

@@ -63,7 +63,7 @@ class IdentityProvider(Protocol):
 
     config: OidcProvider
 
-    def begin(self, redirect_uri: str) -> Started: ...
+    def begin(self, redirect_uri: str, *, fresh: bool = False) -> Started: ...
 
     def finish(self, started: Started, params: Mapping[str, str]) -> Verified: ...
 
@@ -126,9 +126,13 @@ class AuthlibProvider:
             raise _unavailable(self.config, "issuer")
         return metadata
 
-    def begin(self, redirect_uri: str) -> Started:
+    def begin(self, redirect_uri: str, *, fresh: bool = False) -> Started:
+        """The authorization request; `fresh`: the person authenticates again at the
+        provider (OpenID Connect Core 3.1.2.1, prompt=login), for a step-up."""
         self._metadata()
         extra = {"acr_values": self.config.acr_values} if self.config.acr_values else {}
+        if fresh:
+            extra["prompt"] = "login"
         try:
             rv = self._app.create_authorization_url(redirect_uri, **extra)
         except RuntimeError as exc:  # the discovery document names no authorization endpoint

@@ -5,22 +5,34 @@ the physician was looking at is lost (core.accounts.step_up decides who is asked
 
 from __future__ import annotations
 
-from flask import render_template, session
+from flask import current_app, render_template, session
 from flask_babel import gettext as _
 
+from signflow.config import OidcProvider
 from signflow.core.accounts import factors, step_up
 from signflow.core.errors import AuthenticationFailed
 from signflow.core.requests import signing as request_signing
-from signflow.web.auth import last_factor_at, mark_factor
+from signflow.web.auth import OIDC_LOGOUT, PROVIDER_FACTORS, last_factor_at, mark_factor
 from signflow.web.context import current
 from signflow.web.forms import ConfirmForm, DeclineForm, DelegateForm, SignForm
 from signflow.web.identity import relying_party
+from signflow.web.oidc_client import registered
 
 
 def needed() -> bool:
     rc = current()
     return step_up.needed(rc.session, rc.user, last_factor_at=last_factor_at(), now=rc.now,
                           minutes=rc.settings.step_up_minutes, mfa_roles=rc.settings.mfa_roles)
+
+
+def _session_provider() -> OidcProvider | None:
+    """The identity provider this session logged in through, when its login counted as
+    both factors: it can confirm the person again (web/oidc.py, step_up=1)."""
+    hint = session.get(OIDC_LOGOUT)
+    if not session.get(PROVIDER_FACTORS) or not isinstance(hint, dict):
+        return None
+    provider = registered(current_app.extensions).get(str(hint.get("provider")))
+    return provider.config if provider is not None else None
 
 
 def review_page(request_id: int, *, posted: SignForm | None = None, problem: str | None = None,
@@ -46,10 +58,14 @@ def review_page(request_id: int, *, posted: SignForm | None = None, problem: str
         delegate = DelegateForm()
         delegate.to.choices = [(c.id, c.display_name) for c in view.colleagues]
     methods = factors.enrolled(rc.session, rc.user) if needed() else []
+    provider = _session_provider() if needed() else None
+    if provider is not None:
+        methods.append(factors.PROVIDER)
     html = render_template(
         "physician/review.html", req=view.request, form=form, decline=decline, delegate=delegate,
         take=ConfirmForm(), state_message=view.message, signatures=view.signatures,
-        step_up=methods, step_up_problem=problem, step_up_minutes=rc.settings.step_up_minutes)
+        step_up=methods, step_up_problem=problem, step_up_minutes=rc.settings.step_up_minutes,
+        step_up_provider=provider)
     return html, status
 
 

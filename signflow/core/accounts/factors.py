@@ -10,6 +10,9 @@ from signflow.models import User, WebAuthnCredential
 
 TOTP = "totp"
 PASSKEY = "passkey"
+# Not enrolled here: the identity provider the session came through authenticates the
+# person again at the level that stands for both factors (a step-up through it).
+PROVIDER = "provider"
 
 
 def enrolled(session: Session, user: User) -> list[str]:

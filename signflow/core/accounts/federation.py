@@ -94,6 +94,30 @@ def _refuse(session: Session, assertion: Assertion, *, now: datetime, ip: str | 
     return AuthenticationFailed(message, params={"provider": assertion.label or assertion.provider})
 
 
+def confirm_step_up(session: Session, assertion: Assertion, *, actor: Actor, now: datetime) -> None:
+    """The provider authenticated the person again (a step-up before signing): it counts
+    only for the account linked to that very subject, and only at the level that stands
+    for both factors; otherwise refused, audited, and the signature still waits."""
+    user = accounts.acting_user(session, actor)
+    link = session.scalar(select(ExternalIdentity).where(
+        ExternalIdentity.provider == assertion.provider, ExternalIdentity.subject == assertion.subject))
+    label = {"provider": assertion.label or assertion.provider}
+    if link is None or link.user_id != user.id:
+        audit.append(session, now=now, actor=actor, action=AuditAction.STEP_UP_FAILED,
+                     factor=factors.PROVIDER, provider=assertion.provider, reason="another account")
+        raise AuthenticationFailed(N_("%(provider)s confirmed another person than you: log in at "
+                                      "%(provider)s as yourself to sign."), params=label)
+    if not assertion.both_factors:
+        audit.append(session, now=now, actor=actor, action=AuditAction.STEP_UP_FAILED,
+                     factor=factors.PROVIDER, provider=assertion.provider, reason="level", acr=assertion.acr)
+        raise AuthenticationFailed(N_("%(provider)s did not confirm you at the level signing needs: "
+                                      "choose the strong authentication there (e-CPS, CPS card)."),
+                                   params=label)
+    link.last_login_at = now
+    audit.append(session, now=now, actor=actor, action=AuditAction.STEP_UP_SUCCEEDED,
+                 factor=factors.PROVIDER, provider=assertion.provider, acr=assertion.acr)
+
+
 def _find(session: Session, assertion: Assertion) -> tuple[User | None, ExternalIdentity | None]:
     link = session.scalar(select(ExternalIdentity).where(
         ExternalIdentity.provider == assertion.provider, ExternalIdentity.subject == assertion.subject))

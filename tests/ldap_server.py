@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.tools import free_port, require_file, require_tool
+from tests.tools import free_port, require_file, require_tool, stop
 
 SUFFIX = "dc=hospital,dc=example"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -162,12 +162,7 @@ def running_slapd(folder: Path) -> Iterator[Slapd]:
                    f"dn: {GROUPS}\nobjectClass: organizationalUnit\nou: groups\n")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _wait_until_up(server: Slapd, proc: subprocess.Popen[bytes]) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from tests.tools import free_port, missing, require_tool
+from tests.tools import free_port, missing, require_tool, stop
 
 JS = Path(__file__).resolve().parent / "js"
 SCRIPT = JS / "oidc_op.mjs"
@@ -84,11 +84,7 @@ def running_op(tmp: Path, app_port: int, accounts: dict[str, dict[str, str]]) ->
         yield OP(issuer=issuer, app_base_url=app, jwks={"keys": [_public(k) for k in jwks["keys"]]},
                  client_key_pem=pem)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def _signing_keys() -> dict[str, Any]:

@@ -216,8 +216,10 @@ def test_the_whole_signing_flow_with_the_keyboard_alone_on_a_phone(browser, live
     page.keyboard.press("Enter")
     page.wait_for_function("() => location.hash === '#page-3'")
     # The page is brought into view (smoothly: wait for the scroll to end) and takes the focus.
+    # Polled on a timer, not on animation frames: with Debian's Chromium 156.0.8078.114
+    # the frame-driven poll stopped once the scroll ended, and never saw it there.
     page.wait_for_function("""() => { const top = document.getElementById('page-3')
-        .getBoundingClientRect().top; return top >= 0 && top < 20; }""")
+        .getBoundingClientRect().top; return top >= 0 && top < 20; }""", polling=100)
     assert focused_matches(page, "#page-3")
     tab_to(page, "#pin")
     page.keyboard.type(PIN)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import socket
 import threading
@@ -45,6 +46,10 @@ class _MailHandler:
         return "250 OK"
 
 
+# _FORKED: gunicorn forks its worker inside these contexts, and the worker, when it
+# exits, unwinds through them. The servers' threads are the parent's: only the process
+# that started a server stops it (the worker would wait forever for a thread it does not
+# have, and gunicorn would kill it after its graceful timeout, 30 s later).
 @contextmanager
 def mail_catcher(outbox: DemoOutbox, clock: Callable[[], datetime]) -> Iterator[int]:
     """A local SMTP server; yields its port."""
@@ -54,10 +59,12 @@ def mail_catcher(outbox: DemoOutbox, clock: Callable[[], datetime]) -> Iterator[
         port = int(probe.getsockname()[1])
     controller = Controller(_MailHandler(outbox, clock), hostname="127.0.0.1", port=port)
     controller.start()
+    owner = os.getpid()
     try:
         yield port
     finally:
-        controller.stop()
+        if os.getpid() == owner:  # see _FORKED
+            controller.stop()
 
 
 class SmsGateway(ThreadingHTTPServer):
@@ -119,8 +126,10 @@ def sms_gateway(outbox: DemoOutbox, secret: str, clock: Callable[[], datetime]) 
     server = SmsGateway(outbox, secret, clock)
     thread = threading.Thread(target=server.serve_forever, name="signflow-demo-sms", daemon=True)
     thread.start()
+    owner = os.getpid()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}{GATEWAY_PATH}"
     finally:
-        server.shutdown()
-        server.server_close()
+        if os.getpid() == owner:  # see _FORKED
+            server.shutdown()
+            server.server_close()

@@ -4,6 +4,7 @@ imported and typed shifts alike."""
 
 from __future__ import annotations
 
+import html
 import io
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -20,6 +21,11 @@ PARIS_ZONE = ZoneInfo("Europe/Paris")
 PARIS_SUMMER, PARIS_WINTER = timedelta(hours=2), timedelta(hours=1)
 YEAR = T0.year + 1
 SPRING, FALL = last_sunday(YEAR, 3), last_sunday(YEAR, 10)
+
+
+def texts(report: rota_import.ImportReport) -> list[str]:
+    """The report's problems as an English reader reads them."""
+    return [str(problem) for problem in report.errors]
 
 
 def _import(svc, data: bytes, filename: str, *, fold=None, group_id=None, level=0):
@@ -68,12 +74,12 @@ def test_a_bad_csv_saves_nothing_and_names_every_line(svc, world, clock):
            ).encode()
     report = _import(svc, csv, "rota.csv")
     assert not report.ok
-    text = "\n".join(report.errors)
-    for line, words in [(3, "no active physician is 'nobody'"), (6, "unknown time zone 'Mars/Olympus'"),
+    text = "\n".join(texts(report))
+    for line, words in [(3, "no active physician is 'nobody'"), (6, "Unknown time zone 'Mars/Olympus'"),
                         (7, "does not exist in Europe/Paris"), (8, "happens twice"),
                         (9, "no on-call group is called 'Nephrology'")]:
-        assert any(e.startswith(f"Line {line}:") and words in e for e in report.errors), (line, text)
-    assert "Line 4: the shift ends before it starts." in report.errors
+        assert any(e.startswith(f"Line {line}:") and words in e for e in texts(report)), (line, text)
+    assert "Line 4: the shift ends before it starts." in texts(report)
     assert count(svc, RotaShift) == before
     assert count(svc, AuditEntry, AuditEntry.action == "rota.imported") == 0
 
@@ -84,10 +90,10 @@ def test_overlaps_inside_the_file_and_with_the_rota(svc, world, clock):
     first = f"group,physician,rung,start,end\nAnaesthesia on call,head,primary,{d} 08:00,{d} 20:00\n"
     assert _import(svc, first.encode(), "a.csv").ok
     report = _import(svc, (first.replace("head", "backup")).encode(), "b.csv")
-    assert report.errors == ("Line 2: overlaps a shift already in the rota.",)
+    assert texts(report) == ["Line 2: overlaps a shift already in the rota."]
     inside = first + f"Anaesthesia on call,offduty,primary,{d} 19:00,{d} 21:00\n"
     report = _import(svc, inside.replace(d, f"{YEAR}-03-11").encode(), "c.csv")
-    assert "Line 3: overlaps Line 2." in report.errors
+    assert "Line 3: overlaps Line 2." in texts(report)
 
 
 def test_the_ambiguous_hour_is_taken_as_the_occurrence_chosen(svc, world, clock):
@@ -96,7 +102,7 @@ def test_the_ambiguous_hour_is_taken_as_the_occurrence_chosen(svc, world, clock)
            f"Anaesthesia on call,head,primary,{FALL} 02:30,{FALL} 09:00\n").encode()
     asked = _import(svc, csv, "rota.csv")
     assert ("say whether you mean the first occurrence (UTC+02:00) or the second (UTC+01:00)"
-            in asked.errors[0])
+            in texts(asked)[0])
     assert _import(svc, csv, "rota.csv", fold=1).ok
     starts, ends, _level, _group = _shifts(svc, world.head)[-1]
     assert starts == datetime.combine(FALL, datetime.min.time(), UTC) + timedelta(hours=1, minutes=30)
@@ -159,15 +165,15 @@ def test_bad_icalendar_files_save_nothing(svc, world, clock):
     )
     report = _import(svc, data, "planning.ics", group_id=world.group)
     assert not report.ok
-    joined = "\n".join(report.errors)
+    joined = "\n".join(texts(report))
     assert "Line 11 (event noend@planning): the event has no end (DTEND or DURATION)." in joined, joined
     assert "(event stranger@planning): no active physician matches" in joined
-    assert "(event zone@planning): unknown time zone 'Mars/Olympus'" in joined
+    assert "(event zone@planning): Unknown time zone 'Mars/Olympus'" in joined
     assert "(event gap@planning): " in joined and "does not exist in Europe/Paris" in joined
     assert "(event flood@planning): a shift does not recur every second or minute" in joined
     assert count(svc, RotaShift) == before
     garbage = _import(svc, b"BEGIN:VCALENDAR\r\nthis is not\r\n", "x.ics", group_id=world.group)
-    assert garbage.errors and garbage.errors[0].startswith("The file is not iCalendar")
+    assert texts(garbage) and texts(garbage)[0].startswith("The file is not iCalendar")
 
 
 def _admin(app):
@@ -191,6 +197,11 @@ def test_import_over_http_reports_every_line_or_saves_the_file(app, svc, world, 
     assert refused.status_code == 400 and "Nothing was imported" in page
     assert "Line 3: no active physician is" in page
     assert _shifts(svc, world.head) == []
+    # Each problem is a message id, read in the reader's language.
+    admin.post("/account/language/", data={"csrf_token": csrf_token(admin, "/account/language/"),
+                                           "language": "fr"})
+    french = html.unescape(post(bad).get_data(as_text=True))
+    assert "Ligne 3\u00a0: aucun médecin actif n'est 'ghost'." in french
     done = post(good)
     assert done.status_code == 302 and len(_shifts(svc, world.head)) == 1
     tech = app.test_client()

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
 from signflow.core.errors import InvalidInput
-from signflow.core.i18n import N_
+from signflow.core.i18n import N_, Msg
 from signflow.core.requests import localtime as localtime
 from signflow.core.requests.oncall import BACKUP, PRIMARY
 from signflow.models import AuditAction, OnCallGroup, Role, RotaShift, User
@@ -42,7 +42,7 @@ RUNGS = {"primary": PRIMARY, "0": PRIMARY, "backup": BACKUP, "1": BACKUP}
 class Candidate:
     """One shift read from a file, before it is saved; `where` names its line."""
 
-    where: str
+    where: Msg
     group_id: int
     user_id: int
     level: int
@@ -52,16 +52,26 @@ class Candidate:
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What an import did: `errors` (one per bad line) and nothing saved, or `added`
-    shifts saved and `skipped` ones already over."""
+    """What an import did: `errors` (one per bad line, message ids translated for the
+    reader) and nothing saved, or `added` shifts saved and `skipped` ones already over."""
 
-    errors: tuple[str, ...]
+    errors: tuple[Msg, ...]
     added: int = 0
     skipped: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+def _at(where: Msg, problem: Msg | str) -> Msg:
+    """"Line 4: the shift ends before it starts." in the reader's language."""
+    return Msg(N_("%(where)s: %(problem)s"),
+               {"where": where, "problem": problem if isinstance(problem, Msg) else Msg(problem)})
+
+
+def _problem(exc: InvalidInput) -> Msg:
+    return Msg(exc.msgid, exc.params)
 
 
 def _physician_index(session: Session) -> dict[str, User]:
@@ -87,26 +97,27 @@ def _wall(text: str) -> datetime:
 
 
 def read_csv(session: Session, data: bytes, *, timezone: str, fold: int | None
-             ) -> tuple[list[Candidate], list[str]]:
+             ) -> tuple[list[Candidate], list[Msg]]:
     """Shifts from a CSV file with a header line: group, physician (user name or
     e-mail), rung (primary or backup), start, end, and optionally timezone."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return [], ["The file is not UTF-8 text: save it as CSV UTF-8."]
+        return [], [Msg(N_("The file is not UTF-8 text: save it as CSV UTF-8."))]
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in reader.fieldnames or []]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
-        return [], [f"Line 1: the header lacks the column(s) {', '.join(missing)} "
-                    f"(expected {', '.join(CSV_COLUMNS)}, optionally timezone)."]
+        return [], [_at(Msg(N_("Line %(line)s"), {"line": 1}), Msg(
+            N_("the header lacks the column(s) %(missing)s (expected %(expected)s, optionally timezone)."),
+            {"missing": ", ".join(missing), "expected": ", ".join(CSV_COLUMNS)}))]
     reader.fieldnames = header
     groups = {g.name.lower(): g.id for g in session.scalars(select(OnCallGroup))}
     people = _physician_index(session)
     found: list[Candidate] = []
-    errors: list[str] = []
+    errors: list[Msg] = []
     for row in reader:
-        where = f"Line {reader.line_num}"
+        where = Msg(N_("Line %(line)s"), {"line": reader.line_num})
         cells = {k: (v or "").strip() for k, v in row.items() if isinstance(k, str)}
         try:
             group = groups.get(" ".join(cells["group"].split()).lower())
@@ -124,16 +135,12 @@ def read_csv(session: Session, data: bytes, *, timezone: str, fold: int | None
             starts = localtime.instant(_wall(cells["start"]), tz, fold=fold)
             ends = localtime.instant(_wall(cells["end"]), tz, fold=fold)
         except InvalidInput as exc:
-            errors.append(f"{where}: {_sentence(exc.message)}")
+            errors.append(_at(where, _problem(exc)))
             continue
         found.append(Candidate(where, group, user.id, level, starts, ends))
     if not found and not errors:
-        errors.append("The file holds no shift.")
+        errors.append(Msg(N_("The file holds no shift.")))
     return found, errors
-
-
-def _sentence(message: str) -> str:
-    return message[:1].lower() + message[1:] if message[:1].isupper() and message[1:2].islower() else message
 
 
 def _event_lines(data: bytes) -> list[int]:
@@ -158,22 +165,24 @@ def _ics_instant(prop: Any, *, timezone: str, fold: int | None) -> datetime:
 
 
 def read_ics(session: Session, data: bytes, *, group_id: int, level: int, timezone: str,
-             fold: int | None, now: datetime) -> tuple[list[Candidate], list[str]]:
+             fold: int | None, now: datetime) -> tuple[list[Candidate], list[Msg]]:
     """Shifts of one group and rung from an iCalendar file: each VEVENT (DTSTART and
     DTEND or DURATION; RRULE, RDATE and EXDATE expanded up to HORIZON_DAYS ahead) names
     its physician by an ATTENDEE e-mail address or its SUMMARY (user name or e-mail)."""
     try:
         calendar = icalendar.Calendar.from_ical(data)
     except (ValueError, IndexError, KeyError) as exc:
-        return [], [f"The file is not iCalendar (RFC 5545): {str(exc)[:120]}"]
+        return [], [Msg(N_("The file is not iCalendar (RFC 5545): %(problem)s"),
+                        {"problem": str(exc)[:120]})]
     people = _physician_index(session)
     lines = _event_lines(data)
     found: list[Candidate] = []
-    errors: list[str] = []
+    errors: list[Msg] = []
     users: dict[str, int] = {}
     for n, event in enumerate(calendar.walk("VEVENT")):
         uid = str(event.get("UID", ""))[:80]
-        where = f"Line {lines[n] if n < len(lines) else '?'} (event {uid or n + 1})"
+        where = Msg(N_("Line %(line)s (event %(event)s)"),
+                    {"line": lines[n] if n < len(lines) else "?", "event": uid or n + 1})
         try:
             if not uid:
                 raise InvalidInput(N_("the event has no UID (RFC 5545 requires one)."))
@@ -197,7 +206,7 @@ def read_ics(session: Session, data: bytes, *, group_id: int, level: int, timezo
             if rule is not None and str(rule.get("FREQ", [""])[0]).upper() in ("SECONDLY", "MINUTELY"):
                 raise InvalidInput(N_("a shift does not recur every second or minute (RRULE FREQ)."))
         except InvalidInput as exc:
-            errors.append(f"{where}: {_sentence(exc.message)}")
+            errors.append(_at(where, _problem(exc)))
             continue
         users[uid] = user.id
     if errors:
@@ -210,68 +219,74 @@ def read_ics(session: Session, data: bytes, *, group_id: int, level: int, timezo
             if isinstance(start.dt, datetime) and start.dt.tzinfo is not None and start.dt > horizon:
                 break
             if len(found) + len(errors) >= MAX_SHIFTS:
-                errors.append(f"More than {MAX_SHIFTS} shifts within {HORIZON_DAYS} days: split the file.")
+                errors.append(Msg(N_("More than %(max)s shifts within %(days)s days: split the file."),
+                                  {"max": MAX_SHIFTS, "days": HORIZON_DAYS}))
                 break
             uid = str(occurrence.get("UID", ""))[:80]
-            where = f"Event {uid} on {start.dt:%Y-%m-%d %H:%M}"
+            where = Msg(N_("Event %(event)s on %(start)s"),
+                        {"event": uid, "start": f"{start.dt:%Y-%m-%d %H:%M}"})
             try:
                 starts = _ics_instant(start, timezone=timezone, fold=fold)
                 ends = _ics_instant(occurrence["DTEND"], timezone=timezone, fold=fold)
             except InvalidInput as exc:
-                errors.append(f"{where}: {_sentence(exc.message)}")
+                errors.append(_at(where, _problem(exc)))
                 continue
             if starts > horizon:
                 break
             found.append(Candidate(where, group_id, users[uid], level, starts, ends))
     except Exception as exc:  # the library raises its own and dateutil's errors
-        return [], [f"The recurrence rules cannot be expanded: {str(exc)[:160]}"]
+        return [], [Msg(N_("The recurrence rules cannot be expanded: %(problem)s"),
+                        {"problem": str(exc)[:160]})]
     if not found and not errors:
-        errors.append(f"The file holds no shift within the next {HORIZON_DAYS} days.")
+        errors.append(Msg(N_("The file holds no shift within the next %(days)s days."),
+                          {"days": HORIZON_DAYS}))
     return found, errors
 
 
-def _overlaps(session: Session, shifts: list[Candidate]) -> list[str]:
+def _overlaps(session: Session, shifts: list[Candidate]) -> list[Msg]:
     """Two shifts of one group overlap at one rung, or for one physician: within the
     file, or with a shift already in the rota."""
-    errors: list[str] = []
+    errors: list[Msg] = []
     ordered = sorted(shifts, key=lambda c: (c.group_id, c.starts_at))
     for i, a in enumerate(ordered):
         for b in ordered[i + 1:]:
             if b.group_id != a.group_id or b.starts_at >= a.ends_at:
                 break
             if b.level == a.level or b.user_id == a.user_id:
-                errors.append(f"{b.where}: overlaps {a.where}.")
+                errors.append(_at(b.where, Msg(N_("overlaps %(other)s."), {"other": a.where})))
     for c in shifts:
         clash = session.scalar(select(func.count()).select_from(RotaShift).where(
             RotaShift.group_id == c.group_id, RotaShift.starts_at < c.ends_at,
             RotaShift.ends_at > c.starts_at,
             or_(RotaShift.level == c.level, RotaShift.user_id == c.user_id)))
         if clash:
-            errors.append(f"{c.where}: overlaps a shift already in the rota.")
+            errors.append(_at(c.where, Msg(N_("overlaps a shift already in the rota."))))
     return errors
 
 
-def save(session: Session, shifts: list[Candidate], errors: list[str], *, actor: Actor,
+def save(session: Session, shifts: list[Candidate], errors: list[Msg], *, actor: Actor,
          source: str, data: bytes, now: datetime) -> ImportReport:
     """Check every shift, then save all of them or none."""
     valid: list[Candidate] = []
     skipped = 0
     for c in shifts:
         if c.ends_at <= c.starts_at:
-            errors.append(f"{c.where}: the shift ends before it starts.")
+            errors.append(_at(c.where, Msg(N_("the shift ends before it starts."))))
         elif c.ends_at - c.starts_at > MAX_SHIFT:
-            errors.append(f"{c.where}: a shift lasts 31 days at most.")
+            errors.append(_at(c.where, Msg(N_("a shift lasts %(days)s days at most."),
+                                           {"days": MAX_SHIFT.days})))
         elif c.ends_at <= now:
             skipped += 1  # already over: a planning export holds the past too
         else:
             valid.append(c)
     if len(valid) > MAX_SHIFTS:
-        errors.append(f"More than {MAX_SHIFTS} shifts: split the file.")
+        errors.append(Msg(N_("More than %(max)s shifts: split the file."), {"max": MAX_SHIFTS}))
     if not errors:
         errors.extend(_overlaps(session, valid))
     if errors:
         extra = len(errors) - MAX_ERRORS
-        shown = errors[:MAX_ERRORS] + ([f"... and {extra} more problems."] if extra > 0 else [])
+        shown = errors[:MAX_ERRORS] + ([Msg(N_("... and %(count)s more problems."), {"count": extra})]
+                                       if extra > 0 else [])
         return ImportReport(errors=tuple(shown))
     rows = [RotaShift(group_id=c.group_id, user_id=c.user_id, level=c.level,
                       starts_at=c.starts_at, ends_at=c.ends_at) for c in valid]
@@ -287,7 +302,8 @@ def import_rota(session: Session, *, actor: Actor, data: bytes, filename: str, t
                 fold: int | None, group_id: int | None, level: int, now: datetime) -> ImportReport:
     """A .csv or .ics file, by its name; all of it saved, or none and the report."""
     if len(data) > MAX_BYTES:
-        return ImportReport(errors=(f"The file is larger than {MAX_BYTES // 1000} kB: split it.",))
+        return ImportReport(errors=(Msg(N_("The file is larger than %(size)s kB: split it."),
+                                        {"size": MAX_BYTES // 1000}),))
     if level not in (PRIMARY, BACKUP):
         raise InvalidInput(N_("A shift is primary or backup."))
     name = filename.lower()

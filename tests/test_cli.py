@@ -55,7 +55,7 @@ def test_init_is_idempotent_and_fails_closed(tmp_path):
     assert "Traceback" not in refused.stderr
 
 
-def test_create_user_and_api_tokens(tmp_path):
+def test_create_user_from_the_command_line(tmp_path):
     env = _env(tmp_path / "instance", tmp_path / "keys")
     assert run_cli(["init"], env).returncode == 0
     env_pw = dict(env, SIGNFLOW_NEW_PASSWORD="a sturdy passphrase")
@@ -83,6 +83,13 @@ def test_create_user_and_api_tokens(tmp_path):
                            "ORDER BY seq DESC").fetchone()[0]
     assert tuple(row) == (1, 0) and '"role":"operator"' in actor
 
+
+def test_api_tokens_for_integration_accounts_only(tmp_path):
+    env = _env(tmp_path / "instance", tmp_path / "keys")
+    assert run_cli(["init"], env).returncode == 0
+    made = run_cli(["create-user", "desk", "--role", "recipient", "--destination", "Transplant service"],
+                   dict(env, SIGNFLOW_NEW_PASSWORD="a sturdy passphrase"))
+    assert made.returncode == 0, made.stderr
     # People get no tokens; an integration account (no password asked) does.
     person = run_cli(["api-token", "create", "desk", "--scope", "read"], env)
     assert person.returncode == 1 and "integration accounts" in person.stderr

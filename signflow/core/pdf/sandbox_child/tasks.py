@@ -55,10 +55,10 @@ def check_readers(data: bytes, page_count: int) -> None:
 PROBE_WIDTH_PX = 48
 
 
-def unviewable(page_number: int) -> str:
-    return (f"page {page_number} of the PDF cannot be displayed, so the physician could not "
-            "read it before signing; print the document to PDF again (or scan it again) and "
-            "upload that copy")
+UNVIEWABLE = N_(
+    "page %(page)s of the PDF cannot be displayed, so the physician could not read it "
+    "before signing; print the document to PDF again (or scan it again) and upload that copy"
+)
 
 
 def probe_pages(data: bytes, page_count: int) -> None:
@@ -73,11 +73,11 @@ def probe_pages(data: bytes, page_count: int) -> None:
                 page = document[index]
                 width_pt, height_pt = page.get_size()
                 if width_pt <= 0 or height_pt <= 0:
-                    raise Refuse(unviewable(index + 1))
+                    raise Refuse(UNVIEWABLE, params={"page": index + 1})
                 page.render(scale=max(PROBE_WIDTH_PX / width_pt, 1e-3)).close()
                 page.close()
             except pypdfium2.PdfiumError as exc:
-                raise Refuse(unviewable(index + 1), detail=parser_error(exc)) from None
+                raise Refuse(UNVIEWABLE, params={"page": index + 1}, detail=parser_error(exc)) from None
     finally:
         document.close()
 

@@ -23,7 +23,7 @@ from signflow.core.accounts import users as accounts
 from signflow.core.accounts.directory import BindRefused, Directory, DirectoryAccount, Unreachable, role_for
 from signflow.core.audit import log as audit
 from signflow.core.audit.log import Actor
-from signflow.core.errors import AuthenticationFailed, AwaitingApproval, DirectoryUnavailable, Throttled
+from signflow.core.errors import AuthenticationFailed, AwaitingApproval, DirectoryUnavailable
 from signflow.core.i18n import N_
 from signflow.models import (
     AuditAction,
@@ -48,12 +48,9 @@ def authenticate(
     """Check a directory login. Failures are recorded (the caller commits them), as are
     an account created awaiting approval and its pending change."""
     attempt = throttle.Attempt(throttle_key, username, ip, device)
-    typed = _typed_name(session, throttle_key, username)
+    typed = accounts.login_gate(session, attempt, user=accounts.account_named(session, username),
+                                now=now, ip=ip, source=PROVIDER)
     anonymous = Actor(None, typed, ServiceRole.ANONYMOUS, ip)
-    wait = throttle.remaining(session, attempt, now=now)
-    if wait:
-        audit.append(session, now=now, actor=anonymous, action=AuditAction.LOGIN_THROTTLED, source=PROVIDER)
-        raise Throttled(N_("Too many failed attempts: wait a moment and try again."), retry_after=wait)
 
     def refuse(reason: str, message: str, user: User | None = None) -> AuthenticationFailed:
         throttle.record_failure(session, attempt, now=now)
@@ -105,15 +102,6 @@ def authenticate(
     audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_SUCCEEDED,
                  factors=["directory"], source=PROVIDER)
     return user
-
-
-def _typed_name(session: Session, key: bytes, username: str) -> str:
-    """As the password login does: the typed name when it is an account, else a keyed hash
-    (people type passwords into the user name field)."""
-    name = username.strip().lower()
-    if session.scalar(select(User.id).where(User.username == name)) is not None:
-        return name
-    return "unknown:" + throttle.name_digest(key, username)[:16]
 
 
 def _link(session: Session, subject: str) -> ExternalIdentity | None:

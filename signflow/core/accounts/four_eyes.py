@@ -99,8 +99,9 @@ def create_user(session: Session, *, actor: Actor, now: datetime, role: str, **f
 def hold_new_account(session: Session, *, actor: Actor, now: datetime, user: User,
                      source: str) -> PendingChange:
     """An account that appeared without an administrator (the hospital directory's first
-    login) and whose role needs four eyes: it stays disabled until an administrator
-    approves (the directory's groups were the first pair of eyes, so any admin may).
+    login, or self-enrolment through an identity provider) and whose role needs four
+    eyes: it stays disabled until an administrator approves (the directory's groups, or
+    the provider's verified identity, were the first pair of eyes, so any admin may).
     `source` is kept with the change, so the approving administrator sees where it came from."""
     return _propose(session, actor=actor, now=now, kind=ChangeKind.CREATE_USER, user=user,
                     changes={"source": source})

@@ -188,6 +188,32 @@ def set_user_active(session: Session, *, actor: Actor, user_id: int, active: boo
     return user
 
 
+def account_named(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username.strip().lower()))
+
+
+def login_gate(session: Session, attempt: throttle.Attempt, *, user: User | None, now: datetime,
+               ip: str | None, source: str | None = None) -> str:
+    """What every login (password, directory) does first: the throttle is asked before
+    any secret is checked, and a throttled attempt is audited. Returns the name the
+    attempt is audited under: the typed name when it is an account, else a keyed hash
+    (people type passwords into the user name field; the hash correlates, names no one).
+    `source`: the login's kind when it is not the password form ("directory")."""
+    typed = user.username if user is not None else "unknown:" + throttle.name_digest(
+        attempt.key, attempt.username)[:16]
+    wait = throttle.remaining(session, attempt, now=now)
+    if wait:
+        actor = Actor(None, typed, ServiceRole.ANONYMOUS, ip)
+        if source is None:
+            audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_THROTTLED,
+                         user=user.id if user else None)
+        else:
+            audit.append(session, now=now, actor=actor, action=AuditAction.LOGIN_THROTTLED,
+                         user=user.id if user else None, source=source)
+        raise Throttled(N_("Too many failed attempts: wait a moment and try again."), retry_after=wait)
+    return typed
+
+
 def authenticate(
     session: Session, *, username: str, password: str, now: datetime, ip: str | None,
     throttle_key: bytes, device: str | None = None,
@@ -198,18 +224,8 @@ def authenticate(
     (see `throttle`). An unknown name and a known one get the same answer, throttling
     included, and the same work (a dummy hash is verified)."""
     attempt = throttle.Attempt(throttle_key, username, ip, device)
-    user = session.scalar(select(User).where(User.username == username.strip().lower()))
-    wait = throttle.remaining(session, attempt, now=now)
-    # The signed audit log keeps a typed name only when it is an account: people
-    # type passwords into the user name field. Otherwise a keyed hash (correlates, names no one).
-    typed = user.username if user is not None else "unknown:" + throttle.name_digest(
-        throttle_key, username)[:16]
-    if wait:
-        audit.append(
-            session, now=now, actor=Actor(None, typed, ServiceRole.ANONYMOUS, ip),
-            action=AuditAction.LOGIN_THROTTLED, user=user.id if user else None,
-        )
-        raise Throttled(N_("Too many failed attempts: wait a moment and try again."), retry_after=wait)
+    user = account_named(session, username)
+    typed = login_gate(session, attempt, user=user, now=now, ip=ip)
     # An account without a local password (it logs in through an identity provider)
     # costs the same hash as an unknown name and fails like it.
     stored = user.password_hash if user is not None else None

@@ -12,7 +12,7 @@ from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
 from signflow import i18n_tools
-from signflow.core.i18n import Translator
+from signflow.core.i18n import N_, Msg, Translator, from_stored, stored
 
 PO = i18n_tools.po_path("fr")
 MO = PO.with_suffix(".mo")
@@ -110,3 +110,22 @@ def test_the_hospital_vocabulary():
         "On-call rota": "Planning d'astreinte",
     }.items():
         assert french[english] == expected, english
+
+
+def test_a_stored_message_reads_in_each_readers_language():
+    """A failure reason is stored as its message id and parameters (core.i18n.stored),
+    the validator's problems among them, and read back translated; a reason stored as
+    plain English text before that still reads as itself."""
+    reason = Msg(N_("The signature made at %(when)s did not validate (%(problems)s), so nothing "
+                    "was delivered. The physician can sign again, or decline."),
+                 {"when": "2026-12-04 03:12 CET", "problems": ["the signer's certificate cannot be read"]})
+    kept = from_stored(stored(reason))
+    assert kept is not None and str(kept) == str(reason)
+    assert "the signer's certificate cannot be read" in str(kept)
+    french = kept.in_language("fr")
+    assert french.startswith("La signature apposée le 2026-12-04 03:12 CET")
+    assert "le certificat du signataire est illisible" in french
+    legacy = from_stored("Nobody signed before the last escalation deadline.")
+    assert legacy is not None
+    assert legacy.in_language("fr") == "Personne n'a signé avant la dernière échéance d'escalade."
+    assert from_stored(None) is None and from_stored("") is None
